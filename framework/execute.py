@@ -1,0 +1,96 @@
+"""Running one stage job idempotently: the body of `ablate exec STAGE KEY`."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framework.plan import Job, Plan
+from framework.spec import LoadedSpec
+from framework.stages import STAGES
+from framework.store import Build, Store
+
+
+class StageNotImplemented(Exception):
+    """The stage exists in the plan but its implementation has not landed yet."""
+
+
+class ExecError(Exception):
+    """A user-facing problem with an exec request (unknown key, dependency not built)."""
+
+
+def results_root(loaded: LoadedSpec, override: str | None = None) -> Path:
+    """<results_dir>/<name>: the command line, then $ABLATE_RESULTS_DIR, then the spec."""
+    base = override or os.environ.get("ABLATE_RESULTS_DIR") or loaded.spec.results_dir
+    return Path(base) / loaded.spec.name
+
+
+def open_store(loaded: LoadedSpec, override: str | None = None) -> Store:
+    return Store(results_root(loaded, override) / "store")
+
+
+@dataclass
+class StageContext:
+    """Everything a stage implementation gets."""
+
+    loaded: LoadedSpec
+    plan: Plan
+    job: Job
+    store: Store
+    build: Build
+
+    @property
+    def spec(self):
+        return self.loaded.spec
+
+    @property
+    def out(self) -> Path:
+        """The directory the stage writes its outputs into (renamed into place on success)."""
+        return self.build.dir
+
+    def input_dir(self, job_id: str) -> Path:
+        stage, key = job_id.split("/")
+        return self.store.path(stage, key)
+
+    def inputs(self, stage: str) -> list[Path]:
+        return [self.input_dir(d) for d in self.job.deps if d.startswith(stage + "/")]
+
+
+def stage_function(stage: str) -> Callable[[StageContext], Any]:
+    target = STAGES[stage].target
+    module, _, attr = target.partition(":")
+    if importlib.util.find_spec(module) is None:
+        raise StageNotImplemented(f"stage {stage!r} is not implemented yet ({STAGES[stage].description})")
+    return getattr(importlib.import_module(module), attr)
+
+
+def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, *, force: bool = False) -> bool:
+    """Build one stage job unless it is done. Returns True when it ran, False when it was already done."""
+    job = plan.find(stage, key)
+    if job is None:
+        known = ", ".join(j.key for j in plan.by_stage(stage)) or "none"
+        raise ExecError(f"no {stage} job with key {key!r} in this spec's plan (its {stage} keys: {known})")
+    missing = [d for d in job.deps if not store.is_done(*d.split("/"))]
+    if missing:
+        raise ExecError(f"{job.id} needs {', '.join(missing)} to be done first")
+    fn = stage_function(stage)
+    if force:
+        store.invalidate(stage, key)
+    manifest = {
+        "stage": stage,
+        "key": key,
+        "code_version": STAGES[stage].version,
+        "inputs": job.deps,
+        "config": job.config,
+        "cells": job.cells,
+        "spec": loaded.spec.name,
+    }
+    with store.build(stage, key, manifest, resume=stage == "train") as build:
+        if build is None:
+            return False
+        fn(StageContext(loaded, plan, job, store, build))
+    return True

@@ -1,0 +1,96 @@
+"""difficulty: keep problems in a band of a given label (level, rating) or of an estimated pass rate."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from framework.factors.base import Factor, FactorContext
+from framework.factors.length import band_report, rank_bins
+from framework.spec.base import SpecModel
+
+
+class Params(SpecModel):
+    by: Literal["label", "pass_rate"] = Field(
+        "label",
+        description="label: the pool's `difficulty` column; pass_rate: 1 - a reference model's pass rate.",
+    )
+    values: list[Any] | None = Field(None, description="Keep these label values (categorical labels).")
+    min: float | None = Field(None, description="Keep difficulty >= min.")
+    max: float | None = Field(None, description="Keep difficulty <= max.")
+    bins: int | None = Field(None, ge=2, description="Split into this many quantile bins ...")
+    bin: int | None = Field(None, ge=0, description="... and keep this one (0 = easiest).")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Params:
+        if (self.bins is None) != (self.bin is None):
+            raise ValueError("give 'bins' and 'bin' together")
+        if self.bins is not None and self.bin is not None and self.bin >= self.bins:
+            raise ValueError(f"bin {self.bin} out of range for {self.bins} bins")
+        rules = [self.values is not None, self.min is not None or self.max is not None, self.bins is not None]
+        if sum(rules) > 1:
+            raise ValueError("use one of 'values', 'min'/'max' or 'bins'/'bin'")
+        return self
+
+
+def label_key(value: Any) -> float | str | None:
+    """Comparable form of a label: numbers (and numeric strings) as floats so 5, 5.0 and "5" match; else the text."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value).strip()
+    return number if math.isfinite(number) else str(value).strip()
+
+
+def _raw(frame: pd.DataFrame, by: str) -> pd.Series:
+    if by == "label":
+        return frame["difficulty"]
+    # Rounded so that e.g. 1 - 0.7 compares equal to a bound of 0.3.
+    return (1.0 - pd.to_numeric(frame["pass_rate"], errors="coerce").astype("float64")).round(12)
+
+
+def _numeric(raw: pd.Series, by: str) -> pd.Series:
+    """Numeric difficulty for ranges and bins; text labels cannot be ordered, so they are an error, not NaN."""
+    numeric = pd.to_numeric(raw.map(label_key), errors="coerce").astype("float64")
+    bad = raw.notna() & numeric.isna()
+    if bad.any():
+        example = raw[bad].iloc[0]
+        raise ValueError(f"difficulty by={by}: label {example!r} is not numeric; use 'values' for categorical labels")
+    return numeric
+
+
+def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -> pd.DataFrame:
+    """Rows without a difficulty are dropped whenever a rule applies; with no rule every row is kept."""
+    raw = _raw(frame, params.by)
+    has_rule = params.values is not None or params.min is not None or params.max is not None or params.bins is not None
+    if not has_rule:
+        ctx.report.update({"by": params.by, "rule": None})
+        return frame
+    if len(frame) and raw.isna().all():
+        column = "difficulty" if params.by == "label" else "pass_rate (annotate.pass_rates)"
+        raise ValueError(f"difficulty level {level!r}: no trace has a {column} value")
+    if params.values is not None:
+        wanted = [label_key(v) for v in params.values]
+        keep = raw.map(lambda v: (k := label_key(v)) is not None and k in wanted).astype(bool)
+        ctx.report.update({"by": params.by, "rule": "values", "missing": int(raw.isna().sum())})
+        return frame[keep]
+    values = _numeric(raw, params.by)
+    if params.bins is not None:
+        keep = rank_bins(values, frame["trace_id"], params.bins) == params.bin
+        rule = "bins"
+    else:
+        lo = -np.inf if params.min is None else params.min
+        hi = np.inf if params.max is None else params.max
+        keep = values.between(lo, hi, inclusive="both")
+        rule = "range"
+    ctx.report.update({"by": params.by, "rule": rule, **band_report(values, keep)})
+    return frame[keep]
+
+
+FACTOR = Factor("difficulty", Params, apply, phase="filter", order=30, description=__doc__ or "")

@@ -1,0 +1,240 @@
+"""The plan: every stage job of a sweep with its content key and dependencies.
+
+A key hashes exactly what determines the stage's output: its inputs' keys, the slice of the spec that matters
+and the stage's code version. So a comment, the launcher section or an added cell never invalidates finished
+work, and two cells that need the same output share one job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framework.grid import Cell, arm_definition, expand
+from framework.hashing import content_key, file_digest, tree_digest
+from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
+from framework.stages import STAGES
+
+# Train fields that change how a job runs, not what it computes (ZeRO stage, offload, recomputation and process
+# layout leave the math unchanged with a fixed global batch). Editing them re-uses finished checkpoints.
+TRAIN_EXECUTION_ONLY = {
+    "zero_stage",
+    "offload_optimizer",
+    "offload_params",
+    "gradient_checkpointing",
+    "attn_implementation",
+    "checkpoint_every_steps",
+    "keep_checkpoint",
+    "processes",
+    "nodes",
+}
+EVAL_EXECUTION_ONLY = {"tensor_parallel_size", "data_parallel_size", "truncation_warning", "pass_k"}
+
+
+class PlanError(Exception):
+    """A problem found while planning (missing file, unresolvable model); one message per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class Job:
+    """One `ablate exec STAGE KEY` command."""
+
+    stage: str
+    key: str
+    deps: list[str]
+    config: dict[str, Any]
+    cells: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.stage}/{self.key}"
+
+
+@dataclass
+class Plan:
+    spec: AblationSpec
+    cells: list[Cell]
+    jobs: dict[str, Job]  # insertion order is a valid topological order
+    cell_jobs: dict[str, dict[str, list[str]]]  # cell id -> stage -> job ids
+    warnings: list[str] = field(default_factory=list)  # problems tolerated by a non-strict plan
+
+    def find(self, stage: str, key: str) -> Job | None:
+        return self.jobs.get(f"{stage}/{key}")
+
+    def by_stage(self, stage: str) -> list[Job]:
+        return [j for j in self.jobs.values() if j.stage == stage]
+
+
+# --------------------------------------------------------------------------------------- fingerprints
+def resolve_path(path: str, spec_dir: Path | None) -> Path | None:
+    """Relative paths resolve against the working directory, then the spec file's directory."""
+    p = Path(os.path.expanduser(path))
+    if p.is_absolute():
+        return p if p.exists() else None
+    for base in (Path.cwd(), spec_dir):
+        if base is not None and (base / p).exists():
+            return (base / p).resolve()
+    return None
+
+
+def toy_base_path() -> Path:
+    return Path(__file__).parent / "toy" / "assets" / "base"
+
+
+def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
+    """What identifies a model's weights and tokenizer, cheaply."""
+    if model.tiny is not None:
+        return {"tiny": model.tiny.model_dump(mode="json"), "chat_template": model.chat_template}
+    name = model.name_or_path or ""
+    if name == "toy:base":
+        path = toy_base_path()
+        if not path.exists():
+            problems.append(f"{where}: the shipped toy base is missing at {path} (run `ablate toy pretrain`)")
+            return {"toy": "missing"}
+        return {"local": tree_digest(path), "chat_template": model.chat_template}
+    local = resolve_path(name, spec_dir)
+    if local is not None and local.is_dir():
+        return {"local": tree_digest(local), "chat_template": model.chat_template}
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local:
+        problems.append(f"{where}: model directory {name!r} does not exist")
+        return {"local": "missing"}
+    return {"hub": name, "revision": model.revision or "main", "chat_template": model.chat_template}
+
+
+def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
+    ident = src.model_dump(mode="json", exclude={"path"})
+    if src.path is not None:
+        p = resolve_path(src.path, spec_dir)
+        if p is None:
+            problems.append(f"{where}.path: pool file {src.path!r} does not exist")
+            ident["content"] = "missing"
+        else:
+            ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)
+    return ident
+
+
+def benchmark_identity(b: BenchmarkSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict:
+    ident = b.model_dump(mode="json", exclude={"path"})
+    if b.path is not None:
+        p = resolve_path(b.path, spec_dir)
+        if p is None:
+            problems.append(f"{where}.path: benchmark file {b.path!r} does not exist")
+            ident["content"] = "missing"
+        else:
+            ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)
+    return ident
+
+
+def tracking_uri(spec: AblationSpec) -> str:
+    """Spec, then $MLFLOW_TRACKING_URI, then the sqlite file under the results directory."""
+    if spec.tracking.uri:
+        return spec.tracking.uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(spec.results_dir) / 'mlflow.db'}"
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, strict: bool = True) -> Plan:
+    """Expand the spec and key every stage job. Cheap: hashes configs and small files, loads nothing heavy.
+
+    strict=False (for `ablate validate`) turns missing local files into warnings: a spec written for a cluster
+    validates on a laptop that lacks the cluster's data.
+    """
+    spec_dir = Path(spec_path).resolve().parent if spec_path else None
+    problems: list[str] = []
+    jobs: dict[str, Job] = {}
+
+    def add(stage: str, config: dict[str, Any], deps: list[str], cell: str) -> str:
+        key = content_key({"stage": stage, "version": STAGES[stage].version, "config": config, "deps": deps})
+        jid = f"{stage}/{key}"
+        if jid not in jobs:
+            jobs[jid] = Job(stage, key, deps, config)
+        if jobs[jid].cells[-1:] != [cell]:  # a cell adds its jobs consecutively: no quadratic membership test
+            jobs[jid].cells.append(cell)
+        return jid
+
+    cells = expand(spec)
+    base_ident = model_identity(spec.model, spec_dir, problems, "model")
+    prompt = spec.prompt.model_dump(mode="json")
+    pool_sources = [pool_identity(s, spec_dir, problems, f"pool[{i}]") for i, s in enumerate(spec.pool)]
+    train_slice = spec.train.model_dump(mode="json", exclude=TRAIN_EXECUTION_ONLY)
+    eval_slice = spec.eval.model_dump(mode="json", exclude={"benchmarks", *EVAL_EXECUTION_ONLY})
+    benches = [
+        (b, benchmark_identity(b, spec_dir, problems, f"eval.benchmarks[{i}]"))
+        for i, b in enumerate(spec.eval.benchmarks)
+    ]
+    uri = tracking_uri(spec)
+    log_slice = {
+        "uri": uri,
+        "experiment": spec.tracking.experiment or spec.name,
+        **spec.tracking.model_dump(mode="json", exclude={"uri", "experiment"}),
+    }
+
+    def model_job(ident: dict[str, Any], cell: str) -> list[str]:
+        """Tiny models are built by a stage of their own; hub and local models need none."""
+        return [add("model", {"model": ident}, [], cell)] if "tiny" in ident else []
+
+    cell_jobs: dict[str, dict[str, list[str]]] = {}
+    first_seed = spec.seeds[0]
+    for cell in cells:
+        stages: dict[str, list[str]] = {}
+        if cell.baseline is None:
+            stages["model"] = model_job(base_ident, cell.id)
+            stages["pool"] = [
+                add(
+                    "pool",
+                    {
+                        "sources": pool_sources,
+                        "tokenizer": base_ident,
+                        "annotate": spec.annotate.model_dump(mode="json"),
+                    },
+                    stages["model"],
+                    cell.id,
+                )
+            ]
+            data_seed = cell.seed if spec.resample_per_seed else first_seed
+            data_cfg = {
+                "arm": arm_definition(spec, cell.levels),
+                "n_examples": spec.n_examples,
+                "seed": data_seed,
+            }
+            stages["data"] = [add("data", data_cfg, stages["pool"], cell.id)]
+            train_cfg = {"model": base_ident, "prompt": prompt, "train": train_slice, "seed": cell.seed}
+            stages["train"] = [add("train", train_cfg, stages["model"] + stages["data"], cell.id)]
+            checkpoint = stages["train"]
+        else:
+            b = next(b for b in spec.baselines if b.name == cell.baseline)
+            ident = (
+                base_ident if b.model is None else model_identity(b.model, spec_dir, problems, f"baselines.{b.name}")
+            )
+            stages["model"] = model_job(ident, cell.id)
+            checkpoint = stages["model"]
+            stages["pool"] = stages["data"] = stages["train"] = []
+        model_ref = (
+            {"checkpoint": checkpoint} if checkpoint else {"model": base_ident if cell.baseline is None else ident}
+        )
+        stages["eval"] = [
+            add(
+                "eval",
+                {**model_ref, "benchmark": bident, "prompt": prompt, "eval": eval_slice},
+                checkpoint,
+                cell.id,
+            )
+            for _, bident in benches
+        ]
+        log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": log_slice}
+        stages["log"] = [add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
+        cell_jobs[cell.id] = stages
+    problems = list(dict.fromkeys(problems))
+    if problems and strict:
+        raise PlanError(problems)
+    return Plan(spec=spec, cells=cells, jobs=jobs, cell_jobs=cell_jobs, warnings=problems)

@@ -1,0 +1,42 @@
+"""Built-in pool layouts: a hub id plus the column mapping onto ablate's pool schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PoolPreset:
+    name: str
+    hub: str | None
+    split: str = "train"
+    columns: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+NEMOTRON_MATH_HUMAN_REASONING = PoolPreset(
+    "nemotron-math-human-reasoning",
+    hub="nvidia/Nemotron-Math-HumanReasoning",
+    columns={
+        "problem": "problem",
+        "trace": "solution",
+        "source": "solution_type",
+        "expected_answer": "expected_answer",
+    },
+    description="Human-written solutions (human_stage1..4) and QwQ-32B-Preview traces of the same problems.",
+)
+OPEN_MATH_REASONING = PoolPreset(
+    "open-math-reasoning",
+    hub="nvidia/OpenMathReasoning",
+    split="cot",
+    columns={
+        "problem": "problem",
+        "trace": "generated_solution",
+        "source": "generation_model",
+        "expected_answer": "expected_answer",
+        "difficulty": "pass_rate_72b_tir",
+        "topic": "problem_source",
+    },
+    description="NeMo-Skills layout; difficulty is the 72B TIR pass rate (higher = easier).",
+)
+TOY = PoolPreset("toy", hub=None, description="The toy world's traces, generated in code (options: seed, sizes).")

@@ -1,0 +1,517 @@
+"""The ablation spec: one typed model per YAML section.
+
+This module is the reference for the YAML format: every field carries its description and default, and
+`ablate schema` prints them. Semantic checks that need registries (factor kinds, benchmark names, level
+parameters) live in `framework.spec.checks`, so that all errors can be reported at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from framework.spec.base import SpecModel
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+DEFAULT_REFLECTION_KEYWORDS = [
+    "wait",
+    "but wait",
+    "let me check",
+    "let me verify",
+    "alternatively",
+    "hmm",
+    "double-check",
+]
+DEFAULT_USER_TEMPLATE = (
+    "Solve the following math problem. Make sure to put the answer (and only answer) inside \\boxed{{}}.\n\n{problem}"
+)
+
+
+# --------------------------------------------------------------------------------------------- model
+class TinyModelSpec(SpecModel):
+    """A small Qwen2 built locally from a config, with a tokenizer trained on the toy corpus."""
+
+    hidden_size: int = Field(
+        128, ge=64, description="Hidden width; a multiple of 64 (head_dim 64 for vLLM's CPU kernels)."
+    )
+    num_layers: int = Field(4, ge=1, le=64, description="Transformer layers.")
+    num_heads: int = Field(2, ge=1, description="Attention heads (hidden_size / num_heads must be 64).")
+    num_kv_heads: int | None = Field(None, ge=1, description="Key/value heads for GQA; default: num_heads.")
+    intermediate_size: int = Field(512, ge=1, description="MLP width.")
+    vocab_size: int = Field(512, ge=64, description="Tokenizer vocabulary to train on the toy corpus.")
+    max_position_embeddings: int = Field(2048, ge=64, description="Longest sequence the model can take.")
+    tie_word_embeddings: bool = Field(True, description="Share input and output embeddings.")
+    init_seed: int = Field(0, description="Seed of the random initialization.")
+
+    @model_validator(mode="after")
+    def _head_dim(self) -> TinyModelSpec:
+        if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads != 64:
+            raise ValueError(
+                f"hidden_size / num_heads must be 64 (vLLM's CPU attention rejects other head sizes); "
+                f"got {self.hidden_size} / {self.num_heads}"
+            )
+        kv = self.num_kv_heads or self.num_heads
+        if self.num_heads % kv:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({kv})")
+        return self
+
+
+class ModelSpec(SpecModel):
+    """The base model every cell fine-tunes: a hub id, a local directory, or a tiny model built here."""
+
+    name_or_path: str | None = Field(
+        None,
+        description="Hub id (e.g. Qwen/Qwen2.5-32B) or local directory of a Hugging Face checkpoint. "
+        "'toy:base' names the pretrained toy base shipped with ablate.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
+    tiny: TinyModelSpec | None = Field(None, description="Build a small Qwen2 locally instead of loading one.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype: auto = bfloat16 on GPU, float32 on CPU."
+    )
+    chat_template: str | None = Field(
+        None, description="Jinja chat template to use when the tokenizer has none (or to override it)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the checkpoint.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.name_or_path is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'name_or_path' (hub id or local path) or 'tiny' (build locally)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- pool
+POOL_FIELDS = ("problem_id", "problem", "trace", "source", "expected_answer", "difficulty", "topic")
+
+
+class PoolSourceSpec(SpecModel):
+    """One source of traces; several are concatenated into the sweep's pool."""
+
+    path: str | None = Field(
+        None,
+        description="Local file (.jsonl, .json, .parquet, .csv) or a local Hugging Face dataset directory.",
+    )
+    hub: str | None = Field(None, description="Hugging Face dataset id, loaded with `datasets`.")
+    preset: str | None = Field(
+        None,
+        description="A built-in layout: 'nemotron-math-human-reasoning', 'open-math-reasoning' or 'toy'. "
+        "A preset fills `hub` and `columns`; a `path` alongside it loads the same layout from a local file.",
+    )
+    split: str = Field("train", description="Dataset split (hub datasets and dataset directories).")
+    format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf"] = Field(
+        "auto", description="File format; auto = by extension."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map of internal field -> column in this source. Internal fields: "
+        + ", ".join(POOL_FIELDS)
+        + ". Unmapped columns are kept as free metadata.",
+    )
+    source: str | None = Field(None, description="Constant `source` label for every trace when no column holds one.")
+    filter: dict[str, Any] = Field(
+        default_factory=dict, description="Keep only rows whose column equals the value (or is in the list)."
+    )
+    limit: int | None = Field(None, ge=1, description="Read at most this many rows (for quick trials).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Preset-specific options (e.g. toy seed).")
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(POOL_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown internal field(s) {unknown}; valid: {list(POOL_FIELDS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_location(self) -> PoolSourceSpec:
+        given = [k for k in ("path", "hub", "preset") if getattr(self, k) is not None]
+        if not given:
+            raise ValueError("a pool source needs one of 'path', 'hub' or 'preset'")
+        if self.path is not None and self.hub is not None:
+            raise ValueError("give 'path' or 'hub', not both")
+        return self
+
+
+class AnnotateSpec(SpecModel):
+    """What the pool stage computes for every trace, once per sweep."""
+
+    reflection_keywords: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REFLECTION_KEYWORDS),
+        description="Reflection phrases counted in traces (and in evaluation outputs); matched case-insensitively "
+        "on word boundaries.",
+    )
+    grading_timeout_s: float = Field(5.0, gt=0, description="Time limit for grading one trace's final answer.")
+    topics: Literal["given", "none"] = Field(
+        "given", description="Where trace topics come from: a column of the pool ('given') or nowhere."
+    )
+    pass_rates: str | None = Field(
+        None,
+        description="Parquet/JSONL of a reference model's sampled results (problem_id, correct) from which the "
+        "estimated difficulty (1 - pass rate) is computed.",
+    )
+
+
+# ------------------------------------------------------------------------------------------- factors
+class LevelSpec(SpecModel):
+    """One level of a factor: a name and the parameters the factor's implementation takes."""
+
+    name: str = Field(..., pattern=NAME_RE, description="Level name, used in cell ids and reports.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters for the factor at this level.")
+
+
+def normalize_levels(raw: Any) -> Any:
+    """Accept `[a, b]`, `[{name: a, ...}]` or `{a: {...}, b: {...}}`; return a list of {name, params}."""
+    if isinstance(raw, dict):
+        return [{"name": k, "params": v if v is not None else {}} for k, v in raw.items()]
+    if isinstance(raw, list):
+        out = []
+        for item in raw:
+            if isinstance(item, str | int | float | bool):
+                out.append({"name": str(item), "params": {}})
+            elif isinstance(item, dict) and "name" in item and "params" not in item:
+                out.append({"name": item["name"], "params": {k: v for k, v in item.items() if k != "name"}})
+            else:
+                out.append(item)
+        return out
+    return raw
+
+
+class FactorSpec(SpecModel):
+    """A property of the training data to vary, and its levels."""
+
+    kind: str | None = Field(
+        None,
+        description="Factor implementation: a built-in name (source, length, difficulty, diversity, keywords, "
+        "correctness) or 'package.module:attr'. Default: the factor's key in `factors`.",
+    )
+    levels: list[LevelSpec] = Field(
+        ..., min_length=1, description="Levels: a list of names, or a mapping of name -> parameters."
+    )
+    reference: str | None = Field(
+        None, description="Level the report compares the others against. Default: the first level."
+    )
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _normalize(cls, v: Any) -> Any:
+        return normalize_levels(v)
+
+    @model_validator(mode="after")
+    def _unique(self) -> FactorSpec:
+        names = [lv.name for lv in self.levels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate level name(s): {dupes}")
+        if self.reference is not None and self.reference not in names:
+            raise ValueError(f"reference level {self.reference!r} is not one of the levels {names}")
+        return self
+
+    @property
+    def reference_level(self) -> str:
+        return self.reference or self.levels[0].name
+
+
+# ---------------------------------------------------------------------------------------------- grid
+class GridSpec(SpecModel):
+    """How factor levels combine into cells."""
+
+    design: Literal["factorial", "one_at_a_time"] = Field(
+        "factorial",
+        description="factorial: every combination of levels; one_at_a_time: the all-reference cell plus, per "
+        "factor, each other level with the rest at their reference levels.",
+    )
+    exclude: list[dict[str, str | list[str]]] = Field(
+        default_factory=list,
+        description="Drop cells matching every factor=level(s) of a rule, e.g. {source: human, keywords: inject}.",
+    )
+    include: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Extra cells, one factor=level mapping each; factors left out take their reference level.",
+    )
+
+
+class BaselineSpec(SpecModel):
+    """A model evaluated as is, beside the arms (e.g. the untuned base model)."""
+
+    name: str = Field(..., pattern=NAME_RE, description="Baseline name; 'base' is the spec's base model.")
+    model: ModelSpec | None = Field(None, description="Model to evaluate; default (and for 'base'): the base model.")
+
+
+# ----------------------------------------------------------------------------------------- prompting
+class PromptSpec(SpecModel):
+    """How a problem becomes a chat prompt; the same function formats training and evaluation."""
+
+    system: str | None = Field(None, description="System message; none when null.")
+    user_template: str = Field(
+        DEFAULT_USER_TEMPLATE, description="User message; `{problem}` is replaced by the problem text."
+    )
+
+    @field_validator("user_template")
+    @classmethod
+    def _has_problem(cls, v: str) -> str:
+        if "{problem}" not in v:
+            raise ValueError("user_template must contain '{problem}'")
+        try:
+            v.format(problem="x")
+        except (IndexError, KeyError, ValueError) as e:
+            raise ValueError(
+                f"user_template is not a valid format string ({e}); write literal braces as {{{{ }}}}"
+            ) from e
+        return v
+
+
+# --------------------------------------------------------------------------------------------- train
+class TrainSpec(SpecModel):
+    """Full fine-tuning with DeepSpeed (ZeRO-3 by default)."""
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the cell's training set.")
+    learning_rate: float = Field(1.0e-5, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule."
+    )
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    global_batch_size: int = Field(16, ge=1, description="Sequences per optimizer step, over all processes.")
+    micro_batch_size: int = Field(1, ge=1, description="Sequences per process per forward pass.")
+    max_seq_len: int = Field(16384, ge=16, description="Longest training sequence in tokens (prompt + trace).")
+    overlong: Literal["truncate", "drop"] = Field(
+        "truncate", description="What to do with a longer example: cut it at max_seq_len, or leave it out."
+    )
+    zero_stage: Literal[0, 1, 2, 3] = Field(3, description="DeepSpeed ZeRO stage.")
+    offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory.")
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO-3 only).")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel; auto = flash attention when installed, else sdpa."
+    )
+    checkpoint_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Save a resumable ZeRO checkpoint this often (for preemption); none = only at end.",
+    )
+    keep_checkpoint: bool = Field(
+        True, description="Keep the consolidated checkpoint after its evaluations (a 32B one is ~64 GB)."
+    )
+    processes: int | None = Field(
+        None,
+        ge=1,
+        description="Training processes per node: default = GPUs visible, or 2 on a CPU-only machine.",
+    )
+    nodes: int = Field(1, ge=1, description="Nodes per training job (multi-node via srun + torchrun).")
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra transformers TrainingArguments, passed through verbatim."
+    )
+
+    @model_validator(mode="after")
+    def _batch(self) -> TrainSpec:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of micro_batch_size "
+                f"({self.micro_batch_size})"
+            )
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage 3")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- eval
+class SamplingSpec(SpecModel):
+    """Decoding settings for evaluation."""
+
+    temperature: float = Field(0.6, ge=0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(-1, description="Top-k sampling; -1 = off.")
+    max_tokens: int = Field(32768, ge=1, description="Longest response in tokens.")
+    seed: int = Field(0, description="Sampling seed (each sample's seed is derived from it).")
+
+
+class BenchmarkSpec(SpecModel):
+    """A benchmark to evaluate on, by registry name or import path, optionally from a local file."""
+
+    name: str = Field(
+        ...,
+        description="Registry name (comp-math-24-25, aime24, aime25, hmmt-24-25, math-500, gpqa-diamond, toy) "
+        "or 'package.module:attr'.",
+    )
+    path: str | None = Field(None, description="Local JSONL/Parquet of the same schema instead of the hub copy.")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems.")
+    samples: int | None = Field(None, ge=1, description="Samples per problem; default: eval.samples.")
+    problem_ids: list[str] | None = Field(None, description="Evaluate only these problem ids.")
+
+
+class GradingSpec(SpecModel):
+    """How a response's final answer is extracted and compared."""
+
+    grader: str = Field("math", description="Grader name (math, multiple_choice) or 'package.module:attr'.")
+    timeout_s: float = Field(5.0, gt=0, description="Time limit for grading one answer.")
+    fallbacks: bool = Field(
+        True, description="When no \\boxed{} is found, try 'final answer is ...' and the last number."
+    )
+    workers: int | None = Field(None, ge=1, description="Grading processes; default: CPU count.")
+
+
+class EvalSpec(SpecModel):
+    """Evaluation of every checkpoint (and baseline) on the benchmarks."""
+
+    benchmarks: list[BenchmarkSpec] = Field(
+        default_factory=lambda: [BenchmarkSpec(name="comp-math-24-25")],
+        description="Benchmarks: names, or mappings with name/path/limit/samples.",
+    )
+    samples: int = Field(64, ge=1, description="Samples per problem (pass@1 is their mean; maj@n their vote).")
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Decoding settings.")
+    grading: GradingSpec = Field(default_factory=GradingSpec, description="Answer extraction and comparison.")
+    backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine; hf = transformers generate.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism (GPUs per engine).")
+    data_parallel_size: int = Field(1, ge=1, description="vLLM engines run side by side over the prompts.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length for the engine; default: prompt + max_tokens."
+    )
+    truncation_warning: float = Field(
+        0.05, ge=0, le=1, description="Warn when more than this fraction of samples hit max_tokens."
+    )
+    pass_k: list[int] = Field(default_factory=lambda: [1], description="k values for unbiased pass@k.")
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": b} if isinstance(b, str) else b for b in v]
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> EvalSpec:
+        names = [b.name for b in self.benchmarks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate benchmark(s): {dupes}")
+        return self
+
+
+# ------------------------------------------------------------------------------------ tracking, launch
+class TrackingSpec(SpecModel):
+    """Where results are logged."""
+
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db.",
+    )
+    experiment: str | None = Field(None, description="MLflow experiment name; default: the spec's name.")
+    log_generations: Literal["all", "sample", "none"] = Field(
+        "sample", description="Which generations to attach as artifacts."
+    )
+    generation_sample: int = Field(50, ge=0, description="Generations per benchmark when log_generations=sample.")
+
+
+class LocalLauncherSpec(SpecModel):
+    """Options of the local launcher."""
+
+    cpu_slots: int = Field(1, ge=1, description="Stage jobs run at once on a CPU-only machine.")
+    gpus: list[int] | Literal["auto"] = Field("auto", description="GPU ids to schedule on; auto = all visible.")
+
+
+class SlurmStageResources(SpecModel):
+    """Resources of one kind of stage job on Slurm; unset fields fall back to the launcher's defaults."""
+
+    partition: str | None = Field(None, description="Partition (-p).")
+    account: str | None = Field(None, description="Account (-A).")
+    qos: str | None = Field(None, description="Quality of service (--qos).")
+    nodes: int | None = Field(None, ge=1, description="Nodes (-N).")
+    gpus_per_node: int | None = Field(None, ge=0, description="GPUs per node (--gpus-per-node).")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (-c).")
+    mem: str | None = Field(None, description="Memory per node (--mem), e.g. 200G.")
+    time: str | None = Field(None, description="Time limit (-t), e.g. 04:00:00.")
+    constraint: str | None = Field(None, description="Node features (-C).")
+    extra_sbatch: list[str] = Field(default_factory=list, description="Extra '#SBATCH' lines, verbatim.")
+
+
+class SlurmLauncherSpec(SlurmStageResources):
+    """Options of the Slurm launcher: defaults for every stage job, and per-stage overrides."""
+
+    setup: list[str] = Field(
+        default_factory=list,
+        description="Shell lines run before each job (module load, conda activate, ...).",
+    )
+    container: str | None = Field(None, description="Command prefix that runs the job in a container.")
+    stages: dict[Literal["model", "pool", "data", "train", "eval", "log"], SlurmStageResources] = Field(
+        default_factory=dict, description="Per-stage resource overrides."
+    )
+    requeue: bool = Field(True, description="Requeue preempted or timed-out jobs (--requeue).")
+
+
+class LauncherSpec(SpecModel):
+    """Where stage jobs run. Options sit under the launcher's own name."""
+
+    kind: Literal["local", "slurm"] = Field("local", description="Launcher: local (this machine) or slurm.")
+    local: LocalLauncherSpec = Field(default_factory=LocalLauncherSpec, description="Local launcher options.")
+    slurm: SlurmLauncherSpec = Field(default_factory=SlurmLauncherSpec, description="Slurm launcher options.")
+
+
+# ---------------------------------------------------------------------------------------------- spec
+class AblationSpec(SpecModel):
+    """A data-ablation sweep: which data properties to vary, how to train and how to evaluate."""
+
+    name: str = Field(..., pattern=NAME_RE, description="Sweep name; results go under <results_dir>/<name>/.")
+    description: str = Field("", description="What question the sweep asks.")
+    model: ModelSpec = Field(..., description="The base model every cell fine-tunes.")
+    pool: list[PoolSourceSpec] = Field(..., min_length=1, description="Sources of traces, concatenated.")
+    annotate: AnnotateSpec = Field(default_factory=AnnotateSpec, description="Per-trace annotations.")
+    factors: dict[str, FactorSpec] = Field(
+        default_factory=dict,
+        description="Data properties to vary, by name; applied in a fixed documented order.",
+    )
+    n_examples: int = Field(20, ge=1, description="Training examples per cell, sampled after the factors' filters.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="Replicates: selection + training seed."
+    )
+    resample_per_seed: bool = Field(
+        True,
+        description="True: each seed draws its own examples; False: every seed trains on the first seed's draw "
+        "(seeds then vary training only).",
+    )
+    grid: GridSpec = Field(default_factory=GridSpec, description="How levels combine into cells.")
+    baselines: list[BaselineSpec] = Field(
+        default_factory=list, description="Models evaluated without fine-tuning ('base' = the base model)."
+    )
+    prompt: PromptSpec = Field(default_factory=PromptSpec, description="Prompt format (training and evaluation).")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Fine-tuning recipe.")
+    eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow logging.")
+    launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="Where stage jobs run.")
+    results_dir: str = Field("results", description="Root of all results (relative to the working directory).")
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _baseline_names(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": b} if isinstance(b, str) else b for b in v]
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be unique, got {v}")
+        return v
+
+    @field_validator("factors")
+    @classmethod
+    def _factor_names(cls, v: dict[str, FactorSpec]) -> dict[str, FactorSpec]:
+        bad = [k for k in v if not re.match(NAME_RE, k) or k in ("seed", "baseline")]
+        if bad:
+            raise ValueError(
+                f"invalid factor name(s) {bad}: use letters, digits, '._-'; 'seed'/'baseline' are reserved"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _baselines_unique(self) -> AblationSpec:
+        names = [b.name for b in self.baselines]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate baseline(s): {dupes}")
+        return self

@@ -1,0 +1,38 @@
+"""The stages of a sweep: their code versions (part of every key) and where their implementation lives.
+
+Bump a stage's version when a change alters what it produces; every key of that stage (and downstream) changes,
+so stale outputs are never reused. Implementations are imported only when a stage runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    version: str
+    target: str  # "package.module:function", called with a StageContext
+    device: str  # "cpu" or "gpu": what a launcher must give the job
+    description: str
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("model", "1", "framework.tiny:run", "cpu", "build a tiny base model and tokenizer"),
+        Stage("pool", "1", "framework.pool:run", "cpu", "load and annotate the trace pool, once per sweep"),
+        Stage(
+            "data",
+            "1",
+            "framework.data:run",
+            "cpu",
+            "apply a cell's factor levels and sample its training set",
+        ),
+        Stage("train", "1", "framework.train:run", "gpu", "full fine-tune (DeepSpeed ZeRO-3) on the cell's data"),
+        Stage("eval", "1", "framework.evaluate:run", "gpu", "generate, grade and score one benchmark"),
+        Stage("log", "1", "framework.tracking:run", "cpu", "log a cell to MLflow"),
+    )
+}
+STAGE_ORDER = list(STAGES)

@@ -1,0 +1,1 @@
+"""Launchers schedule `ablate exec STAGE KEY` commands in dependency order (locally or on Slurm)."""

@@ -1,0 +1,152 @@
+"""The spec schema: defaults, normalization, and every error reported at once with its YAML path and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from framework.spec import SpecErrors, SpecFileError, load_spec, spec_from_dict
+
+
+def errors_of(exc: SpecErrors) -> dict[str, str]:
+    return {e.path: e.message for e in exc.errors}
+
+
+def test_minimal_spec_fills_documented_defaults(minimal):
+    spec = spec_from_dict(minimal)
+    assert spec.n_examples == 20
+    assert spec.train.zero_stage == 3
+    assert spec.eval.benchmarks[0].name == "aime24"
+    assert [lv.name for lv in spec.factors["source"].levels] == ["qwq_32b_preview", "human_stage4"]
+    # Level params are validated and completed with the factor's defaults (so keys see the same thing).
+    mask = spec.factors["keywords"].levels[1]
+    assert mask.params["mode"] == "delete" and mask.params["replacement"] == "so"
+    assert spec.baselines[0].name == "base"
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        ["a", "b"],
+        [{"name": "a"}, {"name": "b", "sources": ["x"]}],
+        {"a": {}, "b": {"sources": ["x"]}},
+        [{"name": "a", "params": {}}, {"name": "b", "params": {"sources": ["x"]}}],
+    ],
+)
+def test_level_forms_normalize_alike(minimal, levels):
+    minimal["factors"] = {"source": {"levels": levels}}
+    spec = spec_from_dict(minimal)
+    names = [lv.name for lv in spec.factors["source"].levels]
+    assert names == ["a", "b"]
+
+
+def test_many_mistakes_are_all_reported_with_paths_and_lines(write_spec):
+    path = write_spec(
+        """name: mistakes
+modle: {name_or_path: x}
+pool:
+  - {path: data.jsonl}
+factors:
+  sorce: {levels: [a, b]}
+  keywords:
+    levels:
+      keep: {}
+      mask: {mode: delet}
+  length: {levels: []}
+n_examples: twenty
+train: {learning_rat: 1.0e-5}
+"""
+    )
+    with pytest.raises(SpecErrors) as info:
+        load_spec(path)
+    errs = {e.path: e for e in info.value.errors}
+    assert "model" in errs and "required" in errs["model"].message  # missing base model
+    assert 'did you mean "model"' in errs["modle"].message and errs["modle"].line == 2  # typo'd key
+    assert (
+        'did you mean "source"' in errs["factors.sorce"].message and errs["factors.sorce"].line == 6
+    )  # unknown factor
+    assert "delete" in errs["factors.keywords.levels.mask.mode"].message  # wrong level parameter
+    assert errs["factors.keywords.levels.mask.mode"].line == 10
+    assert "at least 1" in errs["factors.length.levels"].message  # empty level list
+    assert "integer" in errs["n_examples"].message and errs["n_examples"].line == 12  # wrong type
+    assert 'did you mean "learning_rate"' in errs["train.learning_rat"].message
+    assert all(e.file == str(path) for e in info.value.errors)
+    assert len(info.value.errors) == 7
+
+
+def test_unknown_keys_are_rejected_at_any_depth(minimal):
+    minimal["eval"]["sampling"] = {"temprature": 0.7}
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"partitoin": "gpu", "stages": {"train": {"nodez": 2}}}}
+    with pytest.raises(SpecErrors) as info:
+        spec_from_dict(minimal)
+    errs = errors_of(info.value)
+    assert 'did you mean "temperature"' in errs["eval.sampling.temprature"]
+    assert 'did you mean "partition"' in errs["launcher.slurm.partitoin"]
+    assert 'did you mean "nodes"' in errs["launcher.slurm.stages.train.nodez"]
+
+
+def test_unknown_benchmark_grader_and_preset(minimal):
+    minimal["eval"] = {"benchmarks": ["aime24", "aime2x"], "grading": {"grader": "mth"}}
+    minimal["pool"] = [{"preset": "nemotron"}]
+    with pytest.raises(SpecErrors) as info:
+        spec_from_dict(minimal)
+    errs = errors_of(info.value)
+    assert 'did you mean "aime25"' in errs["eval.benchmarks[1]"]
+    assert 'did you mean "math"' in errs["eval.grading.grader"]
+    assert "unknown pool preset" in errs["pool[0].preset"]
+
+
+def test_model_needs_exactly_one_source(minimal):
+    minimal["model"] = {"name_or_path": "x", "tiny": {}}
+    with pytest.raises(SpecErrors, match="exactly one"):
+        spec_from_dict(minimal)
+
+
+def test_tiny_model_head_dim_must_be_64(minimal):
+    minimal["model"] = {"tiny": {"hidden_size": 128, "num_heads": 4}}
+    with pytest.raises(SpecErrors, match="must be 64"):
+        spec_from_dict(minimal)
+
+
+def test_grid_rules_must_name_real_factors_and_levels(minimal):
+    minimal["grid"] = {"exclude": [{"source": "qwq"}, {"keywords": "mask", "lenght": "x"}]}
+    with pytest.raises(SpecErrors) as info:
+        spec_from_dict(minimal)
+    messages = " | ".join(e.message for e in info.value.errors)
+    assert 'did you mean "qwq_32b_preview"' in messages
+    assert "unknown factor 'lenght'" in messages
+
+
+def test_duplicates_are_errors(minimal, write_spec):
+    minimal["seeds"] = [0, 0]
+    minimal["factors"]["source"]["levels"] = ["a", "a"]
+    with pytest.raises(SpecErrors) as info:
+        spec_from_dict(minimal)
+    assert {"seeds", "factors.source"} <= set(errors_of(info.value))
+    path = write_spec("name: x\nname: y\n")
+    with pytest.raises(SpecFileError, match="duplicate key name"):
+        load_spec(path)
+
+
+def test_user_factor_by_import_path(minimal):
+    minimal["factors"] = {"mine": {"kind": "framework.factors.source:FACTOR", "levels": ["a"]}}
+    assert spec_from_dict(minimal).factors["mine"].kind == "framework.factors.source:FACTOR"
+    minimal["factors"] = {"mine": {"kind": "no.such.module:FACTOR", "levels": ["a"]}}
+    with pytest.raises(SpecErrors, match="cannot import module"):
+        spec_from_dict(minimal)
+
+
+def test_user_template_must_take_the_problem(minimal):
+    minimal["prompt"] = {"user_template": "Solve it."}
+    with pytest.raises(SpecErrors, match=r"\{problem\}"):
+        spec_from_dict(minimal)
+
+
+def test_yaml_syntax_error_is_located(write_spec):
+    path = write_spec("name: x\nfactors: [a\n")
+    with pytest.raises(SpecFileError, match=r"spec.yaml:\d+:\d+: invalid YAML"):
+        load_spec(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecFileError, match="no such file"):
+        load_spec(tmp_path / "nope.yaml")

@@ -1,0 +1,107 @@
+"""The `ablate` command line: exit codes, one clear line per problem, machine-readable output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import framework.execute
+from framework.cli import main
+from framework.stages import STAGES, Stage
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "framework.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_validate_ok_and_bad(write_spec, minimal):
+    good = write_spec(minimal, "good.yaml")
+    minimal["modle"] = minimal.pop("model")
+    minimal["n_examples"] = "x"
+    bad = write_spec(minimal, "bad.yaml")
+    out = run_cli("validate", str(good), str(bad))
+    assert out.returncode == 2
+    assert "ok  " in out.stdout and "mini" in out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert all(line.startswith("error: ") for line in lines)
+    assert any("modle" in line and 'did you mean "model"' in line for line in lines)
+    assert any("n_examples" in line for line in lines)
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_spec_file_is_exit_2_without_traceback(tmp_path):
+    out = run_cli("plan", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 2 and "no such file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_plan_json_lists_cells_jobs_and_counts(write_spec, minimal, in_tmp, capsys):
+    path = write_spec(minimal)
+    assert main(["plan", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["name"] == "mini" and len(data["cells"]) == 9
+    cell = data["cells"][0]
+    assert cell["levels"] == {"source": "qwq_32b_preview", "keywords": "keep"} and cell["seed"] == 0
+    assert set(cell["stages"]) == {"model", "pool", "data", "train", "eval", "log"}
+    assert data["counts"]["pool"] == {"jobs": 1, "done": 0}  # shared stage counted once
+    job_ids = {j["id"] for j in data["jobs"]}
+    assert all(d in job_ids for j in data["jobs"] for d in j["deps"])
+
+
+def test_exec_unknown_key_and_unimplemented_stage(write_spec, minimal, in_tmp, capsys):
+    path = write_spec(minimal)
+    assert main(["exec", "pool", "0000", "--spec", str(path)]) == 2
+    assert "no pool job with key '0000'" in capsys.readouterr().err
+    main(["plan", str(path), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    train = next(j for j in data["jobs"] if j["stage"] == "train")
+    assert main(["exec", "train", train["key"], "--spec", str(path)]) == 2  # its data is not built yet
+    assert "to be done first" in capsys.readouterr().err
+
+
+calls: list[str] = []
+
+
+def fake_pool(ctx) -> None:
+    """A stand-in stage body: the exec machinery is under test here, not the pool."""
+    calls.append(ctx.job.key)
+    (ctx.out / "pool.txt").write_text("annotated")
+
+
+def test_exec_is_idempotent_and_force_rebuilds(write_spec, minimal, in_tmp, capsys, monkeypatch):
+    monkeypatch.setitem(STAGES, "pool", Stage("pool", "1", f"{__name__}:fake_pool", "cpu", "test"))
+    monkeypatch.setattr(framework.execute, "stage_function", lambda s: fake_pool)
+    calls.clear()
+    path = write_spec(minimal)
+    main(["plan", str(path), "--json"])
+    key = next(j["key"] for j in json.loads(capsys.readouterr().out)["jobs"] if j["stage"] == "pool")
+    assert main(["exec", "pool", key, "--spec", str(path)]) == 0
+    assert main(["exec", "pool", key, "--spec", str(path)]) == 0
+    assert calls == [key]
+    out = capsys.readouterr().out
+    assert "already done" in out
+    done = in_tmp / "results" / "mini" / "store" / "pool" / key
+    assert (done / "pool.txt").read_text() == "annotated" and (done / "SUCCESS").exists()
+    manifest = json.loads((done / "manifest.json").read_text())
+    assert manifest["stage"] == "pool" and manifest["code_version"] == "1" and "config" in manifest
+    main(["plan", str(path), "--json"])
+    assert json.loads(capsys.readouterr().out)["counts"]["pool"]["done"] == 1
+    assert main(["exec", "pool", key, "--spec", str(path), "--force"]) == 0
+    assert calls == [key, key]
+
+
+def test_status_json(write_spec, minimal, in_tmp, capsys):
+    path = write_spec(minimal)
+    assert main(["status", str(path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["stages"]
+    assert rows and all(r["state"] == "pending" for r in rows)
+
+
+@pytest.mark.parametrize("section", [None, "train", "eval.sampling", "factors.keywords", "launcher.slurm"])
+def test_schema_documents_every_field(section, capsys):
+    assert main(["schema", *([section] if section else [])]) == 0
+    text = capsys.readouterr().out
+    assert text.count("=") >= 3

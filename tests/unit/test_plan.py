@@ -1,0 +1,163 @@
+"""Stage keys: deterministic, stable across processes, and changed exactly by the inputs that matter."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from framework.plan import PlanError, build_plan
+from framework.spec import spec_from_dict
+from tests.helpers import MINIMAL
+
+
+def jobs_of(data: dict) -> dict[str, set[str]]:
+    """stage -> set of job keys."""
+    plan = build_plan(spec_from_dict(data))
+    out: dict[str, set[str]] = {}
+    for j in plan.jobs.values():
+        out.setdefault(j.stage, set()).add(j.key)
+    return out
+
+
+def changed_stages(before: dict, after: dict) -> set[str]:
+    a, b = jobs_of(before), jobs_of(after)
+    return {s for s in set(a) | set(b) if a.get(s, set()) != b.get(s, set())}
+
+
+def test_plan_shape_and_sharing(minimal):
+    plan = build_plan(spec_from_dict(minimal))
+    stages = {s: len(plan.by_stage(s)) for s in ("model", "pool", "data", "train", "eval", "log")}
+    assert stages == {"model": 0, "pool": 1, "data": 8, "train": 8, "eval": 9, "log": 9}
+    pool = plan.by_stage("pool")[0]
+    assert len(pool.cells) == 8  # one pool job shared by every arm
+    # deps point at existing jobs and precede their dependents (insertion order is topological)
+    order = list(plan.jobs)
+    for j in plan.jobs.values():
+        assert all(d in plan.jobs and order.index(d) < order.index(j.id) for d in j.deps)
+
+
+def test_shared_data_when_seeds_only_vary_training(minimal):
+    minimal["resample_per_seed"] = False
+    plan = build_plan(spec_from_dict(minimal))
+    assert len(plan.by_stage("data")) == 4 and len(plan.by_stage("train")) == 8
+
+
+def test_keyword_levels_share_nothing_but_the_pool(minimal):
+    plan = build_plan(spec_from_dict(minimal))
+    keep = plan.cell_jobs["source=qwq_32b_preview,keywords=keep,seed=0"]
+    mask = plan.cell_jobs["source=qwq_32b_preview,keywords=mask,seed=0"]
+    assert keep["pool"] == mask["pool"] and keep["data"] != mask["data"]
+
+
+def test_tiny_model_gets_a_model_stage_that_everything_depends_on(minimal):
+    minimal["model"] = {"tiny": {}}
+    plan = build_plan(spec_from_dict(minimal))
+    (model,) = plan.by_stage("model")
+    assert model.id in plan.by_stage("pool")[0].deps
+    assert all(model.id in j.deps for j in plan.by_stage("train"))
+    base_eval = plan.cell_jobs["baseline=base"]["eval"]
+    assert plan.jobs[base_eval[0]].deps == [model.id]
+
+
+def test_missing_local_files_are_plan_errors(minimal, in_tmp):
+    minimal["pool"] = [{"path": "nope.jsonl"}]
+    minimal["model"] = {"name_or_path": "./no-model"}
+    with pytest.raises(PlanError) as info:
+        build_plan(spec_from_dict(minimal))
+    assert len(info.value.problems) == 2
+    plan = build_plan(spec_from_dict(minimal), strict=False)
+    assert len(plan.warnings) == 2
+
+
+def test_pool_file_content_is_part_of_the_key(minimal, in_tmp):
+    (in_tmp / "pool.jsonl").write_text('{"problem": "1+1", "trace": "2"}\n')
+    minimal["pool"] = [{"path": "pool.jsonl"}]
+    before = jobs_of(minimal)
+    (in_tmp / "pool.jsonl").write_text('{"problem": "1+1", "trace": "two"}\n')
+    assert jobs_of(minimal)["pool"] != before["pool"]
+
+
+# ------------------------------------------------------------------------ keys change iff inputs change
+def _set(data: dict, path: str, value) -> None:
+    node = data
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+ARMS = {"data", "train", "eval", "log"}
+# (path, value strategy, stages whose keys must change; all others must not)
+MUTATIONS = [
+    ("description", st.text(min_size=1, max_size=20), set()),
+    ("launcher.kind", st.just("slurm"), set()),
+    ("launcher.slurm.partition", st.text(alphabet="abcdefgh", min_size=1, max_size=8), set()),
+    ("train.zero_stage", st.sampled_from([0, 1, 2]), set()),
+    ("train.gradient_checkpointing", st.just(False), set()),
+    ("eval.tensor_parallel_size", st.integers(2, 8), set()),
+    ("train.learning_rate", st.floats(1e-7, 1e-3).filter(lambda x: x != 1e-5), {"train", "eval", "log"}),
+    ("train.epochs", st.integers(4, 20), {"train", "eval", "log"}),
+    ("n_examples", st.integers(1, 19), ARMS),
+    (
+        "annotate.reflection_keywords",
+        st.lists(st.sampled_from(["wait", "hmm", "so"]), min_size=1, unique=True),
+        {"pool", *ARMS},
+    ),
+    ("eval.sampling.temperature", st.floats(0.0, 0.5), {"eval", "log"}),
+    ("eval.samples", st.integers(1, 3), {"eval", "log"}),
+    ("prompt.system", st.text(min_size=1, max_size=10), {"train", "eval", "log"}),
+    ("tracking.experiment", st.text(alphabet="xyz", min_size=1, max_size=5), {"log"}),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_keys_change_iff_an_input_that_matters_changes(data):
+    path, values, expected = data.draw(st.sampled_from(MUTATIONS))
+    after = copy.deepcopy(MINIMAL)
+    _set(after, path, data.draw(values))
+    assert changed_stages(MINIMAL, after) == expected, path
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(2, 1000), level=st.text(alphabet="abcxyz_", min_size=1, max_size=8))
+def test_adding_cells_never_invalidates_existing_jobs(seed, level):
+    after = copy.deepcopy(MINIMAL)
+    after["seeds"] = [*MINIMAL["seeds"], seed]
+    after["factors"]["source"]["levels"] = [*MINIMAL["factors"]["source"]["levels"], "zz" + level]
+    before, now = jobs_of(MINIMAL), jobs_of(after)
+    assert all(before[s] <= now[s] for s in before)
+    assert all(len(now[s]) > len(before[s]) for s in ("data", "train"))
+
+
+def test_level_param_change_touches_only_that_levels_cells(minimal):
+    before = build_plan(spec_from_dict(minimal))
+    minimal["factors"]["keywords"]["levels"]["mask"]["replacement"] = "thus"
+    after = build_plan(spec_from_dict(minimal))
+    for cell_id, stages in before.cell_jobs.items():
+        same = stages["data"] == after.cell_jobs[cell_id]["data"]
+        assert same == ("keywords=mask" not in cell_id)
+
+
+def test_keys_are_stable_across_processes(minimal):
+    here = {j for j in build_plan(spec_from_dict(minimal)).jobs}
+    script = textwrap.dedent(
+        f"""
+        import json
+        from framework.plan import build_plan
+        from framework.spec import spec_from_dict
+        print(json.dumps(sorted(build_plan(spec_from_dict(json.loads({json.dumps(json.dumps(minimal))}))).jobs)))
+        """
+    )
+    for hash_seed in ("0", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        assert set(json.loads(out.stdout)) == here

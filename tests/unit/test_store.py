@@ -1,0 +1,374 @@
+"""Store semantics: publication, failure records, resume, lock takeover rules and cross-process exclusion."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from framework.store import MARKER, LockBusy, Store, _Lock, _read_lock, write_json_atomic
+
+KEY = "0123456789abcdef"
+
+
+def _build_ok(store: Store, stage: str = "train", key: str = KEY, **kwargs) -> None:
+    with store.build(stage, key, **kwargs) as b:
+        assert b is not None
+        (b.dir / "out.txt").write_text("ok")
+
+
+def _write_lock(store: Store, stage: str, key: str, *, host: str, pid: int, age_s: float = 0.0) -> Path:
+    lock = store.root / stage / f"{key}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"host": host, "pid": pid, "started": "2024-01-01T00:00:00", "token": "x"}))
+    if age_s:
+        then = time.time() - age_s
+        os.utime(lock, (then, then))
+    return lock
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: a zombie would still answer os.kill(pid, 0)
+    return proc.pid
+
+
+@pytest.fixture
+def live_pid():
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_build_publishes_output_marker_and_manifest(store: Store) -> None:
+    given_manifest = {"inputs": {"data": "abc"}, "config": {"lr": 1e-5}, "code_version": "deadbeef"}
+    with store.build("train", KEY, given_manifest) as b:
+        assert b is not None and not b.resumed
+        assert b.dir == store.work_path("train", KEY)
+        (b.dir / "weights.bin").write_bytes(b"\x00" * 10)
+        b.manifest["train_loss"] = 0.25
+        assert not store.is_done("train", KEY)
+    final = store.path("train", KEY)
+    assert store.is_done("train", KEY)
+    assert (final / MARKER).is_file()
+    assert (final / "weights.bin").read_bytes() == b"\x00" * 10
+    assert not store.work_path("train", KEY).exists()
+    assert not (store.root / "train" / f"{KEY}.lock").exists()
+    m = store.manifest("train", KEY)
+    assert m is not None
+    assert m == json.loads((final / "manifest.json").read_text())
+    assert m["inputs"] == {"data": "abc"} and m["config"] == {"lr": 1e-5} and m["code_version"] == "deadbeef"
+    assert m["train_loss"] == 0.25
+    assert (m["stage"], m["key"], m["pid"], m["host"]) == ("train", KEY, os.getpid(), socket.gethostname())
+    assert m["started"] <= m["finished"] and m["duration_s"] >= 0
+    assert m["user"] and m["python"].startswith(f"{sys.version_info.major}.")
+    assert given_manifest == {"inputs": {"data": "abc"}, "config": {"lr": 1e-5}, "code_version": "deadbeef"}
+    assert store.done_keys("train") == {KEY}
+    assert store.status("train", KEY).state == "done"
+
+
+def test_done_stage_yields_none_and_skips_body(store: Store) -> None:
+    _build_ok(store)
+    with store.build("train", KEY) as b:
+        assert b is None
+    assert store.manifest("eval", KEY) is None
+    assert store.done_keys("eval") == set()
+
+
+def test_failure_is_recorded_work_kept_and_cleared_by_retry(store: Store) -> None:
+    with pytest.raises(ValueError, match="boom"), store.build("train", KEY) as b:
+        (b.dir / "partial.txt").write_text("half")
+        raise ValueError("boom")
+    failed = store.root / "train" / f"{KEY}.failed.json"
+    info = json.loads(failed.read_text())
+    assert info["error_type"] == "ValueError" and info["message"] == "boom"
+    assert "raise ValueError" in info["traceback"]
+    assert info["pid"] == os.getpid() and info["host"] == socket.gethostname() and info["time"]
+    assert not store.is_done("train", KEY) and not store.path("train", KEY).exists()
+    assert (store.work_path("train", KEY) / "partial.txt").read_text() == "half"
+    assert not (store.root / "train" / f"{KEY}.lock").exists()
+    status = store.status("train", KEY)
+    assert (status.state, status.detail, status.path) == ("failed", "ValueError: boom", failed)
+
+    _build_ok(store)  # resume=False: the failed attempt's files must not leak into the output
+    assert not failed.exists()
+    assert sorted(p.name for p in store.path("train", KEY).iterdir()) == [MARKER, "manifest.json", "out.txt"]
+
+
+def test_failure_can_drop_work_dir(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.build("train", KEY, keep_work_on_failure=False):
+        raise RuntimeError("x")
+    assert not store.work_path("train", KEY).exists()
+    assert store.status("train", KEY).state == "failed"
+
+
+def test_resume_keeps_previous_work(store: Store) -> None:
+    with store.build("train", KEY, resume=True) as b:
+        assert b is not None and not b.resumed  # nothing to resume yet
+    store.invalidate("train", KEY)
+    with pytest.raises(KeyboardInterrupt), store.build("train", KEY) as b:
+        (b.dir / "ckpt-100").write_text("step 100")
+        raise KeyboardInterrupt
+    with store.build("train", KEY, resume=True) as b:
+        assert b is not None and b.resumed
+        assert (b.dir / "ckpt-100").read_text() == "step 100"
+    assert store.manifest("train", KEY)["resumed"] is True
+
+
+def test_without_resume_work_dir_is_wiped(store: Store) -> None:
+    work = store.work_path("train", KEY)
+    work.mkdir(parents=True)
+    (work / "ckpt").write_text("old")
+    with store.build("train", KEY) as b:
+        assert not b.resumed and not (b.dir / "ckpt").exists()
+
+
+def test_unmarked_final_dir_is_rebuilt(store: Store) -> None:
+    final = store.path("train", KEY)
+    final.mkdir(parents=True)
+    (final / "stale.txt").write_text("from a killed build")
+    assert not store.is_done("train", KEY) and store.done_keys("train") == set()
+    assert store.status("train", KEY).state == "pending"
+    _build_ok(store)
+    assert not (final / "stale.txt").exists() and (final / "out.txt").exists()
+
+
+def test_lock_of_dead_local_pid_is_taken_over(store: Store, dead_pid: int) -> None:
+    _write_lock(store, "train", KEY, host=socket.gethostname(), pid=dead_pid)
+    assert store.status("train", KEY).state == "pending"
+    _build_ok(store, wait=False)
+    assert store.is_done("train", KEY)
+    assert not list((store.root / "train").glob("*.stale"))
+
+
+def test_lock_of_live_pid_is_respected(store: Store, live_pid: int) -> None:
+    lock = _write_lock(store, "train", KEY, host=socket.gethostname(), pid=live_pid)
+    status = store.status("train", KEY)
+    assert status.state == "running" and f"pid {live_pid} on {socket.gethostname()}" in status.detail
+    with pytest.raises(LockBusy, match=str(live_pid)), store.build("train", KEY, wait=False):
+        pytest.fail("body must not run")
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError), store.build("train", KEY, poll_s=0.05, timeout_s=0.3):
+        pytest.fail("body must not run")
+    assert 0.3 <= time.monotonic() - t0 < 2.0
+    assert json.loads(lock.read_text())["pid"] == live_pid  # untouched
+    assert not store.work_path("train", KEY).exists()
+
+
+def test_waiter_sees_result_of_holder(store: Store, live_pid: int) -> None:
+    lock = _write_lock(store, "train", KEY, host=socket.gethostname(), pid=live_pid)
+
+    def finish_elsewhere() -> None:
+        time.sleep(0.2)
+        final = store.path("train", KEY)
+        final.mkdir()
+        (final / MARKER).write_text("{}")
+        lock.unlink()
+
+    t = threading.Thread(target=finish_elsewhere)
+    t.start()
+    with store.build("train", KEY, poll_s=0.02, timeout_s=5) as b:
+        assert b is None
+    t.join()
+
+
+def test_takeover_race_loser_restores_the_winners_lock(tmp_path: Path, dead_pid: int) -> None:
+    """Two processes judge the same dead lock stale; the slower one must not steal the winner's new lock."""
+    path = _write_lock(Store(tmp_path), "train", KEY, host=socket.gethostname(), pid=dead_pid)
+    judged_stale = _read_lock(path)
+    winner = _Lock(path, heartbeat_s=30, stale_after_s=300)
+    assert winner.acquire() is None
+    _Lock(path, heartbeat_s=30, stale_after_s=300)._break(judged_stale)  # the loser acts on its stale view
+    assert json.loads(path.read_text())["token"] == winner.token
+    assert list(path.parent.iterdir()) == [path]
+    assert _Lock(path, heartbeat_s=30, stale_after_s=300).acquire() is not None
+    winner.release()
+    assert not path.exists()
+
+
+def test_other_host_lock_is_judged_by_age(store: Store) -> None:
+    lock = _write_lock(store, "train", KEY, host="some-other-node", pid=999_999_999)
+    # The pid means nothing here, so only the heartbeat age can prove the holder dead.
+    with pytest.raises(LockBusy), store.build("train", KEY, wait=False):
+        pytest.fail("body must not run")
+    then = time.time() - 301
+    os.utime(lock, (then, then))
+    assert store.status("train", KEY).state == "pending"
+    _build_ok(store, wait=False)
+    assert store.is_done("train", KEY)
+
+
+def test_corrupt_lock_is_broken_only_after_grace(store: Store) -> None:
+    lock = store.root / "train" / f"{KEY}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")  # holder died (or is) between O_EXCL create and write
+    with pytest.raises(LockBusy), store.build("train", KEY, wait=False):
+        pytest.fail("body must not run")
+    then = time.time() - 60
+    os.utime(lock, (then, then))
+    _build_ok(store, wait=False)
+    assert store.is_done("train", KEY)
+
+
+def test_heartbeat_refreshes_lock_and_release_spares_foreign_lock(tmp_path: Path) -> None:
+    store = Store(tmp_path, heartbeat_s=0.05, stale_after_s=1.0)
+    lock = tmp_path / "train" / f"{KEY}.lock"
+    with store.build("train", KEY) as b:
+        assert b is not None
+        os.utime(lock, (0, 0))
+        time.sleep(0.3)
+        assert time.time() - lock.stat().st_mtime < 1.0
+        assert Store(tmp_path).status("train", KEY).state == "running"
+        # Someone broke our lock (e.g. we hung past stale_after_s): release must not delete theirs.
+        lock.write_text(json.dumps({"host": "h", "pid": 1, "started": "", "token": "theirs"}))
+    assert json.loads(lock.read_text())["token"] == "theirs"
+
+
+def test_invalid_names_and_settings_are_rejected(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for stage, key in [("train", "../x"), ("train", "a.work"), ("", KEY), ("a/b", KEY)]:
+        with pytest.raises(ValueError):
+            store.path(stage, key)
+    with pytest.raises(ValueError):
+        Store(tmp_path, heartbeat_s=10, stale_after_s=5)
+
+
+def test_status_states(store: Store, live_pid: int) -> None:
+    assert store.status("eval", KEY).state == "pending"
+    with pytest.raises(OSError), store.build("eval", KEY):
+        raise OSError("disk full")
+    assert store.status("eval", KEY).state == "failed"
+    lock = _write_lock(store, "eval", KEY, host=socket.gethostname(), pid=live_pid)
+    assert store.status("eval", KEY).state == "running"  # a live retry outranks the old failure
+    lock.unlink()
+    _build_ok(store, "eval")
+    status = store.status("eval", KEY)
+    assert (status.state, status.path) == ("done", store.path("eval", KEY))
+
+
+def test_invalidate(store: Store, live_pid: int) -> None:
+    _build_ok(store)
+    store.invalidate("train", KEY)
+    assert not store.is_done("train", KEY) and not store.path("train", KEY).exists()
+    assert store.status("train", KEY).state == "pending"
+    _build_ok(store)
+    assert store.is_done("train", KEY)
+    _write_lock(store, "train", KEY, host=socket.gethostname(), pid=live_pid)
+    with pytest.raises(LockBusy):
+        store.invalidate("train", KEY)
+    assert store.is_done("train", KEY)
+
+
+def test_clean_orphans(store: Store, dead_pid: int, live_pid: int) -> None:
+    host = socket.gethostname()
+    _build_ok(store, key="done1")
+    with pytest.raises(ValueError), store.build("train", "failed1"):
+        raise ValueError("x")
+    unmarked = store.path("train", "unmarked1")
+    unmarked.mkdir()
+    dead_lock = _write_lock(store, "train", "dead1", host=host, pid=dead_pid)
+    store.work_path("train", "dead1").mkdir()
+    tomb = store.root / "train" / "dead1.lock.0123abcd.stale"
+    tomb.write_text("")
+    tmp = store.root / "train" / ".failed1.failed.json.0123abcd.tmp"
+    tmp.write_text("{")
+    live_lock = _write_lock(store, "train", "live1", host=host, pid=live_pid)
+    store.work_path("train", "live1").mkdir()
+
+    removed = store.clean_orphans()
+
+    assert set(removed) == {
+        store.work_path("train", "failed1"),
+        unmarked,
+        dead_lock,
+        store.work_path("train", "dead1"),
+        tomb,
+        tmp,
+    }
+    assert not any(p.exists() for p in removed)
+    assert live_lock.exists() and store.work_path("train", "live1").exists()
+    assert store.is_done("train", "done1") and store.status("train", "failed1").state == "failed"
+    assert store.clean_orphans() == []
+
+
+def test_write_json_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    write_json_atomic(target, {"a": 1})
+    write_json_atomic(target, {"path": tmp_path, "b": [1, 2]})
+    assert json.loads(target.read_text()) == {"path": str(tmp_path), "b": [1, 2]}
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {1j: "complex keys cannot be encoded"})
+    assert json.loads(target.read_text())["b"] == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+_keys = st.text("0123456789abcdef", min_size=16, max_size=16)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.dictionaries(_keys, st.sampled_from(["done", "failed", "unmarked", "work"]), max_size=6))
+def test_done_keys_are_exactly_the_marked_ones(outcomes: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(d)
+        for key, outcome in outcomes.items():
+            if outcome == "done":
+                _build_ok(store, key=key)
+            elif outcome == "failed":
+                with pytest.raises(ValueError), store.build("train", key):
+                    raise ValueError
+            else:
+                path = store.path("train", key) if outcome == "unmarked" else store.work_path("train", key)
+                path.mkdir(parents=True)
+        expected = {k for k, o in outcomes.items() if o == "done"}
+        assert store.done_keys("train") == expected
+        assert {k for k in outcomes if store.is_done("train", k)} == expected
+
+
+def _race_worker(root: str, counter: str, barrier) -> None:
+    store = Store(root, heartbeat_s=0.05, stale_after_s=5.0)
+    barrier.wait()
+    with store.build("train", KEY, poll_s=0.02, timeout_s=8) as b:
+        if b is None:
+            return
+        with open(counter, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.2)
+        (b.dir / "out.txt").write_text("ok")
+
+
+@pytest.mark.parametrize("stale_lock", [False, True], ids=["fresh", "stale-lock"])
+def test_concurrent_builders_build_once(tmp_path: Path, dead_pid: int, stale_lock: bool) -> None:
+    store = Store(tmp_path / "store")
+    if stale_lock:  # all racers try to break the same dead lock at once
+        _write_lock(store, "train", KEY, host=socket.gethostname(), pid=dead_pid)
+    counter = tmp_path / "counter"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    args = (str(store.root), str(counter), barrier)
+    procs = [ctx.Process(target=_race_worker, args=args) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(15)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert len(counter.read_text().splitlines()) == 1
+    assert store.is_done("train", KEY)
+    assert sorted(p.name for p in (tmp_path / "store" / "train").iterdir()) == [KEY]
