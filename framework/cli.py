@@ -13,13 +13,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from framework.execute import ExecError, StageNotImplemented, execute, open_store, results_root
+from framework.errors import UserError
+from framework.execute import StageNotImplemented, execute, open_store, prepare, results_root
 from framework.hashing import content_key
-from framework.plan import Plan, PlanError, build_plan
+from framework.plan import Plan, build_plan
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
 from framework.stages import STAGE_ORDER, STAGES
+from framework.store import Store
 
-USER_ERRORS = (SpecErrors, SpecFileError, PlanError, ExecError)
+USER_ERRORS = (SpecErrors, SpecFileError, UserError)
 
 
 def _load(path: str, *, strict: bool = True) -> tuple[LoadedSpec, Plan]:
@@ -84,9 +86,24 @@ def plan_summary(loaded: LoadedSpec, plan: Plan, results_dir: str | None) -> dic
     }
 
 
+def data_stats(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
+    """Per cell: its training set's statistics (for cells whose data stage is done)."""
+    out = {}
+    for cell in plan.cells:
+        for jid in plan.cell_jobs[cell.id]["data"]:
+            stage, key = jid.split("/")
+            if store.is_done(stage, key):
+                out[cell.id] = json.loads((store.path(stage, key) / "stats.json").read_text())
+    return out
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     loaded, plan = _load(args.spec)
+    store = open_store(loaded, args.results_dir)
+    if args.build:
+        prepare(loaded, plan, store, on_job=lambda j: print(f"building {j.id} ...", file=sys.stderr))
     summary = plan_summary(loaded, plan, args.results_dir)
+    summary["data"] = data_stats(plan, store)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -105,6 +122,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
             row.append(" ".join(("✓" if j["done"] else "·") + j["key"][:6] for j in jobs) if jobs else "—")
         table.add_row(c["id"], c["key"][:8], *row)
     console.print(table)
+    if summary["data"]:
+        dt = Table(
+            "cell", "examples", "tokens mean", "keyword rate", "correct", "sources", "topics", title="training sets"
+        )
+        for cid, st in summary["data"].items():
+            correct = "—" if st["correct_rate"] is None else f"{st['correct_rate']:.2f}"
+            mix = lambda m: " ".join(f"{k}:{v}" for k, v in m.items())  # noqa: E731
+            dt.add_row(
+                cid,
+                str(st["examples"]),
+                f"{st['tokens']['mean']:.0f}",
+                f"{st['keyword_rate']:.2f}",
+                correct,
+                mix(st["source_mix"]),
+                mix(st["topic_mix"]),
+            )
+        console.print(dt)
     counts = ", ".join(f"{s} {v['done']}/{v['jobs']}" for s, v in summary["counts"].items() if v["jobs"])
     console.print(f"stage jobs done/total (shared jobs counted once): {counts}")
     return 0
@@ -153,6 +187,81 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ run
+def cmd_run(args: argparse.Namespace) -> int:
+    """validate -> plan -> launch every job not done (in dependency order) -> report."""
+    import importlib.util
+
+    from launchers.base import pending_tasks
+
+    loaded, plan = _load(args.spec)
+    store = open_store(loaded, args.results_dir)
+    tasks = pending_tasks(plan, store)
+    kind = args.launcher or loaded.spec.launcher.kind
+    print(
+        f"{loaded.spec.name}: {len(plan.cells)} cells, {len(plan.jobs)} stage jobs, {len(tasks)} tasks to run ({kind})"
+    )
+    if tasks:
+        if kind != "local":
+            raise StageNotImplemented(f"the {kind} launcher is not implemented yet; run with --launcher local")
+        from launchers.local import run_local
+
+        launcher = run_local(loaded.spec, args.spec, store, tasks, args.results_dir)
+        states = launcher.status()
+        bad = {t: s for t, s in states.items() if s != "done"}
+        done = sum(s == "done" for s in states.values())
+        print(f"finished: {done} done, {len(bad)} not done")
+        for tid, state in bad.items():
+            print(f"  {state:9s} {tid}: {launcher.reasons.get(tid, '')}")
+        if bad:
+            return 1
+    if importlib.util.find_spec("framework.report") is not None and not args.no_report:
+        from framework.report import write_report
+
+        out = write_report(loaded, plan, store, results_root(loaded, args.results_dir))
+        print(f"report: {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- data
+def cmd_data(args: argparse.Namespace) -> int:
+    from framework.data import read_training_set
+
+    loaded, plan = _load(args.spec)
+    store = open_store(loaded, args.results_dir)
+    cell = next((c for c in plan.cells if c.id == args.cell or c.key.startswith(args.cell)), None)
+    if cell is None:
+        raise UserError(f"no cell {args.cell!r}; cells: {', '.join(c.id for c in plan.cells)}")
+    jobs = plan.cell_jobs[cell.id]["data"]
+    if not jobs:
+        raise UserError(f"{cell.id} is a baseline: it has no training set")
+    for jid in plan.cell_jobs[cell.id]["model"] + plan.cell_jobs[cell.id]["pool"] + jobs:
+        execute(loaded, plan, store, *jid.split("/"))
+    stage_dir = store.path(*jobs[0].split("/"))
+    rows = read_training_set(stage_dir)
+    if args.export:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        suffix = args.export.rsplit(".", 1)[-1]
+        {"csv": frame.to_csv, "parquet": frame.to_parquet}.get(
+            suffix, lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False)
+        )(args.export)
+        print(f"{len(rows)} examples -> {args.export}")
+        return 0
+    stats = json.loads((stage_dir / "stats.json").read_text())
+    print(
+        f"{cell.id}: {stats['examples']} examples, {stats['tokens']['total']} tokens, data key {jobs[0].split('/')[1]}"
+    )
+    for r in rows[: args.show]:
+        print(
+            f"\n--- #{r['example_index']} {r['problem_id']} source={r['source']} tokens={r['n_tokens']} correct={r['correct']}"
+        )
+        print(f"problem: {r['problem']}")
+        print(f"trace:   {r['trace']}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- schema
 def cmd_schema(args: argparse.Namespace) -> int:
     from framework.spec.docs import render_schema
@@ -175,13 +284,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("validate", cmd_validate, "check spec files (schema, names, files) without running anything")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     for name, fn, text in (
-        ("plan", cmd_plan, "expand a spec into cells and stage jobs, and show which are done"),
+        ("plan", cmd_plan, "expand a spec into cells and stage jobs, build the data variants, show the grid"),
         ("status", cmd_status, "per cell and stage: done, running, failed (with reason) or pending"),
     ):
         p = command(name, fn, text)
         p.add_argument("spec", metavar="SPEC")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--results-dir", help="override the results root (default: the spec's results_dir)")
+        if name == "plan":
+            p.add_argument(
+                "--no-build",
+                dest="build",
+                action="store_false",
+                help="do not build the cheap CPU stages (tiny model, pool, data)",
+            )
+    p = command("run", cmd_run, "run a sweep: every stage job not done yet, in dependency order, then the report")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--launcher", choices=["local", "slurm"], help="override the spec's launcher.kind")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--results-dir")
+    p = command("data", cmd_data, "print or export a cell's training set (builds it if needed)")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("cell", metavar="CELL", help="a cell id as `ablate plan` shows it")
+    p.add_argument("--export", metavar="FILE", help="write the traces to FILE (.jsonl, .csv or .parquet)")
+    p.add_argument("--show", type=int, default=3, help="how many traces to print in full")
+    p.add_argument("--results-dir")
     p = command("exec", cmd_exec, "run stage jobs idempotently (what launchers call)")
     p.add_argument("stage", choices=list(STAGES))
     p.add_argument("keys", nargs="+", metavar="KEY")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from framework.errors import UserError
 from framework.plan import Job, Plan
 from framework.spec import LoadedSpec
 from framework.stages import STAGES
@@ -19,7 +20,7 @@ class StageNotImplemented(Exception):
     """The stage exists in the plan but its implementation has not landed yet."""
 
 
-class ExecError(Exception):
+class ExecError(UserError):
     """A user-facing problem with an exec request (unknown key, dependency not built)."""
 
 
@@ -94,3 +95,18 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
             return False
         fn(StageContext(loaded, plan, job, store, build))
     return True
+
+
+CHEAP_STAGES = ("model", "pool", "data")
+
+
+def prepare(loaded: LoadedSpec, plan: Plan, store: Store, *, on_job: Callable[[Job], None] | None = None) -> int:
+    """Build the cheap CPU stages (tiny model, pool, data variants) in-process, as `ablate plan` does, so a
+    cell with too few traces is found before any GPU time is spent. Returns how many jobs ran."""
+    ran = 0
+    for job in plan.jobs.values():
+        if job.stage in CHEAP_STAGES and not store.is_done(job.stage, job.key):
+            if on_job:
+                on_job(job)
+            ran += execute(loaded, plan, store, job.stage, job.key)
+    return ran

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.errors import UserError
 from framework.grid import Cell, arm_definition, expand
 from framework.hashing import content_key, file_digest, tree_digest
 from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
@@ -33,12 +34,8 @@ TRAIN_EXECUTION_ONLY = {
 EVAL_EXECUTION_ONLY = {"tensor_parallel_size", "data_parallel_size", "truncation_warning", "pass_k"}
 
 
-class PlanError(Exception):
+class PlanError(UserError):
     """A problem found while planning (missing file, unresolvable model); one message per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 @dataclass

@@ -40,7 +40,7 @@ def test_missing_spec_file_is_exit_2_without_traceback(tmp_path):
 
 def test_plan_json_lists_cells_jobs_and_counts(write_spec, minimal, in_tmp, capsys):
     path = write_spec(minimal)
-    assert main(["plan", str(path), "--json"]) == 0
+    assert main(["plan", str(path), "--json", "--no-build"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["name"] == "mini" and len(data["cells"]) == 9
     cell = data["cells"][0]
@@ -55,7 +55,7 @@ def test_exec_unknown_key_and_unimplemented_stage(write_spec, minimal, in_tmp, c
     path = write_spec(minimal)
     assert main(["exec", "pool", "0000", "--spec", str(path)]) == 2
     assert "no pool job with key '0000'" in capsys.readouterr().err
-    main(["plan", str(path), "--json"])
+    main(["plan", str(path), "--json", "--no-build"])
     data = json.loads(capsys.readouterr().out)
     train = next(j for j in data["jobs"] if j["stage"] == "train")
     assert main(["exec", "train", train["key"], "--spec", str(path)]) == 2  # its data is not built yet
@@ -76,7 +76,7 @@ def test_exec_is_idempotent_and_force_rebuilds(write_spec, minimal, in_tmp, caps
     monkeypatch.setattr(framework.execute, "stage_function", lambda s: fake_pool)
     calls.clear()
     path = write_spec(minimal)
-    main(["plan", str(path), "--json"])
+    main(["plan", str(path), "--json", "--no-build"])
     key = next(j["key"] for j in json.loads(capsys.readouterr().out)["jobs"] if j["stage"] == "pool")
     assert main(["exec", "pool", key, "--spec", str(path)]) == 0
     assert main(["exec", "pool", key, "--spec", str(path)]) == 0
@@ -87,7 +87,7 @@ def test_exec_is_idempotent_and_force_rebuilds(write_spec, minimal, in_tmp, caps
     assert (done / "pool.txt").read_text() == "annotated" and (done / "SUCCESS").exists()
     manifest = json.loads((done / "manifest.json").read_text())
     assert manifest["stage"] == "pool" and manifest["code_version"] == "1" and "config" in manifest
-    main(["plan", str(path), "--json"])
+    main(["plan", str(path), "--json", "--no-build"])
     assert json.loads(capsys.readouterr().out)["counts"]["pool"]["done"] == 1
     assert main(["exec", "pool", key, "--spec", str(path), "--force"]) == 0
     assert calls == [key, key]

@@ -1,0 +1,12 @@
+"""User errors: problems the user can fix (bad spec, bad pool, missing file). The CLI prints each on its own
+line and exits 2, without a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """One or more problems, each a self-contained sentence naming where it is (file, line, field, cell)."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))

@@ -1,0 +1,199 @@
+"""The `pool` stage: load every source, check it, and annotate each trace with what the factors need.
+
+Runs once per sweep (its key covers the sources' content, the tokenizer and the annotation settings), so a
+100k-trace pool is tokenized and graded once and reused by every cell. Output: `pool.parquet` + `stats.json`.
+
+Annotations: `n_tokens` (base model tokenizer), `answer` / `correct` (final answer graded against
+expected_answer; None when either is missing), `reflection_count` (reflection phrases), `pass_rate` (a reference
+model's pass rate, when the spec provides sampled results), `trace_id` (stable hash of source, problem, trace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from framework.pool_sources import PoolError, conform, read_source
+from framework.store import write_json_atomic
+
+if TYPE_CHECKING:
+    from framework.execute import StageContext
+    from framework.spec.models import AblationSpec
+
+POOL_FILE = "pool.parquet"
+
+
+def trace_id(source: str, problem_id: str, trace: str) -> str:
+    h = hashlib.sha256()
+    for part in (source, problem_id, trace):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def load_pool(spec: AblationSpec, resolve: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """All sources in the pool schema, concatenated and checked; the report says what was dropped."""
+    frames = []
+    for i, src in enumerate(spec.pool):
+        raw, label = read_source(src, i, resolve)
+        frames.append(conform(raw, label, src.source))
+    pool = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    check_answers_agree(pool)
+    pool.insert(
+        0, "trace_id", [trace_id(s, p, t) for s, p, t in zip(pool["source"], pool["problem_id"], pool["trace"])]
+    )
+    before = len(pool)
+    pool = pool.drop_duplicates("trace_id", keep="first").reset_index(drop=True)
+    pool = pool.rename(columns={"_where": "origin"})
+    return pool, {"rows_read": before, "duplicate_traces_dropped": before - len(pool)}
+
+
+def check_answers_agree(pool: pd.DataFrame) -> None:
+    """One problem id with two different expected answers is a broken pool: grading would be arbitrary."""
+    known = pool[pool["expected_answer"].notna()]
+    counts = known.groupby("problem_id")["expected_answer"].nunique()
+    bad = counts[counts > 1].index[:20]
+    problems = []
+    for pid in bad:
+        rows = known[known["problem_id"] == pid].drop_duplicates("expected_answer")
+        pairs = ", ".join(f"{w}: {a!r}" for w, a in zip(rows["_where"], rows["expected_answer"]))
+        problems.append(f"problem_id {pid!r} has different expected answers ({pairs})")
+    if problems:
+        raise PoolError(problems)
+
+
+# ------------------------------------------------------------------------------------------ annotation
+def count_tokens(tokenizer: Any, texts: list[str], batch_size: int = 1024) -> list[int]:
+    """Token counts with the fast tokenizer's batched encoder (no special tokens: the trace alone)."""
+    out: list[int] = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i : i + batch_size], add_special_tokens=False, return_attention_mask=False)
+        out.extend(len(ids) for ids in enc["input_ids"])
+    return out
+
+
+def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | None], list[bool | None]]:
+    from framework.grading import extract_answer, grade_many
+
+    fallbacks = spec.eval.grading.fallbacks
+    answers = [extract_answer(t, fallbacks=fallbacks)[0] for t in pool["trace"]]
+    todo = [i for i, (a, e) in enumerate(zip(answers, pool["expected_answer"])) if a is not None and e is not None]
+    verdicts = grade_many(
+        [(answers[i], pool["expected_answer"].iloc[i]) for i in todo],
+        grader=spec.eval.grading.grader,
+        timeout_s=spec.annotate.grading_timeout_s,
+        workers=spec.eval.grading.workers,
+    )
+    correct: list[bool | None] = [None] * len(pool)
+    for i, v in zip(todo, verdicts):
+        correct[i] = None if v.error == "timeout" else v.correct
+    return answers, correct
+
+
+def pass_rates(path: Path) -> dict[str, float]:
+    """Mean correctness per problem from a reference model's sampled results (problem_id, correct)."""
+    frame = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_json(path, lines=True)
+    missing = {"problem_id", "correct"} - set(frame.columns)
+    if missing:
+        raise PoolError(f"{path}: pass-rate file lacks column(s) {sorted(missing)}")
+    return frame.groupby(frame["problem_id"].astype(str))["correct"].mean().astype(float).to_dict()
+
+
+def annotate(pool: pd.DataFrame, spec: AblationSpec, tokenizer: Any, resolve: Any) -> dict[str, float]:
+    """Add the annotation columns in place; returns seconds spent per annotation."""
+    from framework.factors.keywords import count_keywords
+
+    timings = {}
+    t = time.perf_counter()
+    pool["n_tokens"] = count_tokens(tokenizer, pool["trace"].tolist())
+    timings["tokenize_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pool["answer"], pool["correct"] = grade_traces(pool, spec)
+    timings["grade_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    words = spec.annotate.reflection_keywords
+    pool["reflection_count"] = [count_keywords(text, words) for text in pool["trace"]]
+    timings["keywords_s"] = time.perf_counter() - t
+    pool["pass_rate"] = None
+    if spec.annotate.pass_rates:
+        path = resolve(spec.annotate.pass_rates)
+        if path is None:
+            raise PoolError(f"annotate.pass_rates: file {spec.annotate.pass_rates!r} does not exist")
+        rates = pass_rates(path)
+        pool["pass_rate"] = [rates.get(p) for p in pool["problem_id"]]
+    if spec.annotate.topics == "none":
+        pool["topic"] = None
+    return timings
+
+
+def pool_stats(pool: pd.DataFrame) -> dict[str, Any]:
+    graded = pool["correct"].dropna()
+    return {
+        "traces": len(pool),
+        "problems": int(pool["problem_id"].nunique()),
+        "by_source": {str(k): int(v) for k, v in pool["source"].value_counts().sort_index().items()},
+        "tokens": {
+            "mean": float(pool["n_tokens"].mean()),
+            "median": float(pool["n_tokens"].median()),
+            "max": int(pool["n_tokens"].max()),
+        },
+        "graded": len(graded),
+        "correct_rate": float(graded.astype(bool).mean()) if len(graded) else None,
+        "with_reflection": float((pool["reflection_count"] > 0).mean()),
+        "topics": int(pool["topic"].nunique()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- stage
+def load_tokenizer(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None) -> Any:
+    """The base model's tokenizer: the tiny model stage's output, the shipped toy base, a local dir or a hub id."""
+    from transformers import AutoTokenizer
+
+    from framework.plan import resolve_path, toy_base_path
+
+    name = spec.model.name_or_path
+    if model_dir is not None:
+        where: str | Path = model_dir
+    elif name == "toy:base":
+        where = toy_base_path()
+    else:
+        where = resolve_path(name or "", spec_dir) or (name or "")
+    return AutoTokenizer.from_pretrained(str(where), revision=spec.model.revision if name else None)
+
+
+def run(ctx: StageContext) -> None:
+    from framework.plan import resolve_path
+
+    spec = ctx.spec
+    spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
+
+    def resolve(p: str) -> Path | None:
+        return resolve_path(p, spec_dir)
+
+    pool, report = load_pool(spec, resolve)
+    tokenizer = load_tokenizer(spec, (ctx.inputs("model") or [None])[0], spec_dir)
+    report["timings"] = annotate(pool, spec, tokenizer, resolve)
+    pool.to_parquet(ctx.out / POOL_FILE, index=False)
+    tokenizer.save_pretrained(str(ctx.out / "tokenizer"))  # data cells re-count tokens after rewriting traces
+    stats = {**pool_stats(pool), **report}
+    write_json_atomic(ctx.out / "stats.json", stats)
+    ctx.build.manifest["pool"] = {k: stats[k] for k in ("traces", "problems", "by_source", "graded")}
+
+
+def load_pool_tokenizer(stage_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(stage_dir / "tokenizer"))
+
+
+def read_pool(stage_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(stage_dir / POOL_FILE)
+
+
+def read_stats(stage_dir: Path) -> dict[str, Any]:
+    return json.loads((stage_dir / "stats.json").read_text())

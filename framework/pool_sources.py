@@ -1,0 +1,212 @@
+"""Reading one pool source (file, dataset directory, hub dataset or preset) into a DataFrame in the pool schema.
+
+Every problem is reported with where it is (file and line or row, field), and all problems of a source are
+collected before failing, so a malformed pool is fixed in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from framework.errors import UserError
+from framework.registry import POOL_PRESETS
+from framework.spec.models import POOL_FIELDS, PoolSourceSpec
+
+REQUIRED = ("problem", "trace")
+SUFFIX_FORMAT = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+
+class PoolError(UserError):
+    """A malformed pool source."""
+
+
+def normalize_problem(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def problem_id_for(text: str) -> str:
+    """Stable id from the normalized problem text, for pools that carry none."""
+    return "p" + hashlib.sha256(normalize_problem(text).encode("utf-8")).hexdigest()[:12]
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    """Line-by-line, so a bad line is reported by number instead of failing the whole file opaquely."""
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})")
+                continue
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                problems.append(f"{path}:{lineno}: invalid JSON ({e.msg})")
+                continue
+            if not isinstance(obj, dict):
+                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                continue
+            obj["_where"] = f"{path}:{lineno}"
+            rows.append(obj)
+    if problems:
+        raise PoolError(problems[:50] + ([f"{path}: ... and {len(problems) - 50} more"] if len(problems) > 50 else []))
+    return pd.DataFrame(rows)
+
+
+def _with_rows(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    frame["_where"] = [f"{label} row {i}" for i in range(len(frame))]
+    return frame
+
+
+def read_file(path: Path, fmt: str) -> pd.DataFrame:
+    if fmt == "auto":
+        if path.is_dir():
+            fmt = "hf"
+        else:
+            fmt = SUFFIX_FORMAT.get(path.suffix.lower(), "")
+            if not fmt:
+                raise PoolError(f"{path}: unknown file type {path.suffix!r}; set format: jsonl|json|parquet|csv|hf")
+    try:
+        if fmt == "jsonl":
+            return read_jsonl(path)
+        if fmt == "json":
+            return _with_rows(pd.read_json(path), str(path))
+        if fmt == "parquet":
+            return _with_rows(pd.read_parquet(path), str(path))
+        if fmt == "csv":
+            return _with_rows(pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8"), str(path))
+    except UnicodeDecodeError as e:
+        raise PoolError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except (ValueError, OSError) as e:
+        raise PoolError(f"{path}: cannot read as {fmt} ({e})") from None
+    return _load_dataset_dir(path)
+
+
+def _load_dataset_dir(path: Path, split: str = "train") -> pd.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError):
+        ds = datasets.load_dataset(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise PoolError(f"{path}: no split {split!r}; splits: {list(ds)}")
+        ds = ds[split]
+    return _with_rows(ds.to_pandas(), str(path))
+
+
+def read_hub(hub: str, split: str, revision: str | None = None) -> pd.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub, split=split, revision=revision)
+    except Exception as e:  # the hub client raises many types; the message is what the user needs
+        raise PoolError(f"hub dataset {hub!r} (split {split!r}) cannot be loaded: {e}") from None
+    return _with_rows(ds.to_pandas(), f"{hub}[{split}]")
+
+
+def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataFrame, str]:
+    """Raw rows of one source and its default source label. `resolve(path)` finds local files."""
+    columns = dict(src.columns)
+    label = f"pool[{index}]"
+    if src.preset is not None:
+        preset = POOL_PRESETS.resolve(src.preset)
+        columns = {**preset.columns, **columns}
+        label = src.preset
+        if src.preset == "toy" and src.path is None:
+            from framework.toy import make_world, pool_rows
+
+            opts = dict(src.options)
+            world = make_world(opts.pop("world_seed", 0))
+            frame = _with_rows(pd.DataFrame(pool_rows(world, **opts)), "toy pool")
+            return _select(frame, src, columns), label
+        if src.path is None and src.hub is None:
+            return _select(
+                read_hub(preset.hub, src.split if src.split != "train" else preset.split), src, columns
+            ), label
+    if src.path is not None:
+        path = resolve(src.path)
+        if path is None:
+            raise PoolError(f"{label}: pool file {src.path!r} does not exist")
+        frame = (
+            read_file(path, src.format)
+            if not (path.is_dir() and src.format in ("auto", "hf"))
+            else _load_dataset_dir(path, src.split)
+        )
+        label = label if src.preset else Path(src.path).stem
+    else:
+        frame = read_hub(src.hub or "", src.split)
+        label = src.hub or label
+    return _select(frame, src, columns), label
+
+
+def _select(frame: pd.DataFrame, src: PoolSourceSpec, columns: dict[str, str]) -> pd.DataFrame:
+    """Row filter and limit, then rename mapped columns to the internal names (unmapped ones stay as metadata)."""
+    where = frame["_where"].iloc[0].rsplit(" row", 1)[0].rsplit(":", 1)[0] if len(frame) else "pool"
+    missing = [
+        f"{where}: column {col!r} (mapped to {field}) not found; columns: {sorted(c for c in frame.columns if c != '_where')}"
+        for field, col in columns.items()
+        if col not in frame.columns
+    ]
+    for col in src.filter:
+        if col not in frame.columns:
+            missing.append(f"{where}: filter column {col!r} not found")
+    if missing:
+        raise PoolError(missing)
+    for col, value in src.filter.items():
+        allowed = value if isinstance(value, list) else [value]
+        frame = frame[frame[col].isin(allowed)]
+    if src.limit is not None:
+        frame = frame.head(src.limit)
+    rename = {col: field for field, col in columns.items() if col != field}
+    clashes = [c for c in rename.values() if c in frame.columns and c not in rename]
+    frame = frame.drop(columns=clashes).rename(columns=rename)
+    for field, col in columns.items():  # one column mapped to two fields
+        if field not in frame.columns and col in frame.columns:
+            frame[field] = frame[col]
+    return frame.reset_index(drop=True)
+
+
+def conform(frame: pd.DataFrame, label: str, constant_source: str | None) -> pd.DataFrame:
+    """Check required fields and fill the optional ones; every problem names its file and line/row."""
+    problems = [
+        f"{label}: required field {f!r} is missing (map it with columns: {{{f}: <column>}})"
+        for f in REQUIRED
+        if f not in frame.columns
+    ]
+    if problems:
+        raise PoolError(problems)
+    for field in REQUIRED:
+        empty = frame[field].isna() | (frame[field].astype(str).str.strip() == "")
+        problems += [f"{w}: field {field!r} is empty" for w in frame.loc[empty, "_where"].head(20)]
+    if problems:
+        raise PoolError(problems)
+    out = frame.copy()
+    out["problem"] = out["problem"].astype(str)
+    out["trace"] = out["trace"].astype(str)
+    if "source" not in out.columns:
+        out["source"] = constant_source or label
+    elif constant_source is not None:
+        out["source"] = out["source"].fillna(constant_source)
+    out["source"] = out["source"].astype(str)
+    if "problem_id" not in out.columns:
+        out["problem_id"] = [problem_id_for(p) for p in out["problem"]]
+    out["problem_id"] = out["problem_id"].astype(str)
+    for field in ("expected_answer", "difficulty", "topic"):
+        if field not in out.columns:
+            out[field] = None
+    out["expected_answer"] = [None if pd.isna(v) else str(v) for v in out["expected_answer"]]
+    out["topic"] = [None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in out["topic"]]
+    return out[[*POOL_FIELDS, *(c for c in out.columns if c not in POOL_FIELDS)]]

@@ -1,0 +1,84 @@
+"""The interface every launcher implements, and what they share.
+
+A launcher only schedules stage jobs in dependency order; every job is the command
+`ablate exec STAGE KEY... --spec SPEC`, so a laptop and a cluster run the same code path. The store, not the
+launcher, is the truth about what is done: a job whose outputs are marked is never submitted again.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from framework.plan import Job, Plan
+from framework.store import Store
+
+
+@dataclass
+class Task:
+    """What a launcher submits: one command that builds one or more stage jobs of the same stage."""
+
+    stage: str
+    jobs: list[Job]
+    deps: list[str] = field(default_factory=list)  # task ids this task waits for
+
+    @property
+    def id(self) -> str:
+        return f"{self.stage}/{self.jobs[0].key}" + (f"+{len(self.jobs) - 1}" if len(self.jobs) > 1 else "")
+
+    @property
+    def keys(self) -> list[str]:
+        return [j.key for j in self.jobs]
+
+
+def exec_command(
+    task: Task, spec_path: str | Path, results_dir: str | None = None, python: str | None = None
+) -> list[str]:
+    cmd = [python or sys.executable, "-m", "framework.cli", "exec", task.stage, *task.keys, "--spec", str(spec_path)]
+    if results_dir:
+        cmd += ["--results-dir", str(results_dir)]
+    return cmd
+
+
+def shell_join(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def pending_tasks(plan: Plan, store: Store, *, group_evals: bool = True) -> list[Task]:
+    """Tasks for the jobs not done yet, in a valid order. Evaluations of one checkpoint become one task, so the
+    engine loads the model once for all benchmarks."""
+    todo = [j for j in plan.jobs.values() if not store.is_done(j.stage, j.key)]
+    tasks: list[Task] = []
+    by_job: dict[str, Task] = {}
+    eval_groups: dict[tuple[str, ...], Task] = {}
+    for job in todo:
+        if group_evals and job.stage == "eval":
+            group = tuple(job.deps)
+            if group in eval_groups:
+                eval_groups[group].jobs.append(job)
+                by_job[job.id] = eval_groups[group]
+                continue
+            task = eval_groups[group] = Task("eval", [job])
+        else:
+            task = Task(job.stage, [job])
+        tasks.append(task)
+        by_job[job.id] = task
+    for task in tasks:
+        deps = {by_job[d].id for j in task.jobs for d in j.deps if d in by_job}
+        task.deps = sorted(deps)
+    return tasks
+
+
+class Launcher(Protocol):
+    """submit / status / cancel, as in submitit's executors."""
+
+    name: str
+
+    def submit(self, tasks: list[Task]) -> None: ...
+
+    def status(self) -> dict[str, str]: ...  # task id -> pending | running | done | failed | skipped | cancelled
+
+    def cancel(self) -> None: ...

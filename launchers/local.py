@@ -1,0 +1,204 @@
+"""Run a sweep's stage jobs on this machine, in dependency order, with a pool of GPU or CPU slots.
+
+Each task is a subprocess in its own session (so Ctrl-C reaches the launcher, which stops children cleanly and
+a re-run resumes), with its log in the store. A failed task fails only the tasks that depend on it. The store's
+markers, not exit codes, decide success: a job that finished its outputs and then crashed at exit is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framework.spec.models import AblationSpec
+from framework.stages import STAGES
+from framework.store import Store
+from launchers.base import Task, exec_command, shell_join
+
+
+def visible_gpus(option: list[int] | str) -> list[int]:
+    """GPU ids to schedule on: the spec's list, else CUDA_VISIBLE_DEVICES, else what nvidia-smi lists."""
+    if isinstance(option, list):
+        return option
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [int(x) for x in env.split(",") if x.strip().isdigit()]
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+        return [i for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+    return []
+
+
+def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
+    if STAGES[task.stage].device != "gpu" or available == 0:
+        return 0
+    if task.stage == "train":
+        return min(available, spec.train.processes or available)
+    return min(available, spec.eval.tensor_parallel_size * spec.eval.data_parallel_size)
+
+
+@dataclass
+class Running:
+    task: Task
+    proc: subprocess.Popen
+    gpus: list[int]
+    log: Path
+    started: float
+
+
+@dataclass
+class LocalLauncher:
+    """submit() then wait(); status() and cancel() may be called from a signal handler or another thread."""
+
+    spec: AblationSpec
+    spec_path: str | Path
+    store: Store
+    results_dir: str | None = None
+    echo: Any = print
+    command: Any = None  # Task -> argv; default `ablate exec` (tests substitute a trivial command)
+    name: str = "local"
+    states: dict[str, str] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    _tasks: list[Task] = field(default_factory=list)
+    _running: dict[str, Running] = field(default_factory=dict)
+
+    def submit(self, tasks: list[Task]) -> None:
+        self._tasks = list(tasks)
+        for t in tasks:
+            self.states[t.id] = "pending"
+            self.logs[t.id] = self.store.log_path(t.stage, t.keys[0])
+
+    def status(self) -> dict[str, str]:
+        return dict(self.states)
+
+    def cancel(self) -> None:
+        """TERM every running task's process group, then KILL what is still alive after a grace period."""
+        for r in self._running.values():
+            _signal_group(r.proc, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while any(r.proc.poll() is None for r in self._running.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for tid, r in self._running.items():
+            _signal_group(r.proc, signal.SIGKILL)
+            r.proc.wait()
+            self.states[tid] = "cancelled"
+        self._running.clear()
+        for tid, state in self.states.items():
+            if state == "pending":
+                self.states[tid] = "cancelled"
+
+    def wait(self, poll_s: float = 0.2) -> dict[str, str]:
+        """Run everything submitted; returns the final state of every task."""
+        gpus_free = visible_gpus(self.spec.launcher.local.gpus)
+        n_gpus = len(gpus_free)
+        cpu_free = self.spec.launcher.local.cpu_slots
+        try:
+            while any(s in ("pending", "running") for s in self.states.values()):
+                for tid in list(self._running):
+                    r = self._running[tid]
+                    if r.proc.poll() is not None:
+                        self._finish(r)
+                        del self._running[tid]
+                        gpus_free.extend(r.gpus)
+                        cpu_free += 1 if not r.gpus else 0
+                self._skip_blocked()
+                for task in self._tasks:
+                    if self.states[task.id] != "pending" or not all(self.states[d] == "done" for d in task.deps):
+                        continue
+                    need = gpus_needed(task, self.spec, n_gpus)
+                    if need and len(gpus_free) >= need:
+                        take, gpus_free = gpus_free[:need], gpus_free[need:]
+                        self._start(task, take)
+                    elif not need and cpu_free > 0:
+                        cpu_free -= 1
+                        self._start(task, [])
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            self.echo("interrupted: stopping running stage jobs (a re-run resumes)")
+            self.cancel()
+            raise
+        return self.status()
+
+    def _start(self, task: Task, gpus: list[int]) -> None:
+        cmd = self.command(task) if self.command else exec_command(task, self.spec_path, self.results_dir)
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        log = self.logs[task.id]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(f"$ {shell_join(cmd)}\n")
+            f.flush()
+            proc = subprocess.Popen(
+                cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
+        self._running[task.id] = Running(task, proc, gpus, log, time.monotonic())
+        self.states[task.id] = "running"
+        self.echo(
+            f"start  {task.id}  ({', '.join(task.jobs[0].cells[:2])}{' ...' if len(task.jobs[0].cells) > 2 else ''})"
+        )
+
+    def _finish(self, r: Running) -> None:
+        done = all(self.store.is_done(r.task.stage, k) for k in r.task.keys)
+        took = time.monotonic() - r.started
+        if done:
+            self.states[r.task.id] = "done"
+            note = f" (exit {r.proc.returncode} after its outputs were complete)" if r.proc.returncode else ""
+            self.echo(f"done   {r.task.id}  {took:.0f}s{note}")
+        else:
+            self.states[r.task.id] = "failed"
+            self.reasons[r.task.id] = f"exit {r.proc.returncode}; log: {r.log}"
+            self.echo(f"FAILED {r.task.id}  exit {r.proc.returncode}  log: {r.log}")
+            for line in _tail(r.log, 5):
+                self.echo(f"       | {line}")
+
+    def _skip_blocked(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for task in self._tasks:
+                if self.states[task.id] == "pending":
+                    bad = [d for d in task.deps if self.states[d] in ("failed", "skipped", "cancelled")]
+                    if bad:
+                        self.states[task.id] = "skipped"
+                        self.reasons[task.id] = f"dependency {bad[0]} did not finish"
+                        changed = True
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def run_local(
+    spec: AblationSpec,
+    spec_path: str | Path,
+    store: Store,
+    tasks: list[Task],
+    results_dir: str | None = None,
+    echo: Any = print,
+) -> LocalLauncher:
+    launcher = LocalLauncher(spec, spec_path, store, results_dir, echo=echo)
+    launcher.submit(tasks)
+    launcher.wait()
+    return launcher
+
+
+if __name__ == "__main__":  # pragma: no cover - use `ablate run`
+    sys.exit("use: ablate run SPEC")

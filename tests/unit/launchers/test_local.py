@@ -1,0 +1,106 @@
+"""Local launcher scheduling: dependency order, failure isolation, marker-based success, cancel.
+
+The stage bodies are replaced by tiny shell commands that publish (or do not publish) the job's marker: what is
+under test is the scheduling, which is pure logic over the plan and the store.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from framework.plan import build_plan
+from framework.spec import spec_from_dict
+from framework.store import Store
+from launchers.base import pending_tasks
+from launchers.local import LocalLauncher
+
+
+def publish_command(store: Store, fail: set[str], order_log, exit_code: int = 0):
+    code = (
+        "import sys, time, os; from framework.store import Store\n"
+        "store, stage, keys, fail, log, rc = Store(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), sys.argv[4], sys.argv[5], int(sys.argv[6])\n"
+        "open(log, 'a').write(stage + '/' + keys[0] + '\\n')\n"
+        "if stage + '/' + keys[0] in fail.split(','): sys.exit(3)\n"
+        "for k in keys:\n"
+        "    with store.build(stage, k) as b: pass\n"
+        "sys.exit(rc)\n"
+    )
+
+    def command(task):
+        return [
+            sys.executable,
+            "-c",
+            code,
+            str(store.root),
+            task.stage,
+            ",".join(task.keys),
+            ",".join(fail),
+            str(order_log),
+            str(exit_code),
+        ]
+
+    return command
+
+
+def make(minimal, tmp_path, fail=(), exit_code=0):
+    minimal["model"] = {"tiny": {}}
+    spec = spec_from_dict(minimal)
+    plan = build_plan(spec)
+    store = Store(tmp_path / "store")
+    tasks = pending_tasks(plan, store)
+    log = tmp_path / "order.log"
+    launcher = LocalLauncher(
+        spec, "spec.yaml", store, echo=lambda *a: None, command=publish_command(store, set(fail), log, exit_code)
+    )
+    launcher.submit(tasks)
+    return plan, store, tasks, launcher, log
+
+
+def test_runs_everything_in_dependency_order(minimal, tmp_path):
+    plan, store, tasks, launcher, log = make(minimal, tmp_path)
+    states = launcher.wait(poll_s=0.01)
+    assert set(states.values()) == {"done"}
+    assert all(store.is_done(j.stage, j.key) for j in plan.jobs.values())
+    ran = log.read_text().split()
+    pos = {t: i for i, t in enumerate(ran)}
+    for task in tasks:
+        for dep in task.deps:
+            assert pos[dep.split("+")[0]] < pos[task.id.split("+")[0]]
+    assert pending_tasks(plan, store) == []  # a second run has nothing to do
+
+
+def test_evals_of_one_checkpoint_are_one_task(minimal, tmp_path):
+    minimal["eval"]["benchmarks"] = ["aime24", "aime25", "math-500"]
+    _, _, tasks, _, _ = make(minimal, tmp_path)
+    evals = [t for t in tasks if t.stage == "eval"]
+    assert evals and all(len(t.jobs) == 3 for t in evals)
+
+
+def test_a_failure_skips_only_its_dependents(minimal, tmp_path):
+    _, _, tasks, _, _ = make(minimal, tmp_path / "probe")
+    target = next(t for t in tasks if t.stage == "train")
+    _, _, tasks, launcher, _ = make(minimal, tmp_path / "run", fail={target.id})
+    states = launcher.wait(poll_s=0.01)
+    assert states[target.id] == "failed" and "log:" in launcher.reasons[target.id]
+    dependents = {t.id for t in tasks if target.id in t.deps}
+    assert dependents and all(states[d] == "skipped" for d in dependents)
+    others = [t for t in tasks if t.id != target.id and t.id not in dependents and t.stage == "train"]
+    assert others and all(states[t.id] == "done" for t in others)
+
+
+def test_marker_decides_success_not_exit_code(minimal, tmp_path):
+    _, _, _, launcher, _ = make(minimal, tmp_path, exit_code=134)  # outputs complete, then an abort at exit
+    assert set(launcher.wait(poll_s=0.01).values()) == {"done"}
+
+
+def test_cancel_stops_running_tasks(minimal, tmp_path):
+    plan, store, tasks, launcher, _ = make(minimal, tmp_path)
+    launcher.command = lambda task: [sys.executable, "-c", "import time; time.sleep(60)"]
+    launcher._start(tasks[0], [])
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    launcher.cancel()
+    assert time.monotonic() - t0 < 10
+    assert launcher.states[tasks[0].id] == "cancelled"
+    assert all(s == "cancelled" for s in launcher.states.values())

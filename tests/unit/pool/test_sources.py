@@ -1,0 +1,138 @@
+"""Pool loading: formats, column mapping, presets on local files, stable ids, and located errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from framework.pool import check_answers_agree, load_pool, trace_id
+from framework.pool_sources import PoolError, problem_id_for
+from framework.spec import spec_from_dict
+
+ROWS = [
+    {"question": "What is 1+1?", "output": "1+1 = 2. \\boxed{2}", "model": "qwq", "gold": "2"},
+    {"question": "What is 2+3?", "output": "We add: 5. \\boxed{5}", "model": "human", "gold": "5"},
+    {"question": "What is 2+3?", "output": "Five. \\boxed{5}", "model": "qwq", "gold": "5"},
+]
+MAPPING = {"problem": "question", "trace": "output", "source": "model", "expected_answer": "gold"}
+
+
+def spec_with(pool: list[dict]) -> object:
+    return spec_from_dict({"name": "t", "model": {"name_or_path": "m/m"}, "pool": pool})
+
+
+def resolver(tmp: Path):
+    return lambda p: (tmp / p) if (tmp / p).exists() else None
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "json", "hf"])
+def test_unfamiliar_columns_load_through_a_mapping(tmp_path, fmt):
+    frame = pd.DataFrame(ROWS)
+    name = {"hf": "ds"}.get(fmt, f"pool.{fmt}")
+    target = tmp_path / name
+    if fmt == "jsonl":
+        write_jsonl(target, ROWS)
+    elif fmt == "parquet":
+        frame.to_parquet(target)
+    elif fmt == "csv":
+        frame.to_csv(target, index=False)
+    elif fmt == "json":
+        target.write_text(json.dumps(ROWS))
+    else:
+        import datasets
+
+        datasets.Dataset.from_pandas(frame).save_to_disk(str(target))
+    pool, report = load_pool(spec_with([{"path": name, "columns": MAPPING}]), resolver(tmp_path))
+    assert list(pool["source"]) == ["qwq", "human", "qwq"]
+    assert list(pool["expected_answer"]) == ["2", "5", "5"]
+    # Problem ids are stable hashes of the normalized text: the two "2+3" rows share one.
+    assert pool["problem_id"].iloc[1] == pool["problem_id"].iloc[2] == problem_id_for("  what IS 2+3? ")
+    assert pool["trace_id"].is_unique and report["duplicate_traces_dropped"] == 0
+    assert "origin" in pool.columns  # where each trace came from, for the user
+
+
+def test_nemotron_preset_layout_from_a_local_file(tmp_path):
+    write_jsonl(tmp_path / "nemo.jsonl", [
+        {"problem": "p1", "solution": "s \\boxed{1}", "solution_type": "human_stage4", "expected_answer": "1"},
+        {"problem": "p1", "solution": "t \\boxed{1}", "solution_type": "qwq_32b_preview", "expected_answer": "1"},
+    ])
+    pool, _ = load_pool(spec_with([{"preset": "nemotron-math-human-reasoning", "path": "nemo.jsonl"}]), resolver(tmp_path))
+    assert list(pool["source"]) == ["human_stage4", "qwq_32b_preview"]
+    assert list(pool["trace"]) == ["s \\boxed{1}", "t \\boxed{1}"]
+
+
+def test_sources_concatenate_with_constant_labels_filters_and_limits(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"problem": f"q{i}", "trace": f"t{i}", "lvl": i % 2} for i in range(6)])
+    write_jsonl(tmp_path / "b.jsonl", [{"problem": "q0", "trace": "other"}])
+    pool, _ = load_pool(spec_with([
+        {"path": "a.jsonl", "source": "model_a", "filter": {"lvl": 1}, "limit": 2, "columns": {"difficulty": "lvl"}},
+        {"path": "b.jsonl"},
+    ]), resolver(tmp_path))
+    assert list(pool["source"]) == ["model_a", "model_a", "b"]
+    assert list(pool["difficulty"]) == [1, 1, None] or list(pool["difficulty"].fillna(-1)) == [1, 1, -1]
+
+
+def test_exact_duplicate_traces_are_dropped_and_counted(tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", [ROWS[0], ROWS[0], ROWS[1]])
+    pool, report = load_pool(spec_with([{"path": "d.jsonl", "columns": MAPPING}]), resolver(tmp_path))
+    assert len(pool) == 2 and report["duplicate_traces_dropped"] == 1
+
+
+def test_missing_mapped_column_names_file_and_columns(tmp_path):
+    write_jsonl(tmp_path / "p.jsonl", ROWS)
+    with pytest.raises(PoolError) as info:
+        load_pool(spec_with([{"path": "p.jsonl", "columns": {**MAPPING, "trace": "completion"}}]), resolver(tmp_path))
+    (msg,) = info.value.problems
+    assert "p.jsonl" in msg and "'completion'" in msg and "trace" in msg and "question" in msg
+
+
+def test_missing_required_field_without_mapping(tmp_path):
+    write_jsonl(tmp_path / "p.jsonl", ROWS)
+    with pytest.raises(PoolError, match="required field 'problem' is missing"):
+        load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
+
+
+def test_empty_trace_and_bad_lines_are_located(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    lines = [json.dumps(ROWS[0]).encode(), b'{"question": "x", "output": "   ", "model": "m"}', b"\xff\xfe not utf8",
+             b"{not json"]
+    bad.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(PoolError) as info:
+        load_pool(spec_with([{"path": "bad.jsonl", "columns": MAPPING}]), resolver(tmp_path))
+    text = str(info.value)
+    assert f"{bad}:3: not valid UTF-8" in text and f"{bad}:4: invalid JSON" in text
+    bad.write_bytes(b"\n".join(lines[:2]) + b"\n")
+    with pytest.raises(PoolError, match=rf"{bad}:2: field 'trace' is empty"):
+        load_pool(spec_with([{"path": "bad.jsonl", "columns": MAPPING}]), resolver(tmp_path))
+
+
+def test_duplicate_problem_ids_with_different_answers(tmp_path):
+    write_jsonl(tmp_path / "p.jsonl", [
+        {"problem_id": "a", "problem": "q", "trace": "t1", "expected_answer": "1"},
+        {"problem_id": "a", "problem": "q", "trace": "t2", "expected_answer": "2"},
+    ])
+    with pytest.raises(PoolError) as info:
+        load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
+    msg = str(info.value)
+    assert "problem_id 'a'" in msg and "p.jsonl:1" in msg and "p.jsonl:2" in msg
+
+
+def test_unknown_file_type_and_missing_file(tmp_path):
+    (tmp_path / "p.txt").write_text("x")
+    with pytest.raises(PoolError, match="unknown file type"):
+        load_pool(spec_with([{"path": "p.txt"}]), resolver(tmp_path))
+    with pytest.raises(PoolError, match="does not exist"):
+        load_pool(spec_with([{"path": "nope.jsonl"}]), resolver(tmp_path))
+
+
+def test_trace_id_separates_fields():
+    assert trace_id("ab", "c", "d") != trace_id("a", "bc", "d")
+    frame = pd.DataFrame({"problem_id": ["x"], "expected_answer": [None], "_where": ["f:1"]})
+    check_answers_agree(frame)  # no answers: nothing to disagree about
