@@ -95,7 +95,7 @@ def test_marker_decides_success_not_exit_code(minimal, tmp_path):
 
 
 def test_cancel_stops_running_tasks(minimal, tmp_path):
-    plan, store, tasks, launcher, _ = make(minimal, tmp_path)
+    _, _, tasks, launcher, _ = make(minimal, tmp_path)
     launcher.command = lambda task: [sys.executable, "-c", "import time; time.sleep(60)"]
     launcher._start(tasks[0], [])
     time.sleep(0.2)
