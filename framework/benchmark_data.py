@@ -1,0 +1,115 @@
+"""Loading a benchmark's problems: from the toy world, a local JSONL/Parquet (NeMo-Skills layout) or the hub.
+
+Output columns: problem_id, problem, expected_answer, subset (None when the benchmark has no subsets). Multiple
+choice (GPQA-Diamond) renders the options into the problem with an order shuffled by a fixed per-question seed,
+so every model sees the same order and the answer letter is not always the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from framework.errors import UserError
+from framework.registry import BENCHMARKS
+from framework.spec.models import BenchmarkSpec
+
+LETTERS = "ABCDEFGH"
+
+
+class BenchmarkError(UserError):
+    """A benchmark that cannot be loaded or lacks a field."""
+
+
+def _read_local(path: Path) -> pd.DataFrame:
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    try:
+        return pd.read_json(path, lines=path.suffix == ".jsonl", dtype=False)
+    except ValueError as e:
+        raise BenchmarkError(f"{path}: cannot read ({e})") from None
+
+
+def _read_hub(info: Any) -> pd.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(info.hub, info.config, split=info.split)
+    except Exception as e:  # the hub client raises many types; the message is what matters
+        raise BenchmarkError(
+            f"benchmark {info.name}: hub dataset {info.hub!r} cannot be loaded ({e}); give a local copy with `path:`"
+        ) from None
+    return ds.to_pandas()
+
+
+def multiple_choice(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """GPQA layout (Question, Correct Answer, Incorrect Answer 1-3) -> lettered problem + expected letter."""
+    needed = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
+    if "expected_answer" in frame.columns and "problem" in frame.columns:
+        return frame  # already rendered (e.g. a NeMo-Skills prepared file)
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise BenchmarkError(f"benchmark {name}: multiple-choice columns missing: {missing}")
+    rows = []
+    for i, r in frame.reset_index(drop=True).iterrows():
+        options = [str(r[c]).strip() for c in needed[1:]]
+        qid = str(r.get("Record ID", i))
+        order = list(range(4))
+        random.Random(int(hashlib.sha256(qid.encode()).hexdigest()[:8], 16)).shuffle(order)
+        lines = [f"({LETTERS[k]}) {options[j]}" for k, j in enumerate(order)]
+        rows.append(
+            {
+                "problem_id": qid,
+                "problem": f"{str(r['Question']).strip()}\n\n" + "\n".join(lines),
+                "expected_answer": LETTERS[order.index(0)],
+                "subset": None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
+    """Problems of one benchmark, filtered by problem_ids and limited, in a stable order."""
+    info = BENCHMARKS.resolve(bench.name)
+    if bench.path is not None:
+        path = resolve(bench.path)
+        if path is None:
+            raise BenchmarkError(f"benchmark {bench.name}: file {bench.path!r} does not exist")
+        frame = _read_local(path)
+    elif bench.name == "toy" or getattr(info, "name", None) == "toy":
+        from framework.toy import benchmark_rows, make_world
+
+        frame = pd.DataFrame(benchmark_rows(make_world(0), split="test"))
+    elif getattr(info, "hub", None):
+        frame = _read_hub(info)
+    else:
+        raise BenchmarkError(
+            f"benchmark {bench.name} has no hub copy: prepare it (NeMo-Skills layout) and give `path:`"
+        )
+    columns = dict(getattr(info, "columns", {}) or {})
+    frame = frame.rename(columns={v: k for k, v in columns.items() if v in frame.columns})
+    if getattr(info, "grader", "math") == "multiple_choice":
+        frame = multiple_choice(frame, bench.name)
+    for alias in ("id", "unique_id", "problem_idx"):
+        if "problem_id" not in frame.columns and alias in frame.columns:
+            frame = frame.rename(columns={alias: "problem_id"})
+    if "problem_id" not in frame.columns:
+        frame["problem_id"] = [f"{bench.name}-{i}" for i in range(len(frame))]
+    subset_field = getattr(info, "subset_field", None) or "subset_for_metrics"
+    frame["subset"] = frame[subset_field] if subset_field in frame.columns else None
+    missing = [c for c in ("problem", "expected_answer") if c not in frame.columns]
+    if missing:
+        raise BenchmarkError(f"benchmark {bench.name}: field(s) {missing} missing; columns: {sorted(frame.columns)}")
+    frame["problem_id"] = frame["problem_id"].astype(str)
+    frame["expected_answer"] = frame["expected_answer"].astype(str)
+    if bench.problem_ids is not None:
+        frame = frame[frame["problem_id"].isin(bench.problem_ids)]
+    if bench.limit is not None:
+        frame = frame.head(bench.limit)
+    if frame["problem_id"].duplicated().any():
+        raise BenchmarkError(f"benchmark {bench.name}: duplicate problem ids")
+    return frame[["problem_id", "problem", "expected_answer", "subset"]].reset_index(drop=True)
