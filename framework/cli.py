@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from framework.errors import UserError
+from framework.errors import RetryLater, UserError
 from framework.execute import StageNotImplemented, execute, open_store, prepare, results_root
 from framework.hashing import content_key
 from framework.plan import Plan, build_plan
@@ -208,9 +208,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         launcher = run_local(loaded.spec, args.spec, store, tasks, args.results_dir)
         states = launcher.status()
-        bad = {t: s for t, s in states.items() if s != "done"}
+        bad = {t: s for t, s in states.items() if s not in ("done", "deferred")}
         done = sum(s == "done" for s in states.values())
-        print(f"finished: {done} done, {len(bad)} not done")
+        deferred = [t for t, s in states.items() if s == "deferred"]
+        print(f"finished: {done} done, {len(bad)} not done, {len(deferred)} deferred")
+        for tid in deferred:
+            print(f"  deferred  {tid}: {launcher.reasons.get(tid, '')} (re-run `ablate run` later to finish it)")
         for tid, state in bad.items():
             print(f"  {state:9s} {tid}: {launcher.reasons.get(tid, '')}")
         if bad:
@@ -334,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StageNotImplemented as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except RetryLater as e:
+        print(f"deferred: {e} (the next `ablate run` retries it)", file=sys.stderr)
+        return RetryLater.exit_code
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:

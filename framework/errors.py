@@ -10,3 +10,13 @@ class UserError(Exception):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class RetryLater(Exception):
+    """A stage that could not run now for a reason outside the sweep (e.g. the tracking server is down).
+
+    `ablate exec` exits with EX_TEMPFAIL (75); launchers record the job as deferred, not failed, and the next
+    `ablate run` tries it again. Nothing is lost: the stage's inputs stay in the store.
+    """
+
+    exit_code = 75

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.errors import RetryLater
 from framework.spec.models import AblationSpec
 from framework.stages import STAGES
 from framework.store import Store
@@ -154,6 +155,10 @@ class LocalLauncher:
             self.states[r.task.id] = "done"
             note = f" (exit {r.proc.returncode} after its outputs were complete)" if r.proc.returncode else ""
             self.echo(f"done   {r.task.id}  {took:.0f}s{note}")
+        elif r.proc.returncode == RetryLater.exit_code:
+            self.states[r.task.id] = "deferred"
+            self.reasons[r.task.id] = f"retry later; log: {r.log}"
+            self.echo(f"defer  {r.task.id}  (retry later; log: {r.log})")
         else:
             self.states[r.task.id] = "failed"
             self.reasons[r.task.id] = f"exit {r.proc.returncode}; log: {r.log}"
@@ -167,7 +172,7 @@ class LocalLauncher:
             changed = False
             for task in self._tasks:
                 if self.states[task.id] == "pending":
-                    bad = [d for d in task.deps if self.states[d] in ("failed", "skipped", "cancelled")]
+                    bad = [d for d in task.deps if self.states[d] in ("failed", "skipped", "cancelled", "deferred")]
                     if bad:
                         self.states[task.id] = "skipped"
                         self.reasons[task.id] = f"dependency {bad[0]} did not finish"

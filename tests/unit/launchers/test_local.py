@@ -104,3 +104,14 @@ def test_cancel_stops_running_tasks(minimal, tmp_path):
     assert time.monotonic() - t0 < 10
     assert launcher.states[tasks[0].id] == "cancelled"
     assert all(s == "cancelled" for s in launcher.states.values())
+
+
+def test_exit_75_defers_instead_of_failing(minimal, tmp_path):
+    _, _, tasks, launcher, _ = make(minimal, tmp_path)
+    inner = launcher.command
+    launcher.command = lambda task: (
+        [sys.executable, "-c", "import sys; sys.exit(75)"] if task.stage == "log" else inner(task)
+    )
+    states = launcher.wait(poll_s=0.01)
+    assert {s for t, s in states.items() if t.startswith("log/")} == {"deferred"}
+    assert {s for t, s in states.items() if not t.startswith("log/")} == {"done"}
