@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -148,19 +149,32 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     loaded, plan = _load(args.spec)
     store = open_store(loaded, args.results_dir)
+    queued: dict[tuple[str, str], dict[str, Any]] = {}
+    if shutil.which("squeue"):
+        from launchers.slurm import slurm_states
+
+        for info in slurm_states(plan, store).values():
+            for key in info["keys"]:
+                queued[(info["stage"], key)] = info
     rows = []
     for cell in plan.cells:
         for stage in STAGE_ORDER:
             for jid in plan.cell_jobs[cell.id][stage]:
-                st = store.status(stage, jid.split("/")[1])
+                key = jid.split("/")[1]
+                st = store.status(stage, key)
+                state, detail = st.state, st.detail
+                slurm = queued.get((stage, key))
+                if slurm and state in ("pending", "failed") and slurm["state"] != "done":
+                    state, detail = slurm["state"], f"job {slurm['job_id']}: {slurm.get('detail', '')}"
                 rows.append(
                     {
                         "cell": cell.id,
                         "stage": stage,
-                        "key": jid.split("/")[1],
-                        "state": st.state,
-                        "detail": st.detail,
-                        "log": str(store.log_path(stage, jid.split("/")[1])),
+                        "key": key,
+                        "state": state,
+                        "detail": detail,
+                        "log": str(store.log_path(stage, key)),
+                        "slurm_job": slurm["job_id"] if slurm else None,
                     }
                 )
     if args.json:
@@ -170,9 +184,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table("cell", "stage", "key", "state", "detail", title=loaded.spec.name)
-    colors = {"done": "green", "running": "cyan", "failed": "red", "pending": "dim"}
+    colors = {"done": "green", "running": "cyan", "queued": "blue", "failed": "red", "cancelled": "red"}
     for r in rows:
-        table.add_row(r["cell"], r["stage"], r["key"][:8], f"[{colors[r['state']]}]{r['state']}[/]", r["detail"])
+        color = colors.get(r["state"], "dim")
+        table.add_row(r["cell"], r["stage"], r["key"][:8], f"[{color}]{r['state']}[/]", r["detail"])
     Console().print(table)
     return 0
 
@@ -184,6 +199,15 @@ def cmd_exec(args: argparse.Namespace) -> int:
     for key in args.keys:
         ran = execute(loaded, plan, store, args.stage, key, force=args.force)
         print(f"{args.stage}/{key}: {'done' if ran else 'already done'} -> {store.path(args.stage, key)}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from launchers.slurm import cancel_sweep
+
+    loaded, plan = _load(args.spec)
+    ids = cancel_sweep(plan, open_store(loaded, args.results_dir))
+    print(f"cancelled {len(ids)} Slurm job(s): {' '.join(map(str, ids))}" if ids else "nothing queued or running")
     return 0
 
 
@@ -202,11 +226,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{loaded.spec.name}: {len(plan.cells)} cells, {len(plan.jobs)} stage jobs, {len(tasks)} tasks to run ({kind})"
     )
     if tasks:
-        if kind != "local":
-            raise StageNotImplemented(f"the {kind} launcher is not implemented yet; run with --launcher local")
-        from launchers.local import run_local
+        if kind == "slurm":
+            from launchers.slurm import run_slurm
 
-        launcher = run_local(loaded.spec, args.spec, store, tasks, args.results_dir)
+            launcher = run_slurm(loaded.spec, args.spec, store, tasks, args.results_dir, wait=not args.no_wait)
+            if args.no_wait:
+                print("submitted; follow with `ablate status` (and `ablate cancel` to stop)")
+                return 0
+        else:
+            from launchers.local import run_local
+
+            launcher = run_local(loaded.spec, args.spec, store, tasks, args.results_dir)
         states = launcher.status()
         bad = {t: s for t, s in states.items() if s not in ("done", "deferred")}
         done = sum(s == "done" for s in states.values())
@@ -305,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--launcher", choices=["local", "slurm"], help="override the spec's launcher.kind")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--no-wait", action="store_true", help="slurm: return after submitting")
+    p.add_argument("--results-dir")
+    p = command("cancel", cmd_cancel, "cancel a sweep's queued and running Slurm jobs")
+    p.add_argument("spec", metavar="SPEC")
     p.add_argument("--results-dir")
     p = command("data", cmd_data, "print or export a cell's training set (builds it if needed)")
     p.add_argument("spec", metavar="SPEC")

@@ -441,6 +441,10 @@ class SlurmLauncherSpec(SlurmStageResources):
         default_factory=dict, description="Per-stage resource overrides."
     )
     requeue: bool = Field(True, description="Requeue preempted or timed-out jobs (--requeue).")
+    signal_seconds: int = Field(
+        300, ge=0, description="Seconds before the time limit at which a job is signalled to checkpoint (USR1)."
+    )
+    max_requeues: int = Field(20, ge=0, description="Most times one job requeues itself before it counts as failed.")
 
 
 class LauncherSpec(SpecModel):

@@ -1,0 +1,646 @@
+"""Run a sweep's stage jobs on Slurm: one sbatch job per task, wired with `afterok` dependencies.
+
+Every job runs the same `ablate exec STAGE KEY...` a laptop runs, on the shared filesystem, from a generated script
+kept beside its log in the store (`<store>/<stage>/<key>.sbatch`), so a researcher can read it and resubmit it by
+hand. Slurm does the scheduling; this module only writes scripts, submits them in dependency order, records what it
+submitted, and reads the queue back.
+
+Choices, and why:
+
+* Plain sbatch, not submitit: the jobs are already shell commands, and a readable script a person can resubmit is
+  worth more than pickled callables tied to the submitting interpreter.
+* One job per task, no job arrays: `ablate plan` builds the cheap data variants before a run, so the tasks that
+  share deps and resources (data, log) are few by then; per-task jobs give per-task logs, scripts, dependencies
+  (`train_i afterok data_i`) and requeues without an index-to-task table. A sweep is tens to hundreds of jobs, far
+  below the submission limits of the clusters this targets.
+* The store decides success: a job script exits 0 iff its stage's SUCCESS markers exist (an abort at exit after
+  publishing is done; an exit 0 without outputs is not), so `afterok` follows the truth, and dependents of a failed
+  task are cancelled by Slurm itself (`--kill-on-invalid-dep=yes`) instead of pending for ever.
+* A job is never submitted twice: `<store>/<stage>/<key>.slurm.json` records the job of every submitted key; a later
+  `ablate run` reuses a recorded job that is still queued or running (also as a dependency).
+* Preemption: `--signal=B:USR1@N` and a trap that forwards USR1/TERM to the stage, waits for it to checkpoint and
+  exit, and requeues the job (`scontrol requeue`) when the outputs are incomplete and the job was not cancelled.
+  See templates/job.sbatch.
+
+Only squeue, scontrol and scancel are read (sacct when accounting is available): nothing here needs slurmdbd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from framework.errors import RetryLater, UserError
+from framework.plan import Plan
+from framework.spec.models import AblationSpec, SlurmLauncherSpec
+from framework.stages import STAGES
+from framework.store import MARKER, Store, write_json_atomic
+from launchers.base import Task, exec_command, shell_join
+
+TEMPLATE = Path(__file__).parent / "templates" / "job.sbatch"
+# Exported into every job script as they were at submission: the tracking URI and results root are part of the
+# plan's keys (a job must rebuild the same plan), the hub settings keep a cluster job offline like its submitter.
+# Secrets (HF_TOKEN, ...) are deliberately absent: scripts are kept on a shared filesystem.
+FORWARDED_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "ABLATE_RESULTS_DIR",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+)
+SIGNAL_SECONDS = 300  # USR1 this long before the time limit: enough to write a ZeRO checkpoint of a 32B model
+MAX_REQUEUES = 20  # a job that is signalled every time it runs must not requeue for ever
+TERMINAL = ("done", "failed", "cancelled", "deferred")
+# Slurm job states, by what they mean for a task whose outputs are not (yet) complete.
+_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED"}
+_RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+_ALIVE = (_QUEUED | _RUNNING) - {"COMPLETING"}  # a COMPLETING job is ending: never reuse it as a dependency
+_SQUEUE_FORMAT = "%i|%T|%r|%N|%j"
+
+
+# ------------------------------------------------------------------------------------------- resources
+@dataclass(frozen=True)
+class StageResources:
+    """What one stage's jobs ask Slurm for, after merging the launcher defaults with `stages.<stage>`."""
+
+    nodes: int = 1
+    gpus_per_node: int = 0
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    time: str | None = None
+    constraint: str | None = None
+    extra_sbatch: tuple[str, ...] = ()
+
+
+def stage_resources(spec: AblationSpec, stage: str) -> StageResources:
+    """Launcher defaults overridden by `stages.<stage>` (a field set there, even to null, wins).
+
+    Node and GPU counts are the exception, because the defaults describe the training job: CPU stages get 1 node and
+    no GPU, eval gets 1 node, and train gets `train.nodes` (which the training's process layout follows), unless
+    `stages.<stage>` says otherwise. A Slurm node count for train that differs from `train.nodes` is an error rather
+    than an allocation half the training would leave idle.
+    """
+    slurm: SlurmLauncherSpec = spec.launcher.slurm
+    override = slurm.stages.get(stage)
+    explicit = override.model_fields_set if override is not None else set()
+
+    def pick(name: str) -> Any:
+        return getattr(override, name) if name in explicit else getattr(slurm, name)
+
+    gpu_stage = STAGES[stage].device == "gpu"
+    if stage == "train":
+        asked = override.nodes if "nodes" in explicit and override is not None else slurm.nodes
+        if asked is not None and asked != spec.train.nodes:
+            where = "launcher.slurm.stages.train.nodes" if "nodes" in explicit else "launcher.slurm.nodes"
+            raise UserError(
+                f"{where} = {asked} but train.nodes = {spec.train.nodes}: the training's layout follows train.nodes "
+                "and the Slurm allocation follows it; set train.nodes only"
+            )
+        nodes = spec.train.nodes
+    else:
+        nodes = override.nodes if "nodes" in explicit and override is not None and override.nodes else 1
+    gpus = pick("gpus_per_node") if gpu_stage or "gpus_per_node" in explicit else 0
+    return StageResources(
+        nodes=nodes,
+        gpus_per_node=gpus or 0,
+        partition=pick("partition"),
+        account=pick("account"),
+        qos=pick("qos"),
+        cpus_per_task=pick("cpus_per_task"),
+        mem=pick("mem"),
+        time=pick("time"),
+        constraint=pick("constraint"),
+        extra_sbatch=tuple(pick("extra_sbatch")),
+    )
+
+
+def sbatch_directives(
+    res: StageResources,
+    *,
+    job_name: str,
+    log: Path,
+    workdir: Path,
+    requeue: bool,
+    signal_s: int,
+) -> list[str]:
+    """The `#SBATCH` lines of one job. Dependencies are not among them: they go on the command line, so a kept
+    script can be resubmitted by hand after the jobs it once waited for are gone."""
+    q = shlex.quote
+    opts = [f"--job-name={job_name}", f"--output={q(str(log))}", "--open-mode=append", f"--chdir={q(str(workdir))}"]
+    for flag, value in (("partition", res.partition), ("account", res.account), ("qos", res.qos)):
+        if value:
+            opts.append(f"--{flag}={value}")
+    opts += [f"--nodes={res.nodes}", "--ntasks-per-node=1"]
+    if res.gpus_per_node:
+        opts.append(f"--gpus-per-node={res.gpus_per_node}")
+    for flag, value in (
+        ("cpus-per-task", res.cpus_per_task),
+        ("mem", res.mem),
+        ("time", res.time),
+        ("constraint", res.constraint),
+    ):
+        if value:
+            opts.append(f"--{flag}={value}")
+    opts += ["--requeue" if requeue else "--no-requeue", f"--signal=B:USR1@{signal_s}"]
+    lines = [f"#SBATCH {o}" for o in opts]
+    lines += [x if x.lstrip().startswith("#SBATCH") else f"#SBATCH {x.strip()}" for x in res.extra_sbatch]
+    return lines
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """Fill `{{name}}` placeholders; bash's own `${...}` are left alone, and a missing value is an error."""
+
+    def sub(m: re.Match[str]) -> str:
+        return values[m.group(1)]
+
+    return re.sub(r"\{\{(\w+)\}\}", sub, template)
+
+
+# ----------------------------------------------------------------------------------------- slurm calls
+def require(*binaries: str) -> None:
+    """The Slurm client commands must be on PATH (a login node of the cluster)."""
+    missing = [b for b in binaries if shutil.which(b) is None]
+    if missing:
+        raise UserError(
+            f"the slurm launcher needs the Slurm client commands on PATH; not found: {', '.join(missing)} "
+            "(run from a login node of the cluster, or use --launcher local)"
+        )
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+
+
+def parse_job_id(out: str) -> int:
+    """`sbatch --parsable` prints `ID` or `ID;CLUSTER`."""
+    head = out.strip().splitlines()[-1].split(";")[0] if out.strip() else ""
+    if not head.isdigit():
+        raise UserError(f"sbatch printed no job id: {out!r}")
+    return int(head)
+
+
+def squeue(job_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+    """State, reason and nodes of jobs the controller still holds (finished ones for MinJobAge, 5 min by default)."""
+    ids = sorted(set(job_ids))
+    found: dict[int, dict[str, str]] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        out = _run(["squeue", "-h", "-t", "all", "-j", ",".join(map(str, chunk)), "-o", _SQUEUE_FORMAT])
+        if out.returncode != 0:
+            if "Invalid job id" in out.stderr:  # a lone unknown id is an error; unknown ids among others are not
+                continue
+            raise UserError(f"squeue failed: {out.stderr.strip()}")
+        for line in out.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) == 5 and parts[0].isdigit():
+                found[int(parts[0])] = {"state": parts[1], "reason": parts[2], "node": parts[3], "name": parts[4]}
+    return found
+
+
+def scontrol_job(job_id: int) -> dict[str, str] | None:
+    """`scontrol show job -o` as a dict (for ExitCode, which squeue cannot print); None once the job is gone."""
+    out = _run(["scontrol", "show", "job", "-o", str(job_id)])
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    # Values may hold spaces (Command=..., Comment=...): split only before the next `Key=`.
+    tokens = re.split(r"\s+(?=[A-Za-z][A-Za-z0-9_:/]*=)", out.stdout.strip())
+    return dict(t.split("=", 1) for t in tokens if "=" in t)
+
+
+def sacct_job(job_id: int) -> dict[str, str] | None:
+    """The accounting record of a job the controller has forgotten; None without accounting (slurmdbd)."""
+    if shutil.which("sacct") is None:
+        return None
+    out = _run(["sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "State,ExitCode,NodeList,Reason"])
+    line = out.stdout.strip().splitlines()[:1] if out.returncode == 0 else []
+    if not line:
+        return None
+    state, exit_code, node, reason = ([*line[0].split("|"), "", "", "", ""])[:4]
+    return {"state": state.split()[0] if state else "", "exit_code": exit_code, "node": node, "reason": reason}
+
+
+def describe_exit(code: str) -> str:
+    """Slurm's `ExitCode=3:0` (status:signal) in words."""
+    status, _, sig = code.partition(":")
+    if sig and sig != "0":
+        return f"killed by signal {sig}"
+    return f"exit {status}" if status else "exit ?"
+
+
+def scancel(job_ids: Iterable[int]) -> None:
+    ids = sorted(set(job_ids))
+    if ids:
+        _run(["scancel", *map(str, ids)])
+
+
+# --------------------------------------------------------------------------------------------- records
+def record_path(store: Store, stage: str, key: str) -> Path:
+    return store.log_path(stage, key).with_suffix(".slurm.json")
+
+
+def script_path(store: Store, stage: str, key: str) -> Path:
+    return store.log_path(stage, key).with_suffix(".sbatch")
+
+
+def read_record(store: Store, stage: str, key: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(record_path(store, stage, key).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("job_id"), int) else None
+
+
+def _outputs_done(store: Store, stage: str, keys: Iterable[str]) -> bool:
+    return all(store.is_done(stage, k) for k in keys)
+
+
+def task_state(info: Mapping[str, str] | None, done: bool, *, requeue: bool = True) -> tuple[str, str]:
+    """(done | queued | running | failed | cancelled | deferred, detail) from the markers and what Slurm says of the
+    job. deferred: the stage exited 75 (RetryLater, e.g. the tracking server was down); a later run retries it."""
+    if done:
+        return "done", ""
+    if info is None:
+        return "failed", "the job left the queue without completing the stage's outputs"
+    state, reason = info.get("state", ""), info.get("reason", "")
+    if state == "PENDING" and reason == "DependencyNeverSatisfied":  # only without --kill-on-invalid-dep
+        return "cancelled", "a dependency failed"
+    if state in _QUEUED or (state == "PREEMPTED" and requeue):
+        return "queued", reason if reason and reason != "None" else state.lower()
+    if state in _RUNNING:
+        return "running", info.get("node", "")
+    if state == "CANCELLED":
+        return "cancelled", "a dependency failed" if "Dependency" in reason else "cancelled"
+    if state == "COMPLETED":
+        return "failed", "exit 0 but the stage's outputs are not marked done"
+    if exit_code := info.get("exit_code"):
+        if exit_code.partition(":")[0] == str(RetryLater.exit_code):
+            return "deferred", f"retry later (exit {RetryLater.exit_code}): the next `ablate run` resubmits it"
+        return "failed", f"{state}, {describe_exit(exit_code)}"
+    return "failed", state or "unknown state"
+
+
+def _lookup(job_ids: Iterable[int], need_exit: Callable[[dict[str, str]], bool]) -> dict[int, dict[str, str]]:
+    """squeue for all jobs at once; scontrol (then sacct) for the few that ended or have left squeue."""
+    ids = set(job_ids)
+    infos = squeue(ids) if ids else {}
+    for jid in ids:
+        info = infos.get(jid)
+        if info is not None and not need_exit(info):
+            continue
+        full = scontrol_job(jid)
+        if full is not None:
+            infos[jid] = {
+                "state": full.get("JobState", ""),
+                "reason": full.get("Reason", ""),
+                "node": full.get("NodeList", "") if full.get("NodeList") != "(null)" else "",
+                "exit_code": full.get("ExitCode", ""),
+                "restarts": full.get("Restarts", "0"),
+            }
+        elif (acct := sacct_job(jid)) is not None:
+            infos[jid] = acct
+    return infos
+
+
+def _ended_badly(info: Mapping[str, str]) -> bool:
+    return info.get("state") not in _QUEUED | _RUNNING | {"CANCELLED"}
+
+
+# ---------------------------------------------------------------------------------------------- launcher
+@dataclass
+class SlurmLauncher:
+    """submit() writes, records and submits one job per task; wait() follows them until every one has ended.
+
+    `command` (Task -> argv) replaces `ablate exec` (tests); `python`, `workdir` and `env` are what the scripts
+    use, by default this interpreter, the current directory and FORWARDED_ENV as set now.
+    """
+
+    spec: AblationSpec
+    spec_path: str | Path
+    store: Store
+    results_dir: str | None = None
+    echo: Callable[[str], Any] = print
+    command: Callable[[Task], list[str]] | None = None
+    python: str | None = None
+    workdir: str | Path | None = None
+    env: Mapping[str, str] | None = None
+    signal_s: int = SIGNAL_SECONDS
+    max_requeues: int = MAX_REQUEUES
+    name: str = "slurm"
+    states: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    jobs: dict[str, int] = field(default_factory=dict)  # task id -> Slurm job id
+    reused: set[str] = field(default_factory=set)  # tasks whose job came from an earlier run
+    _tasks: dict[str, Task] = field(default_factory=dict)
+
+    # ---- scripts
+    def resources(self, task: Task) -> StageResources:
+        return stage_resources(self.spec, task.stage)
+
+    def job_name(self, task: Task) -> str:
+        return f"ablate-{self.spec.name}-{task.stage}-{task.keys[0][:8]}"
+
+    def task_command(self, task: Task) -> list[str]:
+        if self.command is not None:
+            return self.command(task)
+        results = self.results_dir
+        if results is None and self.store.root.name == "store" and self.store.root.parent.name == self.spec.name:
+            results = str(self.store.root.parent.parent.absolute())  # explicit: the script must not depend on cwd
+        elif results is not None:
+            results = str(Path(results).absolute())
+        return exec_command(task, Path(self.spec_path).absolute(), results, self.python)
+
+    def script(self, task: Task) -> str:
+        """The complete, self-contained job script of a task."""
+        slurm = self.spec.launcher.slurm
+        key = task.keys[0]
+        env = self.env if self.env is not None else _captured_env()
+        command = shell_join(self.task_command(task))
+        if slurm.container:
+            command = f"{slurm.container} {command}"
+        cells = task.jobs[0].cells
+        directives = sbatch_directives(
+            self.resources(task),
+            job_name=self.job_name(task),
+            log=self._abs(self.store.log_path(task.stage, key)),
+            workdir=Path(self.workdir or Path.cwd()).absolute(),
+            requeue=slurm.requeue,
+            signal_s=self.signal_s,
+        )
+        markers = [self._abs(self.store.path(task.stage, k) / MARKER) for k in task.keys]
+        return render(
+            TEMPLATE.read_text(encoding="utf-8"),
+            {
+                "task": task.id,
+                "sweep": self.spec.name,
+                "cells": " | ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else ""),
+                "script": str(self._abs(script_path(self.store, task.stage, key))),
+                "record": str(self._abs(record_path(self.store, task.stage, key))),
+                "signal_s": str(self.signal_s),
+                "max_requeues": str(self.max_requeues),
+                "sbatch": "\n".join(directives),
+                "setup": "\n".join(slurm.setup) or "# (none: launcher.slurm.setup is empty)",
+                "env": "\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())) or "# (none)",
+                "requeue": "yes" if slurm.requeue else "no",
+                "markers": "\n".join(f"  {shlex.quote(str(m))}" for m in markers),
+                "command_echo": shlex.quote(f"$ {command}"),
+                "command": command,
+            },
+        )
+
+    def _abs(self, path: Path) -> Path:
+        return path if path.is_absolute() else path.absolute()
+
+    # ---- submit
+    def submit(self, tasks: list[Task]) -> None:
+        """Submit every task in order; a task whose job from an earlier run is still alive reuses that job."""
+        require("sbatch", "squeue", "scontrol", "scancel")
+        for t in tasks:
+            self.resources(t)  # resource errors before anything is submitted
+        alive = self._alive_jobs(tasks)
+        for task in tasks:
+            self._tasks[task.id] = task
+            if task.id in alive:
+                self.jobs[task.id] = alive[task.id]
+                self.reused.add(task.id)
+                self.echo(f"queued  {task.id}  job {alive[task.id]} (already submitted by an earlier run)")
+            else:
+                deps = [self.jobs[d] for d in task.deps if d in self.jobs]
+                self.jobs[task.id] = self._sbatch(task, deps)
+            self.states[task.id] = "queued"
+
+    def _sbatch(self, task: Task, deps: list[int]) -> int:
+        key = task.keys[0]
+        path = self._abs(script_path(self.store, task.stage, key))
+        path.parent.mkdir(parents=True, exist_ok=True)  # Slurm does not create the log's directory
+        path.write_text(self.script(task), encoding="utf-8")
+        path.chmod(0o755)
+        cmd = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
+        if deps:
+            cmd.append("--dependency=afterok:" + ":".join(map(str, deps)))
+        cmd.append(str(path))
+        out = _run(cmd)
+        if out.returncode != 0:
+            earlier = len(self.jobs) - len(self.reused)
+            raise UserError(
+                f"sbatch rejected {task.id}: {out.stderr.strip() or out.stdout.strip()} (script: {path})"
+                + (
+                    f"; the {earlier} job(s) submitted before it stay queued and a re-run reuses them"
+                    if earlier
+                    else ""
+                )
+            )
+        job_id = parse_job_id(out.stdout)
+        previous = read_record(self.store, task.stage, key)
+        record = {
+            "job_id": job_id,
+            "task": task.id,
+            "stage": task.stage,
+            "keys": task.keys,
+            "dependencies": deps,
+            "script": str(path),
+            "log": str(self._abs(self.store.log_path(task.stage, key))),
+            "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": shell_join(cmd),
+            "previous_jobs": ([previous["job_id"], *previous.get("previous_jobs", [])] if previous else [])[:20],
+        }
+        for k in task.keys:
+            write_json_atomic(record_path(self.store, task.stage, k), record)
+        self.echo(f"submit  {task.id}  job {job_id}" + (f" after {len(deps)} job(s)" if deps else ""))
+        return job_id
+
+    def _alive_jobs(self, tasks: list[Task]) -> dict[str, int]:
+        """Task id -> a recorded job of an earlier run, still queued or running, that covers all the task's keys."""
+        candidates: dict[str, int] = {}
+        for task in tasks:
+            for k in task.keys:
+                rec = read_record(self.store, task.stage, k)
+                if rec and set(task.keys) <= set(rec.get("keys", [])):
+                    candidates[task.id] = rec["job_id"]
+                    break
+        infos = squeue(candidates.values()) if candidates else {}
+        alive: dict[str, int] = {}
+        stuck = []
+        for tid, jid in candidates.items():
+            info = infos.get(jid)
+            if info is None or info["state"] not in _ALIVE:
+                continue
+            if info["reason"] == "DependencyNeverSatisfied":  # left pending by a run without kill-on-invalid-dep
+                stuck.append(jid)
+                continue
+            alive[tid] = jid
+        scancel(stuck)
+        return alive
+
+    # ---- follow
+    def refresh(self) -> list[tuple[str, str, str]]:
+        """Poll Slurm once; return the (task id, new state, detail) of every task whose state changed."""
+        open_tasks = [t for tid, t in self._tasks.items() if self.states.get(tid) not in TERMINAL]
+        done = {t.id: _outputs_done(self.store, t.stage, t.keys) for t in open_tasks}
+        infos = _lookup((self.jobs[t.id] for t in open_tasks if not done[t.id]), _ended_badly)
+        never = [
+            jid for jid, i in infos.items() if i["state"] == "PENDING" and i["reason"] == "DependencyNeverSatisfied"
+        ]
+        scancel(never)  # left by a site that drops --kill-on-invalid-dep: do what it would have done
+        changes = []
+        for task in open_tasks:
+            state, detail = task_state(
+                infos.get(self.jobs[task.id]), done[task.id], requeue=self.spec.launcher.slurm.requeue
+            )
+            if state == "cancelled" and detail == "a dependency failed":
+                bad = [d for d in task.deps if self.states.get(d) in ("failed", "cancelled", "deferred")]
+                detail = f"dependency {bad[0]} did not finish" if bad else detail
+            if state in ("failed", "deferred"):
+                detail = f"{detail}; log: {self.store.log_path(task.stage, task.keys[0])}"
+            if (state, detail) != (self.states.get(task.id), self.reasons.get(task.id)):
+                if state != self.states.get(task.id):
+                    changes.append((task.id, state, detail))
+                self.states[task.id], self.reasons[task.id] = state, detail
+        return changes
+
+    def status(self) -> dict[str, str]:
+        return dict(self.states)
+
+    def wait(self, poll_s: float = 30.0) -> dict[str, str]:
+        """Poll until every task is done, failed or cancelled, printing each change. Ctrl-C stops watching only:
+        the jobs stay queued (`ablate status` follows them, `ablate cancel` stops them)."""
+        try:
+            while True:
+                for tid, state, detail in self.refresh():
+                    self._report(tid, state, detail)
+                if all(s in TERMINAL for s in self.states.values()):
+                    return self.status()
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            self.echo(
+                "interrupted: the jobs stay on the cluster; `ablate status` follows them, `ablate cancel` stops them"
+            )
+            raise
+
+    def _report(self, tid: str, state: str, detail: str) -> None:
+        job = self.jobs[tid]
+        if state == "failed":
+            self.echo(f"FAILED  {tid}  job {job}: {detail}")
+            task = self._tasks[tid]
+            for line in _tail(self.store.log_path(task.stage, task.keys[0]), 5):
+                self.echo(f"        | {line}")
+            return
+        suffix = {"queued": f" ({detail})", "running": f" on {detail}"}.get(state, f": {detail}")
+        self.echo(f"{state:7s} {tid}  job {job}{suffix if detail else ''}")
+
+    def cancel(self) -> list[int]:
+        """scancel every job of this launcher that has not ended."""
+        ids = [self.jobs[t] for t, s in self.states.items() if s not in TERMINAL and t in self.jobs]
+        scancel(ids)
+        for tid in list(self.states):
+            if self.states[tid] not in TERMINAL:
+                self.states[tid], self.reasons[tid] = "cancelled", "cancelled by the user"
+        return sorted(set(ids))
+
+
+def _captured_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+# --------------------------------------------------------------------------------- sweep-level entry points
+def _recorded(plan: Plan, store: Store) -> dict[int, dict[str, Any]]:
+    """job id -> its record, for every plan job that has one."""
+    out: dict[int, dict[str, Any]] = {}
+    for job in plan.jobs.values():
+        rec = read_record(store, job.stage, job.key)
+        if rec is not None:
+            out.setdefault(rec["job_id"], rec)
+    return out
+
+
+def slurm_states(plan: Plan, store: Store) -> dict[int, dict[str, Any]]:
+    """For `ablate status`: every recorded job of the sweep with its task, keys, state and detail.
+
+    state is done | queued | running | failed | cancelled | deferred as for the launcher; slurm_state, reason, node,
+    exit_code are Slurm's own words (empty once the controller has forgotten the job and there is no accounting).
+    """
+    records = _recorded(plan, store)
+    if not records:
+        return {}
+    pending = {jid for jid, r in records.items() if not _outputs_done(store, r["stage"], r["keys"])}
+    require("squeue", "scontrol")
+    infos = _lookup(pending, _ended_badly)
+    out: dict[int, dict[str, Any]] = {}
+    for jid, rec in records.items():
+        info = infos.get(jid)
+        state, detail = task_state(info, jid not in pending, requeue=plan.spec.launcher.slurm.requeue)
+        out[jid] = {
+            "job_id": jid,
+            "task": rec.get("task"),
+            "stage": rec["stage"],
+            "keys": rec["keys"],
+            "state": state,
+            "detail": detail,
+            "slurm_state": (info or {}).get("state", ""),
+            "reason": (info or {}).get("reason", ""),
+            "node": (info or {}).get("node", ""),
+            "exit_code": (info or {}).get("exit_code", ""),
+            "log": rec.get("log"),
+            "script": rec.get("script"),
+            "submitted": rec.get("submitted"),
+        }
+    return out
+
+
+def cancel_sweep(plan: Plan, store: Store) -> list[int]:
+    """For `ablate cancel`: scancel every recorded job of the sweep that is still queued or running."""
+    records = _recorded(plan, store)
+    if not records:
+        return []
+    require("squeue", "scancel")
+    infos = squeue(records)
+    ids = sorted(jid for jid, info in infos.items() if info["state"] in _QUEUED | _RUNNING)
+    scancel(ids)
+    return ids
+
+
+def run_slurm(
+    spec: AblationSpec,
+    spec_path: str | Path,
+    store: Store,
+    tasks: list[Task],
+    results_dir: str | None = None,
+    wait: bool = True,
+    echo: Callable[[str], Any] = print,
+    poll_s: float = 30.0,
+) -> SlurmLauncher:
+    """For `ablate run`: submit the tasks; with wait, follow them until each is done, failed or cancelled."""
+    slurm = spec.launcher.slurm  # signal_seconds / max_requeues: taken from the spec once it has them
+    launcher = SlurmLauncher(
+        spec,
+        spec_path,
+        store,
+        results_dir,
+        echo=echo,
+        signal_s=getattr(slurm, "signal_seconds", SIGNAL_SECONDS),
+        max_requeues=getattr(slurm, "max_requeues", MAX_REQUEUES),
+    )
+    launcher.submit(tasks)
+    if wait:
+        launcher.wait(poll_s)
+    return launcher

@@ -1,0 +1,423 @@
+"""Slurm launcher without a cluster: generated scripts (golden files), resource merging, dependency wiring against
+fake sbatch/squeue/scontrol, and the job script's signal, marker and requeue logic run under plain bash.
+
+Golden files live in tests/unit/launchers/golden/. After an intended change to the scripts, regenerate them with
+    ABLATE_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/launchers/test_slurm.py
+and review the diff like code: it is what every cluster job will run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from framework.errors import UserError
+from framework.plan import Job, build_plan
+from framework.spec import SpecErrors, spec_from_dict
+from framework.store import Store
+from launchers.base import Task, pending_tasks
+from launchers.slurm import (
+    SlurmLauncher,
+    StageResources,
+    parse_job_id,
+    record_path,
+    run_slurm,
+    script_path,
+    stage_resources,
+    task_state,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("ABLATE_UPDATE_GOLDEN") == "1"
+
+CLUSTER_32B = {
+    "kind": "slurm",
+    "slurm": {
+        "partition": "gpu",
+        "account": "reasoning",
+        "qos": "high",
+        "gpus_per_node": 8,
+        "cpus_per_task": 96,
+        "mem": "1800G",
+        "time": "12:00:00",
+        "constraint": "h100",
+        "extra_sbatch": ["--exclusive", "#SBATCH --mail-type=FAIL"],
+        "setup": [
+            "module load cuda/12.4 nccl/2.21",
+            "export NCCL_IB_HCA=mlx5",
+            "source /shared/venvs/ablate/bin/activate",
+        ],
+        "container": "apptainer exec --nv --bind /shared /shared/images/ablate-2025.sif",
+        "stages": {
+            "eval": {"gpus_per_node": 8, "time": "04:00:00", "qos": None},
+            "data": {"partition": "cpu", "cpus_per_task": 8, "mem": "64G", "time": "01:00:00"},
+        },
+    },
+}
+
+
+def spec_32b(minimal, **launcher):
+    minimal["name"] = "paper-32b"
+    minimal["model"] = {"name_or_path": "Qwen/Qwen2.5-32B"}
+    minimal["train"] = {"nodes": 2}
+    minimal["launcher"] = {**CLUSTER_32B, **launcher}
+    return spec_from_dict(minimal)
+
+
+def golden_launcher(spec) -> SlurmLauncher:
+    return SlurmLauncher(
+        spec,
+        "/shared/ablations/paper-32b.yaml",
+        Store("/shared/results/paper-32b/store"),
+        python="/shared/venvs/ablate/bin/python",
+        workdir="/shared/work",
+        env={"MLFLOW_TRACKING_URI": "http://mlflow.internal:5000", "HF_HOME": "/shared/hf cache"},
+    )
+
+
+def task(stage: str, *keys: str, cells=("source=qwq_32b_preview,keywords=keep,seed=0",)) -> Task:
+    return Task(stage, [Job(stage, k, [], {}, list(cells)) for k in keys])
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}; create it with ABLATE_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{name} changed; if intended, regenerate with ABLATE_UPDATE_GOLDEN=1"
+
+
+# ------------------------------------------------------------------------------------------ golden scripts
+def test_golden_multinode_train_script(minimal):
+    launcher = golden_launcher(spec_32b(minimal))
+    text = launcher.script(task("train", "3f1c9a7be2d04c55"))
+    check_golden("train_2x8_32b.sbatch", text)
+    assert "#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n#SBATCH --gpus-per-node=8" in text
+    assert "--dependency" not in text  # on the command line only: a kept script must resubmit by hand
+
+
+def test_golden_vllm_eval_script(minimal):
+    launcher = golden_launcher(spec_32b(minimal))
+    cells = [f"source={s},keywords={k},seed=0" for s in ("qwq", "human") for k in ("keep", "mask")]
+    text = launcher.script(task("eval", "9d0e7a11c3b24f68", "51aa0c2e8f7d9b03", cells=cells))
+    check_golden("eval_1x8_vllm.sbatch", text)
+    assert "#SBATCH --nodes=1" in text and "--qos" not in text  # `qos: null` in stages.eval drops the default
+    assert text.count("/SUCCESS'") + text.count("/SUCCESS\n") == 2  # one marker per benchmark of the checkpoint
+
+
+def test_script_is_valid_bash(minimal, tmp_path):
+    launcher = golden_launcher(spec_32b(minimal))
+    path = tmp_path / "job.sbatch"
+    path.write_text(launcher.script(task("train", "3f1c9a7be2d04c55")))
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+
+
+# ------------------------------------------------------------------------------------------- resources
+def test_resources_merge_defaults_with_stage_overrides(minimal):
+    spec = spec_32b(minimal)
+    train = stage_resources(spec, "train")
+    assert (train.nodes, train.gpus_per_node, train.partition, train.qos, train.time) == (
+        2,
+        8,
+        "gpu",
+        "high",
+        "12:00:00",
+    )
+    assert train.extra_sbatch == ("--exclusive", "#SBATCH --mail-type=FAIL")
+    ev = stage_resources(spec, "eval")
+    assert (ev.nodes, ev.gpus_per_node, ev.qos, ev.time, ev.account) == (1, 8, None, "04:00:00", "reasoning")
+    data = stage_resources(spec, "data")
+    assert (data.nodes, data.gpus_per_node, data.partition, data.mem, data.cpus_per_task) == (1, 0, "cpu", "64G", 8)
+    log = stage_resources(spec, "log")  # a CPU stage without overrides: defaults, but no GPU and one node
+    assert (log.nodes, log.gpus_per_node, log.partition, log.mem) == (1, 0, "gpu", "1800G")
+
+
+def test_cpu_stage_may_ask_for_gpus_explicitly(minimal):
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"gpus_per_node": 8, "stages": {"pool": {"gpus_per_node": 1}}}}
+    spec = spec_from_dict(minimal)
+    assert stage_resources(spec, "pool").gpus_per_node == 1
+    assert stage_resources(spec, "data") == StageResources(gpus_per_node=0)
+
+
+def test_stage_extra_sbatch_replaces_the_default_list(minimal):
+    launcher = {"kind": "slurm", "slurm": {"extra_sbatch": ["--exclusive"], "stages": {"log": {"extra_sbatch": []}}}}
+    minimal["launcher"] = launcher
+    spec = spec_from_dict(minimal)
+    assert stage_resources(spec, "train").extra_sbatch == ("--exclusive",)
+    assert stage_resources(spec, "log").extra_sbatch == ()
+
+
+def test_train_nodes_must_match_the_training_layout(minimal):
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"nodes": 4}}
+    minimal["train"] = {"nodes": 2}
+    with pytest.raises(UserError, match=r"launcher.slurm.nodes = 4 but train.nodes = 2"):
+        stage_resources(spec_from_dict(minimal), "train")
+
+
+def test_unknown_slurm_option_is_a_spec_error_with_a_suggestion(minimal):
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"stages": {"train": {"gpus": 8}}}}
+    with pytest.raises(SpecErrors, match="gpus_per_node"):
+        spec_from_dict(minimal)
+
+
+def test_requeue_off_and_signal_time(minimal):
+    spec = spec_32b(minimal)
+    spec.launcher.slurm.requeue = False
+    launcher = golden_launcher(spec)
+    launcher.signal_s = 900
+    text = launcher.script(task("train", "3f1c9a7be2d04c55"))
+    assert "#SBATCH --no-requeue" in text and "#SBATCH --signal=B:USR1@900" in text and "requeue=no" in text
+
+
+# ------------------------------------------------------------------------ submission against a fake Slurm
+class FakeSlurm:
+    """Stands in for the sbatch/squeue/scontrol/scancel subprocess calls: job states are whatever a test sets."""
+
+    def __init__(self) -> None:
+        self.next_id = 100
+        self.calls: list[list[str]] = []  # sbatch argv, without the program name
+        self.jobs: dict[int, str] = {}  # job id -> "STATE" or "STATE:Reason"
+        self.cancelled: list[int] = []
+
+    def set(self, job_id: int, value: str) -> None:
+        self.jobs[job_id] = value
+
+    def __call__(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        prog, args, out, rc = cmd[0], cmd[1:], "", 0
+        if prog == "sbatch":
+            self.calls.append(args)
+            out, self.jobs[self.next_id] = f"{self.next_id}\n", "PENDING:Dependency"
+            self.next_id += 1
+        elif prog == "squeue":
+            ids = [int(i) for i in args[args.index("-j") + 1].split(",")]
+            for i in (i for i in ids if i in self.jobs):
+                state, _, reason = self.jobs[i].partition(":")
+                out += f"{i}|{state}|{reason or 'None'}||name\n"
+        elif prog == "scontrol" and int(args[-1]) in self.jobs:
+            state = self.jobs[int(args[-1])].split(":")[0]
+            out = f"JobId={args[-1]} JobName=x JobState={state} Reason=NonZeroExitCode ExitCode=3:0 NodeList=n1\n"
+        elif prog == "scancel":
+            self.cancelled += [int(a) for a in args]
+        else:
+            rc = 1
+        return subprocess.CompletedProcess(cmd, rc, out, "")
+
+
+@pytest.fixture
+def fake_slurm(monkeypatch) -> FakeSlurm:
+    fake = FakeSlurm()
+    monkeypatch.setattr("launchers.slurm._run", fake)
+    monkeypatch.setattr("launchers.slurm.require", lambda *names: None)
+    return fake
+
+
+def sweep(minimal, tmp_path):
+    minimal["seeds"] = [0]
+    minimal["launcher"] = {"kind": "slurm"}
+    spec = spec_from_dict(minimal)
+    plan = build_plan(spec)
+    store = Store(tmp_path / "results" / spec.name / "store")
+    launcher = SlurmLauncher(spec, tmp_path / "spec.yaml", store, echo=lambda *a: None)
+    return plan, store, launcher
+
+
+def test_submission_wires_afterok_dependencies_and_records_jobs(minimal, tmp_path, fake_slurm):
+    plan, store, launcher = sweep(minimal, tmp_path)
+    tasks = pending_tasks(plan, store)
+    launcher.submit(tasks)
+    calls = fake_slurm.calls
+    assert len(calls) == len(tasks)
+    for task, argv in zip(tasks, calls, strict=True):
+        assert argv[:2] == ["--parsable", "--kill-on-invalid-dep=yes"]
+        dep = [a for a in argv if a.startswith("--dependency=")]
+        expected = sorted(launcher.jobs[d] for d in task.deps)
+        if expected:
+            assert sorted(int(x) for x in dep[0].removeprefix("--dependency=afterok:").split(":")) == expected
+        else:
+            assert dep == []
+        assert argv[-1] == str(script_path(store, task.stage, task.keys[0]).absolute())
+        for k in task.keys:
+            rec = json.loads(record_path(store, task.stage, k).read_text())
+            assert rec["job_id"] == launcher.jobs[task.id] and rec["keys"] == task.keys
+    # a dependency is always submitted before its dependents
+    order = {t.id: launcher.jobs[t.id] for t in tasks}
+    assert all(order[d] < order[t.id] for t in tasks for d in t.deps)
+    script = script_path(store, tasks[0].stage, tasks[0].keys[0]).read_text()
+    assert f"--results-dir {(tmp_path / 'results').absolute()}" in script  # no dependence on the cwd of a job
+
+
+def test_second_run_reuses_queued_jobs_and_replaces_ended_ones(minimal, tmp_path, fake_slurm):
+    plan, store, launcher = sweep(minimal, tmp_path)
+    tasks = pending_tasks(plan, store)
+    launcher.submit(tasks)
+    first = dict(launcher.jobs)
+    gone = tasks[-1]
+    fake_slurm.set(first[gone.id], "FAILED")
+    stuck = tasks[-2]
+    fake_slurm.set(first[stuck.id], "PENDING:DependencyNeverSatisfied")
+    running = tasks[0]
+    fake_slurm.set(first[running.id], "RUNNING")
+    _, _, again = sweep(minimal, tmp_path)
+    again.submit(pending_tasks(plan, store))
+    assert again.jobs[running.id] == first[running.id]
+    assert again.reused == {t.id for t in tasks} - {gone.id, stuck.id}
+    assert again.jobs[gone.id] > max(first.values()) and again.jobs[stuck.id] > max(first.values())
+    assert first[stuck.id] in fake_slurm.cancelled  # the stuck one is cleaned up
+    new_calls = fake_slurm.calls[len(tasks) :]
+    assert len(new_calls) == 2
+    # the resubmitted task depends on the reused jobs
+    deps = [a for a in new_calls[-1] if a.startswith("--dependency=")]
+    wanted = {again.jobs[d] for d in gone.deps}
+    assert wanted and {int(x) for x in deps[0].split(":")[1:]} == wanted
+
+
+def test_refresh_reports_failures_with_exit_code_and_log(minimal, tmp_path, fake_slurm):
+    plan, store, launcher = sweep(minimal, tmp_path)
+    tasks = pending_tasks(plan, store)
+    launcher.submit(tasks)
+    fake_slurm.set(launcher.jobs[tasks[0].id], "FAILED")
+    for t in tasks[1:]:
+        fake_slurm.set(launcher.jobs[t.id], "CANCELLED:DependencyNeverSatisfied")
+    changes = {tid: (state, detail) for tid, state, detail in launcher.refresh()}
+    state, detail = changes[tasks[0].id]
+    assert state == "failed" and "exit 3" in detail and str(store.log_path(tasks[0].stage, tasks[0].keys[0])) in detail
+    assert all(changes[t.id][0] == "cancelled" for t in tasks[1:])
+    assert launcher.wait(poll_s=0) == launcher.status()  # everything ended: returns at once
+
+
+def test_run_slurm_without_wait_returns_after_submission(minimal, tmp_path, fake_slurm):
+    plan, store, launcher = sweep(minimal, tmp_path)
+    tasks = pending_tasks(plan, store)
+    run = run_slurm(launcher.spec, tmp_path / "spec.yaml", store, tasks, wait=False, echo=lambda *a: None)
+    assert set(run.status().values()) == {"queued"} and len(fake_slurm.calls) == len(tasks)
+    assert "#SBATCH --signal=B:USR1@300" in script_path(store, "train", plan.by_stage("train")[0].key).read_text()
+
+
+def test_missing_slurm_commands_is_a_user_error(minimal, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    plan, store, launcher = sweep(minimal, tmp_path)
+    with pytest.raises(UserError, match="sbatch"):
+        launcher.submit(pending_tasks(plan, store))
+
+
+# ------------------------------------------------------------------------ slurm words -> task states
+@pytest.mark.parametrize(
+    ("info", "done", "expected"),
+    [
+        ({"state": "PENDING", "reason": "Dependency"}, False, ("queued", "Dependency")),
+        ({"state": "RUNNING", "reason": "None", "node": "gpu042"}, False, ("running", "gpu042")),
+        ({"state": "FAILED", "exit_code": "134:0"}, True, ("done", "")),  # an abort after publishing is done
+        ({"state": "COMPLETED"}, False, ("failed", "exit 0 but the stage's outputs are not marked done")),
+        ({"state": "CANCELLED", "reason": "DependencyNeverSatisfied"}, False, ("cancelled", "a dependency failed")),
+        ({"state": "TIMEOUT", "exit_code": "0:15"}, False, ("failed", "TIMEOUT, killed by signal 15")),
+        ({"state": "PREEMPTED"}, False, ("queued", "preempted")),
+        (
+            {"state": "FAILED", "exit_code": "75:0"},
+            False,
+            ("deferred", "retry later (exit 75): the next `ablate run` resubmits it"),
+        ),
+        ({"state": "PENDING", "reason": "DependencyNeverSatisfied"}, False, ("cancelled", "a dependency failed")),
+        (None, False, ("failed", "the job left the queue without completing the stage's outputs")),
+    ],
+)
+def test_task_state(info, done, expected):
+    assert task_state(info, done) == expected
+
+
+def test_parse_job_id():
+    assert parse_job_id("1234\n") == 1234 and parse_job_id("77;cluster-a\n") == 77
+    with pytest.raises(UserError):
+        parse_job_id("sbatch: error: oops")
+
+
+# -------------------------------------------------------------- the job script's own logic, under plain bash
+STAGE = """
+import os, signal, sys, time
+from framework.store import Store
+store, stage, key, mode = Store(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def stop(sig, frame):
+    open(sys.argv[5], "w").write(signal.Signals(sig).name)
+    sys.exit(1)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGUSR1, stop)
+if mode == "publish-then-abort":
+    with store.build(stage, key) as b:
+        pass
+    os.abort()
+if mode == "exit0":
+    sys.exit(0)
+open(sys.argv[5] + ".started", "w").close()
+time.sleep(60)
+"""
+
+
+def run_script(minimal, tmp_path, mode: str, *, job_state: str = "RUNNING", sig: int | None = None):
+    """Run a job script with bash as Slurm would (SLURM_* set), with a fake scontrol that logs its calls."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    minimal["launcher"] = {"kind": "slurm"}
+    spec = spec_from_dict(minimal)
+    store = Store(tmp_path / "store")
+    got = tmp_path / "signal"
+    launcher = SlurmLauncher(
+        spec,
+        "spec.yaml",
+        store,
+        env={},
+        command=lambda t: [sys.executable, "-c", STAGE, str(store.root), t.stage, t.keys[0], mode, str(got)],
+    )
+    t = task("train", "00aa11bb22cc33dd")
+    path = tmp_path / "job.sbatch"
+    path.write_text(launcher.script(t))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n'
+        f'case "$1 $2" in "show job") echo "JobId=42 JobState={job_state} Reason=None";; '
+        '"show hostnames") echo node1;; esac\n'
+    )
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+    }
+    proc = subprocess.Popen(["bash", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if sig is not None:
+        deadline = time.monotonic() + 30
+        while not Path(f"{got}.started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(sig)  # what --signal=B:... and `scancel --batch` do: only the batch shell is signalled
+    out, _ = proc.communicate(timeout=60)
+    calls = (tmp_path / "scontrol.log").read_text() if (tmp_path / "scontrol.log").exists() else ""
+    return proc.returncode, out, calls, got.read_text() if got.exists() else None, store
+
+
+def test_script_forwards_the_signal_and_requeues_an_interrupted_stage(minimal, tmp_path):
+    rc, out, calls, got, _ = run_script(minimal, tmp_path, "sleep", sig=signal.SIGUSR1)
+    assert got == "SIGUSR1", out  # the stage itself received it, so it could checkpoint
+    assert "requeue 42" in calls and rc == 0, out
+    assert "show hostnames node[1-2]" in calls  # MASTER_ADDR: the first node of the allocation
+
+
+def test_script_does_not_requeue_a_cancelled_job(minimal, tmp_path):
+    rc, out, calls, got, _ = run_script(minimal, tmp_path, "sleep", job_state="COMPLETING", sig=signal.SIGTERM)
+    assert got == "SIGTERM"
+    assert "requeue" not in calls and rc == 1, out
+    assert "not requeued: JobState=COMPLETING" in out
+
+
+def test_script_exit_status_follows_the_markers(minimal, tmp_path):
+    rc, out, calls, _, store = run_script(minimal, tmp_path / "a", "publish-then-abort")
+    assert rc == 0 and "counted as done" in out and store.is_done("train", "00aa11bb22cc33dd")
+    rc, out, calls, _, _ = run_script(minimal, tmp_path / "b", "exit0")
+    assert rc == 1 and "outputs not complete (exit 0)" in out and "requeue" not in calls
