@@ -152,18 +152,9 @@ def pool_stats(pool: pd.DataFrame) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- stage
 def load_tokenizer(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None) -> Any:
     """The base model's tokenizer: the tiny model stage's output, the shipped toy base, a local dir or a hub id."""
-    from transformers import AutoTokenizer
+    from framework import models
 
-    from framework.plan import resolve_path, toy_base_path
-
-    name = spec.model.name_or_path
-    if model_dir is not None:
-        where: str | Path = model_dir
-    elif name == "toy:base":
-        where = toy_base_path()
-    else:
-        where = resolve_path(name or "", spec_dir) or (name or "")
-    return AutoTokenizer.from_pretrained(str(where), revision=spec.model.revision if name else None)
+    return models.load_tokenizer(models.fetch(models.resolve(spec.model, model_dir=model_dir, spec_dir=spec_dir)))
 
 
 def run(ctx: StageContext) -> None:

@@ -1,0 +1,242 @@
+"""The `eval` stage: generate with vLLM (or transformers), grade every sample, compute the field's metrics.
+
+One job is one checkpoint x one benchmark, so adding a benchmark never re-runs the others and a killed sweep
+resumes at the next unfinished benchmark. A launcher hands all benchmarks of a checkpoint to one process
+(`ablate exec eval K1 K2 ...`) and the engine is loaded once for them (cached below).
+
+Prompts are token ids from `framework.formatting.render_prompt`, the same function training used, so the model
+sees exactly the tokens it was trained on. Output: `samples.parquet` (every sample with its text, token count,
+finish reason, seed, extracted answer and verdict), `problems.parquet`, `metrics.json` (with warnings).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from framework.store import write_json_atomic
+
+if TYPE_CHECKING:
+    from framework.execute import StageContext
+    from framework.spec.models import EvalSpec
+
+_ENGINES: dict[tuple[str, str], Any] = {}  # (backend, model dir) -> loaded engine, reused across jobs
+
+
+def model_source_for(ctx: StageContext) -> Any:
+    """The checkpoint this job evaluates: a trained cell's, a tiny base, the toy base, or a hub/local model."""
+    from framework import models
+
+    train = ctx.inputs("train")
+    if train:
+        path = train[0] / "model"
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"{path}: checkpoint missing (deleted after evaluation with keep_checkpoint: false?); "
+                f"rebuild it with `ablate exec train {train[0].name} --force`"
+            )
+        return models.ModelSource("local", str(path))  # its tokenizer carries the template it was trained with
+    cell = next(c for c in ctx.plan.cells if c.id in ctx.job.cells)
+    spec_model = next((b.model for b in ctx.spec.baselines if b.name == cell.baseline and b.model), None)
+    spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
+    model_dir = (ctx.inputs("model") or [None])[0]
+    return models.fetch(models.resolve(spec_model or ctx.spec.model, model_dir=model_dir, spec_dir=spec_dir))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _dtype(spec_dtype: str) -> str:
+    return ("bfloat16" if _has_cuda() else "float32") if spec_dtype == "auto" else spec_dtype
+
+
+def generate_vllm(
+    model_dir: Path, prompts: list[list[int]], ev: EvalSpec, dtype: str, max_len: int
+) -> list[list[dict]]:
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    key = ("vllm", str(model_dir))
+    if key not in _ENGINES:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        _ENGINES[key] = LLM(
+            model=str(model_dir),
+            dtype=dtype,
+            max_model_len=max_len,
+            seed=ev.sampling.seed,
+            tensor_parallel_size=ev.tensor_parallel_size,
+            enforce_eager=not _has_cuda(),
+        )
+    llm = _ENGINES[key]
+    s = ev.sampling
+    params = [
+        SamplingParams(
+            n=ev.samples,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            max_tokens=s.max_tokens,
+            seed=s.seed + i,
+        )
+        for i in range(len(prompts))
+    ]
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+    return [
+        [
+            {
+                "text": o.text,
+                "n_tokens": len(o.token_ids),
+                "finish_reason": "length" if o.finish_reason == "length" else "stop",
+                "seed": s.seed + i,
+            }
+            for o in out.outputs
+        ]
+        for i, out in enumerate(outputs)
+    ]
+
+
+def generate_hf(
+    model_dir: Path, tokenizer: Any, prompts: list[list[int]], ev: EvalSpec, dtype: str
+) -> list[list[dict]]:
+    """transformers `generate`, for where vLLM cannot run; one prompt at a time (no padding effects)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    key = ("hf", str(model_dir))
+    if key not in _ENGINES:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+        _ENGINES[key] = model.to("cuda" if _has_cuda() else "cpu").eval()
+    model = _ENGINES[key]
+    gen = GenerationConfig.from_pretrained(str(model_dir))
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    s = ev.sampling
+    results = []
+    for i, ids in enumerate(prompts):
+        torch.manual_seed(s.seed + i)
+        inp = torch.tensor([ids], device=model.device)
+        sample = s.temperature > 0
+        with torch.no_grad():
+            out = model.generate(
+                inp,
+                attention_mask=torch.ones_like(inp),
+                max_new_tokens=s.max_tokens,
+                do_sample=sample,
+                temperature=s.temperature if sample else None,
+                top_p=s.top_p if sample else None,
+                top_k=s.top_k if sample and s.top_k > 0 else None,
+                num_return_sequences=ev.samples,
+                eos_token_id=eos,
+                pad_token_id=gen.pad_token_id if gen.pad_token_id is not None else eos[0],
+            )
+        rows = []
+        for seq in out[:, len(ids) :].tolist():
+            stop = next((k for k, t in enumerate(seq) if t in eos), None)
+            tokens = seq[: stop + 1] if stop is not None else seq
+            text_ids = tokens[:-1] if stop is not None else tokens
+            rows.append(
+                {
+                    "text": tokenizer.decode(text_ids, skip_special_tokens=True),
+                    "n_tokens": len(tokens),
+                    "finish_reason": "stop" if stop is not None else "length",
+                    "seed": s.seed + i,
+                }
+            )
+        results.append(rows)
+    return results
+
+
+def run(ctx: StageContext) -> None:
+    from framework.benchmark_data import load_benchmark
+    from framework.factors.keywords import count_keywords
+    from framework.formatting import prompt_ids
+    from framework.grading import extract_answer, extract_choice, grade_many
+    from framework.metrics import benchmark_metrics, problem_table
+    from framework.models import load_tokenizer
+    from framework.plan import resolve_path
+    from framework.registry import BENCHMARKS
+
+    spec, ev = ctx.spec, ctx.spec.eval
+    bench = next(b for b in ev.benchmarks if b.name == ctx.job.config["benchmark"]["name"])
+    spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
+    problems = load_benchmark(bench, lambda p: resolve_path(p, spec_dir))
+    source = model_source_for(ctx)
+    model_dir = Path(source.location)
+    key = ("tok", str(model_dir), source.chat_template)
+    tokenizer = _ENGINES[key] = _ENGINES.get(key) or load_tokenizer(source)
+    prompts = [prompt_ids(tokenizer, p, spec.prompt) for p in problems["problem"]]
+    n = bench.samples or ev.samples
+    ev_n = ev.model_copy(update={"samples": n})
+    max_len = ev.max_model_len or (max(map(len, prompts)) + ev.sampling.max_tokens)
+    dtype = _dtype(spec.model.dtype)
+    t0 = time.perf_counter()
+    if ev.backend == "vllm":
+        generations = generate_vllm(model_dir, prompts, ev_n, dtype, max_len)
+    else:
+        generations = generate_hf(model_dir, tokenizer, prompts, ev_n, dtype)
+    gen_s = time.perf_counter() - t0
+
+    rows = []
+    for (_, prob), outs in zip(problems.iterrows(), generations):
+        for k, o in enumerate(outs):
+            rows.append(
+                {
+                    "problem_id": prob["problem_id"],
+                    "sample_index": k,
+                    "subset": prob["subset"],
+                    "expected_answer": prob["expected_answer"],
+                    **o,
+                }
+            )
+    samples = pd.DataFrame(rows)
+    grader = getattr(BENCHMARKS.resolve(bench.name), "grader", None) or ev.grading.grader
+    if grader == "multiple_choice":
+        extracted = [extract_choice(t) for t in samples["text"]]
+    else:
+        extracted = [extract_answer(t, fallbacks=ev.grading.fallbacks) for t in samples["text"]]
+    samples["answer"] = [a for a, _ in extracted]
+    samples["method"] = [m for _, m in extracted]
+    t1 = time.perf_counter()
+    verdicts = grade_many(
+        [(a, str(e)) for (a, _), e in zip(extracted, samples["expected_answer"])],  # lists: pandas 3 makes None NaN
+        grader=grader,
+        timeout_s=ev.grading.timeout_s,
+        workers=ev.grading.workers,
+    )
+    grade_s = time.perf_counter() - t1
+    samples["correct"] = [v.correct for v in verdicts]
+    samples["error"] = [v.error for v in verdicts]
+    samples["reflection_count"] = [count_keywords(t, spec.annotate.reflection_keywords) for t in samples["text"]]
+
+    metrics = benchmark_metrics(samples, ks=tuple(k for k in ev.pass_k if k <= n), subset_col="subset")
+    warnings = []
+    trunc = float((samples["finish_reason"] == "length").mean())
+    if trunc > ev.truncation_warning:
+        warnings.append(
+            f"{trunc:.1%} of samples hit max_tokens={ev.sampling.max_tokens} (threshold "
+            f"{ev.truncation_warning:.0%}): truncated chains are scored as wrong"
+        )
+    timeouts = int((samples["error"] == "timeout").sum())
+    if timeouts:
+        warnings.append(f"{timeouts} answers timed out in grading and were scored as wrong")
+    samples.to_parquet(ctx.out / "samples.parquet", index=False)
+    problem_table(samples).to_parquet(ctx.out / "problems.parquet", index=False)
+    result = {
+        "benchmark": bench.name,
+        "model_dir": str(model_dir),
+        "n_problems": len(problems),
+        "n_samples": n,
+        "metrics": metrics,
+        "warnings": warnings,
+        "timings": {"generate_s": gen_s, "grade_s": grade_s},
+    }
+    write_json_atomic(ctx.out / "metrics.json", result)
+    ctx.build.manifest.update({"metrics": metrics, "warnings": warnings, "timings": result["timings"]})
+    for w in warnings:
+        print(f"warning: {bench.name}: {w}")

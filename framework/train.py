@@ -1,0 +1,196 @@
+"""The `train` stage: full fine-tuning of the base model on one cell's training set, with DeepSpeed ZeRO.
+
+Read top to bottom, `run` is the recipe:
+  1. resolve the model and check it (chat template, context length) before anything is launched;
+  2. lay out the processes and derive gradient accumulation from the global batch;
+  3. write the worker's arguments: data, prompt format, Trainer arguments, DeepSpeed config;
+  4. pick the checkpoint to resume from, when a previous attempt left one;
+  5. launch torchrun (srun + torchrun across Slurm nodes), logging to `train.log`;
+  6. keep the consolidated checkpoint, drop the resumable ZeRO state;
+  7. write `metrics.json` and copy its key numbers into the manifest.
+
+The workers (`framework.train_worker`) load the tokenizer, encode the examples with `framework.formatting` (the
+formatter evaluation uses), train, and save. This process never imports torch or transformers: on a small
+machine their import costs more CPU than a short training run, and it would not overlap with anything.
+
+Outputs in the stage directory: `model/` (a Hugging Face checkpoint, with tokenizer and stop tokens, that
+transformers and vLLM load), `metrics.json`, `train.log`, `train_args.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from framework import models
+from framework.errors import UserError
+from framework.store import write_json_atomic
+from framework.train_config import (
+    Layout,
+    attn_implementation,
+    deepspeed_config,
+    layout,
+    trainer_arguments,
+    use_bf16,
+)
+from framework.train_launch import launch_command, log_tail, run_logged, visible_gpus, worker_env
+from framework.train_worker import COMPLETE
+
+if TYPE_CHECKING:
+    from framework.execute import StageContext
+
+TRAIN_FILE = "train.jsonl"  # written by the data stage, in training order
+
+
+class TrainError(UserError):
+    """Training failed or produced an unusable checkpoint; the message carries the cause from the log."""
+
+
+def run(ctx: StageContext) -> None:
+    t0 = time.monotonic()
+    spec, train = ctx.spec, ctx.spec.train
+    out = Path(ctx.out)
+
+    # 1. The model, checked before any process starts.
+    spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
+    source = models.resolve(spec.model, model_dir=next(iter(ctx.inputs("model")), None), spec_dir=spec_dir)
+    models.preflight(source, max_seq_len=train.max_seq_len)
+    source = models.fetch(source)  # a hub model is downloaded here, once, not by every rank
+    data_file = ctx.inputs("data")[0] / TRAIN_FILE
+    if not data_file.is_file() or data_file.stat().st_size == 0:
+        raise TrainError(f"the data stage left no training examples: {data_file} is missing or empty")
+
+    # 2. Processes and batching.
+    lay = layout(train, gpus=visible_gpus())
+
+    # 3. Everything the workers need, in one file kept next to the output.
+    dtype = spec.model.dtype if spec.model.dtype != "auto" else "bfloat16" if use_bf16(train, lay) else "float32"
+    checkpoints = out / "checkpoints"
+    worker_args: dict[str, Any] = {
+        "model": asdict(source),
+        "dtype": dtype,
+        "attn_implementation": attn_implementation(train, lay),
+        "data": str(data_file),
+        "prompt": spec.prompt.model_dump(mode="json"),
+        "max_seq_len": train.max_seq_len,
+        "overlong": train.overlong,
+        "model_dir": str(out / "model"),
+        "trainer": trainer_arguments(train, lay, output_dir=str(checkpoints), seed=int(ctx.job.config["seed"])),
+        "deepspeed": deepspeed_config(train, lay),
+        "world_size": lay.world_size,
+        "result": str(out / "worker_result.json"),
+        "errors_dir": str(out / "errors"),
+    }
+
+    # 4. Resume from the newest complete checkpoint of a previous attempt (same process layout), if any.
+    resume_from = resume_point(checkpoints, lay) if ctx.build.resumed else None
+    if resume_from is None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir(exist_ok=True)
+    (checkpoints / "layout.json").write_text(json.dumps(lay.to_dict()))
+    worker_args["resume_from"] = str(resume_from) if resume_from else None
+    for stale in (out / "model", out / "errors"):
+        shutil.rmtree(stale, ignore_errors=True)
+    (out / "errors").mkdir()
+    Path(worker_args["result"]).unlink(missing_ok=True)
+    args_file = out / "train_args.json"
+    write_json_atomic(args_file, worker_args)
+
+    # 5. Launch and wait. The worker's report, not the exit code, says whether it finished: a rare abort at
+    #    interpreter exit after a complete save must not discard the run.
+    log = out / "train.log"
+    cmd = launch_command(lay, args_file, os.environ, parent_pid=os.getpid())
+    t_launch = time.monotonic()
+    rc = run_logged(cmd, worker_env(lay, os.environ), log)
+    result = read_result(Path(worker_args["result"]))
+    if result is None:
+        raise TrainError(f"training failed (exit code {rc}): {worker_error(out / 'errors', log)}")
+    t_done = time.monotonic()
+
+    # 6. The consolidated checkpoint stays (the worker verified it); the ZeRO shards go.
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    shutil.rmtree(out / "errors", ignore_errors=True)
+    Path(worker_args["result"]).unlink()  # its content moves into metrics.json
+
+    # 7. Metrics and manifest.
+    timings = {
+        "prepare_s": t_launch - t0,
+        "launch_s": t_done - t_launch,
+        **result["timings"],
+        "total_s": time.monotonic() - t0,
+    }
+    metrics = summarize(result, lay, train.epochs, resume_from, timings, rc)
+    write_json_atomic(out / "metrics.json", metrics)
+    ctx.build.manifest["train"] = {
+        k: metrics[k] for k in ("final_loss", "steps", "examples", "tokens", "layout", "resumed_from_step")
+    } | {k: metrics["timings"][k] for k in ("train_s", "total_s")}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def resume_point(checkpoints: Path, lay: Layout) -> Path | None:
+    """The newest complete checkpoint written with this process layout (ZeRO shards are per rank)."""
+    try:
+        previous = json.loads((checkpoints / "layout.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if previous.get("world_size") != lay.world_size:
+        return None
+    done = [p for p in checkpoints.glob("checkpoint-*") if (p / COMPLETE).is_file()]
+    return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """The worker's report; present only once training and saving finished."""
+    try:
+        result = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return result if result.get("status") == "done" else None
+
+
+def worker_error(errors: Path, log: Path) -> str:
+    """The first failing rank's traceback (when a worker could leave one), then the last lines of the log."""
+    reports = sorted(errors.glob("rank*.txt"), key=lambda p: p.stat().st_mtime)
+    cause = ""
+    if reports:
+        cause = f"{reports[0].stem}: " + "\n".join(reports[0].read_text().splitlines()[-25:]) + "\n"
+    return f"{cause}--- last lines of {log} ---\n{log_tail(log, 15)}"
+
+
+def summarize(
+    result: dict[str, Any],
+    lay: Layout,
+    epochs: float,
+    resume_from: Path | None,
+    timings: dict[str, float],
+    exit_code: int,
+) -> dict[str, Any]:
+    """metrics.json: loss curve, example and token counts, process layout, timings."""
+    curve = [
+        {"step": e["step"], "loss": e["loss"], "lr": e.get("learning_rate"), "grad_norm": e.get("grad_norm")}
+        for e in result["log_history"]
+        if "loss" in e
+    ]
+    counts = result["examples"]
+    return {
+        "loss_curve": curve,
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "train_loss": result["train_metrics"].get("train_loss"),
+        "steps": result["global_step"],
+        "examples": counts,
+        "tokens": {
+            "target_per_epoch": counts["target_tokens"],
+            "total_per_epoch": counts["total_tokens"],
+            "target_trained": round(counts["target_tokens"] * epochs),
+            "total_trained": round(counts["total_tokens"] * epochs),
+        },
+        "layout": lay.to_dict(),
+        "resumed_from_step": int(resume_from.name.rsplit("-", 1)[1]) if resume_from else None,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "worker_exit_code": exit_code,
+    }

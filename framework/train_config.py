@@ -1,0 +1,158 @@
+"""The training recipe as plain data: process layout, DeepSpeed config and Trainer arguments from a TrainSpec.
+
+Pure functions, so the exact configuration a job will run with is unit-tested and written next to its output.
+Batch sizes are stated explicitly in the DeepSpeed config (never "auto"): transformers then cross-checks them
+against its own view of the world size and fails loudly if the processes do not see each other, instead of
+silently training every rank on the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from framework.errors import UserError
+from framework.spec.models import TrainSpec
+
+
+class TrainConfigError(UserError):
+    """A training recipe that cannot run on the resources it was given."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a training job is spread: nodes × processes per node, and what that implies for batching."""
+
+    nodes: int
+    procs_per_node: int
+    gpu: bool
+    micro_batch_size: int
+    grad_accum: int
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.world_size * self.micro_batch_size * self.grad_accum
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "world_size": self.world_size, "global_batch_size": self.global_batch_size}
+
+
+def layout(train: TrainSpec, *, gpus: int) -> Layout:
+    """Processes per node default to the visible GPUs (2 on a CPU-only machine); accumulation fills the batch."""
+    procs = train.processes or (gpus if gpus > 0 else 2)
+    world = train.nodes * procs
+    per_step = world * train.micro_batch_size
+    if train.global_batch_size % per_step:
+        raise TrainConfigError(
+            f"train.global_batch_size {train.global_batch_size} is not a multiple of micro_batch_size "
+            f"{train.micro_batch_size} × {world} processes ({train.nodes} node(s) × {procs}); choose a global "
+            f"batch that is a multiple of {per_step}, or set train.processes"
+        )
+    return Layout(train.nodes, procs, gpus > 0, train.micro_batch_size, train.global_batch_size // per_step)
+
+
+def use_bf16(train: TrainSpec, lay: Layout) -> bool:
+    return train.precision == "bf16" or (train.precision == "auto" and lay.gpu)
+
+
+def deepspeed_config(train: TrainSpec, lay: Layout) -> dict[str, Any]:
+    """The DeepSpeed config: ZeRO stage, offload, precision, clipping, and the batch arithmetic spelled out."""
+    zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.zero_stage == 3:
+        # Gather the full weights on save: the consolidated checkpoint is a plain HF directory.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if train.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": lay.gpu}
+    if train.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": lay.gpu}
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": lay.micro_batch_size,
+        "gradient_accumulation_steps": lay.grad_accum,
+        "train_batch_size": lay.global_batch_size,
+        "gradient_clipping": train.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": use_bf16(train, lay)},
+        "fp16": {"enabled": False},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if train.offload_optimizer:
+        # ZeRO-Offload steps the optimizer on the CPU and insists on DeepSpeed's own CPU Adam.
+        cfg["optimizer"] = {
+            "type": "AdamW",
+            "params": {
+                "lr": train.learning_rate,
+                "betas": [0.9, 0.999],
+                "eps": 1e-8,
+                "weight_decay": train.weight_decay,
+            },
+        }
+    return cfg
+
+
+def attn_implementation(train: TrainSpec, lay: Layout) -> str:
+    """Flash attention when asked, or on GPU when installed; else PyTorch's SDPA."""
+    if train.attn_implementation != "auto":
+        return train.attn_implementation
+    if lay.gpu:
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def trainer_arguments(
+    train: TrainSpec,
+    lay: Layout,
+    *,
+    output_dir: str,
+    seed: int,
+    checkpoint: bool = True,
+) -> dict[str, Any]:
+    """Keyword arguments for `transformers.TrainingArguments` (without the DeepSpeed config).
+
+    `use_cpu` goes with the DeepSpeed config on CPU-only machines: without it transformers assumes one process
+    and ZeRO shards the weights while every rank reads the same batches. Examples are read in the data stage's
+    order (it already shuffled with the cell's seed). `warmup_steps` below 1 is a ratio in transformers 5.
+    """
+    every = train.checkpoint_every_steps if checkpoint else None
+    args: dict[str, Any] = {
+        "output_dir": output_dir,
+        "per_device_train_batch_size": lay.micro_batch_size,
+        "gradient_accumulation_steps": lay.grad_accum,
+        "num_train_epochs": train.epochs,
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": train.lr_scheduler,
+        "warmup_steps": train.warmup_ratio,
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "bf16": use_bf16(train, lay),
+        "gradient_checkpointing": train.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if train.gradient_checkpointing else None,
+        "logging_strategy": "steps",
+        "logging_steps": 1,
+        "save_strategy": "steps" if every else "no",
+        "save_steps": every or 500,
+        "save_total_limit": None,  # the worker prunes, only after a newer checkpoint is known complete
+        "seed": seed,
+        "data_seed": seed,
+        "train_sampling_strategy": "sequential",
+        "average_tokens_across_devices": True,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "use_cpu": not lay.gpu,
+        "ddp_backend": "nccl" if lay.gpu else "gloo",
+    }
+    reserved = {"output_dir", "deepspeed", "per_device_train_batch_size", "gradient_accumulation_steps"}
+    clash = sorted(reserved & set(train.extra_args))
+    if clash:
+        raise TrainConfigError(f"train.extra_args may not set {clash}: they follow from the spec's batch and layout")
+    args.update(train.extra_args)
+    return args

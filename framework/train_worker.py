@@ -1,0 +1,258 @@
+"""One training process: `python -m framework.train_worker ARGS.json`, started by torchrun on every rank.
+
+Every rank loads the tokenizer and encodes the same rows with `framework.formatting` (deterministic, so the ranks
+agree without talking), trains with the HF Trainer on DeepSpeed, and saves one consolidated checkpoint. The
+recipe's decisions (Trainer arguments, DeepSpeed config) arrive in the JSON file written by `framework.train`.
+
+Loss: causal-LM models accept `num_items_in_batch`, and with `average_tokens_across_devices` transformers passes
+the number of target tokens of the whole optimizer step (all micro-batches, all ranks). Each micro-batch loss is
+sum(token losses) / that count, times the world size that DeepSpeed's gradient averaging divides back out, and
+DeepSpeed is told not to rescale by the accumulation steps: a step's gradient is that of the mean over every
+target token of the step, however the batch is split. The integration tests check it against a direct computation.
+
+Test hooks (environment): ABLATE_TRAIN_DEBUG_DIR makes each rank record which examples it trained on per step,
+and rank 0 dump the final in-memory model's logits on the first example; ABLATE_TRAIN_TEST_PAUSE_AFTER_CHECKPOINT
+sleeps that many seconds after the first complete checkpoint, so a test can kill the job at a known point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from framework.train_launch import die_with_parent
+
+DEBUG_ENV = "ABLATE_TRAIN_DEBUG_DIR"
+PAUSE_ENV = "ABLATE_TRAIN_TEST_PAUSE_AFTER_CHECKPOINT"
+COMPLETE = "COMPLETE"  # written into a checkpoint directory once every rank has finished writing it
+IGNORE_INDEX = -100
+
+
+class Collator:
+    """Right-pads a micro-batch. Labels were built before padding, so padding never masks EOS."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(ex["input_ids"]) for ex in batch)
+
+        def pad(key: str, value: int) -> torch.Tensor:
+            return torch.tensor([ex[key] + [value] * (width - len(ex[key])) for ex in batch], dtype=torch.long)
+
+        return {
+            "input_ids": pad("input_ids", self.pad_token_id),
+            "attention_mask": pad("attention_mask", 0),
+            "labels": pad("labels", IGNORE_INDEX),
+            "sample_index": torch.tensor([ex["sample_index"] for ex in batch], dtype=torch.long),
+        }
+
+
+def _trainer_classes() -> tuple[type, type]:
+    """Trainer and callback subclasses, defined lazily so importing this module stays cheap."""
+    import torch.distributed as dist
+    from transformers import Trainer, TrainerCallback
+
+    class SFTTrainer(Trainer):
+        """Keeps example ids out of the model's inputs and records them per step (for the debug report)."""
+
+        seen: list[list[int]]
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            index = inputs.pop("sample_index", None)
+            if index is not None and model.training:
+                self.seen.append([self.state.global_step, *index.tolist()])
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            # A periodic checkpoint resumes from DeepSpeed's own files, written beside it; gathering the full
+            # weights for it too would cost a 64 GB gather and write per checkpoint of a 32B model.
+            if _internal_call and self.is_deepspeed_enabled:
+                return
+            super().save_model(output_dir, _internal_call)
+
+    class CheckpointMarker(TrainerCallback):
+        """Marks a checkpoint complete once all ranks wrote it, then drops the older ones."""
+
+        def __init__(self) -> None:
+            self.paused = False
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if dist.is_initialized():
+                dist.barrier()
+            if state.is_world_process_zero:
+                root = Path(args.output_dir)
+                current = root / f"checkpoint-{state.global_step}"
+                (current / COMPLETE).write_text(str(state.global_step))
+                for old in root.glob("checkpoint-*"):
+                    if old != current and (old / COMPLETE).exists():
+                        (old / COMPLETE).unlink()
+                        shutil.rmtree(old, ignore_errors=True)
+            pause = float(os.environ.get(PAUSE_ENV) or 0)
+            if pause and not self.paused:
+                self.paused = True
+                time.sleep(pause)
+
+    return SFTTrainer, CheckpointMarker
+
+
+def encode(args: dict[str, Any], tokenizer: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The data stage's rows, in order, as training examples."""
+    from framework.formatting import encode_rows
+    from framework.spec.models import PromptSpec
+
+    with open(args["data"], encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    prompt = PromptSpec.model_validate(args["prompt"])
+    examples, counts = encode_rows(tokenizer, rows, prompt, args["max_seq_len"], args["overlong"])
+    if not examples:
+        raise ValueError(f"no training example fits train.max_seq_len {args['max_seq_len']}: {counts}")
+    return examples, counts
+
+
+def set_stop_tokens(model: Any, tokenizer: Any) -> None:
+    """Generation stops on the chat turn end and EOS, as well as on whatever the base model stopped on."""
+    from framework.formatting import stop_token_ids
+
+    gen = model.generation_config
+    base = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    gen.eos_token_id = stop_token_ids(tokenizer, [i for i in base if i is not None])
+    if tokenizer.pad_token_id is not None:
+        gen.pad_token_id = tokenizer.pad_token_id
+
+
+def verify_saved(model_dir: Path, model: Any) -> None:
+    """Fail on the classic ZeRO-3 save bugs (empty or partial tensors, missing weights) before reporting success.
+
+    Expected shapes come from the in-memory parameters (`ds_shape` is a ZeRO-3 partitioned one's full shape).
+    """
+    from safetensors import safe_open
+
+    saved: dict[str, tuple[int, ...]] = {}
+    for file in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                saved[name] = tuple(f.get_slice(name).get_shape())
+    expected = {n: tuple(getattr(p, "ds_shape", p.shape)) for n, p in model.named_parameters()}
+    problems = [f"{n}: empty tensor {s}" for n, s in saved.items() if not s or 0 in s]
+    problems += [f"{n}: saved {saved[n]}, expected {s}" for n, s in expected.items() if n in saved and saved[n] != s]
+    n_saved = sum(_numel(s) for s in saved.values())
+    n_expected = sum(_numel(s) for s in expected.values())
+    if n_saved < n_expected:
+        problems.append(f"{n_saved} parameters saved, the model has {n_expected}")
+    if problems:
+        raise RuntimeError(f"the consolidated checkpoint in {model_dir} is incomplete: " + "; ".join(problems[:10]))
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _dump_logits(model: Any, input_ids: list[int], path: Path, rank: int) -> None:
+    """Logits of the in-memory final model (every rank runs the forward: ZeRO-3 gathers weights collectively)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([input_ids])).logits.float()
+    if rank == 0:
+        torch.save({"input_ids": input_ids, "logits": logits}, path)
+
+
+def train(args: dict[str, Any]) -> None:
+    from framework.models import ModelSource, check, load_config, load_model, load_tokenizer
+
+    t_start = time.monotonic()
+    # Data first: a problem with the tokenizer or the examples surfaces before any distributed setup.
+    source = ModelSource(**args["model"])
+    tokenizer = load_tokenizer(source)
+    check(source, tokenizer, load_config(source), max_seq_len=args["max_seq_len"])
+    examples, counts = encode(args, tokenizer)
+
+    import torch
+    from transformers import TrainingArguments
+
+    if not torch.cuda.is_available():
+        # On CPU transformers sets up gloo without DeepSpeed's communication layer, and ZeRO-3's partitioned
+        # model loading would then see a world of one; initializing through DeepSpeed serves both.
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=args["trainer"]["ddp_backend"])
+    targs = TrainingArguments(**args["trainer"], deepspeed=args["deepspeed"])  # before the model: ZeRO-3 init
+    rank = targs.process_index
+    if targs.world_size != args["world_size"]:
+        raise RuntimeError(f"expected {args['world_size']} training processes, transformers sees {targs.world_size}")
+    model = load_model(source, dtype=getattr(torch, args["dtype"]), attn_implementation=args["attn_implementation"])
+    model.config.use_cache = False
+    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    sft_trainer, marker = _trainer_classes()
+    trainer = sft_trainer(
+        model=model, args=targs, train_dataset=examples, data_collator=Collator(pad_id), callbacks=[marker()]
+    )
+    trainer.seen = []
+
+    t_train = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=args["resume_from"])
+    t_save = time.monotonic()
+    model.config.use_cache = True
+    set_stop_tokens(model, tokenizer)
+    trainer.save_model(args["model_dir"])  # collective under ZeRO-3: every rank gathers its shards
+    if rank == 0:
+        tokenizer.save_pretrained(args["model_dir"])
+        Path(args["model_dir"], "training_args.bin").unlink(missing_ok=True)  # a pickle no loader needs
+        verify_saved(Path(args["model_dir"]), model)
+    saved = time.monotonic()
+
+    debug = os.environ.get(DEBUG_ENV)
+    if debug:
+        Path(debug).mkdir(parents=True, exist_ok=True)
+        (Path(debug) / f"samples_rank{rank}.json").write_text(json.dumps(trainer.seen))
+        _dump_logits(trainer.model, examples[0]["input_ids"], Path(debug) / "logits.pt", rank)
+    if rank == 0:
+        report = {
+            "status": "done",
+            "log_history": trainer.state.log_history,
+            "global_step": trainer.state.global_step,
+            "train_metrics": output.metrics,
+            "examples": counts,
+            "world_size": targs.world_size,
+            "timings": {"setup_s": t_train - t_start, "train_s": t_save - t_train, "save_s": saved - t_save},
+        }
+        tmp = Path(args["result"] + ".tmp")
+        tmp.write_text(json.dumps(report, indent=1, default=str))
+        tmp.replace(args["result"])
+
+
+def main(argv: list[str]) -> None:
+    die_with_parent(signal.SIGKILL)  # torchrun's workers live in sessions of their own: never outlive it
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+    args = json.loads(Path(argv[0]).read_text())
+    try:
+        train(args)
+    except BaseException:
+        # torchrun's own report hides the cause; leave it where the stage can quote it.
+        Path(args["errors_dir"], f"rank{os.environ.get('RANK', '0')}.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        import torch.distributed as dist
+
+        # A clean teardown avoids the rare abort at interpreter exit seen after a finished run.
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

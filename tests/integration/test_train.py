@@ -1,0 +1,350 @@
+"""The train stage for real: ZeRO-3 over 2 CPU processes, against a single process, a direct loss computation,
+transformers reloading the checkpoint, generation that stops, and a SIGKILLed job that resumes.
+
+Four launches share one tiny model and one training set: a 2-process run (with the worker's debug report), a
+1-process run, and a 2-process run killed after its first checkpoint and then resumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framework.execute import execute
+from framework.plan import Plan, build_plan
+from framework.spec import LoadedSpec, spec_from_dict
+from framework.spec.models import TinyModelSpec
+from framework.spec.yamlsrc import Source
+from framework.store import Store
+from framework.train_worker import COMPLETE, DEBUG_ENV, PAUSE_ENV
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+N_EXAMPLES, EPOCHS, CHECKPOINT_AT = 20, 10, 25
+SPEC: dict[str, Any] = {
+    "name": "train-it",
+    "model": {
+        "tiny": {
+            "hidden_size": 128,
+            "num_layers": 2,
+            "num_heads": 2,
+            "intermediate_size": 256,
+            "max_position_embeddings": 512,
+        }
+    },
+    "pool": [{"preset": "toy"}],
+    "prompt": {"user_template": "{problem}"},
+    "train": {  # constant LR: a shorter run follows the same schedule, step for step
+        "epochs": EPOCHS,
+        "learning_rate": 3.0e-3,
+        "lr_scheduler": "constant",
+        "warmup_ratio": 0.0,
+        "global_batch_size": 4,
+        "micro_batch_size": 2,
+        "max_seq_len": 256,
+        "gradient_checkpointing": False,
+        "processes": 2,
+    },
+}
+STEPS = N_EXAMPLES * EPOCHS // 4
+ONE_PROC_EPOCHS = 3  # the single-process comparison covers the first 15 steps
+
+
+def toy_like_rows() -> list[dict[str, Any]]:
+    """Short arithmetic chains of varied length, each ending in a boxed answer (varied target token counts)."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(N_EXAMPLES):
+        terms = [rng.randint(1, 60) for _ in range(rng.randint(2, 4))]
+        steps, total = [], terms[0]
+        for t in terms[1:]:
+            steps.append(f"{total} + {t} = {total + t} .")
+            total += t
+        problem = f"add {' , '.join(map(str, terms))} ."
+        trace = f"we add step by step . {' '.join(steps)} the answer is \\boxed {{ {total} }}"
+        rows.append({"problem_id": f"p{i}", "problem": problem, "trace": trace})
+    return rows
+
+
+def plan_for(spec_data: dict[str, Any]) -> tuple[LoadedSpec, Plan]:
+    spec = spec_from_dict(spec_data)
+    return LoadedSpec(spec, None, Source(data=spec_data)), build_plan(spec)
+
+
+def publish_inputs(store: Store, plan: Plan, model_dir: Path, rows: list[dict[str, Any]]) -> str:
+    """Put the tiny model and the training set in the store as the model and data stages would; return the
+    train key."""
+    import shutil
+
+    model_job, data_job = plan.by_stage("model")[0], plan.by_stage("data")[0]
+    with store.build("model", model_job.key) as b:
+        if b is not None:
+            shutil.copytree(model_dir, b.dir, dirs_exist_ok=True)
+    with store.build("data", data_job.key) as b:
+        if b is not None:
+            (b.dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return plan.by_stage("train")[0].key
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from framework.tiny import build, toy_corpus
+
+    out = tmp_path_factory.mktemp("tiny")
+    build(TinyModelSpec.model_validate(SPEC["model"]["tiny"]), out, toy_corpus())
+    return out
+
+
+def train_in(root: Path, tiny_dir: Path, spec_data: dict[str, Any], env: dict[str, str] | None = None) -> Path:
+    """Run the train stage (in this process) in a fresh store; return its published directory."""
+    loaded, plan = plan_for(spec_data)
+    store = Store(root)
+    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in (env or {}).items():
+            mp.setenv(k, v)
+        assert execute(loaded, plan, store, "train", key)
+    return store.path("train", key)
+
+
+@pytest.fixture(scope="module")
+def two_procs(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> tuple[Path, Path]:
+    """The 2-process ZeRO-3 run, with the worker's per-rank sample log and final logits."""
+    root = tmp_path_factory.mktemp("zero3-2")
+    debug = root / "debug"
+    return train_in(root, tiny_dir, SPEC, {DEBUG_ENV: str(debug)}), debug
+
+
+@pytest.fixture(scope="module")
+def one_proc(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    spec = copy.deepcopy(SPEC)
+    spec["train"].update(processes=1, epochs=ONE_PROC_EPOCHS)
+    return train_in(tmp_path_factory.mktemp("zero3-1"), tiny_dir, spec)
+
+
+def metrics(out: Path) -> dict[str, Any]:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_ranks_train_on_different_examples(two_procs: tuple[Path, Path]) -> None:
+    _, debug = two_procs
+    seen = [json.loads((debug / f"samples_rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == STEPS  # one micro-batch of 2 per rank per step
+    for step in range(STEPS):
+        batches = [sorted(i for entry in s if entry[0] == step for i in entry[1:]) for s in seen]
+        assert len(batches[0]) == len(batches[1]) == 2 and not set(batches[0]) & set(batches[1]), (step, batches)
+        assert sorted(batches[0] + batches[1]) == [(4 * step + j) % N_EXAMPLES for j in range(4)]
+
+
+def test_first_step_loss_is_the_token_mean_over_the_global_batch(two_procs: tuple[Path, Path], tiny_dir: Path):
+    """Sum of token losses / target tokens of the whole step: not a mean of per-micro-batch means."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from framework.formatting import encode_rows
+    from framework.spec.models import PromptSpec
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    examples, _ = encode_rows(tokenizer, toy_like_rows()[:4], PromptSpec(user_template="{problem}"), 256, "drop")
+    total, count, per_example = 0.0, 0, []
+    with torch.no_grad():
+        for ex in examples:
+            logits = model(input_ids=torch.tensor([ex["input_ids"]])).logits[0, :-1]
+            labels = torch.tensor(ex["labels"][1:])
+            loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+            n = int((labels != -100).sum())
+            total, count = total + float(loss), count + n
+            per_example.append(float(loss) / n)
+    first = metrics(two_procs[0])["loss_curve"][0]
+    assert first["step"] == 1
+    assert first["loss"] == pytest.approx(total / count, rel=1e-5)
+    assert abs(sum(per_example) / 4 - total / count) > 1e-3  # the two definitions differ on this data
+
+
+def test_two_processes_match_one(two_procs: tuple[Path, Path], one_proc: Path) -> None:
+    """Same examples per step, split over 2 ranks × 1 micro-batch or 1 rank × 2 accumulated micro-batches.
+
+    fp32 reductions run in a different order, so the curves drift apart slowly (~1e-6 after 15 steps here).
+    """
+    two, one = metrics(two_procs[0]), metrics(one_proc)
+    assert two["layout"]["world_size"] == 2 and two["layout"]["grad_accum"] == 1
+    assert one["layout"]["world_size"] == 1 and one["layout"]["grad_accum"] == 2
+    assert len(one["loss_curve"]) == N_EXAMPLES * ONE_PROC_EPOCHS // 4
+    for a, b in zip(two["loss_curve"], one["loss_curve"]):
+        assert a["step"] == b["step"] and a["lr"] == b["lr"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
+
+
+def test_checkpoint_is_complete_and_reloads_with_the_same_logits(two_procs: tuple[Path, Path]) -> None:
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out, debug = two_procs
+    model_dir = out / "model"
+    assert not (out / "checkpoints").exists()  # ZeRO shards removed after consolidation
+    config = AutoConfig.from_pretrained(model_dir)
+    with safe_open(str(model_dir / "model.safetensors"), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    assert shapes == {k: s for k, s in expected.items() if k != "lm_head.weight"}  # tied to the embeddings
+    assert shapes["model.embed_tokens.weight"] == (config.vocab_size, config.hidden_size)
+    dumped = torch.load(debug / "logits.pt")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([dumped["input_ids"]])).logits
+    torch.testing.assert_close(logits, dumped["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_trained_model_stops_at_the_turn_end(two_procs: tuple[Path, Path]) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from framework.formatting import render_prompt
+    from framework.spec.models import PromptSpec
+
+    model_dir = two_procs[0] / "model"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    stops = set(model.generation_config.eos_token_id)
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stops
+    for row in toy_like_rows()[:3]:
+        text = render_prompt(tokenizer, row["problem"], PromptSpec(user_template="{problem}"))
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+        new = model.generate(ids, max_new_tokens=120, do_sample=False)[0, ids.shape[1] :].tolist()
+        assert len(new) < 120 and new[-1] in stops, tokenizer.decode(new)
+        assert tokenizer.decode(new[:-1]).endswith("}")  # stops where every training trace ended
+
+
+def test_metrics_and_manifest(two_procs: tuple[Path, Path]) -> None:
+    out = two_procs[0]
+    m = metrics(out)
+    assert m["steps"] == STEPS and m["examples"]["kept"] == N_EXAMPLES and m["examples"]["dropped"] == 0
+    assert m["tokens"]["target_trained"] == m["tokens"]["target_per_epoch"] * EPOCHS
+    assert m["final_loss"] < m["loss_curve"][0]["loss"] / 3
+    assert all(e["lr"] is not None for e in m["loss_curve"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["train"]["final_loss"] == m["final_loss"] and manifest["train"]["steps"] == STEPS
+    assert "train.log" in os.listdir(out) and "train_args.json" in os.listdir(out)
+
+
+# --------------------------------------------------------------------------------------------- failures
+def test_model_problems_stop_the_stage_before_launch(tmp_path: Path, tiny_dir: Path) -> None:
+    from framework.models import ModelError
+
+    spec = copy.deepcopy(SPEC)
+    spec["train"]["max_seq_len"] = 4096  # the tiny model takes 512
+    loaded, plan = plan_for(spec)
+    store = Store(tmp_path)
+    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
+    with pytest.raises(ModelError, match="exceeds the model's max_position_embeddings 512"):
+        execute(loaded, plan, store, "train", key)
+    assert not (store.work_path("train", key) / "train.log").exists()  # nothing was launched
+
+
+def test_a_failing_worker_is_reported_with_its_cause(tmp_path: Path, tiny_dir: Path) -> None:
+    from framework.train import TrainError
+
+    spec = copy.deepcopy(SPEC)
+    spec["train"].update(max_seq_len=16, overlong="drop", processes=1)  # no prompt fits in 16 tokens
+    loaded, plan = plan_for(spec)
+    store = Store(tmp_path)
+    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
+    with pytest.raises(TrainError) as info:
+        execute(loaded, plan, store, "train", key)
+    message = str(info.value)
+    assert "no training example fits train.max_seq_len 16" in message and "'dropped': 20" in message
+    assert "last lines of" in message and str(store.work_path("train", key) / "train.log") in message
+    assert store.status("train", key).state == "failed" and not store.is_done("train", key)
+
+
+# ------------------------------------------------------------------------------------------ kill, resume
+KILLABLE = """
+import json, sys
+from framework.execute import execute
+from framework.plan import build_plan
+from framework.spec import LoadedSpec, spec_from_dict
+from framework.spec.yamlsrc import Source
+from framework.store import Store
+data = json.loads(sys.argv[2])
+spec = spec_from_dict(data)
+plan = build_plan(spec)
+execute(LoadedSpec(spec, None, Source(data=data)), plan, Store(sys.argv[1]), "train", plan.by_stage("train")[0].key)
+"""
+
+
+def _processes_mentioning(needle: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture
+def killed_run(tmp_path: Path, tiny_dir: Path) -> Iterator[tuple[Store, str, dict[str, Any]]]:
+    """A 2-process run SIGKILLed (whole process group) while paused after its first checkpoint."""
+    spec = copy.deepcopy(SPEC)
+    spec["train"]["checkpoint_every_steps"] = CHECKPOINT_AT
+    _, plan = plan_for(spec)
+    store = Store(tmp_path)
+    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
+    env = {**os.environ, PAUSE_ENV: "120", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-c", KILLABLE, str(tmp_path), json.dumps(spec)]
+    err = tmp_path / "stage.err"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+    marker = store.work_path("train", key) / "checkpoints" / f"checkpoint-{CHECKPOINT_AT}" / COMPLETE
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        yield store, key, spec
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_killed_training_resumes_to_the_same_loss(killed_run, tiny_dir: Path, two_procs: tuple[Path, Path]):
+    store, key, spec = killed_run
+    work = store.work_path("train", key)
+    args_file = str(work / "train_args.json")
+    deadline = time.monotonic() + 20
+    while _processes_mentioning(args_file):  # workers die with torchrun (parent-death signal), not orphaned
+        assert time.monotonic() < deadline, f"orphaned training processes: {_processes_mentioning(args_file)}"
+        time.sleep(0.2)
+    assert not store.is_done("train", key)
+
+    loaded, plan = plan_for(spec)
+    assert execute(loaded, plan, store, "train", key)
+    resumed, reference = metrics(store.path("train", key)), metrics(two_procs[0])
+    assert resumed["resumed_from_step"] == CHECKPOINT_AT
+    assert json.loads((store.path("train", key) / "manifest.json").read_text())["resumed"] is True
+    assert [e["step"] for e in resumed["loss_curve"]] == list(range(1, STEPS + 1))
+    assert resumed["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-5)
+    for a, b in zip(resumed["loss_curve"], reference["loss_curve"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)
+    assert not (store.path("train", key) / "checkpoints").exists()
