@@ -7,11 +7,13 @@ line per problem without a traceback (`--debug` shows it); 3 a stage that is not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from framework.errors import RetryLater, UserError
@@ -87,6 +89,21 @@ def plan_summary(loaded: LoadedSpec, plan: Plan, results_dir: str | None) -> dic
     }
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout (Python and native code alike) to stderr for a while."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def data_stats(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
     """Per cell: its training set's statistics (for cells whose data stage is done)."""
     out = {}
@@ -102,7 +119,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     loaded, plan = _load(args.spec)
     store = open_store(loaded, args.results_dir)
     if args.build:
-        prepare(loaded, plan, store, on_job=lambda j: print(f"building {j.id} ...", file=sys.stderr))
+        with _stdout_to_stderr():  # stage output must not corrupt `--json`
+            prepare(loaded, plan, store, on_job=lambda j: print(f"building {j.id} ...", file=sys.stderr))
     summary = plan_summary(loaded, plan, args.results_dir)
     summary["data"] = data_stats(plan, store)
     if args.json:
@@ -209,6 +227,45 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     ids = cancel_sweep(plan, open_store(loaded, args.results_dir))
     print(f"cancelled {len(ids)} Slurm job(s): {' '.join(map(str, ids))}" if ids else "nothing queued or running")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from framework.report import write_report
+
+    loaded, plan = _load(args.spec)
+    store = open_store(loaded, args.results_dir)
+    path = write_report(loaded, plan, store, results_root(loaded, args.results_dir))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from framework.plan import tracking_uri
+    from framework.tracking import ui_command
+
+    loaded = load_spec(args.spec)
+    cmd = ui_command(tracking_uri(loaded.spec), args.host, args.port)
+    print(f"MLflow UI for {loaded.spec.name}: http://{args.host}:{args.port}  (runs list: choose 'Model training')")
+    return subprocess.call(cmd)
+
+
+def cmd_toy(args: argparse.Namespace) -> int:
+    import subprocess
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "framework.toy.pretrain",
+        "--world-seed",
+        str(args.world_seed),
+        "--seed",
+        str(args.seed),
+        "--out",
+        args.out,
+    ]
+    return subprocess.call(cmd)
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -337,6 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--no-wait", action="store_true", help="slurm: return after submitting")
     p.add_argument("--results-dir")
+    p = command("report", cmd_report, "write the comparison report (markdown, CSV, plots) from the store")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--results-dir")
+    p = command("ui", cmd_ui, "serve the MLflow UI for the spec's tracking store on 127.0.0.1")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p = command("toy", cmd_toy, "toy world tools: `ablate toy pretrain` builds the toy base model")
+    p.add_argument("action", choices=["pretrain"])
+    p.add_argument("--world-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="framework/toy/assets/base")
     p = command("cancel", cmd_cancel, "cancel a sweep's queued and running Slurm jobs")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--results-dir")

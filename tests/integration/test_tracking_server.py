@@ -1,0 +1,174 @@
+"""The log stage against a real `mlflow server` on 127.0.0.1: nested runs over HTTP with proxied artifacts, no
+duplicate runs on re-logging, fast TrackingUnavailable while the server is down, catching up once it is back,
+and concurrent stages agreeing on one parent run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from framework.execute import execute
+from framework.tracking import TrackingUnavailable
+from tests.unit.test_report import synthetic_sweep
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """An `mlflow server` with a sqlite backend; started and stopped by pid (its own process group)."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root, self.port = root, port
+        self.uri = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        cmd = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--uvicorn-opts", "--timeout-graceful-shutdown 3",
+        ]  # fmt: skip
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 -- lives as long as the server
+        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer /health in {timeout_s} s")
+
+    def stop(self) -> None:
+        """TERM the server's process group (the server and its workers), KILL it if it lingers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("mlflow-server"), free_port())
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def log_job(sw, key: str) -> dict:
+    execute(sw.loaded, sw.plan, sw.store, "log", key)
+    return json.loads((sw.store.path("log", key) / "run.json").read_text())
+
+
+def children(client: MlflowClient, exp_id: str) -> list:
+    return client.search_runs([exp_id], filter_string="tags.`ablate.role` = 'cell'")
+
+
+def test_sweep_logs_over_http_survives_an_outage_and_catches_up(server: Server, tmp_path: Path):
+    sw = synthetic_sweep(tmp_path, uri=server.uri, tracking={"uri": server.uri, "experiment": "outage"})
+    jobs = [j.key for j in sw.plan.by_stage("log")]
+    client = MlflowClient(server.uri)
+
+    first = [log_job(sw, k) for k in jobs[:4]]
+    exp_id = first[0]["experiment_id"]
+    runs = {r.info.run_name: r for r in children(client, exp_id)}
+    assert len(runs) == 4 and len({r["parent_run_id"] for r in first}) == 1
+    run = runs["source=qwq_32b_preview,keywords=keep,seed=0"]
+    assert run.data.tags["mlflow.parentRunId"] == first[0]["parent_run_id"]
+    assert run.data.params["factor.source"] == "qwq_32b_preview" and run.data.params["seed"] == "0"
+    (eval_job,) = sw.plan.cell_jobs[run.info.run_name]["eval"]
+    stored = json.loads((sw.store.path(*eval_job.split("/")) / "metrics.json").read_text())
+    assert run.data.metrics["aime24/pass_at_1"] == pytest.approx(stored["metrics"]["pass@1"])
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 30
+    assert "spec.yaml" in {f.path for f in client.list_artifacts(run.info.run_id)}  # proxied upload
+    assert first[0]["url"].startswith(server.uri)
+
+    server.stop()
+    for key in jobs[4:]:
+        t0 = time.monotonic()
+        with pytest.raises(TrackingUnavailable):
+            execute(sw.loaded, sw.plan, sw.store, "log", key)
+        assert time.monotonic() - t0 < 30  # the deferral contract, not a performance figure
+        assert not sw.store.is_done("log", key)
+        assert sw.store.status("log", key).detail.startswith("TrackingUnavailable")
+
+    server.start()
+    for key in jobs:
+        log_job(sw, key)  # the first four are done and return at once; the rest catch up
+    assert len(children(client, exp_id)) == len(sw.plan.cells) == 9
+    before = len(client.search_runs([exp_id]))
+    for key in jobs[::4]:  # the store forgets these log stages; MLflow still has their runs
+        execute(sw.loaded, sw.plan, sw.store, "log", key, force=True)
+    assert len(client.search_runs([exp_id])) == before == 10  # a parent and nine cells, still
+    parents = client.search_runs([exp_id], filter_string="tags.`ablate.role` = 'sweep'")
+    assert len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in children(client, exp_id)} == {parents[0].info.run_id}
+
+
+RACER = """
+import sys
+from pathlib import Path
+from framework.execute import execute
+from tests.unit.test_report import synthetic_sweep
+tmp, uri, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+sw = synthetic_sweep(tmp, uri=uri, tracking={"uri": uri, "experiment": "race"}, seeds=(0,))
+execute(sw.loaded, sw.plan, sw.store, "log", key)
+"""
+
+
+def test_concurrent_log_stages_agree_on_one_parent_run(server: Server, tmp_path: Path):
+    if server.proc is None:
+        server.start()
+    sw = synthetic_sweep(tmp_path, uri=server.uri, tracking={"uri": server.uri, "experiment": "race"}, seeds=(0,))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    racers = sw.plan.by_stage("log")[:3]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), server.uri, job.key], env=env, cwd=tmp_path)
+        for job in racers
+    ]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert codes == [0] * len(procs)
+    client = MlflowClient(server.uri)
+    exp_id = client.get_experiment_by_name("race").experiment_id
+    parents = client.search_runs([exp_id], filter_string="tags.`ablate.role` = 'sweep'")
+    assert len(parents) == 1
+    cells = children(client, exp_id)
+    assert len(cells) == len(racers) == 3
+    assert {r.data.tags["mlflow.parentRunId"] for r in cells} == {parents[0].info.run_id}

@@ -1,0 +1,276 @@
+"""The report from a synthetic store: numbers in report.md and the CSVs must be the store's numbers.
+
+`synthetic_sweep` publishes fake but self-consistent stage outputs (training sets, loss curves, graded samples
+and the metrics the eval stage would compute from them) for a small spec's plan; the tracking tests use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+
+from framework.metrics import benchmark_metrics
+from framework.plan import Plan, build_plan
+from framework.report import COLUMNS, report_frame, write_report
+from framework.spec import LoadedSpec, spec_from_dict
+from framework.spec.yamlsrc import Source
+from framework.store import Store, write_json_atomic
+
+FAKE_SECRET = "hf_" + "Zq8" * 12  # shaped like a Hugging Face token; must never reach MLflow
+
+
+def synthetic_spec(tmp: Path, *, uri: str | None = None, seeds: tuple[int, ...] = (0, 1), **extra: Any) -> dict:
+    data: dict[str, Any] = {
+        "name": "synth",
+        "description": "Does the trace source matter, and does the word 'wait'?",
+        "model": {"name_or_path": "Qwen/Qwen2.5-0.5B"},
+        "pool": [{"preset": "nemotron-math-human-reasoning"}],
+        "factors": {
+            "source": {"levels": ["qwq_32b_preview", "human_stage4"]},
+            "keywords": {"levels": {"keep": {}, "mask": {"mode": "delete"}}},
+        },
+        "n_examples": 4,
+        "seeds": list(seeds),
+        "baselines": ["base"],
+        "train": {"learning_rate": 1.0e-5, "extra_args": {"hub_token": FAKE_SECRET}},
+        "eval": {"benchmarks": ["aime24"], "samples": 4, "sampling": {"max_tokens": 512}},
+        "tracking": {"uri": uri or f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}", "generation_sample": 5},
+        "results_dir": str(tmp / "results"),
+    }
+    data.update(extra)
+    return data
+
+
+@dataclass
+class Sweep:
+    loaded: LoadedSpec
+    plan: Plan
+    store: Store
+    accuracy: dict[str, float]  # true pass rate of each arm (before seed effects), by arm id
+
+
+# arm effects on the logit scale: human traces hurt, masking keywords hurts a little
+ARM_EFFECT = {"source=qwq_32b_preview": 0.8, "source=human_stage4": -0.4, "keywords=keep": 0.0, "keywords=mask": -0.3}
+
+
+def _arm_logit(arm_levels: dict[str, str], baseline: str | None) -> float:
+    if baseline is not None:
+        return -1.5
+    return sum(ARM_EFFECT[f"{f}={lv}"] for f, lv in arm_levels.items())
+
+
+def synthetic_sweep(
+    tmp: Path, *, n_problems: int = 12, steps: int = 30, truncate_cell: str | None = None, **spec_kw: Any
+) -> Sweep:
+    """Plan a small spec and publish every data, train and eval job it needs into a fresh store."""
+    data = synthetic_spec(tmp, **spec_kw)
+    spec = spec_from_dict(data)
+    loaded = LoadedSpec(spec=spec, path=None, source=Source(data=data))
+    plan = build_plan(spec)
+    store = Store(Path(spec.results_dir) / spec.name / "store")
+    rng = np.random.default_rng(11)
+    difficulty = rng.normal(0.0, 1.2, n_problems)
+    cells = {c.id: c for c in plan.cells}
+    for job in plan.jobs.values():
+        if job.stage == "log":
+            continue
+        cell = cells[job.cells[0]]
+        with store.build(job.stage, job.key, {"stage": job.stage, "cells": job.cells}) as b:
+            if b is None:
+                continue
+            if job.stage == "data":
+                rows = [
+                    {"problem_id": f"t{i}", "problem": f"What is {i}+{i}?", "trace": f"Wait, {i}+{i} = {2 * i}."}
+                    for i in range(spec.n_examples)
+                ]
+                (b.dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                write_json_atomic(b.dir / "stats.json", {"examples": len(rows), "tokens": {"total": 100}})
+            elif job.stage == "train":
+                curve = [{"step": s, "loss": 2.0 * 0.97**s, "lr": 1e-5 * (1 - s / steps)} for s in range(1, steps + 1)]
+                metrics = {"loss_curve": curve, "train_tokens": 4000, "examples": spec.n_examples, "runtime_s": 12.5}
+                write_json_atomic(b.dir / "metrics.json", metrics)
+            elif job.stage == "eval":
+                samples = _samples(rng, difficulty, cell, spec.eval.samples, truncated=cell.id == truncate_cell)
+                samples.to_parquet(b.dir / "samples.parquet", index=False)
+                trunc = float((samples["finish_reason"] == "length").mean())
+                warnings = [f"{trunc:.1%} of samples hit max_tokens=512"] if trunc > 0.05 else []
+                result = {
+                    "benchmark": job.config["benchmark"]["name"],
+                    "n_problems": n_problems,
+                    "n_samples": spec.eval.samples,
+                    "metrics": benchmark_metrics(samples),
+                    "warnings": warnings,
+                }
+                write_json_atomic(b.dir / "metrics.json", result)
+            else:
+                (b.dir / "out.txt").write_text("synthetic")
+    accuracy = {c.arm_id: float(expit(_arm_logit(c.level_map, c.baseline) + difficulty).mean()) for c in plan.cells}
+    return Sweep(loaded, plan, store, accuracy)
+
+
+def _samples(rng: np.random.Generator, difficulty: np.ndarray, cell: Any, k: int, *, truncated: bool) -> pd.DataFrame:
+    seed_effect = 0.0 if cell.seed is None else 0.1 * (cell.seed - 0.5)
+    p = expit(_arm_logit(cell.level_map, cell.baseline) + seed_effect + difficulty)
+    rows = []
+    for i, pi in enumerate(p):
+        for s in range(k):
+            correct = bool(rng.random() < pi)
+            cut = truncated and s == 0
+            rows.append(
+                {
+                    "problem_id": f"p{i:02d}",
+                    "sample_index": s,
+                    "subset": "aime24" if i % 2 else "aime25",
+                    "text": f"Let me think. Wait, the answer is {i if correct else -1}. token={FAKE_SECRET}",
+                    "n_tokens": int(200 + 40 * s + 10 * i) if not cut else 512,
+                    "finish_reason": "length" if cut else "stop",
+                    "seed": s,
+                    "answer": None if cut else str(i if correct else -1),
+                    "correct": correct and not cut,
+                    "reflection_count": 1,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------- tests
+TRUNCATED = "source=human_stage4,keywords=mask,seed=1"
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Sweep:
+    return synthetic_sweep(tmp_path, truncate_cell=TRUNCATED)
+
+
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow database, made once per session: creating one costs seconds, copying it
+    milliseconds. Test modules wrap it in their own `template_db` fixture."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not path.exists():
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrated_db(tmp_path_factory)
+
+
+def eval_result(sw: Sweep, cell_id: str) -> dict:
+    (job,) = sw.plan.cell_jobs[cell_id]["eval"]
+    return json.loads((sw.store.path(*job.split("/")) / "metrics.json").read_text())
+
+
+def test_frame_has_one_row_per_cell_and_benchmark_with_the_stores_numbers(sweep):
+    frame = report_frame(sweep.plan, sweep.store)
+    assert len(frame) == len(sweep.plan.cells) == 9
+    fixed = [c for c in COLUMNS if c in frame.columns]
+    assert fixed == list(COLUMNS) and list(frame.columns[:6]) == [
+        "cell",
+        "arm",
+        "seed",
+        "baseline",
+        "source",
+        "keywords",
+    ]
+    row = frame.set_index("cell").loc[TRUNCATED]
+    stored = eval_result(sweep, TRUNCATED)["metrics"]
+    assert row["pass@1"] == pytest.approx(stored["pass@1"]) and row["maj@n"] == pytest.approx(stored["maj@4"])
+    assert row["truncation_rate"] == pytest.approx(0.25) and "max_tokens=512" in row["warnings"]
+    assert row["aime25/pass@1"] == pytest.approx(stored["aime25/pass@1"])
+    assert (row["n_problems"], row["n_samples"], row["samples_per_problem"]) == (12, 48, 4)
+    assert (row["train_examples"], row["train_tokens"], row["train_steps"]) == (4, 4000, 30)
+    assert row["train_final_loss"] == pytest.approx(2.0 * 0.97**30)
+    assert (row["source"], row["keywords"], row["seed"]) == ("human_stage4", "mask", 1)
+    assert row["train_key"] == sweep.plan.cell_jobs[TRUNCATED]["train"][0].split("/")[1]
+    base = frame.set_index("cell").loc["baseline=base"]
+    assert pd.isna(base["seed"]) and base["baseline"] == "base" and pd.isna(base["train_tokens"])
+    assert str(frame["seed"].dtype) == "Int64" and frame["evaluated"].all()
+
+
+def test_cells_not_evaluated_yet_have_missing_metrics_and_the_report_says_so(sweep, tmp_path):
+    (job,) = sweep.plan.cell_jobs[TRUNCATED]["eval"]
+    sweep.store.invalidate(*job.split("/"))
+    frame = report_frame(sweep.plan, sweep.store).set_index("cell")
+    assert not frame.loc[TRUNCATED, "evaluated"] and pd.isna(frame.loc[TRUNCATED, "pass@1"])
+    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", n_boot=200, track=False).read_text()
+    assert "8 of 9 cells evaluated" in text
+    assert "source=human_stage4,keywords=mask has 1 of 2 seeds evaluated" in text
+
+
+def test_report_tables_and_markdown_carry_the_stores_numbers(sweep, tmp_path):
+    out = tmp_path / "out"
+    path = write_report(sweep.loaded, sweep.plan, sweep.store, out, n_boot=300, track=False)
+    text = path.read_text()
+    assert path == out / "report.md"
+    assert "Does the trace source matter" in text and "12 problems x 4 samples per problem" in text
+    assert "25.0% of samples hit max_tokens=512" in text  # the eval stage's truncation warning
+    frame = report_frame(sweep.plan, sweep.store)
+    arm_means = frame.groupby("arm")["pass@1"].mean()  # pass@1 of an arm: the mean of its seeds' pass@1
+    arms = pd.read_csv(out / "tables" / "arms.csv").set_index("arm")
+    for arm, mean in arm_means.items():
+        assert arms.loc[arm, "estimate"] == pytest.approx(mean)
+        assert arms.loc[arm, "ci_low"] <= mean <= arms.loc[arm, "ci_high"]
+        assert f"{100 * mean:.1f}% [" in text
+    assert arms.loc["baseline=base", "baseline"] and arms.loc["baseline=base", "n_seeds"] == 1
+    effects = pd.read_csv(out / "tables" / "effects.csv").set_index(["factor", "level"])
+    m = arm_means
+    expected = (
+        m["source=human_stage4,keywords=keep"]
+        - m["source=qwq_32b_preview,keywords=keep"]
+        + m["source=human_stage4,keywords=mask"]
+        - m["source=qwq_32b_preview,keywords=mask"]
+    ) / 2
+    assert effects.loc[("source", "human_stage4"), "estimate"] == pytest.approx(expected)
+    assert effects.loc[("source", "human_stage4"), "ci_high"] < 0  # the synthetic effect is large (-1.2 logits)
+    assert f"{100 * expected:+.1f} pp [" in text
+    pairs = pd.read_csv(out / "tables" / "comparisons.csv")
+    assert len(pairs) == 4 and set(pairs["benchmark"]) == {"aime24"} and pairs["p_value"].between(0, 1).all()
+    cells = pd.read_csv(out / "tables" / "cells.csv")
+    assert len(cells) == 9 and "pass@1" in cells.columns
+    for png in ("aime24-levels.png", "aime24-length.png"):
+        assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG" and f"plots/{png}" in text
+
+
+def test_report_files_are_attached_to_the_sweeps_parent_run(tmp_path, template_db):
+    from mlflow import MlflowClient
+
+    db = tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    shutil.copy(template_db, db)
+    sw = synthetic_sweep(tmp_path, seeds=(0,))
+    text = write_report(sw.loaded, sw.plan, sw.store, tmp_path / "out", n_boot=100).read_text()
+    assert "MLflow: attached to the sweep's parent run" in text
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("synth").experiment_id
+    (parent,) = client.search_runs([exp], filter_string="tags.`ablate.role` = 'sweep'")
+    files = {f.path for f in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/tables", "report/plots"} <= files
+    tables = {f.path for f in client.list_artifacts(parent.info.run_id, "report/tables")}
+    assert "report/tables/effects.csv" in tables
+
+
+def test_unreachable_tracking_is_a_note_not_an_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sw = synthetic_sweep(tmp_path, seeds=(0,), uri=f"http://127.0.0.1:{port}")
+    text = write_report(sw.loaded, sw.plan, sw.store, tmp_path / "out", n_boot=100).read_text()
+    assert "MLflow: not reachable, report not attached" in text
+
+
+def test_results_schema_doc_lists_every_column():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "results-schema.md").read_text()
+    for name, (dtype, _) in COLUMNS.items():
+        assert f"| `{name}` | {dtype} |" in doc, name

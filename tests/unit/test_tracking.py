@@ -1,0 +1,273 @@
+"""The log stage against a real MLflow sqlite store: nested runs, params, metrics and the loss curve, artifacts,
+idempotence, superseded results, redaction of secrets, batching limits and fast failure without a server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.utils.validation import validate_param_and_metric_name
+
+from framework.errors import UserError
+from framework.execute import execute
+from framework.tracking import (
+    REDACTED,
+    TrackingUnavailable,
+    batches,
+    connect,
+    find_sweep_run,
+    log_cell,
+    metric_key,
+    redact,
+    redact_text,
+    ui_command,
+)
+from tests.unit.test_report import FAKE_SECRET, Sweep, migrated_db, synthetic_sweep
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return migrated_db(tmp_path_factory)
+
+
+def fresh_sweep(tmp_path: Path, template_db: Path, **kw) -> Sweep:
+    db = tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template_db, db)
+    return synthetic_sweep(tmp_path, **kw)
+
+
+def log_all(sw: Sweep, *, force: bool = False) -> list[dict]:
+    out = []
+    for job in sw.plan.by_stage("log"):
+        execute(sw.loaded, sw.plan, sw.store, "log", job.key, force=force)
+        out.append(json.loads((sw.store.path("log", job.key) / "run.json").read_text()))
+    return out
+
+
+def client_for(sw: Sweep) -> tuple[MlflowClient, str]:
+    client = MlflowClient(sw.loaded.spec.tracking.uri)
+    return client, client.get_experiment_by_name("synth").experiment_id
+
+
+def cell_runs(client: MlflowClient, exp_id: str) -> list:
+    return client.search_runs([exp_id], filter_string="tags.`ablate.role` = 'cell'")
+
+
+TRUNCATED = "source=human_stage4,keywords=mask,seed=1"
+
+
+def test_cells_become_nested_runs_with_params_metrics_curve_and_artifacts(tmp_path, template_db):
+    sw = fresh_sweep(tmp_path, template_db, truncate_cell=TRUNCATED)
+    records = log_all(sw)
+    client, exp_id = client_for(sw)
+    parents = client.search_runs([exp_id], filter_string="tags.`ablate.role` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.run_name == "synth"
+    runs = {r.info.run_name: r for r in cell_runs(client, exp_id)}
+    assert set(runs) == {c.id for c in sw.plan.cells}  # 4 arms x 2 seeds + the base model
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in runs.values())
+    assert {rec["run_id"] for rec in records} == {r.info.run_id for r in runs.values()}
+
+    cell = next(c for c in sw.plan.cells if c.id == TRUNCATED)
+    run = runs[cell.id]
+    p, t = run.data.params, run.data.tags
+    assert p["factor.source"] == "human_stage4" and p["factor.keywords"] == "mask" and p["seed"] == "1"
+    assert p["factor.keywords.params.mode"] == "delete"
+    assert p["train.learning_rate"] == "1e-05" and p["eval.sampling.max_tokens"] == "512"
+    assert p["baseline"] == "none"
+    jobs = sw.plan.cell_jobs[cell.id]
+    assert t["ablate.cell_key"] == cell.key and t["ablate.train_key"] == jobs["train"][0].split("/")[1]
+    assert t["ablate.eval_keys"] == "aime24:" + jobs["eval"][0].split("/")[1]
+    assert t["ablate.sweep"] == "synth" and len(t["ablate.spec_hash"]) >= 8
+    assert t["ablate.eval_warnings"] == "aime24: 25.0% of samples hit max_tokens=512"
+
+    stored = json.loads((sw.store.path(*jobs["eval"][0].split("/")) / "metrics.json").read_text())
+    m = run.data.metrics
+    assert m["aime24/pass_at_1"] == pytest.approx(stored["metrics"]["pass@1"])
+    assert m["aime24/maj_at_4"] == pytest.approx(stored["metrics"]["maj@4"])
+    assert m["aime24/aime25/pass_at_1"] == pytest.approx(stored["metrics"]["aime25/pass@1"])
+    assert m["aime24/truncation_rate"] == pytest.approx(0.25)
+    assert m["aime24/n_samples"] == 48 and m["aime24/samples_per_problem"] == 4
+    assert m["train/train_tokens"] == 4000 and m["train/runtime_s"] == 12.5
+    curve = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [c.step for c in sorted(curve, key=lambda c: c.step)] == list(range(1, 31))
+    assert sorted(curve, key=lambda c: c.step)[0].value == pytest.approx(2.0 * 0.97)
+    assert len(client.get_metric_history(run.info.run_id, "train/lr")) == 30
+
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"spec.yaml", "env.json", "cell.json", "data", "train", "eval", "generations"} <= files
+    gen = Path(client.download_artifacts(run.info.run_id, "generations/aime24.jsonl", str(tmp_path / "dl")))
+    assert len(gen.read_text().splitlines()) == 5  # tracking.generation_sample
+    # artifacts live beside the database, not in ./mlruns of the working directory
+    assert (tmp_path / "mlflow" / "mlartifacts").is_dir() and not Path("mlruns").exists()
+
+    base = runs["baseline=base"]
+    assert base.data.params["baseline"] == "base" and "factor.source" not in base.data.params
+    assert "train.learning_rate" not in base.data.params and "aime24/pass_at_1" in base.data.metrics
+
+
+def test_logging_again_updates_the_same_runs_without_duplicating_points(tmp_path, template_db):
+    sw = fresh_sweep(tmp_path, template_db, seeds=(0,))
+    first = log_all(sw)
+    client, exp_id = client_for(sw)
+    n_runs = len(client.search_runs([exp_id]))
+    second = log_all(sw, force=True)  # the store forgets the log stages; MLflow still has the runs
+    assert [r["run_id"] for r in first] == [r["run_id"] for r in second]
+    assert not any(r["created"] for r in second)
+    assert len(client.search_runs([exp_id])) == n_runs == len(sw.plan.cells) + 1
+    run_id = first[0]["run_id"]
+    assert len(client.get_metric_history(run_id, "train/loss")) == 30  # identical points deduplicated
+    assert len(client.get_metric_history(run_id, "aime24/pass_at_1")) == 1
+
+
+def test_changed_results_get_a_new_run_and_the_old_one_is_marked_superseded(tmp_path, template_db):
+    sw = fresh_sweep(tmp_path, template_db, seeds=(0,))
+    old = {r["run_name"]: r["run_id"] for r in log_all(sw)}
+    data_lr = {"learning_rate": 2.0e-5, "extra_args": {"hub_token": FAKE_SECRET}}
+    sw2 = synthetic_sweep(tmp_path, seeds=(0,), train=data_lr)  # same cells, new train and eval keys
+    new = {r["run_name"]: r for r in log_all(sw2)}
+    client, _ = client_for(sw)
+    cell = "source=qwq_32b_preview,keywords=keep,seed=0"
+    assert new[cell]["created"] and new[cell]["superseded"] == [old[cell]]
+    assert client.get_run(old[cell]).data.tags["ablate.superseded_by"] == new[cell]["run_id"]
+    assert client.get_run(new[cell]["run_id"]).data.params["train.learning_rate"] == "2e-05"
+    # the baseline's results did not change: its log stage is still done, its run the same
+    assert new["baseline=base"]["run_id"] == old["baseline=base"]
+    assert len(client.search_runs([client_for(sw)[1]])) == 1 + 5 + 4  # parent, first cells, re-trained arms
+
+
+def test_secrets_never_reach_params_tags_or_artifacts(tmp_path, template_db, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "a1" * 17)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-hunter2")
+    monkeypatch.setenv("ABLATE_NOTE", "key sk-" + "x" * 24 + " in a note")
+    sw = fresh_sweep(tmp_path, template_db, seeds=(0,))
+    records = log_all(sw)
+    client, exp_id = client_for(sw)
+    secrets = [FAKE_SECRET, "a1" * 17, "hunter2-hunter2", "x" * 24]
+    for run in cell_runs(client, exp_id):
+        text = json.dumps([run.data.params, run.data.tags])
+        assert not any(s in text for s in secrets)
+    run = next(r for r in cell_runs(client, exp_id) if r.data.params["baseline"] == "none")
+    assert run.data.params["train.extra_args.hub_token"] == REDACTED
+    assert run.data.params["eval.sampling.max_tokens"] == "512"  # a token count is not a token
+    out = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
+    dumped = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+    assert not any(s in dumped for s in secrets)
+    env = json.loads((out / "env.json").read_text())["env"]
+    assert env["HF_TOKEN"] == REDACTED and env["MLFLOW_TRACKING_PASSWORD"] == REDACTED
+    assert env["ABLATE_NOTE"] == f"key {REDACTED} in a note"
+    assert REDACTED in (out / "generations" / "aime24.jsonl").read_text()
+    assert not any(s in json.dumps(records) for s in secrets)  # run.json in the store
+
+
+def test_redaction_rules():
+    assert redact({"hf_token": "abc", "max_tokens": 5, "tokenizer": "x", "nested": {"api_key": 1}}) == {
+        "hf_token": REDACTED,
+        "max_tokens": 5,
+        "tokenizer": "x",
+        "nested": {"api_key": REDACTED},
+    }
+    assert redact({"password": None, "secret": ""}) == {"password": None, "secret": ""}
+    assert redact_text("https://bob:s3cret@mlflow.example.com/x") == f"https://bob:{REDACTED}@mlflow.example.com/x"
+    assert redact_text("Authorization: Bearer abcdefghijkl") == f"Authorization: Bearer {REDACTED}"
+    assert redact_text("AKIAABCDEFGHIJKLMNOP and ghp_" + "a" * 36) == f"{REDACTED} and {REDACTED}"
+    assert redact_text("a plain sentence about tokens, sk-ills and hf_ prefixes") == (
+        "a plain sentence about tokens, sk-ills and hf_ prefixes"
+    )
+
+
+def test_default_uri_is_a_sqlite_file_under_results(in_tmp, template_db, monkeypatch):
+    sw = synthetic_sweep(in_tmp, seeds=(0,), tracking={"generation_sample": 5}, results_dir="results")
+    (job,) = sw.plan.cell_jobs["baseline=base"]["log"]
+    assert sw.plan.jobs[job].config["tracking"]["uri"] == "sqlite:///results/mlflow.db"
+    shutil.copy(template_db, in_tmp / "results" / "mlflow.db")
+    execute(sw.loaded, sw.plan, sw.store, *job.split("/"))
+    record = json.loads((sw.store.path(*job.split("/")) / "run.json").read_text())
+    client = MlflowClient("sqlite:///results/mlflow.db")
+    assert client.get_run(record["run_id"]).info.run_name == "baseline=base"
+    assert (in_tmp / "results" / "mlartifacts" / "synth").is_dir()
+
+    import mlflow
+
+    monkeypatch.setattr(mlflow, "MlflowClient", lambda tracking_uri: tracking_uri)  # no database needed here
+    assert connect("sqlite:///fresh/nested/mlflow.db") == "sqlite:///fresh/nested/mlflow.db"
+    assert (in_tmp / "fresh" / "nested").is_dir()
+
+
+def test_duplicate_parent_runs_collapse_into_the_oldest(tmp_path, template_db):
+    db = tmp_path / "m.db"
+    shutil.copy(template_db, db)
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    tags = {"ablate.sweep": "s", "ablate.role": "sweep"}
+    first = client.create_run(exp, run_name="s", tags=tags, start_time=1000).info.run_id
+    second = client.create_run(exp, run_name="s", tags=tags, start_time=2000).info.run_id
+    child = client.create_run(exp, tags={"mlflow.parentRunId": second}).info.run_id
+    assert find_sweep_run(client, exp, "s") == first
+    assert client.get_run(second).info.lifecycle_stage == "deleted"
+    assert client.get_run(child).data.tags["mlflow.parentRunId"] == first
+    assert find_sweep_run(client, exp, "missing", create=False) is None
+
+
+def test_batches_respect_mlflow_limits():
+    from mlflow.entities import Metric, Param, RunTag
+
+    metrics = [Metric(f"m{i % 7}", float(i), 0, i) for i in range(2500)]
+    params = [Param(f"p{i}", "v" * 5000) for i in range(230)]
+    tags = [RunTag(f"t{i}", "w") for i in range(120)]
+    chunks = list(batches(metrics, params, tags))
+    for m, p, t in chunks:
+        assert len(m) + len(p) + len(t) <= 1000 and len(p) + len(t) <= 100 and len(m) <= 1000
+        assert sum(len(x.key) + len(str(x.value)) for x in [*m, *p, *t]) < 1_000_000
+    assert sum(len(m) for m, _, _ in chunks) == 2500
+    assert [x.key for _, p, _ in chunks for x in p] == [x.key for x in params]
+    assert sum(len(t) for _, _, t in chunks) == 120
+
+
+def test_metric_keys_are_valid_mlflow_names():
+    assert metric_key("aime24", "pass@1") == "aime24/pass_at_1"
+    assert metric_key("comp-math-24-25", "aime25/maj@64") == "comp-math-24-25/aime25/maj_at_64"
+    for key in ("a/b@c", "x//y", "we:ird/k(e)y", "/lead"):
+        assert validate_param_and_metric_name(metric_key(key))
+
+
+def test_unreachable_server_raises_tracking_unavailable():
+    with socket.socket() as s:  # a port nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match="unreachable"):
+        connect(f"http://127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 30  # the contract launchers rely on, not a performance number
+
+
+def test_ui_command_serves_local_stores_only():
+    cmd = ui_command("sqlite:///results/mlflow.db", port=5123)
+    assert cmd[1:4] == ["-m", "mlflow", "server"] and cmd[cmd.index("--port") + 1] == "5123"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:///results/mlflow.db"
+    with pytest.raises(UserError, match="own UI"):
+        ui_command("http://mlflow.example.com")
+
+
+@pytest.mark.parametrize("how", ["all", "none"])
+def test_generations_all_or_none(tmp_path, template_db, how):
+    sw = fresh_sweep(tmp_path, template_db, seeds=(0,))
+    uri = sw.loaded.spec.tracking.uri
+    record = log_cell(
+        MlflowClient(uri), sw.loaded, sw.plan, sw.store, "baseline=base", uri=uri, tracking={"log_generations": how}
+    )
+    client = MlflowClient(uri)
+    names = {f.path for f in client.list_artifacts(record["run_id"], "generations")}
+    if how == "none":
+        assert names == set()
+        return
+    assert names == {"generations/aime24.parquet"}
+    path = client.download_artifacts(record["run_id"], "generations/aime24.parquet", str(tmp_path / "dl"))
+    frame = pd.read_parquet(path)
+    assert len(frame) == 48 and FAKE_SECRET not in "".join(frame["text"]) and REDACTED in frame["text"].iloc[0]
