@@ -107,7 +107,7 @@ def test_cancel_stops_running_tasks(minimal, tmp_path):
 
 
 def test_exit_75_defers_instead_of_failing(minimal, tmp_path):
-    _, _, tasks, launcher, _ = make(minimal, tmp_path)
+    _, _, _, launcher, _ = make(minimal, tmp_path)
     inner = launcher.command
     launcher.command = lambda task: (
         [sys.executable, "-c", "import sys; sys.exit(75)"] if task.stage == "log" else inner(task)
