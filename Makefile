@@ -41,10 +41,13 @@ format: $(STAMP)
 	$(BIN)/ruff format framework launchers tests benchmarks
 	$(BIN)/ruff check --fix framework launchers tests benchmarks
 
+# The quickstart sweep end to end on CPU: tiny model, ZeRO-3 over 2 processes, vLLM, MLflow, report.
 demo: $(STAMP)
-	$(BIN)/ablate validate ablations/quickstart.yaml
-	$(BIN)/ablate plan ablations/quickstart.yaml
-	@echo "Results will go under results/quickstart/ ; MLflow store: sqlite:///results/mlflow.db"
+	$(BIN)/ablate run ablations/quickstart.yaml
+	@echo ""
+	@echo "Report:        results/quickstart/report.md  (tables as CSV and plots as PNG beside it)"
+	@echo "MLflow store:  sqlite:///results/mlflow.db"
+	@echo "Browse it:     .venv/bin/ablate ui ablations/quickstart.yaml   (then open http://127.0.0.1:5000)"
 
 # Re-pin constraints.txt to what is installed now (after a green `make test`).
 freeze: $(STAMP)

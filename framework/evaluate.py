@@ -76,6 +76,10 @@ def generate_vllm(
         )
     llm = _ENGINES[key]
     s = ev.sampling
+    # Per-request seeds make each problem's samples independent of batching, but vLLM's CPU build cannot
+    # rewind a CPU generator after a chunked prefill ("CPU Generator does not use offset"): on CPU the engine
+    # seed fixed at load makes the run reproducible instead.
+    per_request = _has_cuda()
     params = [
         SamplingParams(
             n=ev.samples,
@@ -83,7 +87,7 @@ def generate_vllm(
             top_p=s.top_p,
             top_k=s.top_k,
             max_tokens=s.max_tokens,
-            seed=s.seed + i,
+            seed=s.seed + i if per_request else None,
         )
         for i in range(len(prompts))
     ]
@@ -94,7 +98,7 @@ def generate_vllm(
                 "text": o.text,
                 "n_tokens": len(o.token_ids),
                 "finish_reason": "length" if o.finish_reason == "length" else "stop",
-                "seed": s.seed + i,
+                "seed": s.seed + i if per_request else s.seed,
             }
             for o in out.outputs
         ]
