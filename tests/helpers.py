@@ -16,3 +16,15 @@ MINIMAL: dict[str, Any] = {
     "baselines": ["base"],
     "eval": {"benchmarks": ["aime24"], "samples": 4},
 }
+
+# The smallest Qwen2 the stages accept (head_dim 64 for vLLM's CPU kernels), for tests that really train or
+# generate: building it takes seconds and ZeRO-3 over two CPU processes runs a step in well under a second.
+TINY_MODEL: dict[str, Any] = {
+    "tiny": {
+        "hidden_size": 128,
+        "num_layers": 2,
+        "num_heads": 2,
+        "intermediate_size": 256,
+        "max_position_embeddings": 512,
+    }
+}

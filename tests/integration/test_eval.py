@@ -12,19 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.helpers import TINY_MODEL
+
 pytestmark = pytest.mark.integration
 
 SPEC = {
     "name": "eval-it",
-    "model": {
-        "tiny": {
-            "hidden_size": 128,
-            "num_layers": 2,
-            "num_heads": 2,
-            "intermediate_size": 256,
-            "max_position_embeddings": 512,
-        }
-    },
+    "model": TINY_MODEL,
     "pool": [{"preset": "toy"}],
     "baselines": ["base"],
     "prompt": {"user_template": "{problem}"},

@@ -17,19 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import TINY_MODEL
+
 pytestmark = pytest.mark.integration
 
 SPEC = {
     "name": "sweep-it",
-    "model": {
-        "tiny": {
-            "hidden_size": 128,
-            "num_layers": 2,
-            "num_heads": 2,
-            "intermediate_size": 256,
-            "max_position_embeddings": 512,
-        }
-    },
+    "model": TINY_MODEL,
     "pool": [{"preset": "toy"}],
     "factors": {"source": {"levels": ["long_cot", "direct"]}},
     "n_examples": 8,

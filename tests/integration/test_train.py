@@ -28,6 +28,7 @@ from framework.spec.models import TinyModelSpec
 from framework.spec.yamlsrc import Source
 from framework.store import Store
 from framework.train_worker import COMPLETE, DEBUG_ENV, PAUSE_ENV
+from tests.helpers import TINY_MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 N_EXAMPLES, EPOCHS, CHECKPOINT_AT = 20, 10, 25
 SPEC: dict[str, Any] = {
     "name": "train-it",
-    "model": {
-        "tiny": {
-            "hidden_size": 128,
-            "num_layers": 2,
-            "num_heads": 2,
-            "intermediate_size": 256,
-            "max_position_embeddings": 512,
-        }
-    },
+    "model": TINY_MODEL,
     "pool": [{"preset": "toy"}],
     "prompt": {"user_template": "{problem}"},
     "train": {  # constant LR: a shorter run follows the same schedule, step for step

@@ -16,8 +16,10 @@ def resolver(tmp):
 
 
 def test_local_nemo_skills_layout_with_subsets(tmp_path):
-    rows = [{"id": f"q{i}", "problem": f"p{i}", "expected_answer": i, "subset_for_metrics": "aime24" if i < 2 else "hmmt"}
-            for i in range(4)]
+    rows = [
+        {"id": f"q{i}", "problem": f"p{i}", "expected_answer": i, "subset_for_metrics": "aime24" if i < 2 else "hmmt"}
+        for i in range(4)
+    ]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     frame = load_benchmark(BenchmarkSpec(name="comp-math-24-25", path="test.jsonl"), resolver(tmp_path))
     assert list(frame.columns) == ["problem_id", "problem", "expected_answer", "subset"]
@@ -26,7 +28,9 @@ def test_local_nemo_skills_layout_with_subsets(tmp_path):
     assert list(frame["subset"]) == ["aime24", "aime24", "hmmt", "hmmt"]
     limited = load_benchmark(BenchmarkSpec(name="comp-math-24-25", path="test.jsonl", limit=2), resolver(tmp_path))
     assert len(limited) == 2
-    chosen = load_benchmark(BenchmarkSpec(name="comp-math-24-25", path="test.jsonl", problem_ids=["q3"]), resolver(tmp_path))
+    chosen = load_benchmark(
+        BenchmarkSpec(name="comp-math-24-25", path="test.jsonl", problem_ids=["q3"]), resolver(tmp_path)
+    )
     assert list(chosen["problem_id"]) == ["q3"]
 
 
@@ -41,9 +45,19 @@ def test_missing_fields_and_files_are_clear(tmp_path):
 
 
 def test_gpqa_options_are_shuffled_deterministically_and_the_letter_follows():
-    raw = pd.DataFrame([{"Record ID": f"r{i}", "Question": f"Q{i}?", "Correct Answer": "right",
-                         "Incorrect Answer 1": "w1", "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3"}
-                        for i in range(40)])
+    raw = pd.DataFrame(
+        [
+            {
+                "Record ID": f"r{i}",
+                "Question": f"Q{i}?",
+                "Correct Answer": "right",
+                "Incorrect Answer 1": "w1",
+                "Incorrect Answer 2": "w2",
+                "Incorrect Answer 3": "w3",
+            }
+            for i in range(40)
+        ]
+    )
     a, b = multiple_choice(raw, "gpqa-diamond"), multiple_choice(raw, "gpqa-diamond")
     assert a.equals(b)
     for _, row in a.iterrows():

@@ -59,11 +59,16 @@ def test_unfamiliar_columns_load_through_a_mapping(tmp_path, fmt):
 
 
 def test_nemotron_preset_layout_from_a_local_file(tmp_path):
-    write_jsonl(tmp_path / "nemo.jsonl", [
-        {"problem": "p1", "solution": "s \\boxed{1}", "solution_type": "human_stage4", "expected_answer": "1"},
-        {"problem": "p1", "solution": "t \\boxed{1}", "solution_type": "qwq_32b_preview", "expected_answer": "1"},
-    ])
-    pool, _ = load_pool(spec_with([{"preset": "nemotron-math-human-reasoning", "path": "nemo.jsonl"}]), resolver(tmp_path))
+    write_jsonl(
+        tmp_path / "nemo.jsonl",
+        [
+            {"problem": "p1", "solution": "s \\boxed{1}", "solution_type": "human_stage4", "expected_answer": "1"},
+            {"problem": "p1", "solution": "t \\boxed{1}", "solution_type": "qwq_32b_preview", "expected_answer": "1"},
+        ],
+    )
+    pool, _ = load_pool(
+        spec_with([{"preset": "nemotron-math-human-reasoning", "path": "nemo.jsonl"}]), resolver(tmp_path)
+    )
     assert list(pool["source"]) == ["human_stage4", "qwq_32b_preview"]
     assert list(pool["trace"]) == ["s \\boxed{1}", "t \\boxed{1}"]
 
@@ -71,10 +76,21 @@ def test_nemotron_preset_layout_from_a_local_file(tmp_path):
 def test_sources_concatenate_with_constant_labels_filters_and_limits(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"problem": f"q{i}", "trace": f"t{i}", "lvl": i % 2} for i in range(6)])
     write_jsonl(tmp_path / "b.jsonl", [{"problem": "q0", "trace": "other"}])
-    pool, _ = load_pool(spec_with([
-        {"path": "a.jsonl", "source": "model_a", "filter": {"lvl": 1}, "limit": 2, "columns": {"difficulty": "lvl"}},
-        {"path": "b.jsonl"},
-    ]), resolver(tmp_path))
+    pool, _ = load_pool(
+        spec_with(
+            [
+                {
+                    "path": "a.jsonl",
+                    "source": "model_a",
+                    "filter": {"lvl": 1},
+                    "limit": 2,
+                    "columns": {"difficulty": "lvl"},
+                },
+                {"path": "b.jsonl"},
+            ]
+        ),
+        resolver(tmp_path),
+    )
     assert list(pool["source"]) == ["model_a", "model_a", "b"]
     assert list(pool["difficulty"]) == [1, 1, None] or list(pool["difficulty"].fillna(-1)) == [1, 1, -1]
 
@@ -101,8 +117,12 @@ def test_missing_required_field_without_mapping(tmp_path):
 
 def test_empty_trace_and_bad_lines_are_located(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    lines = [json.dumps(ROWS[0]).encode(), b'{"question": "x", "output": "   ", "model": "m"}', b"\xff\xfe not utf8",
-             b"{not json"]
+    lines = [
+        json.dumps(ROWS[0]).encode(),
+        b'{"question": "x", "output": "   ", "model": "m"}',
+        b"\xff\xfe not utf8",
+        b"{not json",
+    ]
     bad.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(PoolError) as info:
         load_pool(spec_with([{"path": "bad.jsonl", "columns": MAPPING}]), resolver(tmp_path))
@@ -114,10 +134,13 @@ def test_empty_trace_and_bad_lines_are_located(tmp_path):
 
 
 def test_duplicate_problem_ids_with_different_answers(tmp_path):
-    write_jsonl(tmp_path / "p.jsonl", [
-        {"problem_id": "a", "problem": "q", "trace": "t1", "expected_answer": "1"},
-        {"problem_id": "a", "problem": "q", "trace": "t2", "expected_answer": "2"},
-    ])
+    write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"problem_id": "a", "problem": "q", "trace": "t1", "expected_answer": "1"},
+            {"problem_id": "a", "problem": "q", "trace": "t2", "expected_answer": "2"},
+        ],
+    )
     with pytest.raises(PoolError) as info:
         load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
     msg = str(info.value)
