@@ -59,9 +59,22 @@ def find_keywords(text: str, words: Sequence[str]) -> list[tuple[int, int, str]]
     return [(m.start(), m.end(), ordered[int(str(m.lastgroup)[1:])]) for m in pattern.finditer(text)]
 
 
+@lru_cache(maxsize=64)
+def _count_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    """The same alternation without named groups: counting a 100k-trace pool is 3-4x faster without them."""
+    pattern, ordered = _pattern(words)
+    if pattern is None:
+        return None
+    if all(re.match(r"\w", w) and re.search(r"\w$", w) for w in ordered):  # guards shared: factor them out
+        bodies = "|".join(r"\s+".join(re.escape(p) for p in w.split()) for w in ordered)
+        return re.compile(rf"(?<!\w)(?:{bodies})(?!\w)", re.IGNORECASE)
+    return re.compile(re.sub(r"\(\?P<k\d+>", "(?:", pattern.pattern), re.IGNORECASE)
+
+
 def count_keywords(text: str, words: Sequence[str]) -> int:
     """How many reflection phrases a text contains, by the same rules as `find_keywords`."""
-    return len(find_keywords(text, words))
+    pattern = _count_pattern(tuple(words))
+    return 0 if pattern is None or not text else len(pattern.findall(text))
 
 
 def _delete(text: str, spans: list[tuple[int, int, str]]) -> str:

@@ -7,6 +7,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from framework.factors.base import FactorContext
 from framework.factors.keywords import Params, apply, count_keywords, find_keywords
@@ -189,3 +191,31 @@ def test_recount_tokens_only_for_changed_traces() -> None:
 def test_unknown_level_without_mode_fails() -> None:
     with pytest.raises(ValueError, match="keywords level 'strip'"):
         apply(_frame(["wait"]), "strip", Params(), _ctx())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "wait",
+                "Wait,",
+                "but wait",
+                "waiting",
+                "hmm",
+                "let me  check",
+                "double-check",
+                "x",
+                ".",
+                "alternatively",
+                "BUT\nWAIT",
+                "let me verify",
+            ]
+        ),
+        max_size=30,
+    )
+)
+def test_count_agrees_with_find(parts):
+    text = " ".join(parts)
+    for words in (DEFAULT_REFLECTION_KEYWORDS, ["wait", "?!", "but wait"]):
+        assert count_keywords(text, words) == len(find_keywords(text, words))
