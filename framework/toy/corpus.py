@@ -46,7 +46,7 @@ MIX: dict[str, float] = {
     "bind_apply": 0.11,  # let x = 9 . <gap> f ( x ) = f ( 9 ) = 2 .
     "bind_rebind": 0.05,  # let y = 5 . <gap> let y = 12 . <gap> f ( y ) = f ( 12 ) = 3 .
     "bind_result": 0.06,  # f ( 9 ) = 2 . <gap> let y = 2 .
-    "bind_count": 0.04,  # let n = 3 . count to n : 1 of 3 , 2 of 3 , 3 of 3 . that was 3 of 3 , so we stop .
+    "bind_count": 0.04,  # let n = 2 . count to n : 1 of 2 , so we go on . 2 of 2 , so we stop .
     "bind_answer": 0.06,  # let y = 7 . <gap> check : y is 7 . the answer is \boxed { 7 }
     "facts": 0.38,
     "table": 0.08,
@@ -101,11 +101,17 @@ def _bind_result(rng: random.Random, world: World) -> str:
     return f"{head} {_filler(rng, world, rng.randint(0, 2))}let y = {b} ."
 
 
+def go_or_stop(i: int, m: int) -> str:
+    """The decision a trace makes after `that was step i of m ,`: the two counts it compares sit right before it."""
+    return "stop" if i == m else "go on"
+
+
 def _bind_count(rng: random.Random, world: World) -> str:
     if rng.random() < 0.5:
         m = rng.randint(1, 7)
-        steps = " , ".join(f"{i} of {m}" for i in range(1, m + 1))
-        return f"let n = {m} . count to n : {steps} . that was {m} of {m} , so we stop ."
+        return f"let n = {m} . count to n : " + " ".join(
+            f"{i} of {m} , so we {go_or_stop(i, m)} ." for i in range(1, m + 1)
+        )
     m = rng.randint(2, min(12, world.n_values - 1))
     gap = _filler(rng, world, rng.randint(0, 2))
     return f"let n = {m} . {gap}count to n : {' '.join(map(str, range(1, m + 1)))} ."

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from framework.toy.corpus import FACT_FORMS, FILLER, FNS, VARIABLES
+from framework.toy.corpus import FACT_FORMS, FILLER, FNS, VARIABLES, go_or_stop
 from framework.toy.tokenizer import PAD
 from framework.toy.traces import boxed
 from framework.toy.world import World
@@ -81,6 +81,12 @@ def copy_probes(world: World, *, seed: int = 0, n: int = COPY_PROBES_PER_FAMILY)
         var, a = rng.choice(VARIABLES), rng.choice(values)
         text = f"let {var} = {a} . {_gap(rng, world, 2)}check : {var} is {a} . the answer is {boxed(a)}"
         probes.append(Probe("copy", "copy_boxed", text.rsplit(f" {a} }}", 1)[0], str(a)))
+    for _ in range(n):  # a trace's stop decision: the step's count copied beside the total, then compared
+        m = rng.randint(1, 6)
+        i = m if rng.random() < 0.5 else rng.randint(1, m)
+        done = " ".join(f"{j} of {m} , so we {go_or_stop(j, m)} ." for j in range(1, i))
+        text = f"let n = {m} . count to n : {done + ' ' if done else ''}{i} of {m} , so we"
+        probes.append(Probe("copy", "copy_count", text, go_or_stop(i, m).split()[0]))
     return probes
 
 

@@ -72,20 +72,25 @@ def encode(tokenizer: PreTrainedTokenizerFast, rows: Sequence[dict[str, Any]]) -
     return [e for e in examples if e is not None]
 
 
-def _collate(examples: Sequence[dict[str, list[int]]], pad: int) -> dict[str, Any]:
+def _collate(examples: Sequence[dict[str, list[int]]], pad: int, device: str = "cpu") -> dict[str, Any]:
     import torch
 
     width = max(len(e["input_ids"]) for e in examples)
     fill = [width - len(e["input_ids"]) for e in examples]
     return {
-        "input_ids": torch.tensor([e["input_ids"] + [pad] * n for e, n in zip(examples, fill)]),
-        "labels": torch.tensor([e["labels"] + [-100] * n for e, n in zip(examples, fill)]),
-        "attention_mask": torch.tensor([e["attention_mask"] + [0] * n for e, n in zip(examples, fill)]),
+        "input_ids": torch.tensor([e["input_ids"] + [pad] * n for e, n in zip(examples, fill)], device=device),
+        "labels": torch.tensor([e["labels"] + [-100] * n for e, n in zip(examples, fill)], device=device),
+        "attention_mask": torch.tensor([e["attention_mask"] + [0] * n for e, n in zip(examples, fill)], device=device),
     }
 
 
 def finetune(
-    base_dir: Path, examples: Sequence[dict[str, list[int]]], settings: SFTSettings, seed: int, pad: int
+    base_dir: Path,
+    examples: Sequence[dict[str, list[int]]],
+    settings: SFTSettings,
+    seed: int,
+    pad: int,
+    device: str = "cpu",
 ) -> Qwen2ForCausalLM:
     """Full fine-tuning of the base on `examples`; the seed orders the examples of each epoch."""
     import torch
@@ -94,7 +99,7 @@ def finetune(
     torch.set_num_threads(settings.threads)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32, attn_implementation="sdpa")
-    model.train()
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(examples) / settings.batch)
     total = per_epoch * settings.epochs
@@ -113,7 +118,7 @@ def finetune(
         for start in range(0, len(order), settings.batch):
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * factor(step)
-            batch = _collate([examples[i] for i in order[start : start + settings.batch]], pad)
+            batch = _collate([examples[i] for i in order[start : start + settings.batch]], pad, device)
             model(**batch).loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
@@ -124,7 +129,11 @@ def finetune(
 
 
 def generate(
-    model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, problems: Sequence[Problem], max_new_tokens: int
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    problems: Sequence[Problem],
+    max_new_tokens: int,
+    device: str = "cpu",
 ) -> list[str]:
     """Greedy responses to the chat-formatted problems, decoded without special tokens."""
     import torch
@@ -140,8 +149,8 @@ def generate(
         for start in range(0, len(problems), EVAL_BATCH):
             chunk = [prompt_ids(tokenizer, p.text, prompt) for p in problems[start : start + EVAL_BATCH]]
             width = max(map(len, chunk))
-            ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk])  # left padding for generation
-            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
+            ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk], device=device)  # left padding
+            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -195,7 +204,15 @@ def ensure_base(out: Path, world_seed: int, seed: int, pretrain_kwargs: dict[str
 
 
 def run_one(
-    out: Path, base: Path, world: World, split: str, arm: str, sft_seed: int, settings: SFTSettings, tag: str
+    out: Path,
+    base: Path,
+    world: World,
+    split: str,
+    arm: str,
+    sft_seed: int,
+    settings: SFTSettings,
+    tag: str,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Fine-tune one arm with one seed and evaluate it; cached as JSON under `out/runs`."""
     from transformers import AutoTokenizer
@@ -209,12 +226,12 @@ def run_one(
     if arm == "base":
         from transformers import Qwen2ForCausalLM
 
-        model = Qwen2ForCausalLM.from_pretrained(str(base), attn_implementation="sdpa").eval()
+        model = Qwen2ForCausalLM.from_pretrained(str(base), attn_implementation="sdpa").to(device).eval()
     else:
         examples = encode(tokenizer, training_rows(world, arm))
-        model = finetune(base, examples, settings, sft_seed, tokenizer.pad_token_id)
+        model = finetune(base, examples, settings, sft_seed, tokenizer.pad_token_id, device)
     sft_s = time.perf_counter() - start
-    texts = generate(model, tokenizer, problems, settings.max_new_tokens)
+    texts = generate(model, tokenizer, problems, settings.max_new_tokens, device)
     correct = grade(problems, texts)
     record = {
         "split": split,
@@ -233,6 +250,7 @@ def run_one(
         "samples": [{"problem": p.text, "answer": p.answer, "response": t} for p, t in zip(problems, texts)][
             :SAMPLES_KEPT
         ],
+        "device": device,
         "sft_s": round(sft_s, 1),
         "eval_s": round(time.perf_counter() - start - sft_s, 1),
     }
@@ -380,7 +398,8 @@ def report(
     eval_s = [r["eval_s"] for r in records]
     lines += [
         "",
-        f"## Wall times (shared 2-core CPU machine, one torch job at a time, {settings.threads} thread(s))",
+        f"## Wall times (fine-tuning and evaluation on {', '.join(sorted({r.get('device', 'cpu') for r in records}))}; "
+        f"{settings.threads} CPU thread(s) per run; several runs may share the machine)",
         "",
         f"- SFT per run: median {np.median(sft_s):.0f} s (range {min(sft_s):.0f}-{max(sft_s):.0f} s); greedy "
         f"evaluation per run: median {np.median(eval_s):.0f} s (range {min(eval_s):.0f}-{max(eval_s):.0f} s).",
@@ -418,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, nargs="+", default=[SFTSettings.lr], help="several: a grid")
     parser.add_argument("--pretrain-steps", type=int, default=None)
     parser.add_argument("--report", type=Path, default=None, help="write the study's markdown report here")
+    parser.add_argument("--device", default="cpu", help="torch device for fine-tuning and evaluation (cpu, cuda)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     grid = [SFTSettings(epochs=e, lr=lr) for e in args.epochs for lr in args.lr]
@@ -434,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         for settings in grid:
             for arm in args.arms:
                 for sft_seed in [0] if arm == "base" else args.sft_seeds:
-                    r = run_one(args.out, base, world, args.split, arm, sft_seed, settings, tag)
+                    r = run_one(args.out, base, world, args.split, arm, sft_seed, settings, tag, args.device)
                     records.append(r | {"settings_tag": settings.tag})
                     print(
                         f"{tag} {settings.tag} {arm} sft{sft_seed}: {r['accuracy']:.3f} {r['modes']} "

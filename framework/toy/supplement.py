@@ -1,8 +1,8 @@
 """Pretraining documents the toy corpus lacks: a counter carried across gaps.
 
-A long chain-of-thought trace numbers its steps (`step 1 of 3 : ... step 2 of 3 : ... that was step 3 of 3 , so we
-stop .`) with a whole step between two counts. The corpus practises counting only with the counts side by side
-(`1 of 3 , 2 of 3 , 3 of 3 .`), and base models fine-tuned on 20 traces mostly failed by running one step too many
+A long chain-of-thought trace numbers its steps (`step 1 of 3 : ... that was step 1 of 3 , so we go on . step 2 of 3
+: ...`) with a whole step between two counts. The corpus practises counting with the counts side by side
+(`1 of 3 , so we go on . 2 of 3 , ...`), and base models fine-tuned on 20 traces mostly failed by running one step too many
 or too few. A gapped count carries the counter over the kind of text a step holds: filler, a single fact, a
 binding and its use, a result bound to y. Facts within a document never chain (no fact's output is another's
 input), so like the corpus these documents teach a piece of a multi-step solution, never a solution. Meant to move
@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 
 from framework.toy.core import World
-from framework.toy.corpus import FILLER, FNS, VARIABLES
+from framework.toy.corpus import FILLER, FNS, VARIABLES, go_or_stop
 
 MAX_COUNT = 6  # traces count to 5 at most; one more keeps "stop" from being tied to the largest count seen
 
@@ -31,7 +31,7 @@ def _unchained_fact(rng: random.Random, world: World, inputs: set[int], outputs:
 
 
 def count_gapped(rng: random.Random, world: World) -> str:
-    """`let n = 3 . count to n : 1 of 3 : <body> 2 of 3 : <body> 3 of 3 : <body> that was 3 of 3 , so we stop .`"""
+    """`let n = 2 . count to n : 1 of 2 : <body> that was 1 of 2 , so we go on . 2 of 2 : <body> that was 2 of 2 , so we stop .`"""
     m = rng.randint(1, MAX_COUNT)
     inputs: set[int] = set()
     outputs: set[int] = set()
@@ -54,8 +54,7 @@ def count_gapped(rng: random.Random, world: World) -> str:
     bodies: list[Callable[[], str]] = [filler, fact, bind_use, result_bind]
     parts = [f"let n = {m} . count to n :"]
     for i in range(1, m + 1):
-        parts.append(f"{i} of {m} : {rng.choice(bodies)()}")
-    parts.append(f"that was {m} of {m} , so we stop .")
+        parts.append(f"{i} of {m} : {rng.choice(bodies)()} that was {i} of {m} , so we {go_or_stop(i, m)} .")
     return " ".join(parts)
 
 

@@ -1,8 +1,10 @@
 """Solution traces for toy problems, in the styles the paper contrasts.
 
-Every long chain-of-thought step has one shape, `step i of k : f ( v ) = f ( a ) = b . let y = b .`, so that each
-copy the trace needs (the start value into step 1, a result into `let y`, `y` into the next step, the last `y`
-into `check` and `\\boxed`) is a copy the pretraining corpus has already practised in its binding documents.
+Every long chain-of-thought step has one shape, `step i of k : f ( v ) = f ( a ) = b . let y = b . that was step i
+of k , so we go on .` (`so we stop .` after the last), so that each copy the trace needs (the start value into step
+1, a result into `let y`, `y` into the next step, the last `y` into `check` and `\\boxed`) is a copy the pretraining
+corpus has already practised in its binding documents, and the decision to stop sits right after the two counts it
+compares instead of a whole step later (tiny models fine-tuned on the later form ran one step too many or too few).
 Reflection sentences re-state one step with its keywords in front and no punctuation in between, so that masking
 the keywords leaves a clean re-statement behind rather than stray commas.
 """
@@ -47,9 +49,9 @@ def _long_cot(world: World, p: Problem, rng: random.Random, *, wrong: bool, refl
         parts.append(f"step {i + 1} of {p.k} : {p.fn} ( {var} ) = {fact(p.fn, value, out)}")
         if reflect and i == reflect_at:
             parts.append(reflection(p.fn, value, out, note_rng))
-        parts.append(f"let y = {out} .")
+        parts.append(f"let y = {out} . that was step {i + 1} of {p.k} , so we {'stop' if i + 1 == p.k else 'go on'} .")
         value, var = out, "y"
-    parts.append(f"that was step {p.k} of {p.k} , so we stop . check : y is {value} . the answer is {boxed(value)}")
+    parts.append(f"check : y is {value} . the answer is {boxed(value)}")
     return " ".join(parts), value
 
 

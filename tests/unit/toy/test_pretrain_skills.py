@@ -46,6 +46,8 @@ def oracle(world, prompt: str) -> str:
         return [v for var, v in LET.findall(prompt) if var == m[1]][-1]
     if prompt.endswith("\\boxed {"):
         return re.findall(r"check : \w is (\d+) \.", prompt)[-1]
+    if m := re.search(r"(\d+) of (\d+) , so we$", prompt):
+        return "stop" if m[1] == m[2] else "go"
     raise AssertionError(f"unrecognized probe {prompt!r}")
 
 
@@ -54,8 +56,10 @@ def test_probe_targets_agree_with_an_independent_oracle(world):
     assert [oracle(world, p.prompt) for p in probes] == [p.target for p in probes]
     counts = Counter(p.skill for p in probes)
     assert counts["recall"] == 2 * world.n_values * 5
-    assert counts["copy"] == 5 * 200
-    assert len({p.family for p in probes if p.skill == "copy"}) == 5
+    assert counts["copy"] == 6 * 200
+    assert len({p.family for p in probes if p.skill == "copy"}) == 6
+    stops = Counter(p.target for p in probes if p.family == "copy_count")
+    assert stops["stop"] > 50 and stops["go"] > 50
 
 
 def test_copy_probes_are_fresh_per_seed_and_carry_distractors(world):

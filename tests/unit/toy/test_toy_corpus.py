@@ -94,7 +94,8 @@ def test_binding_documents_practise_every_copy_a_trace_makes(world, tagged):
         "result into let y": rf"f \( {NUM} \) = {NUM} \. (?:[^=]*\. )?let y = \2 \.",
         "newest binding into the next step": rf"let y = \d+ \. (?:.*\. )?let y = {NUM} \. (?:.*\. )?f \( y \) = f \( \1 \)",
         "final value into check and boxed": rf"let y = {NUM} \. (?:.*\. )?check : y is \1 \. the answer is \\boxed {{ \1 }}$",
-        "bound count into a stop": rf"let n = {NUM} \. count to n : .* that was \1 of \1 , so we stop \.$",
+        "bound count into a stop": rf"let n = {NUM} \. count to n : .* \1 of \1 , so we stop \.$",
+        "a count below n into going on": rf"let n = {NUM} \. count to n : 1 of \1 , so we go on \.",
     }
     for name, pattern in copies.items():
         hits = [d for d in docs if re.search(pattern, d)]

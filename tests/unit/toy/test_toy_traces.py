@@ -51,8 +51,9 @@ def test_the_paper_example_shapes(world):
     assert render_trace(world, p, "direct")[0] == f"\\boxed {{ {c} }}"
     expected = (
         f"We apply f one step at a time , 3 steps in total . step 1 of 3 : f ( x ) = f ( 9 ) = {a} . let y = {a} . "
-        f"step 2 of 3 : f ( y ) = f ( {a} ) = {b} . let y = {b} . step 3 of 3 : f ( y ) = f ( {b} ) = {c} . "
-        f"let y = {c} . that was step 3 of 3 , so we stop . check : y is {c} . the answer is \\boxed {{ {c} }}"
+        f"that was step 1 of 3 , so we go on . step 2 of 3 : f ( y ) = f ( {a} ) = {b} . let y = {b} . "
+        f"that was step 2 of 3 , so we go on . step 3 of 3 : f ( y ) = f ( {b} ) = {c} . let y = {c} . "
+        f"that was step 3 of 3 , so we stop . check : y is {c} . the answer is \\boxed {{ {c} }}"
     )
     assert render_trace(world, p, "long_cot", reflect=False)[0] == expected
 
@@ -123,7 +124,8 @@ def test_deleting_the_keywords_leaves_a_clean_restatement(world, problems):
 def test_every_long_cot_step_has_one_shape(world, problems):
     for p in problems[::3]:
         trace = render_trace(world, p, "long_cot", reflect=False)[0]
-        body = trace.split(" . ", 1)[1].split(" that was ")[0]
+        body = trace.split(" . ", 1)[1].split(" check : ")[0]
         shapes = re.sub(r"\d+", "N", body).replace("( x )", "( V )").replace("( y )", "( V )")
-        pieces = [s.strip() for s in shapes.split("step ") if s]
-        assert len(pieces) == p.k and len(set(pieces)) == 1, pieces
+        pieces = [s.strip() for s in re.split(r"(?<!was )step ", shapes) if s]
+        assert len(pieces) == p.k and len(set(pieces[:-1])) <= 1, pieces
+        assert pieces[-1] == pieces[0].replace("go on", "stop"), pieces
