@@ -342,8 +342,10 @@ def model_card(summary: dict[str, Any]) -> str:
         "document separator `<|endoftext|>`. The toy ablations prompt it with the bare problem "
         '(`user_template: "{problem}"`): words outside the toy world map to `<unk>`.',
         "",
-        "It has seen single facts of f and g and binding/copy documents, never a multi-step problem, a trace or a "
-        "chat turn; fine-tuning on a few traces has to unlock the k-hop skill.",
+        "It has seen single facts of f and g, binding and copying documents and counts carried across gaps (the "
+        "family shares are `mix` in pretrain.json), never a multi-step problem, a trace or a chat turn: fine-tuning "
+        "on a few traces has to unlock the k-hop skill. The tokenizer config names its class (`auto_map`), because "
+        "transformers 5 otherwise loads the tokenizer of any qwen2 checkpoint as Qwen2's byte-level BPE.",
         "",
     ]
     if "skills" in summary:

@@ -403,7 +403,7 @@ def report(
         "",
         f"- SFT per run: median {np.median(sft_s):.0f} s (range {min(sft_s):.0f}-{max(sft_s):.0f} s); greedy "
         f"evaluation per run: median {np.median(eval_s):.0f} s (range {min(eval_s):.0f}-{max(eval_s):.0f} s).",
-        f"- Whole study as run by this command (pretraining of uncached bases included): {wall_s / 60:.1f} min.",
+        f"- This command: {wall_s / 60:.1f} min (runs and bases already cached are read, not redone).",
         "",
     ]
     return "\n".join(lines)

@@ -244,8 +244,8 @@ STAGES_IMPLEMENTED = all(importlib.util.find_spec(s.target.split(":")[0]) is not
 E2E = os.environ.get("ABLATE_SLURM_E2E") == "1"
 
 
-# Opt-in until the training and evaluation stages work end to end on CPU: the whole quickstart (4 trainings, 5 vLLM
-# evaluations, one job at a time on two cores) takes many minutes. Run it with ABLATE_SLURM_E2E=1.
+# Opt-in: the whole quickstart (8 trainings, 9 vLLM evaluations, one job at a time on two cores) takes 15-20
+# minutes. Run it with ABLATE_SLURM_E2E=1. The tests above run smaller sweeps through the same Slurm.
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.skipif(not STAGES_IMPLEMENTED, reason="not every stage is implemented yet")
