@@ -46,6 +46,13 @@ def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
     return min(available, spec.eval.tensor_parallel_size * spec.eval.data_parallel_size)
 
 
+def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
+    """A CPU training takes one slot per process, so two trainings never share cores they would both fill;
+    every other stage takes one. Capped at the pool, so that a training always fits on its own."""
+    need = (spec.train.processes or 1) if task.stage == "train" else 1
+    return min(need, spec.launcher.local.cpu_slots)
+
+
 @dataclass
 class Running:
     task: Task
@@ -53,6 +60,7 @@ class Running:
     gpus: list[int]
     log: Path
     started: float
+    cpu_slots: int = 0
 
 
 @dataclass
@@ -110,7 +118,7 @@ class LocalLauncher:
                         self._finish(r)
                         del self._running[tid]
                         gpus_free.extend(r.gpus)
-                        cpu_free += 1 if not r.gpus else 0
+                        cpu_free += r.cpu_slots
                 self._skip_blocked()
                 for task in self._tasks:
                     if self.states[task.id] != "pending" or not all(self.states[d] == "done" for d in task.deps):
@@ -119,9 +127,9 @@ class LocalLauncher:
                     if need and len(gpus_free) >= need:
                         take, gpus_free = gpus_free[:need], gpus_free[need:]
                         self._start(task, take)
-                    elif not need and cpu_free > 0:
-                        cpu_free -= 1
-                        self._start(task, [])
+                    elif not need and cpu_free >= (slots := cpu_slots_needed(task, self.spec)):
+                        cpu_free -= slots
+                        self._start(task, [], slots)
                 time.sleep(poll_s)
         except KeyboardInterrupt:
             self.echo("interrupted: stopping running stage jobs (a re-run resumes)")
@@ -129,7 +137,7 @@ class LocalLauncher:
             raise
         return self.status()
 
-    def _start(self, task: Task, gpus: list[int]) -> None:
+    def _start(self, task: Task, gpus: list[int], cpu_slots: int = 0) -> None:
         cmd = self.command(task) if self.command else exec_command(task, self.spec_path, self.results_dir)
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         if gpus:
@@ -142,7 +150,7 @@ class LocalLauncher:
             proc = subprocess.Popen(
                 cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
             )
-        self._running[task.id] = Running(task, proc, gpus, log, time.monotonic())
+        self._running[task.id] = Running(task, proc, gpus, log, time.monotonic(), cpu_slots)
         self.states[task.id] = "running"
         self.echo(
             f"start  {task.id}  ({', '.join(task.jobs[0].cells[:2])}{' ...' if len(task.jobs[0].cells) > 2 else ''})"

@@ -410,7 +410,12 @@ class TrackingSpec(SpecModel):
 class LocalLauncherSpec(SpecModel):
     """Options of the local launcher."""
 
-    cpu_slots: int = Field(1, ge=1, description="Stage jobs run at once on a CPU-only machine.")
+    cpu_slots: int = Field(
+        1,
+        ge=1,
+        description="CPU slots on a machine without GPUs: a training takes one per process (train.processes, at "
+        "most all of them), any other stage job one.",
+    )
     gpus: list[int] | Literal["auto"] = Field("auto", description="GPU ids to schedule on; auto = all visible.")
 
 

@@ -115,3 +115,33 @@ def test_exit_75_defers_instead_of_failing(minimal, tmp_path):
     states = launcher.wait(poll_s=0.01)
     assert {s for t, s in states.items() if t.startswith("log/")} == {"deferred"}
     assert {s for t, s in states.items() if not t.startswith("log/")} == {"done"}
+
+
+def test_a_cpu_training_takes_a_slot_per_process(minimal, tmp_path):
+    """With 3 slots and 2-process trainings, two trainings never run at once, but a training and one light stage
+    do; a pool smaller than a training still runs it alone."""
+    from launchers.local import cpu_slots_needed
+
+    minimal["factors"] = {"source": {"levels": ["a", "b", "c"]}}
+    minimal["train"] = {**minimal.get("train", {}), "processes": 2}
+    minimal["launcher"] = {"kind": "local", "local": {"cpu_slots": 3}}
+    _, _, tasks, launcher, _ = make(minimal, tmp_path)
+    by_stage = {t.stage: t for t in tasks}
+    assert cpu_slots_needed(by_stage["train"], launcher.spec) == 2
+    assert cpu_slots_needed(by_stage["eval"], launcher.spec) == 1
+    busy: list[tuple[str, ...]] = []
+    start = launcher._start
+
+    def spy(task, gpus, cpu_slots=0):
+        start(task, gpus, cpu_slots)
+        busy.append(tuple(sorted(r.task.stage for r in launcher._running.values())))
+
+    launcher._start = spy
+    assert set(launcher.wait(poll_s=0.01).values()) == {"done"}
+    assert busy and all(stages.count("train") <= 1 for stages in busy)
+    assert all(sum(2 if s == "train" else 1 for s in stages) <= 3 for stages in busy)
+
+    minimal["launcher"] = {"kind": "local", "local": {"cpu_slots": 1}}
+    _, _, tasks, launcher, _ = make(minimal, tmp_path / "one")
+    assert cpu_slots_needed(next(t for t in tasks if t.stage == "train"), launcher.spec) == 1
+    assert set(launcher.wait(poll_s=0.01).values()) == {"done"}
