@@ -330,6 +330,17 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
 
+def _others(arm: Arm, factor: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in arm.levels.items() if k != factor))
+
+
+def _balanced_combinations(arms: Sequence[Arm], factor: str, names: Sequence[str]) -> set:
+    """Combinations of the other factors' levels that appear at every (evaluated) level of `factor`."""
+    present = [{_others(a, factor) for a in arms if not a.baseline and a.levels.get(factor) == n} for n in names]
+    present = [p for p in present if p]
+    return set.intersection(*present) if present else set()
+
+
 def compare_arms(
     arms: Sequence[Arm],
     factors: Mapping[str, Sequence[str]],
@@ -388,8 +399,12 @@ def compare_arms(
     level_rows, effect_rows = [], []
     for f, names in factors.items():
         ref = references[f]
+        shared = _balanced_combinations(arms, f, names)
         for name in names:
             members = [j for j, a in enumerate(arms) if not a.baseline and a.levels.get(f) == name]
+            # Only the arms whose other levels exist at every level of f, so that a level's mean is not another
+            # factor's effect: all arms in a full factorial, the reference arms in a one-at-a-time design.
+            members = [j for j in members if _others(arms[j], f) in shared] or members
             if members:
                 iv = boot.interval(weights(members), level).clip(0.0, 1.0)
                 level_rows.append(

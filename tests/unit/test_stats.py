@@ -191,6 +191,12 @@ def test_one_at_a_time_design_and_an_excluded_combination():
     assert eff.loc[("b", "q"), "estimate"] == pytest.approx(-0.1)
     assert np.isnan(eff.loc[("a", "z"), "estimate"]) and eff.loc[("a", "z"), "n_pairs"] == 0
     assert any("a=z" in n for n in cmp.notes)
+    # A level's mean uses only the arms whose other levels occur at every level: b=p is the x,p arm alone (y,p
+    # has no b=q partner), not the mean of x,p and y,p, which would fold a's effect into b's levels.
+    levels = cmp.levels.set_index(["factor", "level"])
+    assert levels.loc[("b", "p"), "estimate"] == pytest.approx(0.5) and levels.loc[("b", "p"), "n_arms"] == 1
+    assert levels.loc[("b", "q"), "estimate"] == pytest.approx(0.4)
+    assert levels.loc[("a", "y"), "estimate"] == pytest.approx(0.6) and levels.loc[("a", "x"), "n_arms"] == 1
 
 
 def test_problem_counts_keep_repeated_ids_of_different_subsets_apart_and_align_intersects():
