@@ -33,7 +33,7 @@ from tests.helpers import TINY_MODEL
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-N_EXAMPLES, EPOCHS, CHECKPOINT_AT = 20, 10, 25
+N_EXAMPLES, EPOCHS, CHECKPOINT_AT = 20, 20, 25
 SPEC: dict[str, Any] = {
     "name": "train-it",
     "model": TINY_MODEL,
