@@ -16,7 +16,7 @@ from framework.train_config import (
 )
 from framework.train_launch import launch_command, local_command, slurm_command, visible_gpus, worker_env
 
-ARGS = Path("/work/out/train_args.json")
+ARGS = Path("/runs/out/train_args.json")
 
 
 def test_layout_defaults_and_accumulation() -> None:
