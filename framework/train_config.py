@@ -41,9 +41,14 @@ class Layout:
         return {**asdict(self), "world_size": self.world_size, "global_batch_size": self.global_batch_size}
 
 
+def processes_per_node(train: TrainSpec, *, gpus: int) -> int:
+    """train.processes, else the visible GPUs (2 on a CPU-only machine)."""
+    return train.processes or (gpus if gpus > 0 else 2)
+
+
 def layout(train: TrainSpec, *, gpus: int) -> Layout:
-    """Processes per node default to the visible GPUs (2 on a CPU-only machine); accumulation fills the batch."""
-    procs = train.processes or (gpus if gpus > 0 else 2)
+    """Processes per node as `processes_per_node` says; accumulation fills the batch."""
+    procs = processes_per_node(train, gpus=gpus)
     world = train.nodes * procs
     per_step = world * train.micro_batch_size
     if train.global_batch_size % per_step:

@@ -22,6 +22,7 @@ from framework.errors import RetryLater
 from framework.spec.models import AblationSpec
 from framework.stages import STAGES
 from framework.store import Store
+from framework.train_config import processes_per_node
 from launchers.base import Task, exec_command, shell_join
 
 
@@ -49,7 +50,7 @@ def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
 def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
     """A CPU training takes one slot per process, so two trainings never share cores they would both fill;
     every other stage takes one. Capped at the pool, so that a training always fits on its own."""
-    need = (spec.train.processes or 1) if task.stage == "train" else 1
+    need = processes_per_node(spec.train, gpus=0) if task.stage == "train" else 1
     return min(need, spec.launcher.local.cpu_slots)
 
 
