@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from framework.mlflow_client import TrackingUnavailable
 from framework.report_plots import accuracy_by_level, length_vs_accuracy
 from framework.stats import Arm, ArmCounts, Comparison, align, compare_arms, problem_counts
-from framework.tracking import TrackingUnavailable, eval_counts, log_report, metric_key
+from framework.tracking import eval_counts, log_report, metric_key
 
 if TYPE_CHECKING:
     from framework.plan import Plan

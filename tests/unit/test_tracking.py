@@ -16,18 +16,9 @@ from mlflow.utils.validation import validate_param_and_metric_name
 
 from framework.errors import UserError
 from framework.execute import execute
-from framework.tracking import (
-    REDACTED,
-    TrackingUnavailable,
-    batches,
-    connect,
-    find_sweep_run,
-    log_cell,
-    metric_key,
-    redact,
-    redact_text,
-    ui_command,
-)
+from framework.mlflow_client import TrackingUnavailable, batches, connect, find_sweep_run
+from framework.redaction import REDACTED, redact, redact_text
+from framework.tracking import log_cell, metric_key, ui_command
 from tests.unit.test_report import FAKE_SECRET, Sweep, migrated_db, synthetic_sweep
 
 
