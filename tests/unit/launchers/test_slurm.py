@@ -23,16 +23,8 @@ from framework.plan import Job, build_plan
 from framework.spec import SpecErrors, spec_from_dict
 from framework.store import Store
 from launchers.base import Task, pending_tasks
-from launchers.slurm import (
-    SlurmLauncher,
-    StageResources,
-    parse_job_id,
-    record_path,
-    run_slurm,
-    script_path,
-    stage_resources,
-    task_state,
-)
+from launchers.slurm import SlurmLauncher, parse_job_id, record_path, run_slurm, script_path, task_state
+from launchers.slurm_script import StageResources, stage_resources
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("ABLATE_UPDATE_GOLDEN") == "1"

@@ -1,0 +1,118 @@
+"""What one stage's Slurm job asks for, and the `#SBATCH` lines that say it.
+
+Kept apart from the launcher so the resource rules (launcher defaults, per-stage overrides, train nodes following
+`train.nodes`) can be read, and golden-tested, on their own.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framework.errors import UserError
+from framework.spec.models import AblationSpec, SlurmLauncherSpec
+from framework.stages import STAGES
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """What one stage's jobs ask Slurm for, after merging the launcher defaults with `stages.<stage>`."""
+
+    nodes: int = 1
+    gpus_per_node: int = 0
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    time: str | None = None
+    constraint: str | None = None
+    extra_sbatch: tuple[str, ...] = ()
+
+
+def stage_resources(spec: AblationSpec, stage: str) -> StageResources:
+    """Launcher defaults overridden by `stages.<stage>` (a field set there, even to null, wins).
+
+    Node and GPU counts are the exception, because the defaults describe the training job: CPU stages get 1 node and
+    no GPU, eval gets 1 node, and train gets `train.nodes` (which the training's process layout follows), unless
+    `stages.<stage>` says otherwise. A Slurm node count for train that differs from `train.nodes` is an error rather
+    than an allocation half the training would leave idle.
+    """
+    slurm: SlurmLauncherSpec = spec.launcher.slurm
+    override = slurm.stages.get(stage)
+    explicit = override.model_fields_set if override is not None else set()
+
+    def pick(name: str) -> Any:
+        return getattr(override, name) if name in explicit else getattr(slurm, name)
+
+    gpu_stage = STAGES[stage].device == "gpu"
+    if stage == "train":
+        asked = override.nodes if "nodes" in explicit and override is not None else slurm.nodes
+        if asked is not None and asked != spec.train.nodes:
+            where = "launcher.slurm.stages.train.nodes" if "nodes" in explicit else "launcher.slurm.nodes"
+            raise UserError(
+                f"{where} = {asked} but train.nodes = {spec.train.nodes}: the training's layout follows train.nodes "
+                "and the Slurm allocation follows it; set train.nodes only"
+            )
+        nodes = spec.train.nodes
+    else:
+        nodes = override.nodes if "nodes" in explicit and override is not None and override.nodes else 1
+    gpus = pick("gpus_per_node") if gpu_stage or "gpus_per_node" in explicit else 0
+    return StageResources(
+        nodes=nodes,
+        gpus_per_node=gpus or 0,
+        partition=pick("partition"),
+        account=pick("account"),
+        qos=pick("qos"),
+        cpus_per_task=pick("cpus_per_task"),
+        mem=pick("mem"),
+        time=pick("time"),
+        constraint=pick("constraint"),
+        extra_sbatch=tuple(pick("extra_sbatch")),
+    )
+
+
+def sbatch_directives(
+    res: StageResources,
+    *,
+    job_name: str,
+    log: Path,
+    workdir: Path,
+    requeue: bool,
+    signal_s: int,
+) -> list[str]:
+    """The `#SBATCH` lines of one job. Dependencies are not among them: they go on the command line, so a kept
+    script can be resubmitted by hand after the jobs it once waited for are gone."""
+    q = shlex.quote
+    opts = [f"--job-name={job_name}", f"--output={q(str(log))}", "--open-mode=append", f"--chdir={q(str(workdir))}"]
+    for flag, value in (("partition", res.partition), ("account", res.account), ("qos", res.qos)):
+        if value:
+            opts.append(f"--{flag}={value}")
+    opts += [f"--nodes={res.nodes}", "--ntasks-per-node=1"]
+    if res.gpus_per_node:
+        opts.append(f"--gpus-per-node={res.gpus_per_node}")
+    for flag, value in (
+        ("cpus-per-task", res.cpus_per_task),
+        ("mem", res.mem),
+        ("time", res.time),
+        ("constraint", res.constraint),
+    ):
+        if value:
+            opts.append(f"--{flag}={value}")
+    opts += ["--requeue" if requeue else "--no-requeue", f"--signal=B:USR1@{signal_s}"]
+    lines = [f"#SBATCH {o}" for o in opts]
+    lines += [x if x.lstrip().startswith("#SBATCH") else f"#SBATCH {x.strip()}" for x in res.extra_sbatch]
+    return lines
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """Fill `{{name}}` placeholders; bash's own `${...}` are left alone, and a missing value is an error."""
+
+    def sub(m: re.Match[str]) -> str:
+        return values[m.group(1)]
+
+    return re.sub(r"\{\{(\w+)\}\}", sub, template)
