@@ -28,7 +28,7 @@ if __name__ == "__main__":
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     from math_verify import parse, verify
-    from framework.grading import extract_answer
+    from framework.extraction import extract_answer
     llm = LLM(model=cfg["model"], dtype="float32", max_model_len=cfg["max_len"], seed=0, enforce_eager=True)
     params = SamplingParams(n=cfg["samples"], temperature=0.6, top_p=0.95, max_tokens=cfg["max_tokens"])
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in cfg["prompts"]], params, use_tqdm=False)

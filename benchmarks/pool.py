@@ -41,8 +41,9 @@ def main() -> None:
     import tempfile
     from pathlib import Path
 
+    from framework.extraction import extract_answer
     from framework.factors.keywords import count_keywords
-    from framework.grading import extract_answer, grade_many
+    from framework.grading import grade_many
     from framework.pool import count_tokens
     from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS, TinyModelSpec
     from framework.tiny import build, toy_corpus

@@ -165,9 +165,10 @@ def generate_hf(
 
 def run(ctx: StageContext) -> None:
     from framework.benchmark_data import load_benchmark
+    from framework.extraction import extract_answer, extract_choice
     from framework.factors.keywords import count_keywords
     from framework.formatting import prompt_ids
-    from framework.grading import extract_answer, extract_choice, grade_many
+    from framework.grading import grade_many
     from framework.metrics import benchmark_metrics, problem_table
     from framework.models import load_tokenizer
     from framework.plan import resolve_path

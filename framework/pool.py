@@ -78,7 +78,8 @@ def count_tokens(tokenizer: Any, texts: list[str], batch_size: int = 1024) -> li
 
 
 def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | None], list[bool | None]]:
-    from framework.grading import extract_answer, grade_many
+    from framework.extraction import extract_answer
+    from framework.grading import grade_many
 
     fallbacks = spec.eval.grading.fallbacks
     answers = [extract_answer(t, fallbacks=fallbacks)[0] for t in pool["trace"]]
