@@ -74,7 +74,11 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
     job = plan.find(stage, key)
     if job is None:
         known = ", ".join(j.key for j in plan.by_stage(stage)) or "none"
-        raise ExecError(f"no {stage} job with key {key!r} in this spec's plan (its {stage} keys: {known})")
+        raise ExecError(
+            f"no {stage} job with key {key!r} in this spec's plan (its {stage} keys: {known}); if the key came "
+            "from a launcher, the spec, a file it names or ablate itself changed after the sweep was submitted: "
+            "run `ablate run` again to submit the jobs of the current plan"
+        )
     missing = [d for d in job.deps if not store.is_done(*d.split("/"))]
     if missing:
         raise ExecError(f"{job.id} needs {', '.join(missing)} to be done first")

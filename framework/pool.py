@@ -105,8 +105,10 @@ def pass_rates(path: Path) -> dict[str, float]:
     return frame.groupby(frame["problem_id"].astype(str))["correct"].mean().astype(float).to_dict()
 
 
-def annotate(pool: pd.DataFrame, spec: AblationSpec, tokenizer: Any, resolve: Any) -> dict[str, float]:
-    """Add the annotation columns in place; returns seconds spent per annotation."""
+def annotate(
+    pool: pd.DataFrame, spec: AblationSpec, tokenizer: Any, resolve: Any, base_model: str | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Add the annotation columns in place; returns seconds spent per annotation, and reports for the stats."""
     from framework.factors.keywords import count_keywords
 
     timings = {}
@@ -129,7 +131,43 @@ def annotate(pool: pd.DataFrame, spec: AblationSpec, tokenizer: Any, resolve: An
         pool["pass_rate"] = [rates.get(p) for p in pool["problem_id"]]
     if spec.annotate.topics == "none":
         pool["topic"] = None
-    return timings
+    elif spec.annotate.topics == "cluster":
+        t = time.perf_counter()
+        cluster_report = annotate_topics(pool, spec, resolve, base_model)
+        timings["topics_s"] = time.perf_counter() - t
+        return timings, {"topic_clusters": cluster_report}
+    return timings, {}
+
+
+def annotate_topics(pool: pd.DataFrame, spec: AblationSpec, resolve: Any, base_model: str | None) -> dict[str, Any]:
+    """Replace `topic` by clusters of problem embeddings (a given topic is kept as `topic_given`)."""
+    from framework.topics import cluster_topics, model_embeddings, tfidf
+
+    settings = spec.annotate.topic_clusters
+    if settings.embedder == "tfidf":
+
+        def embed(texts: list[str]) -> Any:
+            return tfidf(texts)[0]
+
+    else:
+        model = settings.embedder
+        if model == "base":
+            if base_model is None:
+                raise PoolError("annotate.topic_clusters.embedder 'base' needs the base model, which is not known here")
+            model = base_model
+        elif (local := resolve(model)) is not None:
+            model = str(local)
+
+        def embed(texts: list[str]) -> Any:
+            return model_embeddings(texts, model, batch_size=settings.batch_size, max_length=settings.max_length)
+
+    if pool["topic"].notna().any():
+        pool["topic_given"] = pool["topic"]
+    try:
+        pool["topic"], report = cluster_topics(pool, settings, embed)
+    except ValueError as e:
+        raise PoolError(str(e)) from e
+    return report
 
 
 def pool_stats(pool: pd.DataFrame) -> dict[str, Any]:
@@ -151,11 +189,11 @@ def pool_stats(pool: pd.DataFrame) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- stage
-def load_tokenizer(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None) -> Any:
-    """The base model's tokenizer: the tiny model stage's output, the shipped toy base, a local dir or a hub id."""
+def base_model(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None) -> Any:
+    """The base model's files: the tiny model stage's output, the shipped toy base, a local dir or a hub id."""
     from framework import models
 
-    return models.load_tokenizer(models.fetch(models.resolve(spec.model, model_dir=model_dir, spec_dir=spec_dir)))
+    return models.fetch(models.resolve(spec.model, model_dir=model_dir, spec_dir=spec_dir))
 
 
 def run(ctx: StageContext) -> None:
@@ -168,8 +206,12 @@ def run(ctx: StageContext) -> None:
         return resolve_path(p, spec_dir)
 
     pool, report = load_pool(spec, resolve)
-    tokenizer = load_tokenizer(spec, (ctx.inputs("model") or [None])[0], spec_dir)
-    report["timings"] = annotate(pool, spec, tokenizer, resolve)
+    from framework.models import load_tokenizer
+
+    source = base_model(spec, (ctx.inputs("model") or [None])[0], spec_dir)
+    tokenizer = load_tokenizer(source)
+    report["timings"], extra = annotate(pool, spec, tokenizer, resolve, base_model=source.location)
+    report.update(extra)
     pool.to_parquet(ctx.out / POOL_FILE, index=False)
     tokenizer.save_pretrained(str(ctx.out / "tokenizer"))  # data cells re-count tokens after rewriting traces
     stats = {**pool_stats(pool), **report}

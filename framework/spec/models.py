@@ -135,6 +135,21 @@ class PoolSourceSpec(SpecModel):
         return self
 
 
+class TopicClusterSpec(SpecModel):
+    """How topics are made when the pool gives none: distinct problems embedded, then clustered (spherical k-means)."""
+
+    embedder: str = Field(
+        "tfidf",
+        description="'tfidf' (word TF-IDF, no model), 'base' (the base model's mean-pooled hidden states) or a hub "
+        "id / local directory of a transformers encoder (mean-pooled last hidden states).",
+    )
+    n_topics: int = Field(8, ge=2, description="Number of clusters, i.e. topics (named cluster-0, cluster-1, ...).")
+    seed: int = Field(0, description="Seed of the k-means++ initialisation.")
+    restarts: int = Field(4, ge=1, description="k-means runs from different seeds; the most cohesive one is kept.")
+    batch_size: int = Field(32, ge=1, description="Problems per forward pass (model embedders).")
+    max_length: int = Field(512, ge=8, description="Tokens of a problem that the model embedder reads.")
+
+
 class AnnotateSpec(SpecModel):
     """What the pool stage computes for every trace, once per sweep."""
 
@@ -144,8 +159,13 @@ class AnnotateSpec(SpecModel):
         "on word boundaries.",
     )
     grading_timeout_s: float = Field(5.0, gt=0, description="Time limit for grading one trace's final answer.")
-    topics: Literal["given", "none"] = Field(
-        "given", description="Where trace topics come from: a column of the pool ('given') or nowhere."
+    topics: Literal["given", "none", "cluster"] = Field(
+        "given",
+        description="Where trace topics come from: a column of the pool ('given'), nowhere, or clusters of problem "
+        "embeddings ('cluster', see topic_clusters; a given topic is kept as `topic_given`).",
+    )
+    topic_clusters: TopicClusterSpec = Field(
+        default_factory=TopicClusterSpec, description="Embedding and clustering settings for topics: cluster."
     )
     pass_rates: str | None = Field(
         None,
