@@ -36,12 +36,12 @@ if TYPE_CHECKING:
 _WORD = re.compile(r"[^\W\d_]\w*")  # words, not numbers: the numbers in a problem say nothing of its subject
 MAX_TERMS = 50_000  # TF-IDF vocabulary cap (most frequent terms by document frequency)
 MOVES_PER_ROUND = 50  # single-point moves between two batch k-means passes (a chain, as in first variation)
-MAX_DF = 0.5  # terms in more than half the problems ("find", "the") separate nothing and blur every distance
+MAX_DF = 0.9  # terms in (nearly) every problem ("find", "the") separate nothing; rarer ones may name a big topic
 
 
 # ------------------------------------------------------------------------------------------- embeddings
 def tfidf(texts: Sequence[str], max_terms: int = MAX_TERMS) -> tuple[csr_matrix, list[str]]:
-    """L2-normalized TF-IDF rows (sublinear term frequency, smooth idf) over words in at most half the texts, and
+    """L2-normalized TF-IDF rows (sublinear term frequency, smooth idf) over words in at most 90% of the texts, and
     the vocabulary."""
     from scipy.sparse import csr_matrix
 

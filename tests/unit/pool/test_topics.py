@@ -135,3 +135,19 @@ def test_fewer_distinct_problems_than_topics_still_gives_every_topic():
     topics, report = cluster_topics(pool, TopicClusterSpec(n_topics=4), embed)
     assert sorted(set(topics)) == ["cluster-0", "cluster-1", "cluster-2", "cluster-3"]
     assert sum(c["problems"] for c in report["clusters"].values()) == 6
+
+
+def test_a_topic_word_shared_by_most_problems_still_separates_them():
+    """Most problems in a pool may share one subject; its words must not be dropped as stop words."""
+    algebra = [f"Solve the equation {i}x + {i + 1} = 0 for x, an equation in one unknown." for i in range(10)]
+    geometry = [f"Find the area of a triangle with base {i} and height {i + 2}." for i in range(4)]
+    pool = pd.DataFrame(
+        {
+            "problem_id": [f"p{i:02d}" for i in range(14)],
+            "problem": algebra + geometry,
+            "topic": ["algebra"] * 10 + ["geometry"] * 4,
+        }
+    )
+    _, report = cluster_topics(pool, TopicClusterSpec(n_topics=2), embed)
+    assert report["purity_against_given"] == 1.0
+    assert [c["problems"] for c in report["clusters"].values()] == [10, 4]
