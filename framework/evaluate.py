@@ -58,8 +58,19 @@ def _dtype(spec_dtype: str) -> str:
 
 
 def generate_vllm(
-    model_dir: Path, prompts: list[list[int]], ev: EvalSpec, dtype: str, max_len: int
+    model_dir: Path,
+    prompts: list[list[int]],
+    ev: EvalSpec,
+    dtype: str,
+    max_len: int,
+    indices: list[int] | None = None,
 ) -> list[list[dict]]:
+    """Samples per prompt. `indices`: the prompts' places in the whole benchmark (they seed the requests), when
+    this process generates one data-parallel shard of it."""
+    if ev.data_parallel_size > 1 and len(prompts) > 1:
+        from framework.eval_parallel import generate_data_parallel
+
+        return generate_data_parallel(model_dir, prompts, ev, dtype, max_len)
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -87,6 +98,7 @@ def generate_vllm(
     # rewind a CPU generator after a chunked prefill ("CPU Generator does not use offset"): on CPU the engine
     # seed fixed at load makes the run reproducible instead.
     per_request = _has_cuda()
+    where = indices if indices is not None else list(range(len(prompts)))
     params = [
         SamplingParams(
             n=ev.samples,
@@ -96,7 +108,7 @@ def generate_vllm(
             max_tokens=s.max_tokens,
             seed=s.seed + i if per_request else None,
         )
-        for i in range(len(prompts))
+        for i in where
     ]
     outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
     return [
@@ -109,7 +121,7 @@ def generate_vllm(
             }
             for o in out.outputs
         ]
-        for i, out in enumerate(outputs)
+        for i, out in zip(where, outputs, strict=True)
     ]
 
 

@@ -38,7 +38,7 @@ def ablate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return out
 
 
-def test_vllm_greedy_matches_hf_and_resumes(tmp_path: Path):
+def test_vllm_greedy_matches_hf_resumes_and_runs_data_parallel(tmp_path: Path):
     (tmp_path / "vllm.yaml").write_text(yaml.safe_dump(SPEC))
     hf_spec = {**SPEC, "eval": {**SPEC["eval"], "backend": "hf"}}
     (tmp_path / "hf.yaml").write_text(yaml.safe_dump({**hf_spec, "name": "eval-it"}))
@@ -65,3 +65,16 @@ def test_vllm_greedy_matches_hf_and_resumes(tmp_path: Path):
     # finished benchmarks are never regenerated
     again = ablate("exec", "eval", eval_key, "--spec", "vllm.yaml", cwd=tmp_path)
     assert "already done" in again.stdout
+
+    # two data-parallel engines (one core each here) give the same greedy samples, in benchmark order
+    dp_spec = {**SPEC, "eval": {**SPEC["eval"], "data_parallel_size": 2}}
+    (tmp_path / "dp.yaml").write_text(yaml.safe_dump(dp_spec))
+    dp_plan = json.loads(ablate("plan", "dp.yaml", "--json", "--no-build", cwd=tmp_path).stdout)
+    dp_key = next(c for c in dp_plan["cells"] if c["baseline"] == "base")["stages"]["eval"][0]["key"]
+    assert dp_key == eval_key  # how many engines run is not part of what is computed
+    out = ablate("exec", "eval", dp_key, "--spec", "dp.yaml", "--force", cwd=tmp_path)
+    assert "2 vLLM engines side by side, prompts [3, 3]" in out.stdout
+    d = pd.read_parquet(store / dp_key / "samples.parquet")
+    assert list(d["problem_id"]) == list(pd.read_parquet(store / hf_key / "samples.parquet")["problem_id"])
+    d = d.sort_values("problem_id")
+    assert list(d["text"]) == list(h["text"]) and list(d["n_tokens"]) == list(h["n_tokens"])
