@@ -115,6 +115,18 @@ def data_stats(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
     return out
 
 
+def topic_clusters(plan: Plan, store: Store) -> dict[str, Any]:
+    """The clusters each built pool made into topics (`annotate.topics: cluster`), by pool key."""
+    out = {}
+    for job in plan.by_stage("pool"):
+        stats = store.path("pool", job.key) / "stats.json"
+        if store.is_done("pool", job.key) and stats.exists():
+            clusters = json.loads(stats.read_text()).get("topic_clusters")
+            if clusters:
+                out[job.key] = clusters
+    return out
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     loaded, plan = _load(args.spec)
     store = open_store(loaded, args.results_dir)
@@ -123,6 +135,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             prepare(loaded, plan, store, on_job=lambda j: print(f"building {j.id} ...", file=sys.stderr))
     summary = plan_summary(loaded, plan, args.results_dir)
     summary["data"] = data_stats(plan, store)
+    summary["topic_clusters"] = topic_clusters(plan, store)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -141,6 +154,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
             row.append(" ".join(("✓" if j["done"] else "·") + j["key"][:6] for j in jobs) if jobs else "—")
         table.add_row(c["id"], c["key"][:8], *row)
     console.print(table)
+    for report in summary["topic_clusters"].values():
+        purity = report.get("purity_against_given")
+        tt = Table(
+            "topic",
+            "problems",
+            "typical terms",
+            "example",
+            title=f"topics: {report['n_topics']} clusters of {report['problems']} problems ({report['embedder']})"
+            + (f", purity against the pool's own topics {purity:.2f}" if purity is not None else ""),
+        )
+        for name, c in report["clusters"].items():
+            tt.add_row(name, str(c["problems"]), " ".join(c["top_terms"]), c["example"][:80])
+        console.print(tt)
     if summary["data"]:
         dt = Table(
             "cell", "examples", "tokens mean", "keyword rate", "correct", "sources", "topics", title="training sets"

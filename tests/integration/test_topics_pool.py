@@ -38,6 +38,7 @@ def test_clustered_topics_reach_the_pool_and_the_diversity_factor(embedder, writ
     report = json.loads((pool_dir / "stats.json").read_text())["topic_clusters"]
     assert report["embedder"] == embedder and report["problems"] == pool["problem_id"].nunique()
     assert report["purity_against_given"] == 1.0  # both embedders separate "apply f" from "apply g" problems
+    assert plan["topic_clusters"] == {pool_dir.name: report}  # `ablate plan` shows the clusters
     mixes = {}
     for data_dir in (store / "data").glob("*/"):
         train = pd.read_json(data_dir / "train.jsonl", lines=True)
