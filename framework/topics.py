@@ -14,7 +14,8 @@ Embedders:
 Reproducible: problems are clustered in problem-id order (not pool order), and seeding comes from the spec, so the
 same pool and settings give the same topics in any process. Topic names are `cluster-<i>`, numbered by size
 (largest first); the pool's stats describe each cluster by its size, its most typical terms and an example
-problem, and, when the pool also gave topics, how well the clusters agree with them.
+problem, and, when the pool also gave topics, how well the clusters agree with them. A problem whose embedding is
+zero (TF-IDF: no word that is not in nearly every problem) gets no topic; the stats count them.
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ def _unit(centers: np.ndarray) -> np.ndarray:
     return centers / np.where(norms == 0, 1.0, norms)
 
 
+def _row_norms(x: Any) -> np.ndarray:
+    squared = x.multiply(x).sum(axis=1) if hasattr(x, "multiply") else (np.asarray(x) ** 2).sum(axis=1)
+    return np.sqrt(np.asarray(squared, dtype=np.float64).ravel())
+
+
 def _lloyd(x: Any, labels: np.ndarray, k: int, max_iter: int) -> np.ndarray:
     """Batch reassignment to the nearest centroid until stable. An emptied cluster is re-seeded with the point
     least similar to its own centroid, so exactly k clusters remain."""
@@ -143,6 +149,7 @@ def _first_variation(x: Any, labels: np.ndarray, k: int, max_moves: int) -> np.n
     first. Batch k-means stalls in poor local optima on sparse text vectors; these moves get it out (Dhillon, Guan
     and Kogan, 2002)."""
     n = x.shape[0]
+    rows = _row_norms(x) ** 2  # |x_i|^2: 1 for unit rows (a zero row would otherwise look like a gain)
     labels = labels.copy()
     onehot = np.zeros((k, n))
     onehot[labels, np.arange(n)] = 1.0
@@ -152,8 +159,8 @@ def _first_variation(x: Any, labels: np.ndarray, k: int, max_moves: int) -> np.n
     for _ in range(max_moves):
         norms = np.sqrt(np.maximum(sq, 0.0))
         own = dots[np.arange(n), labels]
-        leave = np.sqrt(np.maximum(sq[labels] - 2 * own + 1, 0.0)) - norms[labels]
-        join = np.sqrt(np.maximum(sq[None, :] + 2 * dots + 1, 0.0)) - norms[None, :]
+        leave = np.sqrt(np.maximum(sq[labels] - 2 * own + rows, 0.0)) - norms[labels]
+        join = np.sqrt(np.maximum(sq[None, :] + 2 * dots + rows[:, None], 0.0)) - norms[None, :]
         gain = join + leave[:, None]
         gain[np.arange(n), labels] = -np.inf
         gain[np.bincount(labels, minlength=k)[labels] == 1] = -np.inf  # never empty a cluster
@@ -233,26 +240,44 @@ def cluster_topics(
     pool: pd.DataFrame,
     spec: TopicClusterSpec,
     embed: Callable[[Sequence[str]], Any],
-) -> tuple[list[str], dict[str, Any]]:
-    """A topic per pool row, and a report for the pool's stats. `embed` maps problem texts to unit rows."""
+) -> tuple[list[str | None], dict[str, Any]]:
+    """A topic per pool row, and a report for the pool's stats. `embed` maps problem texts to unit rows.
+
+    A problem whose embedding is zero (TF-IDF of a problem with no distinguishing word, e.g. "12 + 7 = ?") is
+    like every cluster and none: it gets no topic (the report counts such problems) rather than an arbitrary one."""
     first = pool.drop_duplicates("problem_id").sort_values("problem_id", kind="stable")
     ids = first["problem_id"].astype(str).tolist()
     texts = first["problem"].astype(str).tolist()
-    if spec.n_topics > len(ids):
-        raise ValueError(f"annotate.topic_clusters.n_topics is {spec.n_topics} but the pool has {len(ids)} problems")
+    k = spec.n_topics
+    if k > len(ids):
+        raise ValueError(f"annotate.topic_clusters.n_topics is {k} but the pool has {len(ids)} problems")
     x = embed(texts)
-    labels, _, cohesion = spherical_kmeans(x, spec.n_topics, seed=spec.seed, restarts=spec.restarts)
-    labels = _renumber(labels, ids, spec.n_topics)
-    width = len(str(spec.n_topics - 1))
-    names = [f"cluster-{c:0{width}d}" for c in range(spec.n_topics)]
-    by_problem = dict(zip(ids, (names[c] for c in labels), strict=True))
+    placed = np.flatnonzero(_row_norms(x) > 1e-12)
+    if len(placed) < k:
+        raise ValueError(
+            f"annotate.topic_clusters.n_topics is {k} but only {len(placed)} of {len(ids)} problems have an "
+            "embedding that tells them apart (with tfidf: words other than those in nearly every problem)"
+        )
+    x = x[placed] if len(placed) < len(ids) else x
+    placed_ids = [ids[i] for i in placed]
+    placed_texts = [texts[i] for i in placed]
+    labels, _, cohesion = spherical_kmeans(x, k, seed=spec.seed, restarts=spec.restarts)
+    labels = _renumber(labels, placed_ids, k)
+    width = len(str(k - 1))
+    names = [f"cluster-{c:0{width}d}" for c in range(k)]
+    by_problem: dict[str, str | None] = dict.fromkeys(ids)
+    by_problem.update(zip(placed_ids, (names[c] for c in labels), strict=True))
+    unplaced = [t for pid, t in zip(ids, texts, strict=True) if by_problem[pid] is None]
     report: dict[str, Any] = {
         "embedder": spec.embedder,
-        "n_topics": spec.n_topics,
+        "n_topics": k,
         "problems": len(ids),
+        "without_topic": len(unplaced),
+        "without_topic_example": unplaced[0][:200] if unplaced else None,
         "mean_cosine_to_centroid": round(cohesion, 6),
-        "clusters": describe(labels, names, texts),
+        "clusters": describe(labels, names, placed_texts),
     }
-    if "topic" in first and first["topic"].notna().all():
-        report["purity_against_given"] = round(purity([names[c] for c in labels], first["topic"].astype(str)), 6)
+    given = first["topic"].iloc[placed] if "topic" in first else None
+    if given is not None and given.notna().all():
+        report["purity_against_given"] = round(purity([names[c] for c in labels], given.astype(str)), 6)
     return [by_problem[str(p)] for p in pool["problem_id"]], report

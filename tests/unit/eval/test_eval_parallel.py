@@ -1,10 +1,16 @@
-"""How data-parallel eval ranks split the devices and cores (pure logic; the engines run in test_eval.py)."""
+"""How data-parallel eval ranks split devices and cores, and how a failing rank ends the stage (the rank bodies
+here are stand-ins; the real engines run in tests/integration/test_eval.py)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
+from types import SimpleNamespace
+
 import pytest
 
-from framework.eval_parallel import rank_cores, rank_devices
+from framework.eval_parallel import generate_data_parallel, parse_cpu_list, rank_cores, rank_devices
 
 
 def test_ranks_get_consecutive_groups_of_the_visible_gpus():
@@ -21,5 +27,44 @@ def test_too_few_gpus_is_a_clear_error():
 def test_ranks_get_disjoint_shares_of_the_cores():
     assert rank_cores(2, [0, 1]) == ["0", "1"]
     assert rank_cores(3, [0, 1, 2, 3, 4, 5, 6]) == ["0,1,2", "3,4", "5,6"]
-    with pytest.raises(RuntimeError, match="needs a core per engine"):
+    assert rank_cores(2, [0, 1, 2, 3, 4, 5, 6, 7], tp=2) == ["0,1|2,3", "4,5|6,7"]  # a group per TP worker
+    with pytest.raises(RuntimeError, match="needs a core per engine worker"):
         rank_cores(3, [0, 1])
+
+
+def test_cpu_lists_parse_like_vllm_and_taskset():
+    assert parse_cpu_list("0-3,8") == [0, 1, 2, 3, 8]
+    assert parse_cpu_list("4|5-6") == [4, 5, 6]
+
+
+EV = SimpleNamespace(data_parallel_size=2, tensor_parallel_size=1, model_dump=lambda mode: {})
+
+
+def echo_rank(conn, env, model_dir, prompts, indices, ev_json, dtype, max_len) -> None:
+    conn.send(
+        ("ok", [[{"index": i, "pid": os.getpid(), "bind": env.get("VLLM_CPU_OMP_THREADS_BIND")}] for i in indices])
+    )
+
+
+def failing_rank(conn, env, model_dir, prompts, indices, ev_json, dtype, max_len) -> None:
+    if indices[0] == 1:
+        conn.send(("error", "Traceback: ValueError: rank one broke"))
+    else:
+        time.sleep(600)  # a stuck rank: must be stopped, not waited for
+
+
+def test_results_come_back_in_benchmark_order_from_separate_processes(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    out = generate_data_parallel("m", [[1]] * 5, EV, "float32", 64, rank_main=echo_rank)
+    assert [o[0]["index"] for o in out] == [0, 1, 2, 3, 4]
+    assert {o[0]["pid"] for o in out[0::2]} != {o[0]["pid"] for o in out[1::2]}
+    assert [o[0]["bind"] for o in out[:2]] == ["0,1", "2,3"]
+
+
+def test_a_failing_rank_fails_the_stage_at_once_and_stops_the_others():
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"eval rank 1 failed:\n.*rank one broke"):
+        generate_data_parallel("m", [[1]] * 4, EV, "float32", 64, rank_main=failing_rank)
+    assert time.monotonic() - start < 60
+    assert multiprocessing.active_children() == []  # the stuck rank was stopped

@@ -67,10 +67,12 @@ def test_kmeans_finds_separated_directions_and_is_seeded():
     assert np.array_equal(labels, again)
 
 
-def test_kmeans_returns_exactly_k_clusters_even_with_duplicate_points():
-    x = np.vstack([np.tile([1.0, 0.0], (10, 1)), [[0.0, 1.0]], [[0.6, 0.8]]])
-    labels, _, _ = spherical_kmeans(x, 3, seed=0, restarts=1)
+@pytest.mark.parametrize("seed", range(5))
+def test_kmeans_returns_exactly_k_clusters_when_points_have_fewer_directions(seed):
+    x = np.vstack([np.tile([1.0, 0.0], (10, 1)), np.tile([0.0, 1.0], (3, 1))])  # 2 directions, 3 clusters asked
+    labels, _, _ = spherical_kmeans(x, 3, seed=seed, restarts=1)
     assert sorted(set(labels.tolist())) == [0, 1, 2]
+    assert len(set(labels[:10])) + len(set(labels[10:])) == 3  # one direction split, none mixed
 
 
 def test_tfidf_rows_are_unit_and_equal_texts_embed_equally():
@@ -151,3 +153,16 @@ def test_a_topic_word_shared_by_most_problems_still_separates_them():
     _, report = cluster_topics(pool, TopicClusterSpec(n_topics=2), embed)
     assert report["purity_against_given"] == 1.0
     assert [c["problems"] for c in report["clusters"].values()] == [10, 4]
+
+
+def test_problems_without_distinguishing_words_get_no_topic():
+    pool = subject_pool()
+    numbers = pd.DataFrame(
+        {"problem_id": ["zz0", "zz1"], "problem": ["12 + 7 = ?", "3 * 4"], "trace": "t", "topic": "arithmetic"}
+    )
+    topics, report = cluster_topics(pd.concat([pool, numbers]), TopicClusterSpec(n_topics=3), embed)
+    assert topics[-2:] == [None, None] and None not in topics[:-2]
+    assert report["without_topic"] == 2 and report["without_topic_example"] == "12 + 7 = ?"
+    assert report["purity_against_given"] == 1.0  # the subjects are still recovered
+    with pytest.raises(ValueError, match="only 0 of 2 problems have an embedding that tells them apart"):
+        cluster_topics(numbers, TopicClusterSpec(n_topics=2), embed)
