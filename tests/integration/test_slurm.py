@@ -2,8 +2,8 @@
 
 Stage bodies are replaced by small Python commands that publish the job's store marker, as in the local launcher's
 tests: what is under test is what Slurm does with the generated scripts (dependencies, kill-on-invalid-dep, reuse
-of queued jobs, signal forwarding and requeue, cancel), not the stages. The end-to-end quickstart through Slurm with
-the real `ablate exec` is skipped until every stage is implemented.
+of queued jobs, signal forwarding and requeue, cancel), not the stages. The last test runs the whole quickstart
+through Slurm with the real `ablate exec` of every stage.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -241,15 +242,14 @@ def test_cancel_stops_queued_and_running_jobs_without_requeue(slurm, minimal, tm
 
 
 STAGES_IMPLEMENTED = all(importlib.util.find_spec(s.target.split(":")[0]) is not None for s in STAGES.values())
-E2E = os.environ.get("ABLATE_SLURM_E2E") == "1"
+LOG_EVENT = re.compile(r"^=== (\S+ \S+) job \d+ \[([^\]+]+)[^\]]*\] (start|done)", re.MULTILINE)
 
 
-# Opt-in: the whole quickstart (8 trainings, 9 vLLM evaluations, one job at a time on two cores) takes 15-20
-# minutes. Run it with ABLATE_SLURM_E2E=1. The tests above run smaller sweeps through the same Slurm.
+# The whole quickstart with the real stages (8 trainings, 9 vLLM evaluations, one job at a time on two cores):
+# about 12 minutes here.
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 @pytest.mark.skipif(not STAGES_IMPLEMENTED, reason="not every stage is implemented yet")
-@pytest.mark.skipif(not E2E, reason="set ABLATE_SLURM_E2E=1 to run the quickstart through Slurm (many minutes)")
 def test_quickstart_end_to_end_through_slurm(slurm, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -258,6 +258,18 @@ def test_quickstart_end_to_end_through_slurm(slurm, tmp_path, monkeypatch):
     loaded.spec.launcher.slurm.cpus_per_task = 2  # one torch job at a time on two cores
     plan = build_plan(loaded.spec, spec_path)
     store = Store(tmp_path / "results" / loaded.spec.name / "store")
-    launcher = run_slurm(loaded.spec, spec_path, store, pending_tasks(plan, store), str(tmp_path / "results"), poll_s=2)
+    tasks = pending_tasks(plan, store)
+    launcher = run_slurm(loaded.spec, spec_path, store, tasks, str(tmp_path / "results"), poll_s=2)
     assert set(launcher.status().values()) == {"done"}, launcher.reasons
     assert all(store.is_done(j.stage, j.key) for j in plan.jobs.values())
+    assert pending_tasks(plan, store) == []  # `ablate run` again would submit nothing
+    # Each job's log in the store says when Slurm ran it: no job started before the jobs it depends on were done.
+    when: dict[str, dict[str, str]] = {}
+    for task in tasks:
+        for stamp, job, event in LOG_EVENT.findall(store.log_path(task.stage, task.keys[0]).read_text()):
+            when.setdefault(job, {})[event] = stamp
+    for task in tasks:
+        job = f"{task.stage}/{task.keys[0]}"
+        for dep in task.deps:
+            dep_job = dep.split("+")[0]
+            assert when[dep_job]["done"] <= when[job]["start"], f"{job} started before {dep_job} was done"
