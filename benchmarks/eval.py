@@ -5,7 +5,9 @@
 Both sides start a fresh process, load the same tiny checkpoint into vLLM, generate for the same prompt token
 ids with the same sampling settings, extract the last boxed answer and grade it with math-verify; the stage also
 writes its Parquet/JSON outputs and manifest. Both timings include interpreter and engine start-up, as a
-launcher's job would. Also prints grading throughput (answers/s per core) of the stage's grader.
+launcher's job would. The bare script runs twice: with vLLM's defaults (what a user would write), and with the
+engine core in-process as the stage sets it up on CPU (the like-for-like ratio). Also prints grading throughput
+(answers/s per core) of the stage's grader.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ BARE = r"""
 import json, sys, time
 if __name__ == "__main__":
     cfg = json.load(open(sys.argv[1]))
+    import os
+    extra = {}
+    if cfg["in_process"]:  # the stage's own CPU set-up: engine core and worker in this process
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        extra["distributed_executor_backend"] = "uni"
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     from math_verify import parse, verify
     from framework.extraction import extract_answer
-    llm = LLM(model=cfg["model"], dtype="float32", max_model_len=cfg["max_len"], seed=0, enforce_eager=True)
+    llm = LLM(model=cfg["model"], dtype="float32", max_model_len=cfg["max_len"], seed=0, enforce_eager=True, **extra)
     params = SamplingParams(n=cfg["samples"], temperature=0.6, top_p=0.95, max_tokens=cfg["max_tokens"])
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in cfg["prompts"]], params, use_tqdm=False)
     correct = 0
@@ -107,20 +114,25 @@ def main() -> None:
             "max_tokens": args.max_tokens,
             "max_len": max(map(len, prompts)) + args.max_tokens,
         }
-        (cwd / "bare.json").write_text(json.dumps(cfg))
+        (cwd / "bare.json").write_text(json.dumps({**cfg, "in_process": False}))
+        (cwd / "bare_inproc.json").write_text(json.dumps({**cfg, "in_process": True}))
         (cwd / "bare.py").write_text(BARE)
 
-        stage_times, bare_times = [], []
+        stage_times, bare_times, inproc_times = [], [], []
         for _ in range(args.repeats):
             bare_times.append(run([sys.executable, "bare.py", "bare.json"], cwd))
+            inproc_times.append(run([sys.executable, "bare.py", "bare_inproc.json"], cwd))
             stage_times.append(run([*cli, "exec", "eval", eval_key, "--spec", "spec.yaml", "--force"], cwd))
         metrics = json.loads(
             (cwd / "results" / "bench-eval" / "store" / "eval" / eval_key / "metrics.json").read_text()
         )
     n = args.problems * args.samples
-    st, bt = sorted(stage_times)[len(stage_times) // 2], sorted(bare_times)[len(bare_times) // 2]
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    st, bt, it = median(stage_times), median(bare_times), median(inproc_times)
     print(f"{args.problems} problems x {args.samples} samples, max_tokens {args.max_tokens}, {args.repeats} repeat(s)")
-    print(f"ablate exec eval: {st:.1f} s   bare LLM.generate + grading: {bt:.1f} s   ratio {st / bt:.3f}x")
+    print(f"ablate exec eval: {st:.1f} s")
+    print(f"bare LLM.generate + grading, vLLM defaults: {bt:.1f} s   ratio {st / bt:.3f}x")
+    print(f"bare LLM.generate + grading, engine in-process like the stage: {it:.1f} s   ratio {st / it:.3f}x")
     grade_s = metrics["timings"]["grade_s"]
     print(
         f"stage grading: {n} answers in {grade_s:.2f} s = {n / grade_s:.0f} answers/s "
