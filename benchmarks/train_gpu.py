@@ -155,6 +155,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         micro_batch_size=opts.micro_batch,
         max_seq_len=opts.seq_len,
         gradient_checkpointing=opts.gradient_checkpointing,
+        loss_chunk_tokens=opts.loss_chunk,
         attn_implementation=opts.attn,
         processes=1,
         extra_args={"max_steps": total_steps},
@@ -190,8 +191,13 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     )
     config = model_config(opts.size, opts.seq_len)
     t0 = time.perf_counter()
+    torch.manual_seed(opts.seed)  # the same random model every run, so losses compare across settings
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype_name), attn_implementation=attn)
     model.config.use_cache = False
+    if train.loss_chunk_tokens:  # as the worker does
+        from framework import chunked_loss
+
+        chunked_loss.install(model, train.loss_chunk_tokens)
     build_s = time.perf_counter() - t0
     n_params, n_matmul = parameter_counts(model)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -255,6 +261,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "sdpa_flash_usable": flash,
         "zero_stage": ds_config["zero_optimization"]["stage"],
         "gradient_checkpointing": gc_on,
+        "loss_chunk_tokens": train.loss_chunk_tokens,
         "warmup_steps": opts.warmup,
         "timed_steps": opts.steps,
         "step_times_s": [round(t, 4) for t in timed],
@@ -297,7 +304,8 @@ def report(r: dict[str, Any]) -> str:
         f"tied embeddings {r['tied_embeddings']}",
         f"recipe                ZeRO-{r['zero_stage']}, {r['dtype']}, attention {r['attn_implementation']} "
         f"(SDPA flash kernel usable: {r['sdpa_flash_usable']}), gradient checkpointing "
-        f"{'ON' if r['gradient_checkpointing'] else 'OFF'}",
+        f"{'ON' if r['gradient_checkpointing'] else 'OFF'}, loss "
+        + (f"chunked by {r['loss_chunk_tokens']} tokens" if r.get("loss_chunk_tokens") else "the model's own"),
         f"tokens/step           {r['tokens_per_step']} (seq {r['seq_len']} x micro-batch {r['micro_batch_size']} "
         f"x accumulation {r['grad_accum']})",
         f"step times (s)        {r['step_times_s']} after {r['warmup_steps']} warm-up steps; "
@@ -329,6 +337,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="recompute activations in backward (the spec's default: on)",
+    )
+    p.add_argument(
+        "--loss-chunk",
+        type=int,
+        default=None,
+        help="train.loss_chunk_tokens: LM head + loss over this many tokens at a time (default: the model's loss)",
     )
     p.add_argument("--attn", choices=["auto", "sdpa", "eager", "flash_attention_2"], default="auto")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak for MFU (default: by GPU name)")

@@ -25,6 +25,7 @@ TRAIN_EXECUTION_ONLY = {
     "offload_optimizer",
     "offload_params",
     "gradient_checkpointing",
+    "loss_chunk_tokens",
     "attn_implementation",
     "checkpoint_every_steps",
     "keep_checkpoint",

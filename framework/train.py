@@ -79,6 +79,7 @@ def run(ctx: StageContext) -> None:
         "prompt": spec.prompt.model_dump(mode="json"),
         "max_seq_len": train.max_seq_len,
         "overlong": train.overlong,
+        "loss_chunk_tokens": train.loss_chunk_tokens,
         "model_dir": str(out / "model"),
         "trainer": trainer_arguments(train, lay, output_dir=str(checkpoints), seed=int(ctx.job.config["seed"])),
         "deepspeed": deepspeed_config(train, lay),

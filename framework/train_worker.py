@@ -197,6 +197,10 @@ def train(args: dict[str, Any]) -> None:
         raise RuntimeError(f"expected {args['world_size']} training processes, transformers sees {targs.world_size}")
     model = load_model(source, dtype=getattr(torch, args["dtype"]), attn_implementation=args["attn_implementation"])
     model.config.use_cache = False
+    if args.get("loss_chunk_tokens"):
+        from framework import chunked_loss
+
+        chunked_loss.install(model, args["loss_chunk_tokens"])
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
     sft_trainer, marker = _trainer_classes()
     trainer = sft_trainer(

@@ -305,6 +305,13 @@ class TrainSpec(SpecModel):
     offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory.")
     offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO-3 only).")
     gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
+    loss_chunk_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Compute the LM head and cross-entropy over at most this many target tokens at a time, "
+        "recomputing each chunk's logits in backward, so a long sequence's full-vocabulary logits never exist at "
+        "once (~10 GB in fp32 per 16k tokens of a 152k vocabulary). Same loss; none = the model's own loss.",
+    )
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="Attention kernel; auto = flash attention when installed, else sdpa."
