@@ -219,7 +219,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
                 torch.cuda.synchronize()
             step_ends.append(time.perf_counter())
 
-    sft_trainer, _ = _trainer_classes()
+    sft_trainer, *_ = _trainer_classes()
     trainer = sft_trainer(
         model=model, args=targs, train_dataset=examples, data_collator=Collator(0), callbacks=[StepTimer()]
     )

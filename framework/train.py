@@ -5,7 +5,8 @@ Read top to bottom, `run` is the recipe:
   2. lay out the processes and derive gradient accumulation from the global batch;
   3. write the worker's arguments: data, prompt format, Trainer arguments, DeepSpeed config;
   4. pick the checkpoint to resume from, when a previous attempt left one;
-  5. launch torchrun (srun + torchrun across Slurm nodes), logging to `train.log`;
+  5. launch torchrun (srun + torchrun across Slurm nodes), logging to `train.log`; USR1 or TERM to this process
+     (a Slurm time limit or preemption) makes the workers checkpoint and stop, and the stage exit 75 to resume;
   6. keep the consolidated checkpoint, drop the resumable ZeRO state;
   7. write `metrics.json` and copy its key numbers into the manifest.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framework import models
-from framework.errors import UserError
+from framework.errors import RetryLater, UserError
 from framework.store import write_json_atomic
 from framework.train_config import (
     Layout,
@@ -38,8 +39,15 @@ from framework.train_config import (
     trainer_arguments,
     use_bf16,
 )
-from framework.train_launch import launch_command, log_tail, run_logged, visible_gpus, worker_env
-from framework.train_worker import COMPLETE
+from framework.train_launch import (
+    launch_command,
+    log_tail,
+    run_logged,
+    stop_requests,
+    visible_gpus,
+    worker_env,
+)
+from framework.train_worker import COMPLETE, STOP_FILE
 
 if TYPE_CHECKING:
     from framework.execute import StageContext
@@ -49,6 +57,11 @@ TRAIN_FILE = "train.jsonl"  # written by the data stage, in training order
 
 class TrainError(UserError):
     """Training failed or produced an unusable checkpoint; the message carries the cause from the log."""
+
+
+class TrainingStopped(RetryLater):
+    """The stage was signalled (time limit, preemption) and stopped its workers at a checkpoint; run again, it
+    resumes from there (`ablate exec` exits 75, and a Slurm job requeues itself)."""
 
 
 def run(ctx: StageContext) -> None:
@@ -86,6 +99,7 @@ def run(ctx: StageContext) -> None:
         "world_size": lay.world_size,
         "result": str(out / "worker_result.json"),
         "errors_dir": str(out / "errors"),
+        "stop_file": str(out / STOP_FILE),
     }
 
     # 4. Resume from the newest complete checkpoint of a previous attempt (same process layout), if any.
@@ -99,6 +113,7 @@ def run(ctx: StageContext) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     (out / "errors").mkdir()
     Path(worker_args["result"]).unlink(missing_ok=True)
+    (out / STOP_FILE).unlink(missing_ok=True)
     args_file = out / "train_args.json"
     write_json_atomic(args_file, worker_args)
 
@@ -107,8 +122,18 @@ def run(ctx: StageContext) -> None:
     log = out / "train.log"
     cmd = launch_command(lay, args_file, os.environ, parent_pid=os.getpid())
     t_launch = time.monotonic()
-    rc = run_logged(cmd, worker_env(lay, os.environ), log)
+    with stop_requests(out / STOP_FILE) as signals:
+        rc = run_logged(cmd, worker_env(lay, os.environ), log)
     result = read_result(Path(worker_args["result"]))
+    if result is None and signals:
+        newest = resume_point(checkpoints, lay)
+        where = (
+            f"stopped at step {newest.name.rsplit('-', 1)[1]} with a complete checkpoint ({newest}); running the "
+            "stage again resumes from it"
+            if newest
+            else "no complete checkpoint was written; running the stage again starts over"
+        )
+        raise TrainingStopped(f"training interrupted by {signals[0]}: {where}")
     if result is None:
         raise TrainError(f"training failed (exit code {rc}): {worker_error(out / 'errors', log)}")
     t_done = time.monotonic()

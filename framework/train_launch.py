@@ -18,9 +18,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the guard below runs as its own process: keep its imports to the standard library
     from framework.train_config import Layout
@@ -124,6 +124,28 @@ def worker_env(lay: Layout, base: Mapping[str, str]) -> dict[str, str]:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         env.setdefault("OMP_NUM_THREADS", str(max(1, cores // lay.procs_per_node)))
     return env
+
+
+@contextlib.contextmanager
+def stop_requests(stop_file: Path, signals: Sequence[int] = (signal.SIGUSR1, signal.SIGTERM)) -> Iterator[list[str]]:
+    """While inside, USR1 or TERM to this process (Slurm before a time limit, a preemption, the job script
+    forwarding either) does not kill it: it writes `stop_file`, which the workers turn into a checkpoint and a
+    clean stop at the next step end. Yields the names of the signals received."""
+    received: list[str] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        stop_file.touch()
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in signals}
+    except ValueError:  # not the main thread: leave signals alone
+        previous = {}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def run_logged(cmd: Sequence[str], env: Mapping[str, str], log_path: Path) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 
 from framework.train_launch import die_with_parent
 
+STOP_FILE = "STOP"  # written by the stage when it is signalled (preemption, time limit): checkpoint and stop
 DEBUG_ENV = "ABLATE_TRAIN_DEBUG_DIR"
 PAUSE_ENV = "ABLATE_TRAIN_TEST_PAUSE_AFTER_CHECKPOINT"
 COMPLETE = "COMPLETE"  # written into a checkpoint directory once every rank has finished writing it
@@ -58,7 +59,7 @@ class Collator:
         }
 
 
-def _trainer_classes() -> tuple[type, type]:
+def _trainer_classes() -> tuple[type, type, type]:
     """Trainer and callback subclasses, defined lazily so importing this module stays cheap."""
     import torch.distributed as dist
     from transformers import Trainer, TrainerCallback
@@ -103,7 +104,30 @@ def _trainer_classes() -> tuple[type, type]:
                 self.paused = True
                 time.sleep(pause)
 
-    return SFTTrainer, CheckpointMarker
+    class StopOnRequest(TrainerCallback):
+        """At a step end after the stage asked (STOP_FILE), save a checkpoint and stop. The ranks agree on the
+        step through a one-element all-reduce: saving is collective under ZeRO-3, so one rank stopping a step
+        later than another would hang both."""
+
+        def __init__(self, stop_file: Path) -> None:
+            self.stop_file = stop_file
+            self.stopped = False
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            import torch
+
+            asked = self.stop_file.exists()
+            if dist.is_initialized() and dist.get_world_size() > 1:
+                device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+                flag = torch.tensor([int(asked)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                asked = bool(flag.item())
+            if asked:
+                self.stopped = True
+                control.should_save = True
+                control.should_training_stop = True
+
+    return SFTTrainer, CheckpointMarker, StopOnRequest
 
 
 def encode(args: dict[str, Any], tokenizer: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -202,14 +226,25 @@ def train(args: dict[str, Any]) -> None:
 
         chunked_loss.install(model, args["loss_chunk_tokens"])
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-    sft_trainer, marker = _trainer_classes()
+    sft_trainer, marker, stop_on_request = _trainer_classes()
+    stopper = stop_on_request(Path(args["stop_file"]))
     trainer = sft_trainer(
-        model=model, args=targs, train_dataset=examples, data_collator=Collator(pad_id), callbacks=[marker()]
+        model=model,
+        args=targs,
+        train_dataset=examples,
+        data_collator=Collator(pad_id),
+        callbacks=[marker(), stopper],
     )
     trainer.seen = []
 
     t_train = time.monotonic()
     output = trainer.train(resume_from_checkpoint=args["resume_from"])
+    if stopper.stopped:  # the checkpoint is written; the stage reports it and a later run resumes from it
+        if rank == 0:
+            stopped = {"status": "stopped", "global_step": trainer.state.global_step}
+            Path(args["result"] + ".tmp").write_text(json.dumps(stopped))
+            Path(args["result"] + ".tmp").replace(args["result"])
+        return
     t_save = time.monotonic()
     model.config.use_cache = True
     set_stop_tokens(model, tokenizer)

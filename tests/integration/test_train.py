@@ -359,3 +359,45 @@ def test_killed_training_resumes_to_the_same_loss(killed_run, tiny_dir: Path, tw
     for a, b in zip(resumed["loss_curve"], reference["loss_curve"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)
     assert not (store.path("train", key) / "checkpoints").exists()
+
+
+def test_signalled_training_checkpoints_stops_and_resumes_to_the_same_loss(
+    tmp_path: Path, tiny_dir: Path, two_procs: tuple[Path, Path]
+):
+    """USR1 to the stage process only (what Slurm sends before a time limit, and what the job script forwards):
+    the workers save a checkpoint at the next step end and stop, the stage raises TrainingStopped, and the next
+    run resumes."""
+    spec = copy.deepcopy(SPEC)  # no periodic checkpoints: the only checkpoint is the one the signal asks for
+    _, plan = plan_for(spec)
+    store = Store(tmp_path)
+    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-c", KILLABLE, str(tmp_path), json.dumps(spec)]
+    err = tmp_path / "stage.err"
+    log = store.work_path("train", key) / "train.log"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 240
+        while "'loss':" not in (log.read_text(errors="replace") if log.exists() else ""):  # training has started
+            assert proc.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, "training did not start within 240 s"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert proc.wait(120) != 0  # `ablate exec` turns TrainingStopped (a RetryLater) into exit 75
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "TrainingStopped: training interrupted by SIGUSR1: stopped at step" in err.read_text()
+    assert not store.is_done("train", key)
+    saved = [p for p in (store.work_path("train", key) / "checkpoints").glob("checkpoint-*") if (p / COMPLETE).exists()]
+    assert len(saved) == 1 and 0 < int(saved[0].name.split("-")[1]) < STEPS
+
+    loaded, plan = plan_for(spec)
+    assert execute(loaded, plan, store, "train", key)
+    resumed, reference = metrics(store.path("train", key)), metrics(two_procs[0])
+    assert resumed["resumed_from_step"] == int(saved[0].name.split("-")[1])
+    assert [e["step"] for e in resumed["loss_curve"]] == list(range(1, STEPS + 1))
+    for a, b in zip(resumed["loss_curve"], reference["loss_curve"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)
