@@ -197,6 +197,7 @@ def base_model(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None
 
 
 def run(ctx: StageContext) -> None:
+    from framework.models import load_tokenizer
     from framework.plan import resolve_path
 
     spec = ctx.spec
@@ -206,8 +207,6 @@ def run(ctx: StageContext) -> None:
         return resolve_path(p, spec_dir)
 
     pool, report = load_pool(spec, resolve)
-    from framework.models import load_tokenizer
-
     source = base_model(spec, (ctx.inputs("model") or [None])[0], spec_dir)
     tokenizer = load_tokenizer(source)
     report["timings"], extra = annotate(pool, spec, tokenizer, resolve, base_model=source.location)

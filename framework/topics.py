@@ -122,14 +122,19 @@ def _row_norms(x: Any) -> np.ndarray:
     return np.sqrt(np.asarray(squared, dtype=np.float64).ravel())
 
 
+def _cluster_sums(x: Any, labels: np.ndarray, k: int) -> np.ndarray:
+    """(k, d): the sum of each cluster's rows."""
+    onehot = np.zeros((k, x.shape[0]))
+    onehot[labels, np.arange(x.shape[0])] = 1.0
+    return np.asarray(onehot @ x)
+
+
 def _lloyd(x: Any, labels: np.ndarray, k: int, max_iter: int) -> np.ndarray:
     """Batch reassignment to the nearest centroid until stable. An emptied cluster is re-seeded with the point
     least similar to its own centroid, so exactly k clusters remain."""
     n = x.shape[0]
     for _ in range(max_iter):
-        onehot = np.zeros((k, n))
-        onehot[labels, np.arange(n)] = 1.0
-        sims = np.asarray(x @ _unit(np.asarray(onehot @ x)).T)
+        sims = np.asarray(x @ _unit(_cluster_sums(x, labels, k)).T)
         new = sims.argmax(axis=1)
         counts = np.bincount(new, minlength=k)
         farthest = iter(np.argsort(sims[np.arange(n), new], kind="stable"))
@@ -144,16 +149,13 @@ def _lloyd(x: Any, labels: np.ndarray, k: int, max_iter: int) -> np.ndarray:
     return labels
 
 
-def _first_variation(x: Any, labels: np.ndarray, k: int, max_moves: int) -> np.ndarray:
+def _first_variation(x: Any, rows: np.ndarray, labels: np.ndarray, k: int, max_moves: int) -> np.ndarray:
     """Single-point moves that raise the objective sum_c |s_c| (s_c: sum of the cluster's unit rows), best move
     first. Batch k-means stalls in poor local optima on sparse text vectors; these moves get it out (Dhillon, Guan
-    and Kogan, 2002)."""
+    and Kogan, 2002). `rows`: |x_i|^2 (1 for unit rows; a zero row would otherwise look like a gain)."""
     n = x.shape[0]
-    rows = _row_norms(x) ** 2  # |x_i|^2: 1 for unit rows (a zero row would otherwise look like a gain)
     labels = labels.copy()
-    onehot = np.zeros((k, n))
-    onehot[labels, np.arange(n)] = 1.0
-    sums = np.asarray(onehot @ x)
+    sums = _cluster_sums(x, labels, k)
     dots = np.asarray(x @ sums.T)  # dots[i, c] = x_i . s_c
     sq = (sums * sums).sum(axis=1)
     for _ in range(max_moves):
@@ -188,17 +190,16 @@ def spherical_kmeans(
     and batch k-means again until neither changes anything."""
     rng = np.random.default_rng(seed)
     n = x.shape[0]
+    rows = _row_norms(x) ** 2
     best: tuple[np.ndarray, np.ndarray, float] | None = None
     for _ in range(restarts):
         labels = np.asarray(x @ _plus_plus(x, k, rng).T).argmax(axis=1)
         for _ in range(max_iter):
             before = labels
-            labels = _first_variation(x, _lloyd(x, labels, k, max_iter), k, max_moves=MOVES_PER_ROUND)
+            labels = _first_variation(x, rows, _lloyd(x, labels, k, max_iter), k, max_moves=MOVES_PER_ROUND)
             if np.array_equal(labels, before):
                 break
-        onehot = np.zeros((k, n))
-        onehot[labels, np.arange(n)] = 1.0
-        sums = np.asarray(onehot @ x)
+        sums = _cluster_sums(x, labels, k)
         score = float(np.linalg.norm(sums, axis=1).sum() / n)  # = mean cosine of a row to its unit centroid
         if best is None or score > best[2] + 1e-12:
             best = (labels, _unit(sums), score)

@@ -239,11 +239,7 @@ def train(args: dict[str, Any]) -> None:
 
     t_train = time.monotonic()
     output = trainer.train(resume_from_checkpoint=args["resume_from"])
-    if stopper.stopped:  # the checkpoint is written; the stage reports it and a later run resumes from it
-        if rank == 0:
-            stopped = {"status": "stopped", "global_step": trainer.state.global_step}
-            Path(args["result"] + ".tmp").write_text(json.dumps(stopped))
-            Path(args["result"] + ".tmp").replace(args["result"])
+    if stopper.stopped:  # no result: the stage finds the checkpoint just written and reports it
         return
     t_save = time.monotonic()
     model.config.use_cache = True
