@@ -1,7 +1,8 @@
 """Training throughput and MFU of the train stage's recipe on one GPU: a random-initialized ≥1B Qwen2 at 16k tokens.
 
-    python benchmarks/train_gpu.py [--size 1.5b] [--seq-len 16384] [--warmup 3] [--steps 5]
-                                   [--no-gradient-checkpointing] [--peak-tflops 989] [--json out.json]
+    python benchmarks/train_gpu.py [--size 1.5b] [--seq-len 16384] [--warmup 3] [--steps 5] [--grad-accum 1]
+                                   [--no-gradient-checkpointing] [--loss-chunk N] [--lean] [--sdpa auto|cudnn|flash]
+                                   [--profile out.txt] [--peak-tflops 989] [--json out.json]
 
 What runs is the train stage's recipe, not a parallel one: a `TrainSpec` (the spec's own defaults, one process,
 one sequence of `--seq-len` tokens per optimizer step) goes through `framework.train_config` (`layout`,
@@ -26,12 +27,28 @@ sequence length, d = heads × head_dim). Recomputation under gradient checkpoint
 MFU = achieved model FLOP/s ÷ the GPU's dense bf16 peak (H100 SXM and H200: 989 TFLOP/s; `--peak-tflops`
 overrides; on CPU there is none unless given).
 
-Measured on one H200 (torch 2.11, transformers 5.17, DeepSpeed 0.19.8, SDPA flash kernel, 1.5b, seq 16384,
-mean of 8 steps after 3 warm-up): gradient checkpointing off 23.8k tokens/s, 321 TFLOP/s, 32.5% MFU, 96 GiB peak
-allocated; on 19.5k tokens/s, 263 TFLOP/s, 26.6% MFU, 53 GiB. Off with 4 sequences per optimizer step
-(`--grad-accum 4`, 2 steps): 28.1k tokens/s, 38.3% MFU: about 0.1 s per optimizer step (ZeRO-3 step, clipping,
-logging) is spread over more tokens.
+Measured on one H200 (torch 2.11, transformers 5.17, DeepSpeed 0.19.8, SDPA with PyTorch's order, which puts
+cuDNN first on Hopper, 1.5b, seq 16384, mean of 8 steps after 3 warm-up): gradient checkpointing off 23.8k
+tokens/s, 32.5% MFU, 96 GiB peak allocated; on 19.5k tokens/s, 26.6% MFU, 53 GiB. Off with `--grad-accum 4`:
+28.1k tokens/s, 38.3% MFU (about 0.1 s per optimizer step is spread over more tokens).
 
+Measured on one H100 80GB (same versions, 1.5b, seq 16384, gradient checkpointing off unless said; a run's mean of
+2 or 3 steps after 1 or 2 warm-up; rows from three machine starts, A to C):
+
+    setting                                                  tokens/s   MFU    peak allocated
+    model's own loss, --grad-accum 8                         out of memory (73.5 GiB held, 2.3 more asked)
+    --loss-chunk 16384 --lean, accum 8                       out of memory (74.0 GiB held, 9.3 more asked)  B
+    --loss-chunk 4096 --lean, accum 8                        26.1k     35.6%   62.8 GiB   A
+      the same with --sdpa flash                             23.2k     31.7%   62.8 GiB   A
+      the same with --grad-accum 16                          26.6k     36.3%   62.8 GiB   A
+    + the chunked loss's fused cross-entropy, accum 8        26.3k     35.9%   58.2 GiB   C
+      the same with --grad-accum 16                          25.0k     34.1%   58.2 GiB   C
+      the same with gradient checkpointing on                17.7k     24.1%   29.6 GiB   C
+
+`--profile` (accum 8) says why the fused cross-entropy saved GPU time but not step time: before it, kernels ran
+4.19 s of a 5.16 s step (81% busy; fp32 log-softmax and copies 0.5 s); after, 3.70 s of 6.11 s (61% busy). The GPU
+waits on the host, which issues ZeRO-3's per-module gathers and every eager op: at this size on an H100 the step is
+host-bound, and the 40% goal is not reached.
 `--device cpu` runs the same path with DeepSpeed's CPU accelerator and gloo (fp32, as the recipe does on CPU), to
 check the script on a small model (`--size tiny --seq-len 128`) without a GPU.
 """
@@ -72,6 +89,13 @@ PEAK_TFLOPS: list[tuple[str, float]] = [
     ("H800", 989.0),
     ("A100", 312.0),
 ]
+
+# --sdpa: the train.sdpa_backends value each choice stands for.
+SDPA_CHOICES: dict[str, list[str] | None] = {
+    "auto": None,
+    "cudnn": ["cudnn"],
+    "flash": ["flash"],
+}
 
 FLOPS_FORMULA = "6*N + 6*L*s*d per token (N: matmul parameters, L: layers, s: sequence length, d: heads*head_dim)"
 
@@ -149,6 +173,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     if opts.device == "cuda" and gpus == 0:
         raise SystemExit("--device cuda: no GPU visible")
     total_steps = opts.warmup + opts.steps
+    run_steps = total_steps + (1 if opts.profile else 0)
     train = TrainSpec(
         epochs=1,
         global_batch_size=opts.micro_batch * opts.grad_accum,
@@ -156,9 +181,11 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         max_seq_len=opts.seq_len,
         gradient_checkpointing=opts.gradient_checkpointing,
         loss_chunk_tokens=opts.loss_chunk,
+        lean_activations=opts.lean,
         attn_implementation=opts.attn,
+        sdpa_backends=SDPA_CHOICES[opts.sdpa],
         processes=1,
-        extra_args={"max_steps": total_steps},
+        extra_args={"max_steps": run_steps},
     )
     lay = layout(train, gpus=gpus)
     ds_config = deepspeed_config(train, lay)
@@ -175,7 +202,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArguments
 
-    from framework.train_worker import Collator, _trainer_classes
+    from framework.train_worker import Collator, _trainer_classes, adapt_model, sdpa_context
 
     on_gpu = lay.gpu and torch.cuda.is_available()
     if not on_gpu:
@@ -194,10 +221,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(opts.seed)  # the same random model every run, so losses compare across settings
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype_name), attn_implementation=attn)
     model.config.use_cache = False
-    if train.loss_chunk_tokens:  # as the worker does
-        from framework import chunked_loss
-
-        chunked_loss.install(model, train.loss_chunk_tokens)
+    adapt_model(model, loss_chunk_tokens=train.loss_chunk_tokens, lean=train.lean_activations)  # as the worker does
+    attention, sdpa_backends = sdpa_context(train.sdpa_backends)
     build_s = time.perf_counter() - t0
     n_params, n_matmul = parameter_counts(model)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -205,7 +230,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     fpt = flops_per_token(n_matmul, config.num_hidden_layers, opts.seq_len, attn_width)
 
     rng = random.Random(opts.seed)
-    n_examples = total_steps * train.global_batch_size
+    n_examples = run_steps * train.global_batch_size
     examples = []
     for i in range(n_examples):
         ids = [rng.randrange(config.vocab_size) for _ in range(opts.seq_len)]
@@ -213,11 +238,21 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
 
     step_ends: list[float] = []
 
+    profiler = kernel_profiler(on_gpu) if opts.profile else None
+
     class StepTimer(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if profiler is not None and state.global_step == total_steps:  # the extra, untimed step
+                if on_gpu:
+                    torch.cuda.synchronize()
+                profiler.start()
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if on_gpu:
                 torch.cuda.synchronize()
             step_ends.append(time.perf_counter())
+            if profiler is not None and state.global_step == total_steps + 1:
+                profiler.stop()
 
     sft_trainer, *_ = _trainer_classes()
     trainer = sft_trainer(
@@ -228,11 +263,12 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     t_train = time.perf_counter()
-    trainer.train()
+    with attention:
+        trainer.train()
     train_s = time.perf_counter() - t_train
 
-    if len(step_ends) != total_steps:
-        raise RuntimeError(f"expected {total_steps} steps, the Trainer ran {len(step_ends)}")
+    if len(step_ends) != run_steps:
+        raise RuntimeError(f"expected {run_steps} steps, the Trainer ran {len(step_ends)}")
     # Step i runs from the end of step i-1 (the first from the call to train(), DeepSpeed's setup included).
     starts = [t_train, *step_ends]
     timed = [step_ends[i] - starts[i] for i in range(opts.warmup, total_steps)]
@@ -242,6 +278,9 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     tflops = fpt * tokens_per_s / 1e12
     gc_on = bool(model.is_gradient_checkpointing)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    profile = None
+    if profiler is not None:
+        profile = kernel_summary(profiler, step_ends[-1] - step_ends[-2], opts.profile)
     result: dict[str, Any] = {
         "device": device_name,
         "size": opts.size,
@@ -262,6 +301,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "zero_stage": ds_config["zero_optimization"]["stage"],
         "gradient_checkpointing": gc_on,
         "loss_chunk_tokens": train.loss_chunk_tokens,
+        "lean_activations": train.lean_activations,
+        "sdpa_backends": sdpa_backends or "pytorch's order",
         "warmup_steps": opts.warmup,
         "timed_steps": opts.steps,
         "step_times_s": [round(t, 4) for t in timed],
@@ -280,9 +321,46 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "model_build_s": build_s,
         "train_s": train_s,
         "versions": {"torch": torch.__version__, **_versions()},
+        "profile": profile,
     }
     tmp.cleanup()
     return result
+
+
+# Kernel families by name, for the profile's breakdown (first match wins).
+KERNEL_FAMILIES = [
+    ("attention", ("cudnn_generated", "fmha", "flash", "sdpa")),
+    ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "cublas")),
+    ("fused (compiled)", ("triton",)),
+    ("copy", ("memcpy", "memset", "copy")),
+]
+
+
+def kernel_profiler(on_gpu: bool) -> Any:
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU])
+
+
+def kernel_summary(profiler: Any, step_s: float, path: Path) -> dict[str, Any]:
+    """Where one optimizer step's GPU time went: kernel time by family, busy fraction, the top kernels."""
+    kernels: dict[str, float] = {}
+    for e in profiler.events():
+        if str(e.device_type).endswith("CUDA"):
+            kernels[e.name] = kernels.get(e.name, 0.0) + e.time_range.elapsed_us() / 1e6
+    families: dict[str, float] = {}
+    for name, seconds in kernels.items():
+        family = next((f for f, keys in KERNEL_FAMILIES if any(k in name.lower() for k in keys)), "other")
+        families[family] = families.get(family, 0.0) + seconds
+    busy = sum(kernels.values())
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:40]
+    lines = [f"profiled step {step_s:.4f} s, kernels {busy:.4f} s ({busy / step_s:.1%} busy)"]
+    lines += [f"  {f:18s} {t:8.4f} s {t / step_s:6.1%}" for f, t in sorted(families.items(), key=lambda kv: -kv[1])]
+    lines += [f"{t:8.4f} s  {n[:150]}" for n, t in top]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[: 2 + len(families) + 15]), flush=True)
+    return {"step_s": step_s, "kernel_s": busy, "families_s": families}
 
 
 def _versions() -> dict[str, str]:
@@ -305,7 +383,8 @@ def report(r: dict[str, Any]) -> str:
         f"recipe                ZeRO-{r['zero_stage']}, {r['dtype']}, attention {r['attn_implementation']} "
         f"(SDPA flash kernel usable: {r['sdpa_flash_usable']}), gradient checkpointing "
         f"{'ON' if r['gradient_checkpointing'] else 'OFF'}, loss "
-        + (f"chunked by {r['loss_chunk_tokens']} tokens" if r.get("loss_chunk_tokens") else "the model's own"),
+        + (f"chunked by {r['loss_chunk_tokens']} tokens" if r.get("loss_chunk_tokens") else "the model's own")
+        + f", lean activations {'ON' if r['lean_activations'] else 'OFF'}, SDPA order {r['sdpa_backends']}",
         f"tokens/step           {r['tokens_per_step']} (seq {r['seq_len']} x micro-batch {r['micro_batch_size']} "
         f"x accumulation {r['grad_accum']})",
         f"step times (s)        {r['step_times_s']} after {r['warmup_steps']} warm-up steps; "
@@ -344,9 +423,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="train.loss_chunk_tokens: LM head + loss over this many tokens at a time (default: the model's loss)",
     )
+    p.add_argument(
+        "--lean",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="train.lean_activations: RMSNorm and SwiGLU keep only their inputs, fused on GPU (default off)",
+    )
     p.add_argument("--attn", choices=["auto", "sdpa", "eager", "flash_attention_2"], default="auto")
+    p.add_argument(
+        "--sdpa",
+        choices=sorted(SDPA_CHOICES),
+        default="auto",
+        help="train.sdpa_backends: auto = the stage's default (cuDNN first on Hopper), or this kernel first",
+    )
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak for MFU (default: by GPU name)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="cpu: check the script")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run one more step under the profiler and write its kernel breakdown here (not in the timings)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     opts = p.parse_args(argv)

@@ -196,6 +196,43 @@ def _dump_logits(model: Any, input_ids: list[int], path: Path, rank: int) -> Non
         torch.save({"input_ids": input_ids, "logits": logits}, path)
 
 
+def adapt_model(model: Any, *, loss_chunk_tokens: int | None, lean: bool) -> None:
+    """The spec's memory options, applied to a built model as the worker does (the GPU benchmark calls this too)."""
+    if loss_chunk_tokens:
+        from framework import chunked_loss
+
+        chunked_loss.install(model, loss_chunk_tokens)
+    if lean:
+        from framework import lean_activations
+
+        lean_activations.install(model)
+
+
+def sdpa_context(requested: list[str] | None) -> tuple[Any, list[str] | None]:
+    """A context that makes SDPA try its kernels in `train.sdpa_backends`' order (or the default for this GPU),
+    and that order; a no-op context and None where PyTorch's own order stands. The setting is process-wide, so
+    the backward pass and recomputation under gradient checkpointing (on autograd's threads) follow it too."""
+    import contextlib
+
+    import torch
+
+    from framework.train_config import sdpa_order
+
+    capability = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
+    order = sdpa_order(requested, capability)
+    if order is None:
+        return contextlib.nullcontext(), None
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    names = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
+    return sdpa_kernel([names[b] for b in order], set_priority=True), order
+
+
 def train(args: dict[str, Any]) -> None:
     from framework.models import ModelSource, check, load_config, load_model, load_tokenizer
 
@@ -221,10 +258,8 @@ def train(args: dict[str, Any]) -> None:
         raise RuntimeError(f"expected {args['world_size']} training processes, transformers sees {targs.world_size}")
     model = load_model(source, dtype=getattr(torch, args["dtype"]), attn_implementation=args["attn_implementation"])
     model.config.use_cache = False
-    if args.get("loss_chunk_tokens"):
-        from framework import chunked_loss
-
-        chunked_loss.install(model, args["loss_chunk_tokens"])
+    adapt_model(model, loss_chunk_tokens=args.get("loss_chunk_tokens"), lean=bool(args.get("lean_activations")))
+    attention, sdpa_backends = sdpa_context(args.get("sdpa_backends"))
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
     sft_trainer, marker, stop_on_request = _trainer_classes()
     stopper = stop_on_request(Path(args["stop_file"]))
@@ -238,7 +273,8 @@ def train(args: dict[str, Any]) -> None:
     trainer.seen = []
 
     t_train = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=args["resume_from"])
+    with attention:
+        output = trainer.train(resume_from_checkpoint=args["resume_from"])
     if stopper.stopped:  # no result: the stage finds the checkpoint just written and reports it
         return
     t_save = time.monotonic()
@@ -264,6 +300,7 @@ def train(args: dict[str, Any]) -> None:
             "train_metrics": output.metrics,
             "examples": counts,
             "world_size": targs.world_size,
+            "sdpa_backends": sdpa_backends,
             "timings": {"setup_s": t_train - t_start, "train_s": t_save - t_train, "save_s": saved - t_save},
         }
         tmp = Path(args["result"] + ".tmp")

@@ -144,3 +144,19 @@ def test_visible_gpus_follow_cuda_visible_devices() -> None:
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1,2"}) == 3
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == 0
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == 0
+
+
+def test_sdpa_order_puts_cudnn_first_on_hopper_only_when_nothing_is_asked() -> None:
+    from framework.train_config import sdpa_order
+
+    assert sdpa_order(None, (9, 0)) == ["cudnn", "flash", "efficient", "math"]
+    assert sdpa_order(None, (8, 0)) is None  # Ampere: PyTorch's own order (flash first) stands
+    assert sdpa_order(None, (10, 0)) is None
+    assert sdpa_order(None, None) is None  # no GPU
+
+
+def test_sdpa_order_keeps_the_asked_order_and_appends_the_rest_so_none_is_disabled() -> None:
+    from framework.train_config import sdpa_order
+
+    assert sdpa_order(["flash"], (9, 0)) == ["flash", "efficient", "math", "cudnn"]
+    assert sdpa_order(["math", "cudnn", "math"], None) == ["math", "cudnn", "flash", "efficient"]
