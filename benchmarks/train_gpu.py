@@ -49,6 +49,13 @@ Measured on one H100 80GB (same versions, 1.5b, seq 16384, gradient checkpointin
 4.19 s of a 5.16 s step (81% busy; fp32 log-softmax and copies 0.5 s); after, 3.70 s of 6.11 s (61% busy). The GPU
 waits on the host, which issues ZeRO-3's per-module gathers and every eager op: at this size on an H100 the step is
 host-bound, and the 40% goal is not reached.
+
+That host time can be measured without a GPU: `--size skeleton` keeps 1.5b's 28 layers of modules at tiny widths,
+so a step on CPU is mostly Python. With `--lean --loss-chunk 4096 --no-gradient-checkpointing --grad-accum 8
+--seq-len 32` on 2 CPU cores (median of 5 steps): ZeRO-3 2.15 s a step, ZeRO-3 with `--gather-per-layer` (each
+decoder layer gathered by one hook, `train.zero3_gather_per_layer`) 1.32 s, ZeRO-0 (no per-module hooks) 0.54 s.
+Whole-layer gathers remove about half of what ZeRO-3's hooks add; their effect on the H100 step is not yet
+measured.
 `--device cpu` runs the same path with DeepSpeed's CPU accelerator and gloo (fp32, as the recipe does on CPU), to
 check the script on a small model (`--size tiny --seq-len 128`) without a GPU.
 """
@@ -74,6 +81,8 @@ if str(REPO) not in sys.path:
 # Qwen2.5 shapes (tiny: a quick check on CPU).
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=128, vocab=1024, tied=True),
+    # 1.5b's modules (28 layers) at tiny widths: a step's time is mostly the host's (hooks, op dispatch).
+    "skeleton": dict(hidden=64, layers=28, heads=2, kv_heads=1, intermediate=128, vocab=1024, tied=True),
     "0.5b": dict(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936, tied=True),
     "1.5b": dict(hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960, vocab=151936, tied=True),
     "3b": dict(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, vocab=151936, tied=True),
@@ -184,6 +193,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         lean_activations=opts.lean,
         attn_implementation=opts.attn,
         sdpa_backends=SDPA_CHOICES[opts.sdpa],
+        zero_stage=opts.zero_stage,
+        zero3_gather_per_layer=opts.gather_per_layer,
         processes=1,
         extra_args={"max_steps": run_steps},
     )
@@ -221,7 +232,12 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(opts.seed)  # the same random model every run, so losses compare across settings
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype_name), attn_implementation=attn)
     model.config.use_cache = False
-    adapt_model(model, loss_chunk_tokens=train.loss_chunk_tokens, lean=train.lean_activations)  # as the worker does
+    adapt_model(  # as the worker does
+        model,
+        loss_chunk_tokens=train.loss_chunk_tokens,
+        lean=train.lean_activations,
+        gather_per_layer=train.zero3_gather_per_layer,
+    )
     attention, sdpa_backends = sdpa_context(train.sdpa_backends)
     build_s = time.perf_counter() - t0
     n_params, n_matmul = parameter_counts(model)
@@ -302,6 +318,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "gradient_checkpointing": gc_on,
         "loss_chunk_tokens": train.loss_chunk_tokens,
         "lean_activations": train.lean_activations,
+        "zero3_gather_per_layer": train.zero3_gather_per_layer,
         "sdpa_backends": sdpa_backends or "pytorch's order",
         "warmup_steps": opts.warmup,
         "timed_steps": opts.steps,
@@ -380,7 +397,9 @@ def report(r: dict[str, Any]) -> str:
         f"model                 Qwen2 {r['size']} (random init): {r['parameters']:,} parameters, "
         f"{r['layers']} layers, hidden {r['hidden_size']}, vocab {r['vocab_size']}, "
         f"tied embeddings {r['tied_embeddings']}",
-        f"recipe                ZeRO-{r['zero_stage']}, {r['dtype']}, attention {r['attn_implementation']} "
+        f"recipe                ZeRO-{r['zero_stage']}"
+        + (" gathering whole layers" if r.get("zero3_gather_per_layer") else "")
+        + f", {r['dtype']}, attention {r['attn_implementation']} "
         f"(SDPA flash kernel usable: {r['sdpa_flash_usable']}), gradient checkpointing "
         f"{'ON' if r['gradient_checkpointing'] else 'OFF'}, loss "
         + (f"chunked by {r['loss_chunk_tokens']} tokens" if r.get("loss_chunk_tokens") else "the model's own")
@@ -422,6 +441,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="train.loss_chunk_tokens: LM head + loss over this many tokens at a time (default: the model's loss)",
+    )
+    p.add_argument(
+        "--zero-stage", type=int, choices=[0, 1, 2, 3], default=3, help="train.zero_stage (default 3, the spec's)"
+    )
+    p.add_argument(
+        "--gather-per-layer",
+        action="store_true",
+        help="train.zero3_gather_per_layer: ZeRO-3 gathers each decoder layer as one unit (default off)",
     )
     p.add_argument(
         "--lean",

@@ -24,6 +24,7 @@ TRAIN_EXECUTION_ONLY = {
     "zero_stage",
     "offload_optimizer",
     "offload_params",
+    "zero3_gather_per_layer",
     "gradient_checkpointing",
     "loss_chunk_tokens",
     "lean_activations",

@@ -94,6 +94,7 @@ def run(ctx: StageContext) -> None:
         "overlong": train.overlong,
         "loss_chunk_tokens": train.loss_chunk_tokens,
         "lean_activations": train.lean_activations,
+        "zero3_gather_per_layer": train.zero3_gather_per_layer,
         "sdpa_backends": train.sdpa_backends,
         "model_dir": str(out / "model"),
         "trainer": trainer_arguments(train, lay, output_dir=str(checkpoints), seed=int(ctx.job.config["seed"])),

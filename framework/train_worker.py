@@ -196,8 +196,9 @@ def _dump_logits(model: Any, input_ids: list[int], path: Path, rank: int) -> Non
         torch.save({"input_ids": input_ids, "logits": logits}, path)
 
 
-def adapt_model(model: Any, *, loss_chunk_tokens: int | None, lean: bool) -> None:
-    """The spec's memory options, applied to a built model as the worker does (the GPU benchmark calls this too)."""
+def adapt_model(model: Any, *, loss_chunk_tokens: int | None, lean: bool, gather_per_layer: bool = False) -> None:
+    """The spec's memory and speed options, applied to a built model as the worker does (the GPU benchmark calls
+    this too); before the Trainer exists, since DeepSpeed places its ZeRO-3 hooks when the Trainer starts."""
     if loss_chunk_tokens:
         from framework import chunked_loss
 
@@ -206,6 +207,24 @@ def adapt_model(model: Any, *, loss_chunk_tokens: int | None, lean: bool) -> Non
         from framework import lean_activations
 
         lean_activations.install(model)
+    if gather_per_layer:
+        gather_layers_whole(model)
+
+
+def gather_layers_whole(model: Any) -> int:
+    """Make each decoder layer a ZeRO-3 leaf module: its weights are gathered (and released) together by one hook
+    on the layer, not by hooks on each of its norms and projections, whose Python cost per call, not the GPU, set
+    the pace of a long-sequence step. Layers are the classes the model names as never to be split."""
+    from deepspeed.utils import set_z3_leaf_modules
+
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    classes = list({type(m) for m in model.modules() if type(m).__name__ in names})
+    if not classes:
+        raise ValueError(
+            f"train.zero3_gather_per_layer: {type(model).__name__} names no decoder-layer class "
+            "(_no_split_modules); leave zero3_gather_per_layer off for this model"
+        )
+    return len(set_z3_leaf_modules(model, classes))
 
 
 def sdpa_context(requested: list[str] | None) -> tuple[Any, list[str] | None]:
@@ -258,7 +277,12 @@ def train(args: dict[str, Any]) -> None:
         raise RuntimeError(f"expected {args['world_size']} training processes, transformers sees {targs.world_size}")
     model = load_model(source, dtype=getattr(torch, args["dtype"]), attn_implementation=args["attn_implementation"])
     model.config.use_cache = False
-    adapt_model(model, loss_chunk_tokens=args.get("loss_chunk_tokens"), lean=bool(args.get("lean_activations")))
+    adapt_model(
+        model,
+        loss_chunk_tokens=args.get("loss_chunk_tokens"),
+        lean=bool(args.get("lean_activations")),
+        gather_per_layer=bool(args.get("zero3_gather_per_layer")),
+    )
     attention, sdpa_backends = sdpa_context(args.get("sdpa_backends"))
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
     sft_trainer, marker, stop_on_request = _trainer_classes()

@@ -129,9 +129,12 @@ def one_proc(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def chunked(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
-    """ZeRO-3 over 2 processes with the LM head and loss computed 16 target tokens at a time, and lean activations."""
+    """ZeRO-3 over 2 processes with the LM head and loss computed 16 target tokens at a time, lean activations,
+    and each decoder layer's weights gathered as one unit."""
     spec = copy.deepcopy(SPEC)
-    spec["train"].update(epochs=ONE_PROC_EPOCHS, loss_chunk_tokens=16, lean_activations=True)
+    spec["train"].update(
+        epochs=ONE_PROC_EPOCHS, loss_chunk_tokens=16, lean_activations=True, zero3_gather_per_layer=True
+    )
     return train_in(tmp_path_factory.mktemp("zero3-chunked"), tiny_dir, spec)
 
 
@@ -189,12 +192,12 @@ def test_two_processes_match_one(two_procs: tuple[Path, Path], one_proc: Path) -
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
 
 
-def test_chunked_loss_and_lean_activations_train_like_the_model_under_zero3(
+def test_chunked_loss_lean_activations_and_whole_layer_gathers_train_like_the_model_under_zero3(
     two_procs: tuple[Path, Path], chunked: Path
 ) -> None:
     """Same loss curve step for step (the tiny model's tied LM head is gathered by ZeRO-3 in every chunk and in
-    its recomputation, the norms' weights in the lean backward); the run's checkpoint passed the stage's own
-    reload check."""
+    its recomputation, each layer's weights by the layer's own hook, in forward and in the lean backward); the
+    run's checkpoint passed the stage's own reload check."""
     plain, chunk = metrics(two_procs[0]), metrics(chunked)
     assert len(chunk["loss_curve"]) == N_EXAMPLES * ONE_PROC_EPOCHS // 4
     for a, b in zip(plain["loss_curve"], chunk["loss_curve"]):

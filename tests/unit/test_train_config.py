@@ -160,3 +160,30 @@ def test_sdpa_order_keeps_the_asked_order_and_appends_the_rest_so_none_is_disabl
 
     assert sdpa_order(["flash"], (9, 0)) == ["flash", "efficient", "math", "cudnn"]
     assert sdpa_order(["math", "cudnn", "math"], None) == ["math", "cudnn", "flash", "efficient"]
+
+
+def test_whole_layer_gathers_need_zero3() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="zero3_gather_per_layer needs zero_stage 3"):
+        TrainSpec(zero_stage=2, zero3_gather_per_layer=True)
+    assert TrainSpec(zero3_gather_per_layer=True).zero3_gather_per_layer
+
+
+def test_whole_layer_gathers_mark_exactly_the_decoder_layers() -> None:
+    import torch
+    from deepspeed.utils import z3_leaf_module
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from framework.train_worker import gather_layers_whole
+
+    config = Qwen2Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1,
+    )  # fmt: skip
+    model = Qwen2ForCausalLM(config)
+    assert gather_layers_whole(model) == 3
+    leaves = [name for name, m in model.named_modules() if z3_leaf_module(m)]
+    assert leaves == ["model.layers.0", "model.layers.1", "model.layers.2"]
+    with pytest.raises(ValueError, match="no decoder-layer class"):
+        gather_layers_whole(torch.nn.Sequential(torch.nn.Linear(2, 2)))
