@@ -33,7 +33,9 @@ single fine-tune.
 p-values come from a sign-flip permutation test over problems (exact for few problems): under "no difference"
 each per-problem difference is as likely positive as negative. It conditions on the trained checkpoints -- it
 asks whether these runs differ on this population of problems -- so seed-to-seed variation enters the intervals,
-not the p-values; with several seeds per arm, read the interval first.
+not these p-values; with several seeds per arm, read the interval first. Beside it, `p_seeds` is a permutation
+test over training seeds (seed_permutation_pvalue), which does generalize over training runs and is as weak as
+their number; when the problem-level p is below 0.05 but the interval spans 0, a note says so.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "holm",
     "percentile_interval",
     "problem_counts",
+    "seed_permutation_pvalue",
     "sign_flip_pvalue",
 ]
 
@@ -291,6 +294,51 @@ def sign_flip_pvalue(
     return (1 + hits) / (1 + n_perm)
 
 
+def seed_permutation_pvalue(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    n_perm: int = 10000,
+    rng: np.random.Generator | int | None = 0,
+    exact_max: int = 20000,
+) -> float:
+    """Two-sided permutation test that training runs of the treated arms score like those of their controls.
+
+    Each pair is (the treated arm's per-seed scores, the control arm's); the statistic is the mean over pairs of
+    the difference of the two arms' mean scores. Under "no difference between the arms' training runs" the seed
+    labels are exchangeable within each pair, so the p-value is the share of relabelings at least as extreme:
+    exact when the relabelings number at most exact_max, else Monte Carlo ((1 + hits) / (1 + n_perm)). Unlike the
+    sign-flip test over problems it generalizes over training runs, and it is as weak as their number: with 3
+    seeds per arm the smallest possible p is 2/20 = 0.1. NaN when an arm has fewer than 2 seeds.
+    """
+    groups = [(np.asarray(a, float), np.asarray(b, float)) for a, b in pairs]
+    if not groups or any(min(a.size, b.size) < 2 for a, b in groups):
+        return float("nan")
+
+    def splits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Every relabeling's difference of means (treated minus control), the observed one first."""
+        pooled, k = np.concatenate([a, b]), a.size
+        picks = np.array(list(itertools.combinations(range(pooled.size), k)))
+        treated = pooled[picks].sum(1)
+        return treated / k - (pooled.sum() - treated) / b.size
+
+    observed = abs(np.mean([a.mean() - b.mean() for a, b in groups]))
+    tol = 1e-12 * max(1.0, max(float(np.abs(np.concatenate([a, b])).max()) for a, b in groups))
+    sizes = [special.comb(a.size + b.size, a.size, exact=True) for a, b in groups]
+    if np.prod([float(x) for x in sizes]) <= exact_max:
+        total = np.zeros(1)
+        for a, b in groups:  # every combination of the pairs' relabelings
+            total = (total[:, None] + splits(a, b)[None, :]).ravel()
+        return float(np.mean(np.abs(total / len(groups)) >= observed - tol))
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    total = np.zeros(n_perm)
+    for a, b in groups:
+        pooled = np.concatenate([a, b])
+        perm = rng.permuted(np.broadcast_to(pooled, (n_perm, pooled.size)), axis=1)
+        total += perm[:, : a.size].mean(1) - perm[:, a.size :].mean(1)
+    hits = int(np.count_nonzero(np.abs(total / len(groups)) >= observed - tol))
+    return (1 + hits) / (1 + n_perm)
+
+
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjustment: controls the family-wise error over the comparisons of one table."""
     p = np.asarray(pvalues, dtype=float)
@@ -423,8 +471,12 @@ def compare_arms(
                 row |= cols(boot.interval(weights(treated, control), level).clip(-1.0, 1.0))
                 diffs = np.mean([arms[a].counts.problem_rates() - arms[b].counts.problem_rates() for a, b in pairs], 0)
                 row["p_value"] = sign_flip_pvalue(diffs, n_perm=n_perm, rng=rng)
+                row["p_seeds"] = seed_permutation_pvalue(
+                    [(seed_scores(arms[a]), seed_scores(arms[b])) for a, b in pairs], n_perm=n_perm, rng=rng
+                )
+                notes += _disagreement(f"{f}={name} vs {ref}", row)
             else:
-                row |= {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}
+                row |= {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "p_seeds": np.nan}
                 notes.append(f"{f}={name}: no pair of arms with {f}={ref} and the other factors equal; no effect")
             effect_rows.append(row)
 
@@ -440,17 +492,18 @@ def compare_arms(
         if lb != references[f] and (la == references[f] or factors[f].index(la) < factors[f].index(lb)):
             a, b = b, a
         diffs = arms[a].counts.problem_rates() - arms[b].counts.problem_rates()
-        pair_rows.append(
-            {
-                "arm": arms[a].id,
-                "vs_arm": arms[b].id,
-                "factor": f,
-                "level": arms[a].levels[f],
-                "vs_level": arms[b].levels[f],
-                **cols(boot.interval(weights([a], [b]), level).clip(-1.0, 1.0)),
-                "p_value": sign_flip_pvalue(diffs, n_perm=n_perm, rng=rng),
-            }
-        )
+        pair = {
+            "arm": arms[a].id,
+            "vs_arm": arms[b].id,
+            "factor": f,
+            "level": arms[a].levels[f],
+            "vs_level": arms[b].levels[f],
+            **cols(boot.interval(weights([a], [b]), level).clip(-1.0, 1.0)),
+            "p_value": sign_flip_pvalue(diffs, n_perm=n_perm, rng=rng),
+            "p_seeds": seed_permutation_pvalue([(seed_scores(arms[a]), seed_scores(arms[b]))], n_perm=n_perm, rng=rng),
+        }
+        pair_rows.append(pair)
+        notes += _disagreement(f"{arms[a].id} vs {arms[b].id}", pair)
 
     effects = pd.DataFrame(effect_rows, columns=_EFFECT_COLUMNS)
     effects["p_holm"] = holm(effects["p_value"].to_numpy())
@@ -466,8 +519,30 @@ def compare_arms(
 
 
 _LEVEL_COLUMNS = ["factor", "level", "reference", "n_arms", "estimate", "ci_low", "ci_high"]
-_EFFECT_COLUMNS = ["factor", "level", "reference_level", "n_pairs", "estimate", "ci_low", "ci_high", "p_value"]
-_PAIR_COLUMNS = ["arm", "vs_arm", "factor", "level", "vs_level", "estimate", "ci_low", "ci_high", "p_value"]
+_EFFECT_COLUMNS = [
+    "factor", "level", "reference_level", "n_pairs", "estimate", "ci_low", "ci_high", "p_value", "p_seeds"
+]  # fmt: skip
+_PAIR_COLUMNS = [
+    "arm", "vs_arm", "factor", "level", "vs_level", "estimate", "ci_low", "ci_high", "p_value", "p_seeds"
+]  # fmt: skip
+
+
+def seed_scores(arm: Arm) -> np.ndarray:
+    """Each training seed's pass@1 over the shared problems: the unit of the seed-level test."""
+    return arm.counts.rates.mean(axis=1)
+
+
+def _disagreement(what: str, row: Mapping[str, float], alpha: float = 0.05) -> list[str]:
+    """A note when the test over problems calls a difference that the interval (which also carries seed-to-seed
+    variation) does not exclude: the difference holds for these trained runs, not yet across training runs."""
+    p, low, high = row["p_value"], row["ci_low"], row["ci_high"]
+    if not (p < alpha and low <= 0.0 <= high):
+        return []
+    seeds = "" if np.isnan(row["p_seeds"]) else f"; over training seeds p = {row['p_seeds']:.3g}"
+    return [
+        f"{what}: p = {p:.3g} over problems, but the {high - low:.1%}-wide interval [{low:+.1%}, {high:+.1%}] "
+        f"spans 0{seeds}. The difference holds for these trained checkpoints, not yet across training runs"
+    ]
 
 
 def align(tables: Mapping[Hashable, pd.DataFrame]) -> tuple[list[str], dict[Hashable, tuple[np.ndarray, np.ndarray]]]:

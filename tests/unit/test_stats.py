@@ -25,6 +25,7 @@ from framework.stats import (
     holm,
     percentile_interval,
     problem_counts,
+    seed_permutation_pvalue,
     sign_flip_pvalue,
 )
 
@@ -220,3 +221,49 @@ def test_counts_validation():
         ArmCounts(np.array([[3]]), np.array([[2]]))
     with pytest.raises(ValueError):
         ArmCounts(np.array([1, 2]), np.array([2, 2]))
+
+
+# ----------------------------------------------------------------------------------- the test over seeds
+def test_seed_permutation_is_exact_and_as_weak_as_three_seeds_are() -> None:
+    high, low = np.array([0.9, 0.8, 0.85]), np.array([0.2, 0.3, 0.25])
+    assert seed_permutation_pvalue([(high, low)]) == pytest.approx(2 / 20)  # the observed split and its mirror
+    assert seed_permutation_pvalue([(high, high)]) == 1.0
+    assert np.isnan(seed_permutation_pvalue([(high, low[:1])]))  # one seed: no test
+    # Two pairs: every combination of both pairs' relabelings, 20 x 20.
+    assert seed_permutation_pvalue([(high, low), (high, low)]) == pytest.approx(2 / 400)
+
+
+def test_seed_permutation_monte_carlo_agrees_with_the_exact_test() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.6, 0.1, 8), rng.normal(0.5, 0.1, 8)  # C(16, 8) = 12870 relabelings
+    exact = seed_permutation_pvalue([(a, b)])
+    sampled = seed_permutation_pvalue([(a, b)], exact_max=10, n_perm=20000, rng=1)
+    assert 0.01 < exact < 0.5 and sampled == pytest.approx(exact, abs=0.015)
+
+
+def test_seed_permutation_holds_its_level_under_the_null() -> None:
+    rng = np.random.default_rng(0)
+    p = [seed_permutation_pvalue([(rng.normal(0, 1, 5), rng.normal(0, 1, 5))]) for _ in range(2000)]
+    assert np.mean(np.array(p) <= 0.05) <= 0.05 + 0.015  # 252 relabelings: exact, so at most its level
+
+
+def test_a_difference_the_problems_call_but_the_seeds_do_not_is_flagged() -> None:
+    """Every problem a little better in the treated arm, seeds that scatter widely: the sign-flip p over problems
+    is tiny, the interval (which carries the seed variation) spans 0, and the report must not let p stand alone."""
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.3, 0.7, 40)
+    offsets = np.array([-0.25, 0.0, 0.25])
+
+    def arm(arm_id: str, level: str, shift: float, order: list[int]) -> Arm:
+        rates = np.clip(base[None, :] + shift + offsets[order][:, None], 0, 1)
+        correct = np.round(rates * 20).astype(int)
+        return Arm(arm_id, {"keywords": level}, ArmCounts(correct, np.full(correct.shape, 20)))
+
+    arms = [arm("keep", "keep", 0.0, [0, 1, 2]), arm("mask", "mask", 0.04, [2, 0, 1])]
+    cmp = compare_arms(arms, {"keywords": ["keep", "mask"]}, {"keywords": "keep"}, n_boot=400, n_perm=2000)
+    effect = cmp.effects.iloc[0]
+    assert effect["p_value"] < 0.01 and effect["ci_low"] < 0 < effect["ci_high"]
+    assert effect["p_seeds"] >= 0.1
+    flagged = [n for n in cmp.notes if "not yet across training runs" in n]
+    assert len(flagged) == 2 and flagged[0].startswith("keywords=mask vs keep: p = ")  # the effect and the pair
+    assert cmp.pairs.iloc[0]["p_seeds"] == effect["p_seeds"]
