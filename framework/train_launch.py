@@ -114,10 +114,16 @@ def launch_command(lay: Layout, args_file: Path, env: Mapping[str, str], *, pare
     return slurm_command(lay, args_file, env, slurm_master(env["SLURM_JOB_NODELIST"]))
 
 
+SHUTDOWN_GRACE_S = 900
+
+
 def worker_env(lay: Layout, base: Mapping[str, str]) -> dict[str, str]:
     """Environment of the training processes: CPU-only DeepSpeed settings, no tokenizer threads, this code."""
     env = dict(base)
     env["TOKENIZERS_PARALLELISM"] = "false"
+    # torchrun, when signalled, gives its workers this long to exit before it kills them (30 s by default): time
+    # to finish a step and write the checkpoint the signal asks for. A scheduler's own grace period still bounds it.
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_GRACE_S))
     env["PYTHONPATH"] = os.pathsep.join([_REPO_ROOT, *filter(None, [base.get("PYTHONPATH")])])
     if not lay.gpu:
         env["DS_ACCELERATOR"] = "cpu"

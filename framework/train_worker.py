@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from framework.train_launch import die_with_parent
+from framework.train_launch import die_with_parent, stop_requests
 
 STOP_FILE = "STOP"  # written by the stage when it is signalled (preemption, time limit): checkpoint and stop
 DEBUG_ENV = "ABLATE_TRAIN_DEBUG_DIR"
@@ -337,7 +337,10 @@ def main(argv: list[str]) -> None:
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     args = json.loads(Path(argv[0]).read_text())
     try:
-        train(args)
+        # Slurm preempts a job by sending TERM to every one of its processes, these included, and torchrun forwards
+        # the TERM it gets: either way a worker asks for the same checkpointed stop as the stage does.
+        with stop_requests(Path(args["stop_file"])):
+            train(args)
     except BaseException:
         # torchrun's own report hides the cause; leave it where the stage can quote it.
         Path(args["errors_dir"], f"rank{os.environ.get('RANK', '0')}.txt").write_text(traceback.format_exc())

@@ -367,12 +367,18 @@ def test_killed_training_resumes_to_the_same_loss(killed_run, tiny_dir: Path, tw
     assert not (store.path("train", key) / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "sig, everyone",
+    [(signal.SIGUSR1, False), (signal.SIGTERM, True)],
+    ids=["usr1-to-the-stage", "term-to-every-process"],
+)
 def test_signalled_training_checkpoints_stops_and_resumes_to_the_same_loss(
-    tmp_path: Path, tiny_dir: Path, two_procs: tuple[Path, Path]
+    sig: signal.Signals, everyone: bool, tmp_path: Path, tiny_dir: Path, two_procs: tuple[Path, Path]
 ):
-    """USR1 to the stage process only (what Slurm sends before a time limit, and what the job script forwards):
-    the workers save a checkpoint at the next step end and stop, the stage raises TrainingStopped, and the next
-    run resumes."""
+    """USR1 to the stage process only (what Slurm sends before a time limit, and what the job script forwards),
+    or TERM to the stage, torchrun and every worker at once (what Slurm sends to all of a job's processes when it
+    preempts it): the workers save a checkpoint at the next step end and stop, the stage raises TrainingStopped,
+    and the next run resumes."""
     spec = copy.deepcopy(SPEC)  # no periodic checkpoints: the only checkpoint is the one the signal asks for
     _, plan = plan_for(spec)
     store = Store(tmp_path)
@@ -389,13 +395,18 @@ def test_signalled_training_checkpoints_stops_and_resumes_to_the_same_loss(
             assert proc.poll() is None, err.read_text()
             assert time.monotonic() < deadline, "training did not start within 240 s"
             time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGUSR1)
+        targets = [proc.pid]
+        if everyone:
+            targets += _processes_mentioning(str(store.work_path("train", key) / "train_args.json"))
+            assert len(targets) >= 4, targets  # the stage, torchrun (behind its guard) and two workers
+        for pid in targets:
+            os.kill(pid, sig)
         assert proc.wait(120) != 0  # `ablate exec` turns TrainingStopped (a RetryLater) into exit 75
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert "TrainingStopped: training interrupted by SIGUSR1: stopped at step" in err.read_text()
+    assert f"TrainingStopped: training interrupted by {sig.name}: stopped at step" in err.read_text()
     assert not store.is_done("train", key)
     saved = [p for p in (store.work_path("train", key) / "checkpoints").glob("checkpoint-*") if (p / COMPLETE).exists()]
     assert len(saved) == 1 and 0 < int(saved[0].name.split("-")[1]) < STEPS

@@ -140,6 +140,12 @@ def test_worker_environment_on_cpu() -> None:
     assert "DS_ACCELERATOR" not in worker_env(layout(TrainSpec(), gpus=8), {})
 
 
+def test_torchrun_gives_signalled_workers_time_to_checkpoint_unless_told_otherwise() -> None:
+    lay = layout(TrainSpec(), gpus=8)
+    assert int(worker_env(lay, {})["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]) >= 300  # not torchrun's 30 s
+    assert worker_env(lay, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "45"})["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "45"
+
+
 def test_visible_gpus_follow_cuda_visible_devices() -> None:
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "0,1,2"}) == 3
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == 0
