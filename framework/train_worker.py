@@ -30,7 +30,7 @@ from typing import Any
 
 from framework.train_launch import die_with_parent, stop_requests
 
-STOP_FILE = "STOP"  # written by the stage when it is signalled (preemption, time limit): checkpoint and stop
+STOP_FILE = "STOP"  # written by the stage or a worker when signalled (preemption, time limit): checkpoint, stop
 DEBUG_ENV = "ABLATE_TRAIN_DEBUG_DIR"
 PAUSE_ENV = "ABLATE_TRAIN_TEST_PAUSE_AFTER_CHECKPOINT"
 COMPLETE = "COMPLETE"  # written into a checkpoint directory once every rank has finished writing it
