@@ -36,7 +36,7 @@ Measured on one H100 80GB (same versions, 1.5b, seq 16384, gradient checkpointin
 2 or 3 steps after 1 or 2 warm-up; rows from three machine starts, A to C):
 
     setting                                                  tokens/s   MFU    peak allocated
-    model's own loss, --grad-accum 8                         out of memory (73.5 GiB held, 2.3 more asked)
+    --loss-chunk 4096 without --lean, --grad-accum 8         out of memory (73.5 GiB held, 2.3 more asked)  A
     --loss-chunk 16384 --lean, accum 8                       out of memory (74.0 GiB held, 9.3 more asked)  B
     --loss-chunk 4096 --lean, accum 8                        26.1k     35.6%   62.8 GiB   A
       the same with --sdpa flash                             23.2k     31.7%   62.8 GiB   A
