@@ -21,6 +21,7 @@ soft-cap their logits are refused.
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any
 
@@ -50,6 +51,7 @@ def cross_entropy_sum_backward(grad: Any, logits: Any, targets: Any, lse: Any) -
     return ((probs - hit.to(probs.dtype)) * grad).to(logits.dtype)
 
 
+@functools.cache  # one class for the process: chunked_loss_sum runs every micro-step
 def _cross_entropy_function() -> Any:
     """Cross-entropy summed over rows, straight from the head's (bf16) logits: no fp32 copy of the logits and no
     log-softmax tensor is ever stored; on GPU each direction is one fused pass over the logits."""
