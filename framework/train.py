@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from framework import models
 from framework.errors import RetryLater, UserError
+from framework.stop_signals import stop_requests
 from framework.store import write_json_atomic
 from framework.train_config import (
     Layout,
@@ -43,7 +44,6 @@ from framework.train_launch import (
     launch_command,
     log_tail,
     run_logged,
-    stop_requests,
     visible_gpus,
     worker_env,
 )

@@ -18,9 +18,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from framework.jit_ops import extensions_dir
 
 if TYPE_CHECKING:  # the guard below runs as its own process: keep its imports to the standard library
     from framework.train_config import Layout
@@ -125,33 +127,13 @@ def worker_env(lay: Layout, base: Mapping[str, str]) -> dict[str, str]:
     # to finish a step and write the checkpoint the signal asks for. A scheduler's own grace period still bounds it.
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_GRACE_S))
     env["PYTHONPATH"] = os.pathsep.join([_REPO_ROOT, *filter(None, [base.get("PYTHONPATH")])])
+    # DeepSpeed's just-in-time built ops go to this environment's own directory (`framework.jit_ops`).
+    env["TORCH_EXTENSIONS_DIR"] = str(extensions_dir(base))
     if not lay.gpu:
         env["DS_ACCELERATOR"] = "cpu"
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         env.setdefault("OMP_NUM_THREADS", str(max(1, cores // lay.procs_per_node)))
     return env
-
-
-@contextlib.contextmanager
-def stop_requests(stop_file: Path, signals: Sequence[int] = (signal.SIGUSR1, signal.SIGTERM)) -> Iterator[list[str]]:
-    """While inside, USR1 or TERM to this process (Slurm before a time limit, a preemption, the job script
-    forwarding either) does not kill it: it writes `stop_file`, which the workers turn into a checkpoint and a
-    clean stop at the next step end. Yields the names of the signals received."""
-    received: list[str] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signal.Signals(signum).name)
-        stop_file.touch()
-
-    try:
-        previous = {s: signal.signal(s, handler) for s in signals}
-    except ValueError:  # not the main thread: leave signals alone
-        previous = {}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def run_logged(cmd: Sequence[str], env: Mapping[str, str], log_path: Path) -> int:

@@ -12,7 +12,9 @@ target token of the step, however the batch is split. The integration tests chec
 
 Test hooks (environment): ABLATE_TRAIN_DEBUG_DIR makes each rank record which examples it trained on per step,
 and rank 0 dump the final in-memory model's logits on the first example; ABLATE_TRAIN_TEST_PAUSE_AFTER_CHECKPOINT
-sleeps that many seconds after the first complete checkpoint, so a test can kill the job at a known point.
+sleeps that many seconds after the first complete checkpoint, so a test can kill the job at a known point;
+ABLATE_TRAIN_TEST_CRASH="RANK:STEP" makes that rank exit abruptly at that step's end, as a crashed process would,
+and the other ranks block there, as survivors waiting on it in a collective do.
 """
 
 from __future__ import annotations
@@ -22,17 +24,22 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
-from framework.train_launch import die_with_parent, stop_requests
+from framework import jit_ops
+from framework.stop_signals import worker_signals
+from framework.train_launch import die_with_parent
 
 STOP_FILE = "STOP"  # written by the stage or a worker when signalled (preemption, time limit): checkpoint, stop
 DEBUG_ENV = "ABLATE_TRAIN_DEBUG_DIR"
 PAUSE_ENV = "ABLATE_TRAIN_TEST_PAUSE_AFTER_CHECKPOINT"
+CRASH_ENV = "ABLATE_TRAIN_TEST_CRASH"
+TRAINING = threading.Event()  # set once the Trainer's loop runs: from then on a step end, or the save, will come
 COMPLETE = "COMPLETE"  # written into a checkpoint directory once every rank has finished writing it
 IGNORE_INDEX = -100
 
@@ -113,9 +120,17 @@ def _trainer_classes() -> tuple[type, type, type]:
             self.stop_file = stop_file
             self.stopped = False
 
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            TRAINING.set()
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             import torch
 
+            crash_rank, _, crash_step = os.environ.get(CRASH_ENV, "").partition(":")
+            if crash_step == str(state.global_step):
+                if crash_rank == os.environ.get("RANK", "0"):
+                    os._exit(3)
+                time.sleep(3600)  # as if stuck in a collective with the dead rank (gloo would notice; NCCL need not)
             asked = self.stop_file.exists()
             if dist.is_initialized() and dist.get_world_size() > 1:
                 device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
@@ -265,6 +280,11 @@ def train(args: dict[str, Any]) -> None:
     import torch
     from transformers import TrainingArguments
 
+    offload = "offload_optimizer" in args["deepspeed"].get("zero_optimization", {})
+    jit_ops.prepare(
+        jit_ops.needed_ops(gpu=torch.cuda.is_available(), offload_optimizer=offload),
+        jit_ops.extensions_dir(os.environ),
+    )
     if not torch.cuda.is_available():
         # On CPU transformers sets up gloo without DeepSpeed's communication layer, and ZeRO-3's partitioned
         # model loading would then see a world of one; initializing through DeepSpeed serves both.
@@ -338,8 +358,8 @@ def main(argv: list[str]) -> None:
     args = json.loads(Path(argv[0]).read_text())
     try:
         # Slurm preempts a job by sending TERM to every one of its processes, these included, and torchrun forwards
-        # the TERM it gets: either way a worker asks for the same checkpointed stop as the stage does.
-        with stop_requests(Path(args["stop_file"])):
+        # the TERM it gets: with the stage's STOP file that is a checkpointed stop; alone, torchrun ending the job.
+        with worker_signals(Path(args["stop_file"]), TRAINING):
             train(args)
     except BaseException:
         # torchrun's own report hides the cause; leave it where the stage can quote it.

@@ -27,7 +27,7 @@ from framework.spec import LoadedSpec, spec_from_dict
 from framework.spec.models import TinyModelSpec
 from framework.spec.yamlsrc import Source
 from framework.store import Store
-from framework.train_worker import COMPLETE, DEBUG_ENV, PAUSE_ENV
+from framework.train_worker import COMPLETE, CRASH_ENV, DEBUG_ENV, PAUSE_ENV
 from tests.helpers import TINY_MODEL
 
 pytestmark = pytest.mark.integration
@@ -287,6 +287,47 @@ def test_a_failing_worker_is_reported_with_its_cause(tmp_path: Path, tiny_dir: P
     assert "no training example fits train.max_seq_len 16" in message and "'dropped': 20" in message
     assert "last lines of" in message and str(store.work_path("train", key) / "train.log") in message
     assert store.status("train", key).state == "failed" and not store.is_done("train", key)
+
+
+def test_a_crashed_rank_ends_the_job_at_once_not_after_the_shutdown_grace(tmp_path: Path, tiny_dir: Path) -> None:
+    """Rank 1 dies mid-run; rank 0 then waits in a collective that will never finish. torchrun sends it TERM and
+    grants TORCH_ELASTIC_SHUTDOWN_TIMEOUT (900 s here) for a checkpointed stop, but without the stage's STOP file
+    the TERM is torchrun ending the job, and the worker must go at once."""
+    from framework.train import TrainError
+
+    spec = copy.deepcopy(SPEC)
+    spec["train"]["epochs"] = 2
+    loaded, plan = plan_for(spec)
+    store = Store(tmp_path)
+    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
+    t0 = time.monotonic()
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(TrainError):
+        mp.setenv(CRASH_ENV, "1:3")
+        execute(loaded, plan, store, "train", key)
+    log = (store.work_path("train", key) / "train.log").read_text()
+    assert "'loss':" in log  # it failed in the loop, not before
+    grace = next(line for line in log.splitlines() if "closing signal SIGTERM" in line)
+    assert grace and time.monotonic() - t0 < 200, f"the failed job took {time.monotonic() - t0:.0f} s to end"
+
+
+def test_a_killed_build_lock_does_not_hang_the_next_run(tmp_path: Path, tiny_dir: Path) -> None:
+    """A build of DeepSpeed's CPU op killed half way leaves torch's lock file behind, and every later run used to
+    wait on it forever. The run removes it (under an flock no build holds) and trains."""
+    import shutil
+
+    from framework.jit_ops import BATON, extensions_dir
+
+    ops = tmp_path / "torch_extensions"
+    if extensions_dir(os.environ).is_dir():  # this environment's build, so the test need not compile again
+        shutil.copytree(extensions_dir(os.environ), ops, ignore=shutil.ignore_patterns(BATON, ".ablate-build.lock"))
+    (ops / "deepspeed_shm_comm").mkdir(parents=True, exist_ok=True)
+    (ops / "deepspeed_shm_comm" / BATON).touch()
+    spec = copy.deepcopy(SPEC)
+    spec["train"]["epochs"] = 1
+    out = train_in(tmp_path / "store", tiny_dir, spec, {"TORCH_EXTENSIONS_DIR": str(ops)})
+    assert metrics(out)["loss_curve"]
+    assert not (ops / "deepspeed_shm_comm" / BATON).exists()
+    assert "removed the lock of a killed build" in (out / "train.log").read_text()
 
 
 # ------------------------------------------------------------------------------------------ kill, resume

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from framework.jit_ops import extensions_dir
 from framework.spec.models import TrainSpec
 from framework.train_config import (
     TrainConfigError,
@@ -138,6 +139,8 @@ def test_worker_environment_on_cpu() -> None:
     assert env["OMP_NUM_THREADS"] == "3"  # an explicit setting wins
     assert env["PYTHONPATH"].endswith(":/elsewhere")
     assert "DS_ACCELERATOR" not in worker_env(layout(TrainSpec(), gpus=8), {})
+    assert env["TORCH_EXTENSIONS_DIR"] == str(extensions_dir({}))  # this environment's own op builds
+    assert worker_env(lay, {"TORCH_EXTENSIONS_DIR": "/mine"})["TORCH_EXTENSIONS_DIR"] == "/mine"
 
 
 def test_torchrun_gives_signalled_workers_time_to_checkpoint_unless_told_otherwise() -> None:
