@@ -2,8 +2,9 @@
 
 Stage bodies are replaced by small Python commands that publish the job's store marker, as in the local launcher's
 tests: what is under test is what Slurm does with the generated scripts (dependencies, kill-on-invalid-dep, reuse
-of queued jobs, signal forwarding and requeue, cancel), not the stages. The last test runs the whole quickstart
-through Slurm with the real `ablate exec` of every stage.
+of queued jobs, signal forwarding and requeue, cancel), not the stages. Two tests use the real stages: a training
+preempted the way Slurm does it resumes from its checkpoint, and the whole quickstart runs through Slurm with the
+real `ablate exec` of every stage.
 """
 
 from __future__ import annotations
@@ -273,3 +274,48 @@ def test_quickstart_end_to_end_through_slurm(slurm, tmp_path, monkeypatch):
         for dep in task.deps:
             dep_job = dep.split("+")[0]
             assert when[dep_job]["done"] <= when[job]["start"], f"{job} started before {dep_job} was done"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_real_training_preempted_by_slurm_checkpoints_requeues_and_resumes(slurm, tmp_path, monkeypatch):
+    """Preemption as Slurm does it, on the real train stage: TERM to every process of the job at once (the batch
+    shell, the stage, torchrun, both workers). The workers finish their step and write a checkpoint, the job
+    requeues itself, and the rerun resumes from that checkpoint to the last step."""
+    import copy
+    import json
+
+    import yaml
+
+    from framework.spec.models import TinyModelSpec
+    from framework.tiny import build, toy_corpus
+    from tests.integration.test_train import SPEC, STEPS, publish_inputs, toy_like_rows
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = copy.deepcopy(SPEC)
+    data["launcher"] = {"kind": "slurm", "slurm": {"time": "00:15:00", "cpus_per_task": 2}}
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    loaded = load_spec(spec_path)
+    plan = build_plan(loaded.spec, spec_path)
+    store = Store(tmp_path / "results" / loaded.spec.name / "store")
+    build(TinyModelSpec.model_validate(data["model"]["tiny"]), tmp_path / "tiny", toy_corpus())
+    key = publish_inputs(store, plan, tmp_path / "tiny", toy_like_rows())
+    train = next(t for t in pending_tasks(plan, store) if t.stage == "train")
+    task = Task("train", train.jobs)
+    launcher = run_slurm(loaded.spec, spec_path, store, [task], str(tmp_path / "results"), wait=False, poll_s=1)
+    work_log = store.work_path("train", key) / "train.log"
+    wait_for(
+        lambda: work_log.exists() and "'loss':" in work_log.read_text(errors="replace"),
+        timeout_s=300,
+        what="the training loop to start",
+    )
+    subprocess.run(["scancel", "--full", "--signal=TERM", str(launcher.jobs[task.id])], check=True)
+    states = launcher.wait(poll_s=1)
+    assert states[task.id] == "done", launcher.reasons
+    job_log = store.log_path("train", key).read_text()
+    assert "requeued after SIGTERM" in job_log and "restart 1" in job_log, job_log
+    metrics = json.loads((store.path("train", key) / "metrics.json").read_text())
+    assert 0 < metrics["resumed_from_step"] < STEPS
+    assert [e["step"] for e in metrics["loss_curve"]] == list(range(1, STEPS + 1))
