@@ -2,6 +2,7 @@
 
     python benchmarks/train_gpu.py [--size 1.5b] [--seq-len 16384] [--warmup 3] [--steps 5] [--grad-accum 1]
                                    [--no-gradient-checkpointing] [--loss-chunk N] [--lean] [--sdpa auto|cudnn|flash]
+                                   [--zero-stage 3] [--gather-per-layer] [--plain-linear] [--size skeleton]
                                    [--profile out.txt] [--peak-tflops 989] [--json out.json]
 
 What runs is the train stage's recipe, not a parallel one: a `TrainSpec` (the spec's own defaults, one process,
@@ -51,11 +52,14 @@ waits on the host, which issues ZeRO-3's per-module gathers and every eager op: 
 host-bound, and the 40% goal is not reached.
 
 That host time can be measured without a GPU: `--size skeleton` keeps 1.5b's 28 layers of modules at tiny widths,
-so a step on CPU is mostly Python. With `--lean --loss-chunk 4096 --no-gradient-checkpointing --grad-accum 8
---seq-len 32` on 2 CPU cores (median of 5 steps): ZeRO-3 2.15 s a step, ZeRO-3 with `--gather-per-layer` (each
-decoder layer gathered by one hook, `train.zero3_gather_per_layer`) 1.32 s, ZeRO-0 (no per-module hooks) 0.54 s.
-Whole-layer gathers remove about half of what ZeRO-3's hooks add; their effect on the H100 step is not yet
-measured.
+so a step on CPU is mostly Python. Run it with OMP_NUM_THREADS=1: OpenMP's spinning threads on 2 cores otherwise
+nearly double a ZeRO-3 step (3.9 s against 2.2 s) and hide what is measured. With `--lean --loss-chunk 4096
+--no-gradient-checkpointing --grad-accum 8 --seq-len 32` (a run's median of 5 steps, the median of 3 runs taken
+in turn): ZeRO-3 2.39 s a step; with `--gather-per-layer` (each decoder layer gathered by one hook,
+`train.zero3_gather_per_layer`) 1.29 s; adding `--plain-linear` (torch's linear instead of DeepSpeed's ZeRO-3
+autograd function, `train.zero3_memory_efficient_linear: false`) 1.09 s; ZeRO-0 (no per-module hooks) 0.55 s.
+A py-spy profile of the whole-layer run put 11% of the loop in DeepSpeed's linear. `--plain-linear` alone, with
+per-module gathers, changes nothing (2.18 s). Their effect on the H100 step is not yet measured.
 `--device cpu` runs the same path with DeepSpeed's CPU accelerator and gloo (fp32, as the recipe does on CPU), to
 check the script on a small model (`--size tiny --seq-len 128`) without a GPU.
 """
@@ -195,6 +199,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         sdpa_backends=SDPA_CHOICES[opts.sdpa],
         zero_stage=opts.zero_stage,
         zero3_gather_per_layer=opts.gather_per_layer,
+        zero3_memory_efficient_linear=not opts.plain_linear,
         processes=1,
         extra_args={"max_steps": run_steps},
     )
@@ -319,6 +324,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "loss_chunk_tokens": train.loss_chunk_tokens,
         "lean_activations": train.lean_activations,
         "zero3_gather_per_layer": train.zero3_gather_per_layer,
+        "zero3_memory_efficient_linear": train.zero3_memory_efficient_linear,
         "sdpa_backends": sdpa_backends or "pytorch's order",
         "warmup_steps": opts.warmup,
         "timed_steps": opts.steps,
@@ -399,6 +405,7 @@ def report(r: dict[str, Any]) -> str:
         f"tied embeddings {r['tied_embeddings']}",
         f"recipe                ZeRO-{r['zero_stage']}"
         + (" gathering whole layers" if r.get("zero3_gather_per_layer") else "")
+        + (" with torch's linear" if r.get("zero3_memory_efficient_linear") is False else "")
         + f", {r['dtype']}, attention {r['attn_implementation']} "
         f"(SDPA flash kernel usable: {r['sdpa_flash_usable']}), gradient checkpointing "
         f"{'ON' if r['gradient_checkpointing'] else 'OFF'}, loss "
@@ -449,6 +456,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gather-per-layer",
         action="store_true",
         help="train.zero3_gather_per_layer: ZeRO-3 gathers each decoder layer as one unit (default off)",
+    )
+    p.add_argument(
+        "--plain-linear",
+        action="store_true",
+        help="train.zero3_memory_efficient_linear false: torch's linear instead of DeepSpeed's ZeRO-3 one",
     )
     p.add_argument(
         "--lean",

@@ -25,6 +25,7 @@ TRAIN_EXECUTION_ONLY = {
     "offload_optimizer",
     "offload_params",
     "zero3_gather_per_layer",
+    "zero3_memory_efficient_linear",
     "gradient_checkpointing",
     "loss_chunk_tokens",
     "lean_activations",

@@ -70,6 +70,8 @@ def deepspeed_config(train: TrainSpec, lay: Layout) -> dict[str, Any]:
     if train.zero_stage == 3:
         # Gather the full weights on save: the consolidated checkpoint is a plain HF directory.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+        if not train.zero3_memory_efficient_linear:
+            zero["memory_efficient_linear"] = False  # DeepSpeed's default is its own linear
     if train.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": lay.gpu}
     if train.offload_params:

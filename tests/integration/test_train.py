@@ -130,10 +130,14 @@ def one_proc(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def chunked(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
     """ZeRO-3 over 2 processes with the LM head and loss computed 16 target tokens at a time, lean activations,
-    and each decoder layer's weights gathered as one unit."""
+    each decoder layer's weights gathered as one unit, and torch's own linear in place of DeepSpeed's."""
     spec = copy.deepcopy(SPEC)
     spec["train"].update(
-        epochs=ONE_PROC_EPOCHS, loss_chunk_tokens=16, lean_activations=True, zero3_gather_per_layer=True
+        epochs=ONE_PROC_EPOCHS,
+        loss_chunk_tokens=16,
+        lean_activations=True,
+        zero3_gather_per_layer=True,
+        zero3_memory_efficient_linear=False,
     )
     return train_in(tmp_path_factory.mktemp("zero3-chunked"), tiny_dir, spec)
 

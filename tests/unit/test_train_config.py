@@ -177,6 +177,15 @@ def test_whole_layer_gathers_need_zero3() -> None:
     with pytest.raises(ValidationError, match="zero3_gather_per_layer needs zero_stage 3"):
         TrainSpec(zero_stage=2, zero3_gather_per_layer=True)
     assert TrainSpec(zero3_gather_per_layer=True).zero3_gather_per_layer
+    with pytest.raises(ValidationError, match="zero3_memory_efficient_linear applies to zero_stage 3 only"):
+        TrainSpec(zero_stage=0, zero3_memory_efficient_linear=False)
+
+
+def test_zero3_linear_choice_reaches_the_deepspeed_config() -> None:
+    lay = layout(TrainSpec(global_batch_size=4), gpus=1)
+    assert "memory_efficient_linear" not in deepspeed_config(TrainSpec(global_batch_size=4), lay)["zero_optimization"]
+    plain = TrainSpec(global_batch_size=4, zero3_memory_efficient_linear=False)
+    assert deepspeed_config(plain, lay)["zero_optimization"]["memory_efficient_linear"] is False
 
 
 def test_whole_layer_gathers_mark_exactly_the_decoder_layers() -> None:
