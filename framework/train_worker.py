@@ -35,7 +35,7 @@ from framework import jit_ops
 from framework.stop_signals import worker_signals
 from framework.train_launch import die_with_parent
 
-STOP_FILE = "STOP"  # written by the stage or a worker when signalled (preemption, time limit): checkpoint, stop
+STOP_FILE = "STOP"  # written by the stage when signalled (preemption, time limit): checkpoint, stop
 DEBUG_ENV = "ABLATE_TRAIN_DEBUG_DIR"
 PAUSE_ENV = "ABLATE_TRAIN_TEST_PAUSE_AFTER_CHECKPOINT"
 CRASH_ENV = "ABLATE_TRAIN_TEST_CRASH"
