@@ -17,13 +17,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import logging
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 BATON = "lock"  # torch.utils.cpp_extension's build lock, a file in the op's build directory
 SETTLE_S = 20.0
@@ -64,7 +61,7 @@ def clear_stale_baton(op_dir: Path, settle_s: float = SETTLE_S) -> bool:
     while baton.exists():
         if time.monotonic() >= deadline:
             baton.unlink(missing_ok=True)
-            log.warning("removed %s: a build of this op was killed before it finished; building it again", baton)
+            # stderr, not logging: the workers' stderr is what reaches train.log
             print(f"[ablate] removed the lock of a killed build: {baton}", file=sys.stderr, flush=True)
             return True
         time.sleep(0.2)

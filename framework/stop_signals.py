@@ -6,8 +6,8 @@ and writes STOP_FILE, which the workers' callback turns into that stop at the ne
 
 A worker gets TERM in two other cases that must not wait for a step end: torchrun tears the job down after a peer
 failed (the survivors sit in a collective with a dead rank, and a step never ends), or the stage itself is being
-interrupted. Neither writes STOP_FILE. So a worker's signal asks for the stop only when STOP_FILE appears within
-`STOP_FILE_WAIT_S` (the stage signalled at the same moment) and the training loop runs; otherwise the worker exits at
+interrupted. Neither writes STOP_FILE. So a worker's signal asks for the stop only when the training loop runs and
+STOP_FILE appears within `STOP_FILE_WAIT_S` (the stage signalled at the same moment); otherwise the worker exits at
 once, as it would without a handler (`worker_signals`). A thread woken through Python's signal wake-up fd decides,
 because the main thread may be blocked in a collective where no Python handler runs.
 """
@@ -83,9 +83,11 @@ def worker_signals(
 
 
 def _stop_asked(stop_file: Path, training: threading.Event, wait_s: float) -> bool:
+    if not training.is_set():
+        return False  # before the loop no step end is near: whatever the stage asked, go now
     deadline = time.monotonic() + wait_s
     while not stop_file.exists():
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
-    return training.is_set()
+    return True

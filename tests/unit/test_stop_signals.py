@@ -32,19 +32,19 @@ from framework.stop_signals import worker_signals
 stop, training = Path(sys.argv[1]), threading.Event()
 if sys.argv[2] == "training":
     training.set()
-with worker_signals(stop, training, wait_s=1.0):
+with worker_signals(stop, training, wait_s=float(sys.argv[4])):
     print("ready", flush=True)
     time.sleep(float(sys.argv[3]))
 print("finished", flush=True)
 """
 
 
-def _signalled_worker(tmp_path: Path, *, stop_file: bool, phase: str) -> tuple[int, str, float]:
+def _signalled_worker(tmp_path: Path, *, stop_file: bool, phase: str, wait_s: float = 1.0) -> tuple[int, str, float]:
     stop = tmp_path / "STOP"
     if stop_file:
         stop.touch()
     proc = subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(stop), phase, "4"], stdout=subprocess.PIPE, text=True, cwd=REPO
+        [sys.executable, "-c", WORKER, str(stop), phase, "4", str(wait_s)], stdout=subprocess.PIPE, text=True, cwd=REPO
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     t0 = time.monotonic()
@@ -69,3 +69,10 @@ def test_a_worker_signalled_before_its_training_loop_exits_even_with_the_stop_fi
     """Before the loop (loading, a build, the rendezvous) no step end is near, and nothing is lost by going."""
     rc, out, _ = _signalled_worker(tmp_path, stop_file=True, phase="setup")
     assert rc == 128 + signal.SIGTERM and "finished" not in out
+
+
+def test_a_worker_signalled_before_its_training_loop_does_not_wait_for_the_stop_file(tmp_path: Path) -> None:
+    """A 32B model loads for minutes: a TERM then ends the worker now, not after the wait for the stage's file."""
+    rc, out, took = _signalled_worker(tmp_path, stop_file=False, phase="setup", wait_s=10.0)
+    assert rc == 128 + signal.SIGTERM and "finished" not in out
+    assert took < 3.0  # the main thread had 4 s left to sleep, and the file wait was 10 s
