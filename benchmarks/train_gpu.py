@@ -59,7 +59,8 @@ in turn): ZeRO-3 2.39 s a step; with `--gather-per-layer` (each decoder layer ga
 `train.zero3_gather_per_layer`) 1.29 s; adding `--plain-linear` (torch's linear instead of DeepSpeed's ZeRO-3
 autograd function, `train.zero3_memory_efficient_linear: false`) 1.09 s; ZeRO-0 (no per-module hooks) 0.55 s.
 A py-spy profile of the whole-layer run put 11% of the loop in DeepSpeed's linear. `--plain-linear` alone, with
-per-module gathers, changes nothing (2.18 s). Their effect on the H100 step is not yet measured.
+per-module gathers, changes nothing (2.18 s). Their effect on the H100 step is not yet measured;
+`benchmarks/train_gpu_compare.py` runs these settings side by side and prints each step as a ratio of ZeRO-3's.
 `--device cpu` runs the same path with DeepSpeed's CPU accelerator and gloo (fp32, as the recipe does on CPU), to
 check the script on a small model (`--size tiny --seq-len 128`) without a GPU.
 """
