@@ -449,10 +449,11 @@ def compare_arms(
         ref = references[f]
         shared = _balanced_combinations(arms, f, names)
         for name in names:
-            members = [j for j, a in enumerate(arms) if not a.baseline and a.levels.get(f) == name]
-            # Only the arms whose other levels exist at every level of f, so that a level's mean is not another
-            # factor's effect: all arms in a full factorial, the reference arms in a one-at-a-time design.
-            members = [j for j in members if _others(arms[j], f) in shared] or members
+            at_level = [j for j, a in enumerate(arms) if not a.baseline and a.levels.get(f) == name]
+            # A level's mean takes only the arms whose other levels exist at every level of f, so that it is not
+            # another factor's effect: all arms in a full factorial, the reference arms in a one-at-a-time design.
+            # The effect below pairs arms instead, so it takes every arm with a reference twin.
+            members = [j for j in at_level if _others(arms[j], f) in shared] or at_level
             if members:
                 iv = boot.interval(weights(members), level).clip(0.0, 1.0)
                 level_rows.append(
@@ -461,7 +462,7 @@ def compare_arms(
             if name == ref:
                 continue
             pairs = []
-            for j in members:
+            for j in at_level:
                 k = index.get(tuple(sorted(dict(arms[j].levels, **{f: ref}).items())))
                 if k is not None:
                     pairs.append((j, k))

@@ -200,6 +200,26 @@ def test_one_at_a_time_design_and_an_excluded_combination():
     assert levels.loc[("a", "y"), "estimate"] == pytest.approx(0.6) and levels.loc[("a", "x"), "n_arms"] == 1
 
 
+def test_an_excluded_cell_of_one_level_leaves_the_other_levels_effects_whole():
+    """Excluding (z, q) unbalances factor a, but y still has both its twins: its effect averages over p and q."""
+    factors = {"a": ["x", "y", "z"], "b": ["p", "q"]}
+    refs = {"a": "x", "b": "p"}
+    arms = [
+        _arm("x,p", {"a": "x", "b": "p"}, [0.5, 0.5]),
+        _arm("y,p", {"a": "y", "b": "p"}, [0.6, 0.6]),  # y - x at p: +0.1
+        _arm("z,p", {"a": "z", "b": "p"}, [0.5, 0.5]),
+        _arm("x,q", {"a": "x", "b": "q"}, [0.2, 0.2]),
+        _arm("y,q", {"a": "y", "b": "q"}, [0.9, 0.9]),  # y - x at q: +0.7
+    ]
+    cmp = compare_arms(arms, factors, refs, n_boot=100, n_perm=100)
+    eff = cmp.effects.set_index(["factor", "level"])
+    assert eff.loc[("a", "y"), "n_pairs"] == 2 and eff.loc[("a", "y"), "estimate"] == pytest.approx(0.4)
+    assert eff.loc[("a", "z"), "n_pairs"] == 1 and eff.loc[("a", "z"), "estimate"] == pytest.approx(0.0)
+    # the level means still use only the combinations every level of a has: b = p
+    levels = cmp.levels.set_index(["factor", "level"])
+    assert levels.loc[("a", "y"), "n_arms"] == 1 and levels.loc[("a", "y"), "estimate"] == pytest.approx(0.6)
+
+
 def test_problem_counts_keep_repeated_ids_of_different_subsets_apart_and_align_intersects():
     samples = pd.DataFrame(
         {
