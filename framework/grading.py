@@ -76,6 +76,7 @@ class Verdict:
 # ----------------------------------------------------------------------------------------------- normalization
 
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_SPACED_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _INT_RE = re.compile(r"-?\d+")
 _DECIMAL_RE = re.compile(r"-?\d*\.\d+")
 _SLASH_RE = re.compile(r"(-?\d+)/(\d+)")
@@ -85,18 +86,22 @@ _FRAC_RE = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(\d+)\}")
 def normalize_answer(answer: str) -> str:
     """A canonical string for exact matching and vote counting.
 
-    Removes only notation that cannot change the value: whitespace, \\left/\\right, \\text{} wrappers, spacing
-    commands, a trailing period, thousands separators ("1,000", "1{,}000"; but "726, 707" with a space is a list and
-    stays one), and maps \\dfrac/\\tfrac to \\frac.
+    Removes only notation that cannot change the value: whitespace and spacing commands (except between two
+    digits: "2 3" is not 23, and is math-verify's to judge), \\left/\\right, \\text{} wrappers, a trailing period,
+    thousands separators ("1,000", "1{,}000", "1 000", "1\\,000"; but "726, 707" with a space is a list and stays
+    one), and maps \\dfrac/\\tfrac to \\frac.
     Anything that needs mathematics (units, percentages, equivalent forms) is left to math-verify.
     """
     s = answer.strip()
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = unwrap_text(s)
-    s = re.sub(r"\\[,;:! ]|~", "", s).replace("{,}", ",")
+    s = re.sub(r"\\[,;:! ]|~", " ", s).replace("{,}", ",")
     listed = re.search(r",\s", s) is not None  # "726, 707" is two answers; "726,707" is one number
-    s = re.sub(r"\s+", "", s).rstrip(".")
+    s = re.sub(r"\s+", " ", s).strip()
+    if _SPACED_THOUSANDS_RE.fullmatch(s.rstrip(".")):
+        s = s.replace(" ", "")
+    s = re.sub(r"(?<!\d) | (?!\d)", "", s).rstrip(".")  # a space between two digits separates two numbers
     if not listed and _THOUSANDS_RE.fullmatch(s):
         s = s.replace(",", "")
     return s

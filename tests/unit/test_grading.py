@@ -163,6 +163,11 @@ def test_extract_choice(text: str, choices: str, expected: tuple[str | None, str
         ("1,000", "1000"),
         ("1{,}000.5", "1000.5"),
         ("1,2", "1,2"),
+        ("1 000", "1000"),
+        (r"1\,000\,000", "1000000"),
+        ("2 3", "2 3"),  # two numbers, not 23
+        (r"2\ 3", "2 3"),
+        ("x + 2 y", "x+2y"),
         ("42.", "42"),
         (r"\rightarrow", r"\rightarrow"),
     ],
@@ -178,6 +183,8 @@ def test_fast_path_methods() -> None:
     assert grade_math(None, "3") == Verdict(False, None, "no_answer")
     assert grade_math("  ", "3").method == "no_answer"
     assert grade_math("1,000", "1000") == Verdict(True, "1,000", "exact")
+    assert not grade_math("2 3", "23").correct and not grade_math(r"1\ 2", "12").correct  # a space is not a separator
+    assert grade_math(r"1\,000", "1000").correct
     assert grade_math("2/4", r"\frac{1}{2}") == Verdict(True, "2/4", "numeric")
     assert grade_math("7", "8") == Verdict(False, "7", "numeric")
     # A decimal that differs from an exact rational is math-verify's call (it rounds to 6 places).
