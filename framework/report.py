@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,16 @@ import pyarrow.parquet as pq
 
 from framework.mlflow_client import TrackingUnavailable
 from framework.report_plots import accuracy_by_level, length_vs_accuracy
-from framework.stats import Arm, ArmCounts, Comparison, align, compare_arms, problem_counts
+from framework.stats import (
+    ARM_COLUMNS,
+    Arm,
+    ArmCounts,
+    Comparison,
+    align,
+    compare_arms,
+    factor_columns,
+    problem_counts,
+)
 from framework.tracking import eval_counts, log_report, metric_key
 
 if TYPE_CHECKING:
@@ -105,10 +114,15 @@ def _eval_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
     return out | eval_counts(result)
 
 
+def report_factor_columns(factors: Iterable[str]) -> dict[str, str]:
+    """A factor's column, the same in cells.csv and arms.csv: `factor.<name>` where it would take a fixed one's."""
+    return factor_columns(factors, [*COLUMNS, *ARM_COLUMNS])
+
+
 def report_frame(plan: Plan, store: Store) -> pd.DataFrame:
     """One row per cell x benchmark, from the store; cells not evaluated yet have missing metrics."""
     factors = list(plan.spec.factors)
-    factor_col = {f: f if f not in COLUMNS else f"factor.{f}" for f in factors}
+    factor_col = report_factor_columns(factors)
     rows = []
     for cell in plan.cells:
         stages = plan.cell_jobs[cell.id]
@@ -327,7 +341,8 @@ def write_report(
     plots_dir.mkdir(parents=True, exist_ok=True)
     frame = report_frame(plan, store)
     frame.to_csv(tables / "cells.csv", index=False)
-    factors = [c for c in frame.columns if c in spec.factors or c in {f"factor.{f}" for f in spec.factors}]
+    columns = report_factor_columns(spec.factors)
+    factors = [columns[f] for f in spec.factors]
     levels = {f: [lv.name for lv in fs.levels] for f, fs in spec.factors.items()}
     refs = {f: fs.reference_level for f, fs in spec.factors.items()}
 
@@ -340,7 +355,7 @@ def write_report(
         if not arms:
             sections.append(f"## {bench}\n\nNo cell has been evaluated on {bench} yet.\n")
             continue
-        cmp = compare_arms(arms, levels, refs, n_boot=n_boot)
+        cmp = compare_arms(arms, levels, refs, n_boot=n_boot, columns=columns)
         warnings += [f"{bench}: {n}" for n in cmp.notes]
         for name, table in (("arms", cmp.arms), ("levels", cmp.levels), ("effects", cmp.effects)):
             results[name].append(table.assign(benchmark=bench))

@@ -41,7 +41,7 @@ their number; when the problem-level p is below 0.05 but the interval spans 0, a
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -389,6 +389,16 @@ def _balanced_combinations(arms: Sequence[Arm], factor: str, names: Sequence[str
     return set.intersection(*present) if present else set()
 
 
+ARM_COLUMNS = ("arm", "baseline", "n_seeds", "n_problems", "estimate", "ci_low", "ci_high", "seed_share")
+
+
+def factor_columns(factors: Iterable[str], taken: Iterable[str] = ARM_COLUMNS) -> dict[str, str]:
+    """Each factor's column in a table: its own name, or `factor.<name>` where a fixed column has that name (a
+    factor called `arm` must not overwrite the arm's id)."""
+    taken = set(taken)
+    return {f: f"factor.{f}" if f in taken else f for f in factors}
+
+
 def compare_arms(
     arms: Sequence[Arm],
     factors: Mapping[str, Sequence[str]],
@@ -399,6 +409,7 @@ def compare_arms(
     n_perm: int = 10000,
     generalize: Sequence[str] = ("seed", "problem"),
     seed: int = 0,
+    columns: Mapping[str, str] | None = None,
 ) -> Comparison:
     """Intervals for every arm, every factor level, every level's marginal effect against the factor's reference,
     and every pair of arms that differ in exactly one factor -- all from one joint bootstrap.
@@ -407,7 +418,9 @@ def compare_arms(
     for which both arms (F=L, c) and (F=reference, c) exist, of their difference. In a full factorial that is
     the usual main effect averaged over the other factors; in a one-at-a-time design it is the single contrast
     against the all-reference arm; cells dropped by `grid.exclude` drop only their own combinations.
+    `columns` names each factor's column in the arms table (default: `factor_columns`).
     """
+    columns = dict(columns) if columns is not None else factor_columns(factors)
     rng = np.random.default_rng(seed)
     boot = hierarchical_bootstrap([a.counts for a in arms], n_boot=n_boot, generalize=generalize, rng=rng)
     n = len(arms)
@@ -429,7 +442,7 @@ def compare_arms(
         arm_rows.append(
             {
                 "arm": arm.id,
-                **{f: arm.levels.get(f) for f in factors},
+                **{columns[f]: arm.levels.get(f) for f in factors},
                 "baseline": arm.baseline,
                 "n_seeds": arm.counts.n_seeds,
                 "n_problems": arm.counts.n_problems,

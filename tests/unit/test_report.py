@@ -65,7 +65,7 @@ ARM_EFFECT = {"source=qwq_32b_preview": 0.8, "source=human_stage4": -0.4, "keywo
 def _arm_logit(arm_levels: dict[str, str], baseline: str | None) -> float:
     if baseline is not None:
         return -1.5
-    return sum(ARM_EFFECT[f"{f}={lv}"] for f, lv in arm_levels.items())
+    return sum(ARM_EFFECT.get(f"{f}={lv}", 0.0) for f, lv in arm_levels.items())
 
 
 def synthetic_sweep(
@@ -241,6 +241,26 @@ def test_report_tables_and_markdown_carry_the_stores_numbers(sweep, tmp_path):
     assert len(cells) == 9 and "pass@1" in cells.columns
     for png in ("aime24-levels.png", "aime24-length.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG" and f"plots/{png}" in text
+
+
+def test_a_factor_named_like_a_column_gets_its_own_column_in_every_table(tmp_path):
+    """A factor called `arm` or `estimate` must neither overwrite the arm's id or its pass@1 nor break the report."""
+    factors = {
+        "arm": {"kind": "source", "levels": ["qwq_32b_preview", "human_stage4"]},
+        "estimate": {"kind": "keywords", "levels": {"keep": {}, "mask": {"mode": "delete"}}},
+    }
+    sw = synthetic_sweep(tmp_path, factors=factors)
+    out = tmp_path / "out"
+    text = write_report(sw.loaded, sw.plan, sw.store, out, n_boot=100, track=False).read_text()
+    arms = pd.read_csv(out / "tables" / "arms.csv").set_index("arm")
+    ref = "arm=qwq_32b_preview,estimate=keep"
+    assert ref in arms.index and arms.loc[ref, "factor.arm"] == "qwq_32b_preview"
+    assert arms.loc["arm=human_stage4,estimate=mask", "factor.estimate"] == "mask"
+    assert arms["estimate"].between(0, 1).all()
+    cells = pd.read_csv(out / "tables" / "cells.csv")
+    assert {"factor.arm", "factor.estimate"} <= set(cells.columns)
+    assert cells.loc[cells["baseline"].isna(), "arm"].str.startswith("arm=").all()
+    assert "| factor.arm | factor.estimate |" in text
 
 
 def test_report_files_are_attached_to_the_sweeps_parent_run(tmp_path, template_db):
