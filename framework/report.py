@@ -190,6 +190,12 @@ def benchmark_arms(plan: Plan, store: Store, benchmark: str) -> tuple[list[Arm],
     if not counts:
         return [], notes
     keys, aligned = align(counts)
+    if not keys:
+        notes.append(
+            f"{benchmark}: no problem is shared by every evaluated cell, so no arm can be compared; evaluate "
+            "them on one problem set"
+        )
+        return [], notes
     dropped = {c: len(t) - len(keys) for c, t in counts.items() if len(t) > len(keys)}
     if dropped:
         notes.append(f"{benchmark}: {len(keys)} problems shared by every evaluated cell; others left out ({dropped})")
@@ -323,7 +329,7 @@ STATS_NOTE = (
     "is carried by the problem level), paired on problems between arms, widened by t/z for few seeds. "
     "p: two-sided sign-flip permutation test over problems, conditional on the trained runs; Holm-adjusted within "
     "each table. p (seeds): permutation test over training seeds, which generalizes over training runs (with 3 "
-    "seeds per arm it cannot go below 0.1; – with 1 seed). Δ in percentage points, positive = the level (or first "
+    "seeds per arm it cannot go below 0.1 for one pair of arms; – with 1 seed). Δ in percentage points, positive = the level (or first "
     "arm) is better. Seed share: the part of an arm's interval that comes from seed-to-seed variation. Method: "
     "framework/stats.py."
 )
@@ -353,7 +359,8 @@ def write_report(
         arms, notes = benchmark_arms(plan, store, bench)
         warnings += notes
         if not arms:
-            sections.append(f"## {bench}\n\nNo cell has been evaluated on {bench} yet.\n")
+            why = "its cells share no problem (see Warnings)" if cells["evaluated"].any() else "no cell evaluated yet"
+            sections.append(f"## {bench}\n\nNo comparison on {bench}: {why}.\n")
             continue
         cmp = compare_arms(arms, levels, refs, n_boot=n_boot, columns=columns)
         warnings += [f"{bench}: {n}" for n in cmp.notes]

@@ -209,6 +209,16 @@ def test_cells_not_evaluated_yet_have_missing_metrics_and_the_report_says_so(swe
     assert "source=human_stage4,keywords=mask has 1 of 2 seeds evaluated" in text
 
 
+def test_cells_that_share_no_problem_are_a_warning_not_a_crash(sweep, tmp_path):
+    (job,) = sweep.plan.cell_jobs[TRUNCATED]["eval"]
+    path = sweep.store.path(*job.split("/")) / "samples.parquet"
+    samples = pd.read_parquet(path)
+    samples.assign(problem_id="other-" + samples["problem_id"]).to_parquet(path, index=False)
+    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", n_boot=50, track=False).read_text()
+    assert "No comparison on aime24: its cells share no problem" in text
+    assert "aime24: no problem is shared by every evaluated cell" in text
+
+
 def test_report_tables_and_markdown_carry_the_stores_numbers(sweep, tmp_path):
     out = tmp_path / "out"
     path = write_report(sweep.loaded, sweep.plan, sweep.store, out, n_boot=300, track=False)
