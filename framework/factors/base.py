@@ -38,3 +38,5 @@ class Factor:
     phase: Literal["filter", "transform"]
     order: int
     description: str = ""
+    # (level name, params) -> raises ValueError for a level `apply` cannot run: checked when the spec is validated
+    check: Callable[[str, Any], Any] | None = None

@@ -22,13 +22,19 @@ class Params(SpecModel):
     drop_ungraded: bool = Field(True, description="Leave out traces with no extractable answer.")
 
 
-def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -> pd.DataFrame:
-    """`correct` is tri-state: True, False, or missing (no answer could be extracted or graded)."""
+def resolve_answers(level: str, params: Params) -> str:
+    """The explicit `answers`, else the level's name."""
     answers = params.answers or level
     if answers not in get_args(Answers):
         raise ValueError(
             f"correctness level {level!r} names no mode: call it correct, incorrect or any, or set params.answers"
         )
+    return answers
+
+
+def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -> pd.DataFrame:
+    """`correct` is tri-state: True, False, or missing (no answer could be extracted or graded)."""
+    answers = resolve_answers(level, params)
     graded = frame["correct"].notna()
     right = frame["correct"].where(graded, False).astype(bool)
     if answers == "correct":
@@ -41,4 +47,6 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     return frame[keep]
 
 
-FACTOR = Factor("correctness", Params, apply, phase="filter", order=20, description=__doc__ or "")
+FACTOR = Factor(
+    "correctness", Params, apply, phase="filter", order=20, description=__doc__ or "", check=resolve_answers
+)

@@ -41,13 +41,19 @@ def _draw_topic(frame: pd.DataFrame, ctx: FactorContext) -> str | None:
     return names[int(ctx.rng.integers(len(names)))]
 
 
-def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -> pd.DataFrame:
-    """Traces without a topic (missing or blank) cannot be placed in a topic, so single_topic and stratified drop them."""
+def resolve_mode(level: str, params: Params) -> str:
+    """The explicit mode, else the level's name."""
     mode = params.mode or level
     if mode not in get_args(Mode):
         raise ValueError(
             f"diversity level {level!r} names no mode: call it single_topic, stratified or any, or set params.mode"
         )
+    return mode
+
+
+def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -> pd.DataFrame:
+    """Traces without a topic (missing or blank) cannot be placed in a topic, so single_topic and stratified drop them."""
+    mode = resolve_mode(level, params)
     if mode == "any":
         ctx.report.update({"mode": mode})
         return frame
@@ -62,4 +68,4 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     return out
 
 
-FACTOR = Factor("diversity", Params, apply, phase="filter", order=50, description=__doc__ or "")
+FACTOR = Factor("diversity", Params, apply, phase="filter", order=50, description=__doc__ or "", check=resolve_mode)

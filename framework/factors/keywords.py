@@ -175,4 +175,4 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     return out
 
 
-FACTOR = Factor("keywords", Params, apply, phase="transform", order=110, description=__doc__ or "")
+FACTOR = Factor("keywords", Params, apply, phase="transform", order=110, description=__doc__ or "", check=resolve_mode)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from framework.registry import BENCHMARKS, FACTORS, GRADERS, POOL_PRESETS, ResolveError, suggest
 from framework.spec.errors import SpecError, error_message, format_path
@@ -17,10 +17,6 @@ from framework.spec.yamlsrc import Loc, Source
 def _err(source: Source, loc: Loc, message: str) -> SpecError:
     where = source.where(loc)
     return SpecError(format_path(loc), message, *(where or (None, None)))
-
-
-def factor_params_model(kind: str) -> type[BaseModel]:
-    return FACTORS.resolve(kind).params
 
 
 def _level_entries(raw_levels: Any) -> list[tuple[Loc, str, dict]]:
@@ -57,19 +53,28 @@ def check_factors(source: Source) -> tuple[list[SpecError], dict[str, dict[str, 
             errors.append(_err(source, kind_loc, problem))
             continue
         try:
-            params_model = factor_params_model(kind)
+            factor = FACTORS.resolve(kind)
+            params_model = factor.params
         except (ResolveError, AttributeError) as e:
             errors.append(_err(source, kind_loc, f"factor {kind!r} has no usable 'params' model ({e})"))
             continue
+        check = getattr(factor, "check", None)
         resolved[fname] = {}
         for suffix, level, params in _level_entries(fraw.get("levels")):
             loc = ("factors", fname, "levels", *suffix)
             try:
-                resolved[fname][level] = params_model.model_validate(params).model_dump(mode="json")
+                validated = params_model.model_validate(params)
             except ValidationError as e:
                 for err in e.errors():
                     sub = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
                     errors.append(_err(source, (*loc, *sub), error_message(err, params_model)))
+                continue
+            resolved[fname][level] = validated.model_dump(mode="json")
+            if check is not None:
+                try:
+                    check(level, validated)
+                except ValueError as e:
+                    errors.append(_err(source, loc, str(e)))
     return errors, resolved
 
 

@@ -8,7 +8,7 @@ parameters) live in `framework.spec.checks`, so that all errors can be reported 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -132,6 +132,18 @@ class PoolSourceSpec(SpecModel):
             raise ValueError("a pool source needs one of 'path', 'hub' or 'preset'")
         if self.path is not None and self.hub is not None:
             raise ValueError("give 'path' or 'hub', not both")
+        if self.options:
+            if self.preset != "toy" or self.path is not None:
+                raise ValueError("options apply only to the toy preset generated in code (preset: toy, no path)")
+            import inspect
+
+            from framework.registry import suggest
+            from framework.toy.world import pool_rows
+
+            known = ["world_seed", *(p for p in inspect.signature(pool_rows).parameters if p != "world")]
+            bad = [f"{k!r}{suggest(str(k), known)}" for k in self.options if k not in known]
+            if bad:
+                raise ValueError(f"unknown toy pool option(s) {', '.join(bad)}; known: {', '.join(known)}")
         return self
 
 
@@ -430,7 +442,9 @@ class EvalSpec(SpecModel):
     truncation_warning: float = Field(
         0.05, ge=0, le=1, description="Warn when more than this fraction of samples hit max_tokens."
     )
-    pass_k: list[int] = Field(default_factory=lambda: [1], description="k values for unbiased pass@k.")
+    pass_k: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1], description="k values for unbiased pass@k (each at most the samples per problem)."
+    )
 
     @field_validator("benchmarks", mode="before")
     @classmethod
@@ -445,6 +459,10 @@ class EvalSpec(SpecModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate benchmark(s): {dupes}")
+        fewest = min([b.samples or self.samples for b in self.benchmarks], default=self.samples)
+        over = [k for k in self.pass_k if k > fewest]
+        if over:
+            raise ValueError(f"pass_k {over} needs more samples per problem than {fewest}: pass@k takes k <= samples")
         return self
 
 
@@ -530,8 +548,8 @@ class AblationSpec(SpecModel):
         description="Data properties to vary, by name; applied in a fixed documented order.",
     )
     n_examples: int = Field(20, ge=1, description="Training examples per cell, sampled after the factors' filters.")
-    seeds: list[int] = Field(
-        default_factory=lambda: [0], min_length=1, description="Replicates: selection + training seed."
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="Replicates: selection + training seed (0 or more)."
     )
     resample_per_seed: bool = Field(
         True,

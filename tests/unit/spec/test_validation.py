@@ -150,3 +150,33 @@ def test_yaml_syntax_error_is_located(write_spec):
 def test_missing_file(tmp_path):
     with pytest.raises(SpecFileError, match="no such file"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_a_level_its_factor_cannot_run_is_a_spec_error_not_a_plan_crash(minimal):
+    minimal["factors"] = {
+        "correctness": {"levels": ["correct", "bogus"]},
+        "keywords": {"levels": ["keep", "frobnicate"]},
+        "diversity": {"levels": {"wide": {"mode": "stratified"}, "narrow": {}}},
+    }
+    with pytest.raises(SpecErrors) as info:
+        spec_from_dict(minimal)
+    errs = errors_of(info.value)
+    assert "correctness level 'bogus' names no mode" in errs["factors.correctness.levels[1]"]
+    assert "keywords level 'frobnicate' names no mode" in errs["factors.keywords.levels[1]"]
+    assert "diversity level 'narrow' names no mode" in errs["factors.diversity.levels.narrow"]
+    assert len(errs) == 3  # 'wide' names its mode in params
+
+
+def test_seeds_pass_k_and_toy_pool_options_are_checked(minimal):
+    minimal["seeds"] = [0, -1]
+    minimal["eval"] = {"samples": 4, "benchmarks": ["toy"], "pass_k": [1, 8]}
+    minimal["pool"] = [{"preset": "toy", "options": {"n_problemz": 5, "seed": 1}}]
+    with pytest.raises(SpecErrors) as info:
+        spec_from_dict(minimal)
+    errs = errors_of(info.value)
+    assert "greater than or equal to 0" in errs["seeds[1]"]
+    assert "pass_k [8]" in errs["eval"]
+    assert 'unknown toy pool option(s) \'n_problemz\' (did you mean "n_problems"?)' in errs["pool[0]"]
+    minimal["seeds"], minimal["eval"]["pass_k"] = [0, 1], [1, 4]
+    minimal["pool"][0]["options"] = {"n_problems": 5, "world_seed": 1}
+    assert spec_from_dict(minimal).eval.pass_k == [1, 4]
