@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from framework.stages import STAGE_ORDER, STAGES
 from framework.store import Store
 
 USER_ERRORS = (SpecErrors, SpecFileError, UserError)
+# A path the user gave (results dir, export file) that cannot be used: not a directory, no permission, read-only.
+PATH_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EEXIST}
 
 
 def _load(path: str, *, strict: bool = True) -> tuple[LoadedSpec, Plan]:
@@ -237,10 +240,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- exec
+def _full_key(plan: Plan, stage: str, key: str) -> str:
+    """A key as given, or the one key of `stage` it begins (the plan and status tables show keys cut short)."""
+    if plan.find(stage, key) is not None:
+        return key
+    matches = [j.key for j in plan.by_stage(stage) if key and j.key.startswith(key)]
+    if len(matches) > 1:
+        raise UserError(f"{stage} key {key!r} is the start of {len(matches)} keys ({', '.join(matches)}); give more")
+    return matches[0] if matches else key  # no match: `execute` says which keys there are
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     loaded, plan = _load(args.spec)
     store = open_store(loaded, args.results_dir)
-    for key in args.keys:
+    for key in [_full_key(plan, args.stage, k) for k in args.keys]:
         ran = execute(loaded, plan, store, args.stage, key, force=args.force)
         print(f"{args.stage}/{key}: {'done' if ran else 'already done'} -> {store.path(args.stage, key)}")
     return 0
@@ -260,6 +273,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     loaded, plan = _load(args.spec)
     store = open_store(loaded, args.results_dir)
+    if not any(store.is_done(*job.split("/")) for cell in plan.cells for job in plan.cell_jobs[cell.id]["eval"]):
+        raise UserError(
+            f"nothing to report for {loaded.spec.name}: no cell has been evaluated in {store.root} yet "
+            f"(`ablate run {args.spec}` runs the sweep; `ablate status {args.spec}` shows where it stands)"
+        )
     path = write_report(loaded, plan, store, results_root(loaded, args.results_dir))
     print(f"report: {path}")
     return 0
@@ -280,6 +298,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_toy(args: argparse.Namespace) -> int:
     import subprocess
 
+    from framework.plan import toy_base_path
+
     cmd = [
         sys.executable,
         "-m",
@@ -289,7 +309,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
         "--seed",
         str(args.seed),
         "--out",
-        args.out,
+        args.out or str(toy_base_path()),
     ]
     return subprocess.call(cmd)
 
@@ -340,6 +360,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- data
+EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from framework.data import read_training_set
 
@@ -351,6 +374,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     jobs = plan.cell_jobs[cell.id]["data"]
     if not jobs:
         raise UserError(f"{cell.id} is a baseline: it has no training set")
+    suffix = (args.export or "").rsplit(".", 1)[-1].lower()
+    if args.export and suffix not in EXPORT_FORMATS:
+        raise UserError(f"--export {args.export}: name a .jsonl, .csv or .parquet file")
+    if args.export and not os.path.isdir(os.path.dirname(os.path.abspath(args.export))):
+        raise UserError(f"--export {args.export}: no directory {os.path.dirname(os.path.abspath(args.export))}")
     for jid in plan.cell_jobs[cell.id]["model"] + plan.cell_jobs[cell.id]["pool"] + jobs:
         execute(loaded, plan, store, *jid.split("/"))
     stage_dir = store.path(*jobs[0].split("/"))
@@ -359,10 +387,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         import pandas as pd
 
         frame = pd.DataFrame(rows)
-        suffix = args.export.rsplit(".", 1)[-1]
-        {"csv": frame.to_csv, "parquet": frame.to_parquet}.get(
-            suffix, lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False)
-        )(args.export)
+        if suffix == "csv":
+            frame.to_csv(args.export, index=False)
+        elif suffix == "parquet":
+            frame.to_parquet(args.export, index=False)
+        else:
+            frame.to_json(args.export, orient="records", lines=True, force_ascii=False)
         print(f"{len(rows)} examples -> {args.export}")
         return 0
     stats = json.loads((stage_dir / "stats.json").read_text())
@@ -387,6 +417,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- main
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description="Data-ablation experiments on LLM reasoning.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -426,12 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ui", cmd_ui, "serve the MLflow UI for the spec's tracking store on 127.0.0.1")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
     p = command("toy", cmd_toy, "toy world tools: `ablate toy pretrain` builds the toy base model")
     p.add_argument("action", choices=["pretrain"])
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="framework/toy/assets/base")
+    p.add_argument("--out", help="where to write it (default: the shipped toy:base, inside the package)")
     p = command("cancel", cmd_cancel, "cancel a sweep's queued and running Slurm jobs")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--results-dir")
@@ -458,27 +495,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.fn(args)
     except USER_ERRORS as e:
-        if args.debug:
-            traceback.print_exc()
-        for line in str(e).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
+        return _fail(args, str(e).splitlines(), 2)
     except StageNotImplemented as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+        return _fail(args, [str(e)], 3)
     except RetryLater as e:
         print(f"deferred: {e} (the next `ablate run` retries it)", file=sys.stderr)
         return RetryLater.exit_code
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        if e.filename is not None and e.errno in PATH_ERRNOS:
+            return _fail(args, [f"cannot use {e.filename}: {e.strerror}"], 2)
+        return _fail(args, [f"{type(e).__name__}: {e}"], 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
-        return 1
+        return _fail(args, [f"{type(e).__name__}: {e}"], 1)
+
+
+def _fail(args: argparse.Namespace, problems: list[str], code: int) -> int:
+    """One `error:` line per problem on stderr (and, under --json, {"errors": [...]} on stdout); the traceback only
+    with --debug, and the hint to ask for it only for an unexpected error (code 1)."""
+    if args.debug:
+        traceback.print_exc()
+    hint = " (run with --debug for the traceback)" if code == 1 and not args.debug else ""
+    for i, line in enumerate(problems):
+        print(f"error: {line}{hint if i == len(problems) - 1 else ''}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"errors": problems, "exit_code": code}))
+    return code
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 from framework.errors import UserError
 from framework.grid import Cell, arm_definition, expand
 from framework.hashing import content_key, file_digest, tree_digest
-from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
+from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec, tracking_uri_problem
 from framework.stages import STAGES
 
 # Train fields that change how a job runs, not what it computes (ZeRO stage, offload, recomputation and process
@@ -140,6 +140,9 @@ def tracking_uri(spec: AblationSpec) -> str:
         return spec.tracking.uri
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
+        problem = tracking_uri_problem(env)
+        if problem:
+            raise UserError(f"MLFLOW_TRACKING_URI: {problem}")
         return env
     return f"sqlite:///{Path(spec.results_dir) / 'mlflow.db'}"
 

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from framework.registry import FACTORS
+from framework.errors import UserError
+from framework.registry import FACTORS, ResolveError, suggest
 from framework.spec.errors import _step, _unwrap
 from framework.spec.models import AblationSpec
 
@@ -41,22 +42,37 @@ def _render(model: type[BaseModel], prefix: str, out: list[str]) -> None:
                 _render(inner, path + (".<name>" if origin is dict else "[]" if origin is list else ""), out)
 
 
+def _is_model(m: Any) -> bool:
+    return isinstance(m, type) and issubclass(m, BaseModel)
+
+
 def render_schema(section: str | None = None) -> str:
     """Every field under `section` (e.g. 'train', 'eval.sampling', 'factors.keywords') or the whole spec."""
     out: list[str] = []
     if section and section.startswith("factors.") and section.count(".") == 1:
         kind = section.split(".", 1)[1]
-        factor = FACTORS.resolve(kind)
+        try:
+            factor = FACTORS.resolve(kind)
+        except ResolveError as e:
+            raise UserError(f"schema: {e}") from None
         out.append(f"factor {kind} ({factor.phase}): {factor.description.strip()}")
         out.append("level parameters:")
         _render(factor.params, "", out)
         return "\n".join(out)
     model: Any = AblationSpec
-    for part in section.split(".") if section else []:
+    parts = section.split(".") if section else []
+    for i, part in enumerate(parts):
+        sections = [n for n, f in model.model_fields.items() if any(_is_model(m) for m in _unwrap(f.annotation))]
         model = _step(model, part)
-        members = [m for m in _unwrap(model) if isinstance(m, type) and issubclass(m, BaseModel)]
+        members = [m for m in _unwrap(model) if _is_model(m)]
         if model is None or not members:
-            raise KeyError(f"no section {section!r}")
+            where = ".".join(parts[:i])
+            known = (
+                f"sections{' of ' + where if where else ''}: {', '.join(sections)}"
+                if sections
+                else (f"{where} has no sections (`ablate schema {where}` lists its fields)")
+            )
+            raise UserError(f"schema: no section {section!r}{suggest(part, sections)}; {known}")
         model = members[0]
     if model.__doc__:
         out.append(model.__doc__.strip())

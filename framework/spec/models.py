@@ -80,6 +80,8 @@ class ModelSpec(SpecModel):
     def _one_source(self) -> ModelSpec:
         if (self.name_or_path is None) == (self.tiny is None):
             raise ValueError("give exactly one of 'name_or_path' (hub id or local path) or 'tiny' (build locally)")
+        if self.name_or_path and self.name_or_path.startswith("toy:") and self.name_or_path != "toy:base":
+            raise ValueError(f"unknown toy model {self.name_or_path!r}: the toy world ships one base model, 'toy:base'")
         return self
 
 
@@ -467,6 +469,25 @@ class EvalSpec(SpecModel):
 
 
 # ------------------------------------------------------------------------------------ tracking, launch
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why MLflow cannot take this tracking URI, or None. Schemes of installed MLflow store plugins pass too."""
+    from importlib.metadata import entry_points
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.split("+", 1)[0].lower()
+    if scheme in TRACKING_SCHEMES or scheme in {e.name for e in entry_points(group="mlflow.tracking_store")}:
+        return None
+    if scheme in ("", "file") or len(scheme) == 1:  # a path (or a Windows drive letter): MLflow's file store
+        return (
+            f"tracking URI {uri!r} is a directory (MLflow's file store, which current MLflow refuses); "
+            "use a database such as sqlite:///path/mlflow.db, or a server, http://host:port"
+        )
+    return f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of {', '.join(TRACKING_SCHEMES)}"
+
+
 class TrackingSpec(SpecModel):
     """Where results are logged."""
 
@@ -479,6 +500,14 @@ class TrackingSpec(SpecModel):
         "sample", description="Which generations to attach as artifacts."
     )
     generation_sample: int = Field(50, ge=0, description="Generations per benchmark when log_generations=sample.")
+
+    @field_validator("uri")
+    @classmethod
+    def _usable_uri(cls, v: str | None) -> str | None:
+        problem = tracking_uri_problem(v) if v else None
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class LocalLauncherSpec(SpecModel):

@@ -105,3 +105,57 @@ def test_schema_documents_every_field(section, capsys):
     assert main(["schema", *([section] if section else [])]) == 0
     text = capsys.readouterr().out
     assert text.count("=") >= 3
+
+
+def test_exec_takes_the_short_keys_the_tables_show(write_spec, minimal, in_tmp, capsys, monkeypatch):
+    monkeypatch.setattr(framework.execute, "stage_function", lambda s: fake_pool)
+    calls.clear()
+    path = write_spec(minimal)
+    main(["plan", str(path), "--json", "--no-build"])
+    key = next(j["key"] for j in json.loads(capsys.readouterr().out)["jobs"] if j["stage"] == "pool")
+    assert main(["exec", "pool", key[:6], "--spec", str(path)]) == 0
+    assert calls == [key] and f"pool/{key}: done" in capsys.readouterr().out
+
+
+def test_report_with_nothing_evaluated_is_a_user_error_that_writes_nothing(write_spec, minimal, in_tmp, capsys):
+    path = write_spec(minimal)
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to report for mini: no cell has been evaluated" in err and "Traceback" not in err
+    assert not (in_tmp / "results" / "mini" / "report.md").exists() and not (in_tmp / "results" / "mlflow.db").exists()
+
+
+def test_unusable_paths_and_uris_are_user_errors(write_spec, minimal, in_tmp, capsys, monkeypatch):
+    path = write_spec(minimal)
+    blocker = in_tmp / "a-file"
+    blocker.write_text("")
+    assert main(["plan", str(path), "--results-dir", str(blocker)]) == 2
+    assert f"cannot use {blocker}/mini" in capsys.readouterr().err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "::garbage::")
+    assert main(["ui", str(path)]) == 2
+    assert "MLFLOW_TRACKING_URI: tracking URI '::garbage::' is a directory" in capsys.readouterr().err
+    minimal["tracking"] = {"uri": "notascheme://x"}
+    assert main(["validate", str(write_spec(minimal, "uri.yaml"))]) == 2
+    assert "unknown scheme 'notascheme'" in capsys.readouterr().err
+
+
+def test_json_commands_print_their_errors_as_json(write_spec, minimal, in_tmp, capsys):
+    minimal["modle"] = minimal.pop("model")
+    path = write_spec(minimal)
+    for command in ("plan", "status"):
+        assert main([command, str(path), "--json"]) == 2
+        data = json.loads(capsys.readouterr().out)
+        assert data["exit_code"] == 2 and any('did you mean "model"' in e for e in data["errors"])
+
+
+def test_bad_options_are_user_errors(write_spec, minimal, in_tmp, capsys):
+    assert run_cli("ui", "x.yaml", "--port", "99999").returncode == 2
+    assert main(["schema", "trian"]) == 2
+    assert "no section 'trian' (did you mean \"train\"?)" in capsys.readouterr().err
+    assert main(["schema", "factors.bogus"]) == 2
+    path = write_spec(minimal)
+    cell = "source=qwq_32b_preview,keywords=keep,seed=0"
+    assert main(["data", str(path), cell, "--export", "out.txt"]) == 2
+    assert "name a .jsonl, .csv or .parquet file" in capsys.readouterr().err
+    assert main(["data", str(path), cell, "--export", "no/dir/out.jsonl"]) == 2
+    assert "no directory" in capsys.readouterr().err

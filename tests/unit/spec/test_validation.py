@@ -176,7 +176,7 @@ def test_seeds_pass_k_and_toy_pool_options_are_checked(minimal):
     errs = errors_of(info.value)
     assert "greater than or equal to 0" in errs["seeds[1]"]
     assert "pass_k [8]" in errs["eval"]
-    assert 'unknown toy pool option(s) \'n_problemz\' (did you mean "n_problems"?)' in errs["pool[0]"]
+    assert "unknown toy pool option(s) 'n_problemz' (did you mean \"n_problems\"?)" in errs["pool[0]"]
     minimal["seeds"], minimal["eval"]["pass_k"] = [0, 1], [1, 4]
     minimal["pool"][0]["options"] = {"n_problems": 5, "world_seed": 1}
     assert spec_from_dict(minimal).eval.pass_k == [1, 4]
