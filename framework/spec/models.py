@@ -271,7 +271,16 @@ class BaselineSpec(SpecModel):
     """A model evaluated as is, beside the arms (e.g. the untuned base model)."""
 
     name: str = Field(..., pattern=NAME_RE, description="Baseline name; 'base' is the spec's base model.")
-    model: ModelSpec | None = Field(None, description="Model to evaluate; default (and for 'base'): the base model.")
+    model: ModelSpec | None = Field(None, description="Model to evaluate; 'base' (only) may leave it out.")
+
+    @model_validator(mode="after")
+    def _has_model(self) -> BaselineSpec:
+        if self.model is None and self.name != "base":
+            raise ValueError(
+                f"baseline {self.name!r} names no model: give it `model:` (name_or_path or tiny), or call it 'base' "
+                "to evaluate the spec's base model"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------------------- prompting
@@ -379,6 +388,12 @@ class TrainSpec(SpecModel):
             raise ValueError(
                 f"global_batch_size ({self.global_batch_size}) must be a multiple of micro_batch_size "
                 f"({self.micro_batch_size})"
+            )
+        per_step = self.nodes * (self.processes or 1) * self.micro_batch_size
+        if self.processes and self.global_batch_size % per_step:
+            raise ValueError(
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of micro_batch_size "
+                f"({self.micro_batch_size}) x processes ({self.processes}) x nodes ({self.nodes}) = {per_step}"
             )
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("offload_params needs zero_stage 3")
@@ -519,7 +534,16 @@ class LocalLauncherSpec(SpecModel):
         description="CPU slots on a machine without GPUs: a training takes one per process (train.processes, at "
         "most all of them), any other stage job one.",
     )
-    gpus: list[int] | Literal["auto"] = Field("auto", description="GPU ids to schedule on; auto = all visible.")
+    gpus: list[Annotated[int, Field(ge=0)]] | Literal["auto"] = Field(
+        "auto", description="GPU ids to schedule on; auto = all visible."
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _unique_gpus(cls, v: list[int] | str) -> list[int] | str:
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError(f"GPU ids must be unique, got {v}")
+        return v
 
 
 class SlurmStageResources(SpecModel):
@@ -532,7 +556,12 @@ class SlurmStageResources(SpecModel):
     gpus_per_node: int | None = Field(None, ge=0, description="GPUs per node (--gpus-per-node).")
     cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task (-c).")
     mem: str | None = Field(None, description="Memory per node (--mem), e.g. 200G.")
-    time: str | None = Field(None, description="Time limit (-t), e.g. 04:00:00.")
+    time: str | None = Field(
+        None,
+        pattern=r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2}|UNLIMITED|INFINITE)$",
+        description="Time limit (-t) in a form sbatch takes: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or "
+        "D-HH:MM:SS (e.g. 04:00:00), or UNLIMITED.",
+    )
     constraint: str | None = Field(None, description="Node features (-C).")
     extra_sbatch: list[str] = Field(default_factory=list, description="Extra '#SBATCH' lines, verbatim.")
 

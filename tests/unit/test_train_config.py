@@ -29,8 +29,10 @@ def test_layout_defaults_and_accumulation() -> None:
 
 
 def test_layout_rejects_a_batch_the_processes_cannot_split() -> None:
-    with pytest.raises(TrainConfigError, match="multiple of 16"):
-        layout(TrainSpec(global_batch_size=24, micro_batch_size=2, processes=8), gpus=8)
+    with pytest.raises(TrainConfigError, match="multiple of 16"):  # processes from the GPUs this machine has
+        layout(TrainSpec(global_batch_size=24, micro_batch_size=2), gpus=8)
+    with pytest.raises(ValueError, match="x processes \\(8\\) x nodes \\(1\\) = 16"):  # set: the spec says so
+        TrainSpec(global_batch_size=24, micro_batch_size=2, processes=8)
 
 
 def test_zero3_config_states_the_batch_and_gathers_weights_on_save() -> None:

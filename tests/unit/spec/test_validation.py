@@ -180,3 +180,20 @@ def test_seeds_pass_k_and_toy_pool_options_are_checked(minimal):
     minimal["seeds"], minimal["eval"]["pass_k"] = [0, 1], [1, 4]
     minimal["pool"][0]["options"] = {"n_problems": 5, "world_seed": 1}
     assert spec_from_dict(minimal).eval.pass_k == [1, 4]
+
+
+def test_baselines_slurm_time_and_gpu_ids_are_checked(minimal):
+    minimal["baselines"] = [
+        "base",
+        "gpt4",
+        {"name": "instruct", "model": {"name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}},
+    ]
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"time": "forever", "stages": {"eval": {"time": "1-12:00"}}}}
+    with pytest.raises(SpecErrors) as info:
+        spec_from_dict(minimal)
+    errs = errors_of(info.value)
+    assert "baseline 'gpt4' names no model" in errs["baselines[1]"]
+    assert "launcher.slurm.time" in errs and len(errs) == 2  # '1-12:00' is a time sbatch takes
+    minimal["baselines"], minimal["launcher"] = ["base"], {"local": {"gpus": [0, 0]}}
+    with pytest.raises(SpecErrors, match="GPU ids must be unique"):
+        spec_from_dict(minimal)
