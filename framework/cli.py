@@ -48,7 +48,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except USER_ERRORS as e:
             failed += 1
             for line in str(e).splitlines():
-                print(f"error: {line}", file=sys.stderr)
+                located = line.startswith(path) or isinstance(e, (SpecErrors, SpecFileError))
+                print(f"error: {line if located else f'{path}: {line}'}", file=sys.stderr)
             continue
         for w in plan.warnings:
             print(f"warning: {path}: {w} (needed before `ablate plan/run`)", file=sys.stderr)

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 from functools import cached_property
 
+from framework.errors import UserError
 from framework.hashing import content_key
 from framework.spec.models import AblationSpec
 
@@ -64,7 +65,12 @@ def _arms(spec: AblationSpec) -> list[Arm]:
                 return True
         return False
 
-    return [a for a in dict.fromkeys(arms) if not excluded(a)]
+    kept = [a for a in dict.fromkeys(arms) if not excluded(a)]
+    if not kept:
+        raise UserError(
+            f"grid.exclude removes all {len(dict.fromkeys(arms))} arms of the grid: nothing would be trained"
+        )
+    return kept
 
 
 def arm_definition(spec: AblationSpec, arm: Arm) -> list[list]:

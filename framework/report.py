@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -384,6 +385,8 @@ def write_report(
     tracking_line = "MLflow: not attempted (tracking disabled for this report)."
     if track:
         tracking_line = _attach(loaded, plan, files, out_dir)
+        if not tracking_line.startswith("MLflow: attached"):
+            print(f"warning: {tracking_line}", file=sys.stderr)  # not only inside report.md
     body = [
         f"# {spec.name}: ablation report",
         "",

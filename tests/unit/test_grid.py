@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from framework.errors import UserError
 from framework.grid import expand
 from framework.spec import spec_from_dict
 
@@ -72,3 +75,9 @@ def test_cell_key_ignores_yaml_order_but_not_params(minimal):
     b = keyed(minimal)
     changed = [a[k].id for k in a if a[k].key != b[k].key]
     assert len(changed) == 4 and all("keywords=mask" in i for i in changed)
+
+
+def test_an_exclude_that_removes_every_arm_is_an_error(minimal):
+    minimal["grid"] = {"exclude": [{"keywords": ["keep", "mask"]}]}
+    with pytest.raises(UserError, match="removes all 4 arms"):
+        expand(spec_from_dict(minimal))

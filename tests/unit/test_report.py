@@ -291,13 +291,14 @@ def test_report_files_are_attached_to_the_sweeps_parent_run(tmp_path, template_d
     assert "report/tables/effects.csv" in tables
 
 
-def test_unreachable_tracking_is_a_note_not_an_error(tmp_path):
+def test_unreachable_tracking_is_a_note_not_an_error(tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sw = synthetic_sweep(tmp_path, seeds=(0,), uri=f"http://127.0.0.1:{port}")
     text = write_report(sw.loaded, sw.plan, sw.store, tmp_path / "out", n_boot=100).read_text()
     assert "MLflow: not reachable, report not attached" in text
+    assert "warning: MLflow: not reachable" in capsys.readouterr().err  # said on the console too
 
 
 def test_results_schema_doc_lists_every_column():
