@@ -123,11 +123,19 @@ def load_source(path: str | Path, _stack: tuple[Path, ...] = ()) -> Source:
         line = own.lines.get(("include",), (str(path), 0))[1]
         raise SpecFileError(f"{path}:{line}: include must be a path or a list of paths")
     merged = Source(data={})
-    for inc in includes:
-        base = load_source(path.parent / inc, (*_stack, resolved))
+    problems = []
+    for i, inc in enumerate(includes):
+        try:
+            base = load_source(path.parent / inc, (*_stack, resolved))
+        except SpecFileError as e:  # every include's problem at once, each saying where it was included
+            where = own.lines.get(("include", i), own.lines.get(("include",), (str(path), 0)))
+            problems.append(f"{e} (included from {where[0]}:{where[1]})")
+            continue
         merged.data = deep_merge(merged.data, base.data)
         merged.lines.update(base.lines)
         merged.files.extend(base.files)
+    if problems:
+        raise SpecFileError("\n".join(problems))
     merged.data = _drop_nulls(deep_merge(merged.data, own.data))
     merged.lines.update({k: v for k, v in own.lines.items() if k[:1] != ("include",)})
     merged.lines[()] = (str(path), 1)

@@ -50,3 +50,12 @@ def test_include_cycle_is_an_error(write_spec):
 def test_missing_include(write_spec):
     with pytest.raises(SpecFileError, match="no such file"):
         load_spec(write_spec("name: a\ninclude: nope.yaml\n"))
+
+
+def test_every_missing_include_is_reported_with_where_it_was_included(write_spec):
+    spec = write_spec("name: a\ninclude:\n  - one.yaml\n  - two.yaml\n")
+    with pytest.raises(SpecFileError) as info:
+        load_spec(spec)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and all(f"(included from {spec}:" in line for line in lines)
+    assert "one.yaml: no such file" in lines[0] and "two.yaml: no such file" in lines[1]
