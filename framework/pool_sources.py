@@ -154,7 +154,9 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
 
 def _select(frame: pd.DataFrame, src: PoolSourceSpec, columns: dict[str, str]) -> pd.DataFrame:
     """Row filter and limit, then rename mapped columns to the internal names (unmapped ones stay as metadata)."""
-    where = frame["_where"].iloc[0].rsplit(" row", 1)[0].rsplit(":", 1)[0] if len(frame) else "pool"
+    if frame.empty:
+        raise PoolError(f"{src.path or src.hub or src.preset}: no rows (an empty file or split)")
+    where = frame["_where"].iloc[0].rsplit(" row", 1)[0].rsplit(":", 1)[0]
     missing = [
         f"{where}: column {col!r} (mapped to {field}) not found; columns: {sorted(c for c in frame.columns if c != '_where')}"
         for field, col in columns.items()
@@ -168,6 +170,8 @@ def _select(frame: pd.DataFrame, src: PoolSourceSpec, columns: dict[str, str]) -
     for col, value in src.filter.items():
         allowed = value if isinstance(value, list) else [value]
         frame = frame[frame[col].isin(allowed)]
+    if frame.empty:
+        raise PoolError(f"{where}: the filter {src.filter} keeps no row")
     if src.limit is not None:
         frame = frame.head(src.limit)
     rename = {col: field for field, col in columns.items() if col != field}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -113,6 +114,17 @@ def test_missing_required_field_without_mapping(tmp_path):
     write_jsonl(tmp_path / "p.jsonl", ROWS)
     with pytest.raises(PoolError, match="required field 'problem' is missing"):
         load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
+
+
+def test_an_empty_file_or_a_filter_that_keeps_nothing_says_so(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(PoolError, match=re.escape("empty.jsonl: no rows")):
+        load_pool(spec_with([{"path": "empty.jsonl", "columns": MAPPING}]), resolver(tmp_path))
+    write_jsonl(tmp_path / "p.jsonl", ROWS)
+    with pytest.raises(PoolError, match=re.escape("p.jsonl: the filter {'model': 'nobody'} keeps no row")):
+        load_pool(
+            spec_with([{"path": "p.jsonl", "columns": MAPPING, "filter": {"model": "nobody"}}]), resolver(tmp_path)
+        )
 
 
 def test_empty_trace_and_bad_lines_are_located(tmp_path):
