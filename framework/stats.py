@@ -450,6 +450,13 @@ def compare_arms(
                 "seed_share": iv.seed_share,
             }
         )
+        c = arm.counts
+        if not c.correct.any() or (c.correct == c.total).all():
+            notes.append(
+                f"{arm.id}: every sample is {'right' if c.correct.any() else 'wrong'}, so its bootstrap interval has "
+                f"no width; over {c.n_problems} problems the rule of three bounds its pass rate within "
+                f"{3 / c.n_problems:.1%} of {'100' if c.correct.any() else '0'}% (95%)"
+            )
         if 1 < arm.counts.n_seeds <= 5 and iv.seed_share > 0.5:
             notes.append(
                 f"{arm.id}: {iv.seed_share:.0%} of its interval's variance comes from {arm.counts.n_seeds} seeds; "

@@ -287,3 +287,12 @@ def test_a_difference_the_problems_call_but_the_seeds_do_not_is_flagged() -> Non
     flagged = [n for n in cmp.notes if "not yet across training runs" in n]
     assert len(flagged) == 2 and flagged[0].startswith("keywords=mask vs keep: p = ")  # the effect and the pair
     assert cmp.pairs.iloc[0]["p_seeds"] == effect["p_seeds"]
+
+
+def test_an_arm_that_never_succeeds_gets_a_rule_of_three_note() -> None:
+    arms = [_arm("keep", {"keywords": "keep"}, [0.5] * 30), _arm("mask", {"keywords": "mask"}, [0.0] * 30)]
+    cmp = compare_arms(arms, {"keywords": ["keep", "mask"]}, {"keywords": "keep"}, n_boot=100, n_perm=100)
+    row = cmp.arms.set_index("arm").loc["mask"]
+    assert row["ci_low"] == row["ci_high"] == 0.0
+    assert any(n.startswith("mask: every sample is wrong") and "within 10.0% of 0%" in n for n in cmp.notes)
+    assert not any(n.startswith("keep:") and "rule of three" in n for n in cmp.notes)
