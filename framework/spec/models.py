@@ -649,10 +649,11 @@ class AblationSpec(SpecModel):
             )
         return v
 
-    @model_validator(mode="after")
-    def _baselines_unique(self) -> AblationSpec:
-        names = [b.name for b in self.baselines]
+    @field_validator("baselines")
+    @classmethod
+    def _baselines_unique(cls, v: list[BaselineSpec]) -> list[BaselineSpec]:
+        names = [b.name for b in v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate baseline(s): {dupes}")
-        return self
+        return v

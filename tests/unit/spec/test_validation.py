@@ -119,9 +119,10 @@ def test_grid_rules_must_name_real_factors_and_levels(minimal):
 def test_duplicates_are_errors(minimal, write_spec):
     minimal["seeds"] = [0, 0]
     minimal["factors"]["source"]["levels"] = ["a", "a"]
+    minimal["baselines"] = ["base", "base"]
     with pytest.raises(SpecErrors) as info:
         spec_from_dict(minimal)
-    assert {"seeds", "factors.source"} <= set(errors_of(info.value))
+    assert {"seeds", "factors.source", "baselines"} <= set(errors_of(info.value))
     path = write_spec("name: x\nname: y\n")
     with pytest.raises(SpecFileError, match="duplicate key name"):
         load_spec(path)
