@@ -5,7 +5,7 @@ Runs once per sweep (its key covers the sources' content, the tokenizer and the 
 
 Annotations: `n_tokens` (base model tokenizer), `answer` / `correct` (final answer graded against
 expected_answer; None when either is missing), `reflection_count` (reflection phrases), `pass_rate` (a reference
-model's pass rate, when the spec provides sampled results), `trace_id` (stable hash of source, problem, trace).
+model's pass rate: the pool's own column, or the spec's sampled results), `trace_id` (stable hash of source, problem, trace).
 """
 
 from __future__ import annotations
@@ -122,13 +122,14 @@ def annotate(
     words = spec.annotate.reflection_keywords
     pool["reflection_count"] = [count_keywords(text, words) for text in pool["trace"]]
     timings["keywords_s"] = time.perf_counter() - t
-    pool["pass_rate"] = None
-    if spec.annotate.pass_rates:
+    if "pass_rate" not in pool.columns:
+        pool["pass_rate"] = None
+    if spec.annotate.pass_rates:  # the spec's sampled results win over a pool's own column
         path = resolve(spec.annotate.pass_rates)
         if path is None:
             raise PoolError(f"annotate.pass_rates: file {spec.annotate.pass_rates!r} does not exist")
         rates = pass_rates(path)
-        pool["pass_rate"] = [rates.get(p) for p in pool["problem_id"]]
+        pool["pass_rate"] = [rates.get(p, old) for p, old in zip(pool["problem_id"], pool["pass_rate"])]
     if spec.annotate.topics == "none":
         pool["topic"] = None
     elif spec.annotate.topics == "cluster":

@@ -34,9 +34,9 @@ OPEN_MATH_REASONING = PoolPreset(
         "trace": "generated_solution",
         "source": "generation_model",
         "expected_answer": "expected_answer",
-        "difficulty": "pass_rate_72b_tir",
+        "pass_rate": "pass_rate_72b_tir",
         "topic": "problem_source",
     },
-    description="NeMo-Skills layout; difficulty is the 72B TIR pass rate (higher = easier).",
+    description="NeMo-Skills layout; pass_rate is the 72B TIR pass rate (difficulty `by: pass_rate` = 1 - it).",
 )
 TOY = PoolPreset("toy", hub=None, description="The toy world's traces, generated in code (options: seed, sizes).")

@@ -208,9 +208,10 @@ def conform(frame: pd.DataFrame, label: str, constant_source: str | None) -> pd.
     if "problem_id" not in out.columns:
         out["problem_id"] = [problem_id_for(p) for p in out["problem"]]
     out["problem_id"] = out["problem_id"].astype(str)
-    for field in ("expected_answer", "difficulty", "topic"):
+    for field in ("expected_answer", "difficulty", "pass_rate", "topic"):
         if field not in out.columns:
             out[field] = None
+    out["pass_rate"] = pd.to_numeric(out["pass_rate"], errors="coerce").astype("float64")  # "n/a" -> missing
     out["expected_answer"] = [None if pd.isna(v) else str(v) for v in out["expected_answer"]]
     out["topic"] = [None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in out["topic"]]
     return out[[*POOL_FIELDS, *(c for c in out.columns if c not in POOL_FIELDS)]]

@@ -73,7 +73,7 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
         ctx.report.update({"by": params.by, "rule": None})
         return frame
     if len(frame) and raw.isna().all():
-        column = "difficulty" if params.by == "label" else "pass_rate (annotate.pass_rates)"
+        column = "difficulty" if params.by == "label" else "pass_rate (a pool column, or annotate.pass_rates)"
         raise ValueError(f"difficulty level {level!r}: no trace has a {column} value")
     if params.values is not None:
         wanted = [label_key(v) for v in params.values]

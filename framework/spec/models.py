@@ -86,7 +86,7 @@ class ModelSpec(SpecModel):
 
 
 # ---------------------------------------------------------------------------------------------- pool
-POOL_FIELDS = ("problem_id", "problem", "trace", "source", "expected_answer", "difficulty", "topic")
+POOL_FIELDS = ("problem_id", "problem", "trace", "source", "expected_answer", "difficulty", "pass_rate", "topic")
 
 
 class PoolSourceSpec(SpecModel):
@@ -184,7 +184,7 @@ class AnnotateSpec(SpecModel):
     pass_rates: str | None = Field(
         None,
         description="Parquet/JSONL of a reference model's sampled results (problem_id, correct) from which the "
-        "estimated difficulty (1 - pass rate) is computed.",
+        "estimated difficulty (1 - pass rate) is computed; it takes precedence over a pool's own pass_rate column.",
     )
 
 

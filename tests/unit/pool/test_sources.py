@@ -171,3 +171,32 @@ def test_trace_id_separates_fields():
     assert trace_id("ab", "c", "d") != trace_id("a", "bc", "d")
     frame = pd.DataFrame({"problem_id": ["x"], "expected_answer": [None], "_where": ["f:1"]})
     check_answers_agree(frame)  # no answers: nothing to disagree about
+
+
+def test_open_math_reasonings_pass_rate_makes_easy_the_problems_the_reference_model_solves(tmp_path):
+    """The preset's 72B pass rate is a pass rate (higher = easier), not a difficulty label: the paper-difficulty
+    spec's `easy` bin must keep the problems it solves most often."""
+    import yaml
+
+    from framework.factors.base import FactorContext
+    from framework.factors.difficulty import Params, apply
+
+    rows = [
+        {
+            "problem": f"Problem {i}?",
+            "generated_solution": f"Solution {i}. \\boxed{{{i}}}",
+            "generation_model": "r1",
+            "expected_answer": str(i),
+            "pass_rate_72b_tir": rate,
+            "problem_source": "aops",
+        }
+        for i, rate in enumerate(["0.9", "0.8", "0.5", "0.4", "0.1", "0.0", "n/a"])
+    ]
+    write_jsonl(tmp_path / "omr.jsonl", rows)
+    pool, _ = load_pool(spec_with([{"preset": "open-math-reasoning", "path": "omr.jsonl"}]), resolver(tmp_path))
+    assert pool["pass_rate"].tolist()[:6] == [0.9, 0.8, 0.5, 0.4, 0.1, 0.0] and pd.isna(pool["pass_rate"].iloc[6])
+    spec = Path(__file__).resolve().parents[3] / "ablations" / "paper-difficulty.yaml"
+    levels = yaml.safe_load(spec.read_text())["factors"]["difficulty"]["levels"]
+    ctx = FactorContext(rng=None, n_examples=2, reflection_keywords=[])  # type: ignore[arg-type]
+    kept = {name: sorted(apply(pool, name, Params(**p), ctx)["expected_answer"]) for name, p in levels.items()}
+    assert kept == {"easy": ["0", "1"], "medium": ["2", "3"], "hard": ["4", "5"]}
