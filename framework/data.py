@@ -51,7 +51,9 @@ def _arm(arm_config: list[list[Any]]) -> list[tuple[str, str, Any, dict]]:
 def token_budget(
     pool: pd.DataFrame, arm_config: list[list[Any]], spec: AblationSpec, seed: int, **kw: Any
 ) -> int | None:
-    """For a length level with match_total_tokens: the total tokens its reference level's selection has."""
+    """For a length level with match_total_tokens: the total tokens its reference level's selection has, before
+    any transform (the budget is spent on untransformed traces, and arms that differ only in a transform must get
+    the same budget so that they stay paired on the same problems)."""
     from framework.selection import select
 
     for i, (fname, kind, level, params) in enumerate(arm_config):
@@ -63,7 +65,8 @@ def token_budget(
             return None
         ref_params = next(lv.params for lv in factor.levels if lv.name == ref)
         ref_arm = [*arm_config[:i], [fname, kind, ref, ref_params], *arm_config[i + 1 :]]
-        return int(select(pool, _arm(ref_arm), spec.n_examples, seed, **kw).frame["n_tokens"].sum())
+        filters = [entry for entry in _arm(ref_arm) if entry[2].phase == "filter"]
+        return int(select(pool, filters, spec.n_examples, seed, **kw).frame["n_tokens"].sum())
     return None
 
 

@@ -175,9 +175,31 @@ def generate_hf(
     return results
 
 
+def grader_for(spec_grader: str | None, benchmark_grader: str | None) -> str:
+    """The spec's grader if it names one, else the benchmark's own, else math."""
+    return spec_grader or benchmark_grader or "math"
+
+
+def final_answers(
+    texts: list[str], finish_reasons: list[str], *, grader: str, fallbacks: bool, score_truncated: bool
+) -> list[tuple[str | None, str]]:
+    """(answer, how it was found) per response. A response cut off by max_tokens has no final answer unless
+    `score_truncated`: whatever it boxed last, it was still working."""
+    from framework.extraction import extract_answer, extract_choice
+
+    out = []
+    for text, finish in zip(texts, finish_reasons, strict=True):
+        if finish == "length" and not score_truncated:
+            out.append((None, "truncated"))
+        elif grader == "multiple_choice":
+            out.append(extract_choice(text))
+        else:
+            out.append(extract_answer(text, fallbacks=fallbacks))
+    return out
+
+
 def run(ctx: StageContext) -> None:
     from framework.benchmark_data import load_benchmark
-    from framework.extraction import extract_answer, extract_choice
     from framework.factors.keywords import count_keywords
     from framework.formatting import prompt_ids
     from framework.grading import grade_many
@@ -219,11 +241,14 @@ def run(ctx: StageContext) -> None:
                 }
             )
     samples = pd.DataFrame(rows)
-    grader = getattr(BENCHMARKS.resolve(bench.name), "grader", None) or ev.grading.grader
-    if grader == "multiple_choice":
-        extracted = [extract_choice(t) for t in samples["text"]]
-    else:
-        extracted = [extract_answer(t, fallbacks=ev.grading.fallbacks) for t in samples["text"]]
+    grader = grader_for(ev.grading.grader, getattr(BENCHMARKS.resolve(bench.name), "grader", None))
+    extracted = final_answers(
+        samples["text"].tolist(),
+        samples["finish_reason"].tolist(),
+        grader=grader,
+        fallbacks=ev.grading.fallbacks,
+        score_truncated=ev.grading.score_truncated,
+    )
     samples["answer"] = [a for a, _ in extracted]
     samples["method"] = [m for _, m in extracted]
     t1 = time.perf_counter()
@@ -244,7 +269,8 @@ def run(ctx: StageContext) -> None:
     if trunc > ev.truncation_warning:
         warnings.append(
             f"{trunc:.1%} of samples hit max_tokens={ev.sampling.max_tokens} (threshold "
-            f"{ev.truncation_warning:.0%}): truncated chains are scored as wrong"
+            f"{ev.truncation_warning:.0%}): truncated chains are "
+            + ("graded as they stand" if ev.grading.score_truncated else "scored as wrong")
         )
     timeouts = int((samples["error"] == "timeout").sum())
     if timeouts:

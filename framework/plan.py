@@ -37,6 +37,7 @@ TRAIN_EXECUTION_ONLY = {
     "nodes",
 }
 EVAL_EXECUTION_ONLY = {"tensor_parallel_size", "data_parallel_size", "truncation_warning", "pass_k"}
+GRADING_EXECUTION_ONLY = {"workers"}
 
 
 class PlanError(UserError):
@@ -110,8 +111,22 @@ def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str],
     return {"hub": name, "revision": model.revision or "main", "chat_template": model.chat_template}
 
 
+def token_budget_reference(spec: AblationSpec, levels: Any) -> list[Any] | None:
+    """[factor, reference level, its params] of a length level that matches its reference's total tokens."""
+    for fname, kind, _level, params in arm_definition(spec, levels):
+        if kind == "length" and params.get("match_total_tokens"):
+            factor = spec.factors[fname]
+            ref = factor.reference_level
+            return [fname, ref, next(lv.params for lv in factor.levels if lv.name == ref)]
+    return None
+
+
 def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
     ident = src.model_dump(mode="json", exclude={"path"})
+    if src.preset is not None:  # the preset's layout is part of what the source means
+        from framework.registry import POOL_PRESETS
+
+        ident["preset_columns"] = dict(POOL_PRESETS.resolve(src.preset).columns)
     if src.path is not None:
         p = resolve_path(src.path, spec_dir)
         if p is None:
@@ -172,7 +187,15 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
     prompt = spec.prompt.model_dump(mode="json")
     pool_sources = [pool_identity(s, spec_dir, problems, f"pool[{i}]") for i, s in enumerate(spec.pool)]
     train_slice = spec.train.model_dump(mode="json", exclude=TRAIN_EXECUTION_ONLY)
-    eval_slice = spec.eval.model_dump(mode="json", exclude={"benchmarks", *EVAL_EXECUTION_ONLY})
+    eval_slice = spec.eval.model_dump(
+        mode="json",
+        exclude={"benchmarks": True, **dict.fromkeys(EVAL_EXECUTION_ONLY, True), "grading": GRADING_EXECUTION_ONLY},
+    )
+    # what the pool's annotations depend on besides its sources: grading labels `correct`, and a pass-rate file
+    pool_extra: dict[str, Any] = {"grading": spec.eval.grading.model_dump(mode="json", include={"grader", "fallbacks"})}
+    if spec.annotate.pass_rates:
+        rates = resolve_path(spec.annotate.pass_rates, spec_dir)
+        pool_extra["pass_rates_content"] = file_digest(rates) if rates is not None and rates.is_file() else "missing"
     benches = [
         (b, benchmark_identity(b, spec_dir, problems, f"eval.benchmarks[{i}]"))
         for i, b in enumerate(spec.eval.benchmarks)
@@ -201,6 +224,7 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
                         "sources": pool_sources,
                         "tokenizer": base_ident,
                         "annotate": spec.annotate.model_dump(mode="json"),
+                        **pool_extra,
                     },
                     stages["model"],
                     cell.id,
@@ -212,8 +236,17 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
                 "n_examples": spec.n_examples,
                 "seed": data_seed,
             }
+            budget_from = token_budget_reference(spec, cell.levels)
+            if budget_from is not None:  # match_total_tokens: the reference level's selection sets the budget
+                data_cfg["token_budget_reference"] = budget_from
             stages["data"] = [add("data", data_cfg, stages["pool"], cell.id)]
-            train_cfg = {"model": base_ident, "prompt": prompt, "train": train_slice, "seed": cell.seed}
+            train_cfg = {
+                "model": base_ident,
+                "dtype": spec.model.dtype,
+                "prompt": prompt,
+                "train": train_slice,
+                "seed": cell.seed,
+            }
             stages["train"] = [add("train", train_cfg, stages["model"] + stages["data"], cell.id)]
             checkpoint = stages["train"]
         else:
@@ -230,7 +263,14 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
         stages["eval"] = [
             add(
                 "eval",
-                {**model_ref, "benchmark": bident, "prompt": prompt, "eval": eval_slice},
+                {
+                    **model_ref,
+                    "dtype": (spec.model if cell.baseline is None else b.model or spec.model).dtype,
+                    "benchmark": bident,
+                    "prompt": prompt,
+                    "eval": eval_slice,
+                    "reflection_keywords": spec.annotate.reflection_keywords,
+                },
                 checkpoint,
                 cell.id,
             )

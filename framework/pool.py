@@ -86,7 +86,7 @@ def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | Non
     todo = [i for i, (a, e) in enumerate(zip(answers, pool["expected_answer"])) if a is not None and e is not None]
     verdicts = grade_many(
         [(answers[i], pool["expected_answer"].iloc[i]) for i in todo],
-        grader=spec.eval.grading.grader,
+        grader=spec.eval.grading.grader or "math",
         timeout_s=spec.annotate.grading_timeout_s,
         workers=spec.eval.grading.workers,
     )

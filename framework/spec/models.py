@@ -432,7 +432,16 @@ class BenchmarkSpec(SpecModel):
 class GradingSpec(SpecModel):
     """How a response's final answer is extracted and compared."""
 
-    grader: str = Field("math", description="Grader name (math, multiple_choice) or 'package.module:attr'.")
+    grader: str | None = Field(
+        None,
+        description="Grader name (math, multiple_choice) or 'package.module:attr' for every benchmark; default: "
+        "each benchmark's own (multiple_choice for GPQA, math for the others), and math for the pool's traces.",
+    )
+    score_truncated: bool = Field(
+        False,
+        description="Grade a response cut off at max_tokens as it stands; by default it counts as wrong, since "
+        "its last \\boxed{} may be an answer it was still checking when the budget ran out.",
+    )
     timeout_s: float = Field(5.0, gt=0, description="Time limit for grading one answer.")
     fallbacks: bool = Field(
         True, description="When no \\boxed{} is found, try 'final answer is ...' and the last number."

@@ -115,6 +115,10 @@ MUTATIONS = [
     ("eval.samples", st.integers(1, 3), {"eval", "log"}),
     ("prompt.system", st.text(min_size=1, max_size=10), {"train", "eval", "log"}),
     ("tracking.experiment", st.text(alphabet="xyz", min_size=1, max_size=5), {"log"}),
+    ("model.dtype", st.sampled_from(["float32", "bfloat16"]), {"train", "eval", "log"}),
+    ("eval.grading.workers", st.integers(2, 8), set()),
+    ("eval.grading.fallbacks", st.just(False), {"pool", *ARMS}),  # the pool's `correct` labels too
+    ("eval.grading.score_truncated", st.just(True), {"eval", "log"}),
 ]
 
 
@@ -161,3 +165,22 @@ def test_keys_are_stable_across_processes(minimal):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
         assert set(json.loads(out.stdout)) == here
+
+
+def test_a_pass_rate_files_content_and_a_match_total_tokens_reference_are_keyed(minimal, in_tmp):
+    rates = in_tmp / "rates.jsonl"
+    rates.write_text('{"problem_id": "p1", "correct": true}\n')
+    minimal["annotate"] = {"pass_rates": str(rates)}
+    minimal["factors"] = {
+        "length": {
+            "levels": {"long": {"bins": 2, "bin": 1}, "short": {"bins": 2, "bin": 0, "match_total_tokens": True}}
+        }
+    }
+    before = jobs_of(minimal)
+    rates.write_text('{"problem_id": "p1", "correct": false}\n')
+    assert jobs_of(minimal)["pool"] != before["pool"]
+    after = copy.deepcopy(minimal)
+    after["factors"]["length"]["levels"]["long"]["bins"] = 3  # the reference sets the short arm's token budget
+    after["factors"]["length"]["levels"]["long"]["bin"] = 2
+    short_before = {k for k in jobs_of(minimal)["data"]}
+    assert len(short_before & jobs_of(after)["data"]) == 0

@@ -195,3 +195,43 @@ def test_identical_across_processes_and_hash_seeds() -> None:
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1] == determinism_json()
+
+
+def test_a_token_budget_matched_to_its_reference_keeps_transform_arms_paired() -> None:
+    """short (matched to long's total tokens) x keywords keep/delete: the budget must not depend on the transform,
+    or the two keyword arms would train on different problems."""
+    from framework.data import token_budget
+    from framework.spec import spec_from_dict
+
+    spec = spec_from_dict(
+        {
+            "name": "t",
+            "model": {"name_or_path": "m/m"},
+            "pool": [{"path": "p.jsonl"}],
+            "n_examples": 6,
+            "factors": {
+                "length": {
+                    "levels": {
+                        "long": {"bins": 2, "bin": 1},
+                        "short": {"bins": 2, "bin": 0, "match_total_tokens": True},
+                    }
+                },
+                "keywords": {"levels": ["keep", "delete"]},
+            },
+        }
+    )
+    pool = make_pool(40)
+    recount = lambda texts: [len(t) for t in texts]  # noqa: E731 -- a transform changes what a trace costs
+    picked = {}
+    for kw in ("keep", "delete"):
+        config = [
+            ["length", "length", "short", {"bins": 2, "bin": 0, "match_total_tokens": True}],
+            ["keywords", "keywords", kw, {}],
+        ]
+        budget = token_budget(pool, config, spec, 0, reflection_keywords=KW, count_tokens=recount)
+        levels = arm(("length", "short", {"bins": 2, "bin": 0}), ("keywords", kw, {}))
+        picked[kw] = (
+            budget,
+            run(pool, levels, n=6, token_budget=budget, count_tokens=recount).frame["problem_id"].tolist(),
+        )
+    assert picked["keep"] == picked["delete"]
