@@ -45,7 +45,7 @@ HOST = socket.gethostname()
 _CORRUPT_GRACE_S = 5.0
 # Test hook: widens the window between publishing a directory and writing its marker, so the crash tests
 # can kill a build inside it. Value in seconds.
-_PAUSE_ENV = "ABLATE_STORE_TEST_PAUSE_BEFORE_MARKER"
+_PAUSE_ENV = "ABLATE_STORE_TEST_PAUSE_BEFORE_RENAME"
 # No dots: the suffixes (.work, .lock, ...) must be unambiguous when scanning a stage directory.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -80,6 +80,19 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _fsync_tree(root: Path) -> None:
+    """Every file and directory under root on disk, so that a marker never outlives the data it vouches for."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -96,7 +109,8 @@ def _origin() -> dict[str, Any]:
     return {"host": HOST, "pid": os.getpid(), "user": _user(), "python": platform.python_version()}
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, start: str | None = None) -> bool:
+    """The process exists and, where its start time was recorded, is the same process (pids are reused)."""
     if pid <= 0:  # os.kill(0, ...) would address our own process group
         return False
     try:
@@ -104,8 +118,21 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    return start is None or _process_start(pid) in (None, start)
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), None where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the command name may contain spaces and ')'
+
+
+class LockLost(Exception):
+    """The build's lock was taken over (its holder looked dead from another host); its output is not published."""
 
 
 class LockBusy(Exception):
@@ -159,12 +186,14 @@ def _read_lock(path: Path) -> _Snapshot | None:
 
 
 def _is_stale(snap: _Snapshot, stale_after_s: float) -> bool:
+    """On this host the holder's process decides (a stopped or suspended builder is alive, and keeps its lock
+    however old its heartbeat); on another host only the heartbeat can: dead process, dead host or lost mount."""
     age = time.time() - snap.mtime
     if snap.owner is None:
         return age > min(_CORRUPT_GRACE_S, stale_after_s)
-    if age > stale_after_s:  # heartbeat stopped: dead process, dead host or lost mount
-        return True
-    return snap.owner["host"] == HOST and not _pid_alive(snap.owner["pid"])
+    if snap.owner["host"] == HOST:
+        return not _pid_alive(snap.owner["pid"], snap.owner.get("pid_start"))
+    return age > stale_after_s
 
 
 class _Lock:
@@ -192,7 +221,8 @@ class _Lock:
                 self._break(snap)
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump({"host": HOST, "pid": os.getpid(), "started": _now(), "token": self.token}, f)
+                owner = {"host": HOST, "pid": os.getpid(), "pid_start": _process_start(os.getpid())}
+                json.dump({**owner, "started": _now(), "token": self.token}, f)
                 f.flush()
                 os.fsync(f.fileno())
             self._stop.clear()
@@ -231,6 +261,11 @@ class _Lock:
                 return
             with contextlib.suppress(OSError):
                 os.utime(self.path)
+
+    def held(self) -> bool:
+        """Whether the lock file is still ours (a holder on another host may have judged us dead)."""
+        snap = _read_lock(self.path)
+        return snap is not None and snap.owner is not None and snap.owner.get("token") == self.token
 
     def release(self) -> None:
         self._stop.set()
@@ -299,6 +334,9 @@ class Store:
             info = json.loads(failed.read_text(encoding="utf-8"))
             return StageStatus("failed", f"{info['error_type']}: {info['message']}", failed)
         except FileNotFoundError:
+            if snap is not None and snap.owner is not None:  # killed (OOM, SIGKILL, a lost node): no record
+                reason = f"the build by {snap.describe()} ended without recording why (killed?)"
+                return StageStatus("failed", reason, self.log_path(stage, key))
             return StageStatus("pending")
         except (ValueError, KeyError, TypeError):
             return StageStatus("failed", "unreadable failure record", failed)
@@ -329,11 +367,15 @@ class Store:
             if self.is_done(stage, key):  # finished by another process between our check and the lock
                 yield None
                 return
+            if (self.work_path(stage, key) / MARKER).is_file():  # complete, its builder died before the rename
+                self._rename_into_place(stage, key)
+                yield None
+                return
             handle = self._prepare(stage, key, manifest, resume)
             started, t0 = _now(), time.monotonic()
             try:
                 yield handle
-                self._publish(stage, key, handle, started, time.monotonic() - t0)
+                self._publish(stage, key, handle, started, time.monotonic() - t0, lock)
             except BaseException as exc:
                 self._record_failure(stage, key, exc)
                 if not keep_work_on_failure:
@@ -369,8 +411,9 @@ class Store:
         work.mkdir(parents=True, exist_ok=True)
         return Build(dir=work, manifest=dict(manifest or {}), resumed=resumed)
 
-    def _publish(self, stage: str, key: str, handle: Build, started: str, duration_s: float) -> None:
-        final = self.path(stage, key)
+    def _publish(self, stage: str, key: str, handle: Build, started: str, duration_s: float, lock: _Lock) -> None:
+        """Complete the work dir (manifest, every file on disk, then the marker) and rename it into place: the
+        rename is the publication, so a crash at any point leaves either nothing done or all of it."""
         finished = _now()
         record = {
             **handle.manifest,
@@ -383,11 +426,20 @@ class Store:
             **_origin(),
         }
         write_json_atomic(handle.dir / "manifest.json", record)
-        os.rename(handle.dir, final)
-        _fsync_dir(final.parent)
+        _fsync_tree(handle.dir)
+        if not lock.held():  # judged dead by another host, which has taken over this work dir
+            raise LockLost(f"{stage}/{key}: lost the build lock to another process; this build is not published")
+        write_json_atomic(handle.dir / MARKER, {"stage": stage, "key": key, "finished": finished})
         if pause := os.environ.get(_PAUSE_ENV):
             time.sleep(float(pause))
-        write_json_atomic(final / MARKER, {"stage": stage, "key": key, "finished": finished})
+        self._rename_into_place(stage, key)
+
+    def _rename_into_place(self, stage: str, key: str) -> None:
+        final = self.path(stage, key)
+        if final.exists():  # an unmarked directory (an interrupted copy, an older ablate's half publication)
+            shutil.rmtree(final)
+        os.rename(self.work_path(stage, key), final)
+        _fsync_dir(final.parent)
         self._entry(stage, key, ".failed.json").unlink(missing_ok=True)
 
     def _record_failure(self, stage: str, key: str, exc: BaseException) -> None:
@@ -448,6 +500,8 @@ class Store:
                 if lock.acquire() is not None:
                     continue
                 try:
+                    if (self.work_path(stage, key) / MARKER).is_file():  # complete: publish it, never delete it
+                        self._rename_into_place(stage, key)
                     for p in self._orphans(stage, key):  # re-checked under the lock
                         if p.is_dir():
                             shutil.rmtree(p)

@@ -42,11 +42,11 @@ def start_builder(tmp_path: Path) -> Iterator[Starter]:
     """Start the builder on tmp_path; whatever a failing test left running is killed at teardown."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(*, linger: float = 0.0, pause_before_marker: float = 0.0) -> subprocess.Popen[str]:
+    def start(*, linger: float = 0.0, pause_before_rename: float = 0.0) -> subprocess.Popen[str]:
         path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-        if pause_before_marker:
-            env["ABLATE_STORE_TEST_PAUSE_BEFORE_MARKER"] = str(pause_before_marker)
+        if pause_before_rename:
+            env["ABLATE_STORE_TEST_PAUSE_BEFORE_RENAME"] = str(pause_before_rename)
         argv = [sys.executable, "-c", BUILDER, str(tmp_path), str(linger)]
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env))
         return procs[-1]
@@ -78,7 +78,8 @@ def _assert_not_done(store: Store) -> None:
     assert not store.is_done("train", KEY)
     assert not (final / MARKER).exists()
     assert store.done_keys("train") == set()
-    assert store.status("train", KEY).state == "pending"  # the dead holder's lock does not count as running
+    status = store.status("train", KEY)  # the dead holder's lock does not count as running, and says it died
+    assert status.state == "failed" and "ended without recording why" in status.detail
     assert store.manifest("train", KEY) is None
 
 
@@ -111,20 +112,26 @@ def test_kill_before_publication(tmp_path: Path, start_builder: Starter, moment:
     _rebuild_and_check(store)
 
 
-def test_kill_between_rename_and_marker(tmp_path: Path, start_builder: Starter) -> None:
+def test_kill_between_marker_and_rename_loses_nothing(tmp_path: Path, start_builder: Starter) -> None:
+    """The build was complete (marked in its work dir) but not yet renamed into place: the next build publishes
+    it as it is instead of redoing it (for a training, hours of work)."""
     store = Store(tmp_path)
-    proc = start_builder(pause_before_marker=30)
+    proc = start_builder(pause_before_rename=30)
     _wait_for_line(proc, "body-done")
-    final = store.path("train", KEY)
+    marker = store.work_path("train", KEY) / MARKER
     deadline = time.monotonic() + 10
-    while not final.exists():
-        assert time.monotonic() < deadline, "builder never published its directory"
+    while not marker.exists():
+        assert time.monotonic() < deadline, "builder never marked its work dir"
         time.sleep(0.01)
+    builder_pid = proc.pid
     _kill(proc)
     _assert_not_done(store)
-    assert (final / "manifest.json").is_file()  # fully renamed, just unmarked
-    assert not store.work_path("train", KEY).exists()
-    _rebuild_and_check(store)
+    with store.build("train", KEY, wait=False) as b:
+        assert b is None  # published, not rebuilt
+    final = store.path("train", KEY)
+    assert store.is_done("train", KEY) and store.manifest("train", KEY)["pid"] == builder_pid
+    assert all((final / f"part-{i:03d}.txt").read_text() == str(i) * 1000 for i in range(N_FILES))
+    assert sorted(p.name for p in final.parent.iterdir()) == [KEY]
 
 
 def test_killed_build_resumes_from_its_work_dir(tmp_path: Path, start_builder: Starter) -> None:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework.store import MARKER, LockBusy, Store, _Lock, _read_lock, write_json_atomic
+from framework.store import MARKER, LockBusy, LockLost, Store, _Lock, _read_lock, write_json_atomic
 
 KEY = "0123456789abcdef"
 
@@ -153,7 +153,8 @@ def test_unmarked_final_dir_is_rebuilt(store: Store) -> None:
 
 def test_lock_of_dead_local_pid_is_taken_over(store: Store, dead_pid: int) -> None:
     _write_lock(store, "train", KEY, host=socket.gethostname(), pid=dead_pid)
-    assert store.status("train", KEY).state == "pending"
+    status = store.status("train", KEY)  # killed without a failure record: failed, and saying so
+    assert status.state == "failed" and f"pid {dead_pid}" in status.detail and "(killed?)" in status.detail
     _build_ok(store, wait=False)
     assert store.is_done("train", KEY)
     assert not list((store.root / "train").glob("*.stale"))
@@ -211,7 +212,7 @@ def test_other_host_lock_is_judged_by_age(store: Store) -> None:
         pytest.fail("body must not run")
     then = time.time() - 301
     os.utime(lock, (then, then))
-    assert store.status("train", KEY).state == "pending"
+    assert store.status("train", KEY).state == "failed"
     _build_ok(store, wait=False)
     assert store.is_done("train", KEY)
 
@@ -231,15 +232,16 @@ def test_corrupt_lock_is_broken_only_after_grace(store: Store) -> None:
 def test_heartbeat_refreshes_lock_and_release_spares_foreign_lock(tmp_path: Path) -> None:
     store = Store(tmp_path, heartbeat_s=0.05, stale_after_s=1.0)
     lock = tmp_path / "train" / f"{KEY}.lock"
-    with store.build("train", KEY) as b:
+    with pytest.raises(LockLost), store.build("train", KEY) as b:
         assert b is not None
         os.utime(lock, (0, 0))
         time.sleep(0.3)
         assert time.time() - lock.stat().st_mtime < 1.0
         assert Store(tmp_path).status("train", KEY).state == "running"
-        # Someone broke our lock (e.g. we hung past stale_after_s): release must not delete theirs.
+        # Someone broke our lock (e.g. we hung past stale_after_s): we must neither publish over their build
+        # nor delete their lock.
         lock.write_text(json.dumps({"host": "h", "pid": 1, "started": "", "token": "theirs"}))
-    assert json.loads(lock.read_text())["token"] == "theirs"
+    assert json.loads(lock.read_text())["token"] == "theirs" and not store.is_done("train", KEY)
 
 
 def test_invalid_names_and_settings_are_rejected(tmp_path: Path) -> None:
@@ -372,3 +374,32 @@ def test_concurrent_builders_build_once(tmp_path: Path, dead_pid: int, stale_loc
     assert len(counter.read_text().splitlines()) == 1
     assert store.is_done("train", KEY)
     assert sorted(p.name for p in (tmp_path / "store" / "train").iterdir()) == [KEY]
+
+
+def test_a_live_holder_on_this_host_keeps_its_lock_however_old_its_heartbeat(store: Store, live_pid: int) -> None:
+    """A builder stopped (SIGSTOP, a suspended job, a sleeping laptop) is alive: taking its lock would let two
+    builds write one work dir. Only a lock from another host is judged by its heartbeat's age."""
+    _write_lock(store, "train", KEY, host=socket.gethostname(), pid=live_pid, age_s=10_000)
+    assert store.status("train", KEY).state == "running"
+    with pytest.raises(LockBusy), store.build("train", KEY, wait=False):
+        pass
+    _write_lock(store, "train", KEY, host="elsewhere", pid=live_pid, age_s=10_000)
+    assert store.status("train", KEY).state != "running"
+
+
+def test_a_reused_pid_does_not_keep_a_dead_builders_lock(store: Store, live_pid: int) -> None:
+    lock = _write_lock(store, "train", KEY, host=socket.gethostname(), pid=live_pid)
+    owner = json.loads(lock.read_text())
+    lock.write_text(json.dumps({**owner, "pid_start": "1"}))  # the pid now belongs to a later process
+    with store.build("train", KEY, wait=False) as b:
+        assert b is not None
+
+
+def test_clean_orphans_publishes_a_complete_build_that_died_before_its_rename(store: Store) -> None:
+    work = store.work_path("train", KEY)
+    work.mkdir(parents=True)
+    (work / "weights.bin").write_bytes(b"\x01")
+    write_json_atomic(work / "manifest.json", {"stage": "train"})
+    write_json_atomic(work / MARKER, {"stage": "train", "key": KEY})
+    store.clean_orphans()
+    assert store.is_done("train", KEY) and (store.path("train", KEY) / "weights.bin").read_bytes() == b"\x01"
