@@ -254,9 +254,21 @@ def _full_key(plan: Plan, stage: str, key: str) -> str:
 def cmd_exec(args: argparse.Namespace) -> int:
     loaded, plan = _load(args.spec)
     store = open_store(loaded, args.results_dir)
+    failures: list[Exception] = []
     for key in [_full_key(plan, args.stage, k) for k in args.keys]:
-        ran = execute(loaded, plan, store, args.stage, key, force=args.force)
+        try:  # one job's failure must not keep the others of a grouped task (a checkpoint's benchmarks) from running
+            ran = execute(loaded, plan, store, args.stage, key, force=args.force)
+        except Exception as e:
+            if len(args.keys) == 1:
+                raise
+            failures.append(e)
+            print(f"{args.stage}/{key}: not done: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
         print(f"{args.stage}/{key}: {'done' if ran else 'already done'} -> {store.path(args.stage, key)}")
+    if failures:  # the worst outcome decides the exit code: a failure, else a user error, else retry later
+        raise next((e for e in failures if not isinstance(e, (RetryLater, *USER_ERRORS))), None) or next(
+            (e for e in failures if isinstance(e, USER_ERRORS)), failures[0]
+        )
     return 0
 
 

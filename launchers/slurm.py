@@ -177,7 +177,7 @@ def task_state(info: Mapping[str, str] | None, done: bool, *, requeue: bool = Tr
     state, reason = info.get("state", ""), info.get("reason", "")
     if state == "PENDING" and reason == "DependencyNeverSatisfied":  # only without --kill-on-invalid-dep
         return "cancelled", "a dependency failed"
-    if state in _QUEUED or (state == "PREEMPTED" and requeue):
+    if state in _QUEUED or (state == "PREEMPTED" and requeue and info.get("source") != "sacct"):
         return "queued", reason if reason and reason != "None" else state.lower()
     if state in _RUNNING:
         return "running", info.get("node", "")
@@ -210,7 +210,7 @@ def _lookup(job_ids: Iterable[int], need_exit: Callable[[dict[str, str]], bool])
                 "restarts": full.get("Restarts", "0"),
             }
         elif (acct := sacct_job(jid)) is not None:
-            infos[jid] = acct
+            infos[jid] = {**acct, "source": "sacct"}  # the job has left the controller: its state is final
     return infos
 
 
@@ -390,6 +390,12 @@ class SlurmLauncher:
         open_tasks = [t for tid, t in self._tasks.items() if self.states.get(tid) not in TERMINAL]
         done = {t.id: _outputs_done(self.store, t.stage, t.keys) for t in open_tasks}
         infos = _lookup((self.jobs[t.id] for t in open_tasks if not done[t.id]), _ended_badly)
+        # A job may publish and leave the queue between the marker check and the lookup: look again, or a
+        # finished stage would be recorded as failed for good.
+        done = {
+            tid: d or _outputs_done(self.store, self._tasks[tid].stage, self._tasks[tid].keys)
+            for tid, d in done.items()
+        }
         never = [
             jid for jid, i in infos.items() if i["state"] == "PENDING" and i["reason"] == "DependencyNeverSatisfied"
         ]

@@ -159,3 +159,24 @@ def test_bad_options_are_user_errors(write_spec, minimal, in_tmp, capsys):
     assert "name a .jsonl, .csv or .parquet file" in capsys.readouterr().err
     assert main(["data", str(path), cell, "--export", "no/dir/out.jsonl"]) == 2
     assert "no directory" in capsys.readouterr().err
+
+
+def test_exec_runs_every_key_when_one_fails(write_spec, minimal, in_tmp, capsys, monkeypatch):
+    def picky(ctx) -> None:
+        if not calls:
+            calls.append("boom")
+            raise RuntimeError("first job breaks")
+        fake_pool(ctx)
+
+    monkeypatch.setattr(framework.execute, "stage_function", lambda s: picky)
+    calls.clear()
+    minimal["eval"]["benchmarks"] = ["aime24", "aime25"]  # the base model's two evals: a grouped task, no deps
+    path = write_spec(minimal)
+    main(["plan", str(path), "--json", "--no-build"])
+    jobs = json.loads(capsys.readouterr().out)["jobs"]
+    evals = [j["key"] for j in jobs if j["stage"] == "eval" and not j["deps"]]
+    assert len(evals) == 2
+    assert main(["exec", "eval", *evals, "--spec", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"eval/{evals[0]}: not done: RuntimeError: first job breaks" in err
+    assert calls == ["boom", evals[1]]  # the second job ran after the first failed

@@ -285,6 +285,27 @@ def test_refresh_reports_failures_with_exit_code_and_log(minimal, tmp_path, fake
     assert launcher.wait(poll_s=0) == launcher.status()  # everything ended: returns at once
 
 
+def test_a_job_that_publishes_during_the_poll_is_done_not_failed(minimal, tmp_path, fake_slurm, monkeypatch):
+    import launchers.slurm as slurm
+
+    plan, store, launcher = sweep(minimal, tmp_path)
+    tasks = pending_tasks(plan, store)
+    launcher.submit(tasks)
+    first = tasks[0]
+    fake_slurm.set(launcher.jobs[first.id], "COMPLETED")
+    lookup = slurm._lookup
+
+    def finishing_lookup(*args, **kwargs):  # the job publishes and leaves the queue in between
+        for key in first.keys:
+            with store.build(first.stage, key) as b:
+                assert b is not None
+        return lookup(*args, **kwargs)
+
+    monkeypatch.setattr(slurm, "_lookup", finishing_lookup)
+    changes = {tid: state for tid, state, _ in launcher.refresh()}
+    assert changes[first.id] == "done"
+
+
 def test_run_slurm_without_wait_returns_after_submission(minimal, tmp_path, fake_slurm):
     plan, store, launcher = sweep(minimal, tmp_path)
     tasks = pending_tasks(plan, store)
@@ -311,6 +332,12 @@ def test_missing_slurm_commands_is_a_user_error(minimal, tmp_path, monkeypatch):
         ({"state": "CANCELLED", "reason": "DependencyNeverSatisfied"}, False, ("cancelled", "a dependency failed")),
         ({"state": "TIMEOUT", "exit_code": "0:15"}, False, ("failed", "TIMEOUT, killed by signal 15")),
         ({"state": "PREEMPTED"}, False, ("queued", "preempted")),
+        # gone from the controller (sacct): no requeue is coming
+        (
+            {"state": "PREEMPTED", "exit_code": "0:15", "source": "sacct"},
+            False,
+            ("failed", "PREEMPTED, killed by signal 15"),
+        ),
         (
             {"state": "FAILED", "exit_code": "75:0"},
             False,
