@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,4 +162,33 @@ def benchmark_metrics(
         for subset in sorted(df[subset_col].dropna().unique(), key=str):
             sub = _summary(table[table[subset_col] == subset], df[df[subset_col] == subset], ks)
             out.update({f"{subset}/{name}": value for name, value in sub.items()})
+    return out
+
+
+def pass_at_k_from_samples(path: Path, ks: Iterable[int], have: Iterable[str] = ()) -> dict[str, float]:
+    """pass@k for each k in `ks` (k > 1) that `have` lacks, from an eval's stored samples.parquet, overall and per
+    subset: pass_k is a report setting, so adding a k to a finished sweep must not need its generations again."""
+    have = set(have)
+    wanted = sorted({k for k in ks if k > 1 and f"pass@{k}" not in have})
+    if not wanted or not path.is_file():
+        return {}
+    import pyarrow.parquet as pq
+
+    columns = [c for c in ("problem_id", "subset", "correct") if c in pq.read_schema(path).names]
+    df = pd.read_parquet(path, columns=columns)
+    df["correct"] = df["correct"].astype("boolean").fillna(False).astype(bool)
+    keys = [c for c in ("subset", "problem_id") if c in df.columns]
+    table = df.groupby(keys, dropna=False)["correct"].agg(n="size", c="sum").reset_index()
+    out: dict[str, float] = {}
+    groups = [("", table)] + (
+        [(f"{s}/", table[table["subset"] == s]) for s in sorted(table["subset"].dropna().unique(), key=str)]
+        if "subset" in table.columns
+        else []
+    )
+    for prefix, part in groups:
+        for k in wanted:
+            if k <= part["n"].min():
+                out[f"{prefix}pass@{k}"] = float(
+                    np.mean([pass_at_k(int(n), int(c), k) for n, c in zip(part["n"], part["c"])])
+                )
     return out

@@ -205,6 +205,7 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
         "uri": uri,
         "experiment": spec.tracking.experiment or spec.name,
         **spec.tracking.model_dump(mode="json", exclude={"uri", "experiment"}),
+        "pass_k": spec.eval.pass_k,  # computed from the stored samples when the eval ran with other ks
     }
 
     def model_job(ident: dict[str, Any], cell: str) -> list[str]:

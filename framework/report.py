@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from framework.metrics import pass_at_k_from_samples
 from framework.mlflow_client import TrackingUnavailable
 from framework.report_plots import accuracy_by_level, length_vs_accuracy
 from framework.stats import (
@@ -140,6 +141,11 @@ def report_frame(plan: Plan, store: Store) -> pd.DataFrame:
             stage, key = job.split("/")
             done = store.is_done(stage, key)
             result = _read_json(store.path(stage, key) / "metrics.json") if done else {}
+            if done:  # a pass@k asked for after the evaluation ran, from its stored samples
+                extra = pass_at_k_from_samples(
+                    store.path(stage, key) / "samples.parquet", plan.spec.eval.pass_k, result.get("metrics", {})
+                )
+                result = {**result, "metrics": {**result.get("metrics", {}), **extra}}
             rows.append(
                 {
                     "cell": cell.id,

@@ -43,6 +43,7 @@ import yaml
 
 from framework.errors import UserError
 from framework.hashing import content_key
+from framework.metrics import pass_at_k_from_samples
 from framework.mlflow_client import (
     MAX_PARAM_LEN,
     MAX_TAG_LEN,
@@ -298,6 +299,7 @@ def gather(
         result = _read_json(d / "metrics.json")
         ts = _timestamp_ms(store.manifest(*job.split("/")))
         values = dict(_numbers(result.get("metrics", {}), ""))
+        values |= pass_at_k_from_samples(d / "samples.parquet", tracking.get("pass_k", ()), values)
         values |= {k: float(v) for k, v in eval_counts(result).items() if v is not None}
         metrics.extend((metric_key(bench, name), value, ts, 0) for name, value in values.items())
         warnings.extend(f"{bench}: {w}" for w in result.get("warnings", []))

@@ -305,3 +305,16 @@ def test_results_schema_doc_lists_every_column():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "results-schema.md").read_text()
     for name, (dtype, _) in COLUMNS.items():
         assert f"| `{name}` | {dtype} |" in doc, name
+
+
+def test_a_pass_k_asked_for_after_the_evaluation_comes_from_its_samples(tmp_path):
+    """pass_k does not key the eval stage (no new generations for a new k): the report computes it."""
+    sw = synthetic_sweep(tmp_path, eval={"benchmarks": ["aime24"], "samples": 4, "pass_k": [1, 2]})
+    frame = report_frame(sw.plan, sw.store).set_index("cell")
+    cell = "source=qwq_32b_preview,keywords=keep,seed=0"
+    (job,) = sw.plan.cell_jobs[cell]["eval"]
+    samples = pd.read_parquet(sw.store.path(*job.split("/")) / "samples.parquet")
+    assert "pass@2" not in eval_result(sw, cell)["metrics"]  # the stage ran with pass_k [1]
+    expected = benchmark_metrics(samples, ks=(1, 2))
+    assert frame.loc[cell, "pass@2"] == pytest.approx(expected["pass@2"])
+    assert frame.loc[cell, "aime24/pass@2"] == pytest.approx(expected["aime24/pass@2"])
