@@ -16,7 +16,9 @@ from framework.spec.base import SpecModel
 Mode = Literal["keep", "delete", "replace", "inject"]
 TRAILING_PUNCTUATION = ",.;:!?"
 # A sentence end is [.!?] plus whitespace with more text after it, so nothing is ever inserted at the very end.
-SENTENCE_END = re.compile(r"[.!?]\s+(?=\S)")
+# A sentence ends at . ! or ? before a capitalised word: "n! ways" and "5! \\cdot 2" are factorials, not ends.
+SENTENCE_END = re.compile(r"[.!?]\s+(?=[A-Z])")
+MATH = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
 
 
 class Params(SpecModel):
@@ -102,9 +104,23 @@ def _replace(text: str, spans: list[tuple[int, int, str]], replacement: str) -> 
     return "".join([*pieces, text[cursor:]])
 
 
+def _math_spans(text: str) -> list[tuple[int, int]]:
+    """Inline and display math, and each \\boxed{...} with its braces balanced: no phrase goes inside them."""
+    spans = [m.span() for m in MATH.finditer(text)]
+    for m in re.finditer(r"\\boxed\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        spans.append((m.start(), i))
+    return spans
+
+
 def _inject(text: str, phrase: str, every: int) -> tuple[str, int]:
-    """Insert `phrase + " "` at the start of the sentence after every `every`-th sentence end."""
-    points = [m.end() for m in SENTENCE_END.finditer(text)][every - 1 :: every]
+    """Insert `phrase + " "` at the start of the sentence after every `every`-th sentence end outside math."""
+    math = _math_spans(text)
+    ends = [m.end() for m in SENTENCE_END.finditer(text) if not any(a <= m.start() < b for a, b in math)]
+    points = ends[every - 1 :: every]
     pieces, cursor = [], 0
     for point in points:
         pieces += [text[cursor:point], phrase + " "]

@@ -219,3 +219,10 @@ def test_count_agrees_with_find(parts):
     text = " ".join(parts)
     for words in (DEFAULT_REFLECTION_KEYWORDS, ["wait", "?!", "but wait"]):
         assert count_keywords(text, words) == len(find_keywords(text, words))
+
+
+def test_inject_leaves_math_and_factorials_alone() -> None:
+    text = r"First step. Hence $n! \geq 2$ holds. So \boxed{5! \cdot 2} it is. There are 5! ways. Done."
+    out = apply(_frame([text]), "inject", Params(), _ctx())["trace"].iloc[0]
+    assert r"$n! \geq 2$" in out and r"\boxed{5! \cdot 2}" in out and "5! ways" in out
+    assert out.count("Wait, let me check.") == 1 and "it is. Wait, let me check. There" in out  # the 3rd end
