@@ -54,6 +54,10 @@ def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
     return min(need, spec.launcher.local.cpu_slots)
 
 
+STOP_GRACE_S = 15.0
+TRAIN_STOP_GRACE_S = 600.0  # a ZeRO checkpoint of a large model takes minutes to write
+
+
 @dataclass
 class Running:
     task: Task
@@ -91,12 +95,20 @@ class LocalLauncher:
         return dict(self.states)
 
     def cancel(self) -> None:
-        """TERM every running task's process group, then KILL what is still alive after a grace period."""
+        """TERM every running task's process group, then KILL what is still alive after a grace period: long
+        enough for a training to write its checkpoint (which TERM asks for), unless Ctrl-C comes again."""
         for r in self._running.values():
             _signal_group(r.proc, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while any(r.proc.poll() is None for r in self._running.values()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        training = any(r.task.stage == "train" for r in self._running.values())
+        grace = TRAIN_STOP_GRACE_S if training else STOP_GRACE_S
+        if training:
+            self.echo(f"waiting up to {grace:.0f} s for training to checkpoint (Ctrl-C again to kill it now)")
+        deadline = time.monotonic() + grace
+        try:
+            while any(r.proc.poll() is None for r in self._running.values()) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass  # asked twice: kill now
         for tid, r in self._running.items():
             _signal_group(r.proc, signal.SIGKILL)
             r.proc.wait()

@@ -145,3 +145,26 @@ def test_a_cpu_training_takes_a_slot_per_process(minimal, tmp_path):
     _, _, tasks, launcher, _ = make(minimal, tmp_path / "one")
     assert cpu_slots_needed(next(t for t in tasks if t.stage == "train"), launcher.spec) == 1
     assert set(launcher.wait(poll_s=0.01).values()) == {"done"}
+
+
+def test_cancel_gives_a_training_time_to_checkpoint(minimal, tmp_path, monkeypatch):
+    import launchers.local as local
+
+    monkeypatch.setattr(local, "STOP_GRACE_S", 0.5)
+    monkeypatch.setattr(local, "TRAIN_STOP_GRACE_S", 10.0)
+    _, _, tasks, launcher, _ = make(minimal, tmp_path)
+    saved = tmp_path / "checkpoint-written"
+    stop = (
+        "import signal, sys, time\n"
+        "def on_term(*_):\n"
+        "    time.sleep(1.5)  # writing a checkpoint\n"
+        f"    open({str(saved)!r}, 'w').close(); sys.exit(75)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "time.sleep(60)\n"
+    )
+    launcher.command = lambda task: [sys.executable, "-c", stop]
+    train = next(t for t in tasks if t.stage == "train")
+    launcher._start(train, [])
+    time.sleep(0.5)
+    launcher.cancel()
+    assert saved.exists() and launcher.states[train.id] == "cancelled"
