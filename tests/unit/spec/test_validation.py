@@ -11,6 +11,13 @@ def errors_of(exc: SpecErrors) -> dict[str, str]:
     return {e.path: e.message for e in exc.errors}
 
 
+def errors_for(data: dict) -> dict[str, str]:
+    """The spec's errors by YAML path; the spec must be invalid."""
+    with pytest.raises(SpecErrors) as info:
+        spec_from_dict(data)
+    return errors_of(info.value)
+
+
 def test_minimal_spec_fills_documented_defaults(minimal):
     spec = spec_from_dict(minimal)
     assert spec.n_examples == 20
@@ -76,9 +83,7 @@ train: {learning_rat: 1.0e-5}
 def test_unknown_keys_are_rejected_at_any_depth(minimal):
     minimal["eval"]["sampling"] = {"temprature": 0.7}
     minimal["launcher"] = {"kind": "slurm", "slurm": {"partitoin": "gpu", "stages": {"train": {"nodez": 2}}}}
-    with pytest.raises(SpecErrors) as info:
-        spec_from_dict(minimal)
-    errs = errors_of(info.value)
+    errs = errors_for(minimal)
     assert 'did you mean "temperature"' in errs["eval.sampling.temprature"]
     assert 'did you mean "partition"' in errs["launcher.slurm.partitoin"]
     assert 'did you mean "nodes"' in errs["launcher.slurm.stages.train.nodez"]
@@ -87,9 +92,7 @@ def test_unknown_keys_are_rejected_at_any_depth(minimal):
 def test_unknown_benchmark_grader_and_preset(minimal):
     minimal["eval"] = {"benchmarks": ["aime24", "aime2x"], "grading": {"grader": "mth"}}
     minimal["pool"] = [{"preset": "nemotron"}]
-    with pytest.raises(SpecErrors) as info:
-        spec_from_dict(minimal)
-    errs = errors_of(info.value)
+    errs = errors_for(minimal)
     assert 'did you mean "aime25"' in errs["eval.benchmarks[1]"]
     assert 'did you mean "math"' in errs["eval.grading.grader"]
     assert "unknown pool preset" in errs["pool[0].preset"]
@@ -159,9 +162,7 @@ def test_a_level_its_factor_cannot_run_is_a_spec_error_not_a_plan_crash(minimal)
         "keywords": {"levels": ["keep", "frobnicate"]},
         "diversity": {"levels": {"wide": {"mode": "stratified"}, "narrow": {}}},
     }
-    with pytest.raises(SpecErrors) as info:
-        spec_from_dict(minimal)
-    errs = errors_of(info.value)
+    errs = errors_for(minimal)
     assert "correctness level 'bogus' names no mode" in errs["factors.correctness.levels[1]"]
     assert "keywords level 'frobnicate' names no mode" in errs["factors.keywords.levels[1]"]
     assert "diversity level 'narrow' names no mode" in errs["factors.diversity.levels.narrow"]
@@ -172,9 +173,7 @@ def test_seeds_pass_k_and_toy_pool_options_are_checked(minimal):
     minimal["seeds"] = [0, -1]
     minimal["eval"] = {"samples": 4, "benchmarks": ["toy"], "pass_k": [1, 8]}
     minimal["pool"] = [{"preset": "toy", "options": {"n_problemz": 5, "seed": 1}}]
-    with pytest.raises(SpecErrors) as info:
-        spec_from_dict(minimal)
-    errs = errors_of(info.value)
+    errs = errors_for(minimal)
     assert "greater than or equal to 0" in errs["seeds[1]"]
     assert "pass_k [8]" in errs["eval"]
     assert "unknown toy pool option(s) 'n_problemz' (did you mean \"n_problems\"?)" in errs["pool[0]"]
@@ -190,9 +189,7 @@ def test_baselines_slurm_time_and_gpu_ids_are_checked(minimal):
         {"name": "instruct", "model": {"name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}},
     ]
     minimal["launcher"] = {"kind": "slurm", "slurm": {"time": "forever", "stages": {"eval": {"time": "1-12:00"}}}}
-    with pytest.raises(SpecErrors) as info:
-        spec_from_dict(minimal)
-    errs = errors_of(info.value)
+    errs = errors_for(minimal)
     assert "baseline 'gpt4' names no model" in errs["baselines[1]"]
     assert "launcher.slurm.time" in errs and len(errs) == 2  # '1-12:00' is a time sbatch takes
     minimal["baselines"], minimal["launcher"] = ["base"], {"local": {"gpus": [0, 0]}}
