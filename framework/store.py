@@ -262,9 +262,12 @@ class _Lock:
             with contextlib.suppress(OSError):
                 os.utime(self.path)
 
-    def held(self) -> bool:
-        """Whether the lock file is still ours (a holder on another host may have judged us dead)."""
-        snap = _read_lock(self.path)
+    def held(self, settle_s: float = 1.0) -> bool:
+        """Whether the lock file is still ours (a holder on another host may have judged us dead). A missing file
+        is looked at again for `settle_s`: a racer in `_break` may be about to put it back."""
+        deadline = time.monotonic() + settle_s
+        while (snap := _read_lock(self.path)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         return snap is not None and snap.owner is not None and snap.owner.get("token") == self.token
 
     def release(self) -> None:
@@ -326,6 +329,8 @@ class Store:
     def status(self, stage: str, key: str) -> StageStatus:
         if self.is_done(stage, key):
             return StageStatus("done", path=self.path(stage, key))
+        if (self.work_path(stage, key) / MARKER).is_file():  # its builder died between marker and rename
+            return StageStatus("pending", "complete; the next run publishes it", self.work_path(stage, key))
         snap = _read_lock(self._entry(stage, key, ".lock"))
         if snap is not None and not _is_stale(snap, self.stale_after_s):
             return StageStatus("running", snap.describe(), self.work_path(stage, key))

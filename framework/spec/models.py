@@ -493,7 +493,7 @@ class EvalSpec(SpecModel):
 
 
 # ------------------------------------------------------------------------------------ tracking, launch
-TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc")
 
 
 def tracking_uri_problem(uri: str) -> str | None:

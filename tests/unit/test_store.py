@@ -403,3 +403,23 @@ def test_clean_orphans_publishes_a_complete_build_that_died_before_its_rename(st
     write_json_atomic(work / MARKER, {"stage": "train", "key": KEY})
     store.clean_orphans()
     assert store.is_done("train", KEY) and (store.path("train", KEY) / "weights.bin").read_bytes() == b"\x01"
+
+
+def test_a_lock_briefly_moved_by_a_racer_is_still_held(tmp_path: Path) -> None:
+    """`_break` renames a lock it judged stale and links it back when it was not the one it judged: in that
+    moment the file is missing, and a builder checking its lock before publishing must not give up."""
+    import threading
+
+    lock = _Lock(tmp_path / "x.lock", heartbeat_s=10, stale_after_s=60)
+    assert lock.acquire() is None
+    tomb = tmp_path / "x.lock.tomb"
+    os.rename(lock.path, tomb)
+    restore = threading.Timer(0.2, lambda: os.rename(tomb, lock.path))
+    restore.start()
+    try:
+        assert lock.held(settle_s=2.0)
+    finally:
+        restore.join()
+    os.rename(lock.path, tomb)  # gone for good
+    assert not lock.held(settle_s=0.2)
+    lock.release()
