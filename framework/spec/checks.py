@@ -121,6 +121,11 @@ def check_names(source: Source) -> list[SpecError]:
                 name = b if isinstance(b, str) else (b.get("name") if isinstance(b, dict) else None)
                 if isinstance(name, str) and (problem := BENCHMARKS.problem(name)):
                     loc: Loc = ("eval", "benchmarks", i) if isinstance(b, str) else ("eval", "benchmarks", i, "name")
+                    if isinstance(b, dict) and b.get("path"):  # a file of one's own still needs a known layout
+                        problem += (
+                            "; a local file takes the name of the benchmark whose layout it has (e.g. aime24), or "
+                            "'package.module:attr' for a benchmark defined in code"
+                        )
                     errors.append(_err(source, loc, problem))
         grading = ev.get("grading")
         if (

@@ -195,3 +195,11 @@ def test_baselines_slurm_time_and_gpu_ids_are_checked(minimal):
     minimal["baselines"], minimal["launcher"] = ["base"], {"local": {"gpus": [0, 0]}}
     with pytest.raises(SpecErrors, match="GPU ids must be unique"):
         spec_from_dict(minimal)
+
+
+def test_a_local_benchmark_file_under_an_unknown_name_says_what_name_to_give(minimal):
+    minimal["eval"]["benchmarks"] = [{"name": "mybench", "path": "mine.jsonl"}]
+    assert (
+        "a local file takes the name of the benchmark whose layout it has"
+        in errors_for(minimal)["eval.benchmarks[0].name"]
+    )
