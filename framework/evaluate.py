@@ -175,6 +175,25 @@ def generate_hf(
     return results
 
 
+def training_problems(ctx: StageContext) -> list[str]:
+    """The problem texts the evaluated checkpoint was fine-tuned on (none for a baseline)."""
+    from framework.data import read_training_set
+
+    texts: list[str] = []
+    for train_job in (d for d in ctx.job.deps if d.startswith("train/")):
+        for data_job in (d for d in ctx.plan.jobs[train_job].deps if d.startswith("data/")):
+            texts += [row["problem"] for row in read_training_set(ctx.input_dir(data_job))]
+    return texts
+
+
+def overlap(trained: list[str], problems: pd.DataFrame) -> list[str]:
+    """Ids of the benchmark problems whose text (case and whitespace aside) the model was trained on."""
+    from framework.pool_sources import normalize_problem
+
+    seen = {normalize_problem(t) for t in trained}
+    return [str(i) for i, t in zip(problems["problem_id"], problems["problem"]) if normalize_problem(str(t)) in seen]
+
+
 def grader_for(spec_grader: str | None, benchmark_grader: str | None) -> str:
     """The spec's grader if it names one, else the benchmark's own, else math."""
     return spec_grader or benchmark_grader or "math"
@@ -275,6 +294,12 @@ def run(ctx: StageContext) -> None:
     timeouts = int((samples["error"] == "timeout").sum())
     if timeouts:
         warnings.append(f"{timeouts} answers timed out in grading and were scored as wrong")
+    leaked = overlap(training_problems(ctx), problems)
+    if leaked:
+        warnings.append(
+            f"{len(leaked)} of the {len(problems)} problems were in this checkpoint's training set (same text), so "
+            f"they are not held out: {', '.join(leaked[:10])}{' ...' if len(leaked) > 10 else ''}"
+        )
     samples.to_parquet(ctx.out / "samples.parquet", index=False)
     problem_table(samples).to_parquet(ctx.out / "problems.parquet", index=False)
     result = {
@@ -284,6 +309,7 @@ def run(ctx: StageContext) -> None:
         "n_samples": n,
         "metrics": metrics,
         "warnings": warnings,
+        "trained_on": leaked,  # benchmark problem ids the model was fine-tuned on
         "timings": {"generate_s": gen_s, "grade_s": grade_s},
     }
     write_json_atomic(ctx.out / "metrics.json", result)

@@ -26,3 +26,28 @@ def test_the_specs_grader_overrides_the_benchmarks_own() -> None:
         ["The answer is \\boxed{B}"], ["stop"], grader="multiple_choice", fallbacks=True, score_truncated=False
     )
     assert answers[0][0] == "B"
+
+
+def test_benchmark_problems_the_checkpoint_was_trained_on_are_found(tmp_path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from framework.data import TRAIN_FILE
+    from framework.evaluate import overlap, training_problems
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    rows = [{"problem": "What is  2+2?"}, {"problem": "Find x."}]
+    (data_dir / TRAIN_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctx = SimpleNamespace(
+        job=SimpleNamespace(deps=["train/t1"]),
+        plan=SimpleNamespace(jobs={"train/t1": SimpleNamespace(deps=["model/m", "data/d1"])}),
+        input_dir=lambda job_id: data_dir if job_id == "data/d1" else tmp_path / "elsewhere",
+    )
+    trained = training_problems(ctx)
+    bench = pd.DataFrame({"problem_id": ["a", "b", "c"], "problem": ["what is 2+2?", "Find y.", "FIND X."]})
+    assert overlap(trained, bench) == ["a", "c"]
+    baseline = SimpleNamespace(job=SimpleNamespace(deps=[]), plan=None, input_dir=None)
+    assert training_problems(baseline) == []
