@@ -471,6 +471,7 @@ class Store:
         try:
             (self.path(stage, key) / MARKER).unlink(missing_ok=True)  # first: never a marked partial dir
             shutil.rmtree(self.path(stage, key), ignore_errors=True)
+            shutil.rmtree(self.work_path(stage, key), ignore_errors=True)  # nor a complete one left unpublished
             self._entry(stage, key, ".failed.json").unlink(missing_ok=True)
         finally:
             lock.release()

@@ -268,8 +268,11 @@ def test_status_states(store: Store, live_pid: int) -> None:
 
 def test_invalidate(store: Store, live_pid: int) -> None:
     _build_ok(store)
+    store.work_path("train", KEY).mkdir()  # a complete build left unpublished must not come back either
+    (store.work_path("train", KEY) / MARKER).write_text("{}")
     store.invalidate("train", KEY)
     assert not store.is_done("train", KEY) and not store.path("train", KEY).exists()
+    assert not store.work_path("train", KEY).exists()
     assert store.status("train", KEY).state == "pending"
     _build_ok(store)
     assert store.is_done("train", KEY)
