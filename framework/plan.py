@@ -15,7 +15,8 @@ from typing import Any
 from framework.errors import UserError
 from framework.grid import Cell, arm_definition, expand
 from framework.hashing import content_key, file_digest, tree_digest
-from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec, tracking_uri_problem
+from framework.spec.launch import tracking_uri_problem
+from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
 from framework.stages import STAGES
 
 # Train fields that change how a job runs, not what it computes (ZeRO stage, offload, recomputation and process

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import UserError
-from framework.spec.models import AblationSpec, SlurmLauncherSpec
+from framework.spec.launch import SlurmLauncherSpec
+from framework.spec.models import AblationSpec
 from framework.stages import STAGES
 
 

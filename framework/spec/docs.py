@@ -16,7 +16,7 @@ from framework.spec.models import AblationSpec
 
 def _type_name(tp: Any) -> str:
     text = repr(tp) if typing.get_origin(tp) else getattr(tp, "__name__", repr(tp))
-    return text.replace("typing.", "").replace("framework.spec.models.", "")
+    return text.replace("typing.", "").replace("framework.spec.models.", "").replace("framework.spec.launch.", "")
 
 
 def _default(field: Any) -> str:
