@@ -43,8 +43,8 @@ HOST = socket.gethostname()
 # A lock file with unparsable content is a holder that died between create and write, or one that is in
 # that window right now; give the latter this long before breaking its lock.
 _CORRUPT_GRACE_S = 5.0
-# Test hook: widens the window between publishing a directory and writing its marker, so the crash tests
-# can kill a build inside it. Value in seconds.
+# Test hook: widens the window between marking a complete work dir and renaming it into place, so the crash
+# tests can kill a build inside it. Value in seconds.
 _PAUSE_ENV = "ABLATE_STORE_TEST_PAUSE_BEFORE_RENAME"
 # No dots: the suffixes (.work, .lock, ...) must be unambiguous when scanning a stage directory.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -381,6 +381,8 @@ class Store:
             try:
                 yield handle
                 self._publish(stage, key, handle, started, time.monotonic() - t0, lock)
+            except LockLost:
+                raise  # the work dir and the key's records belong to the builder that took the lock over
             except BaseException as exc:
                 self._record_failure(stage, key, exc)
                 if not keep_work_on_failure:

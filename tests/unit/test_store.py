@@ -242,6 +242,12 @@ def test_heartbeat_refreshes_lock_and_release_spares_foreign_lock(tmp_path: Path
         # nor delete their lock.
         lock.write_text(json.dumps({"host": "h", "pid": 1, "started": "", "token": "theirs"}))
     assert json.loads(lock.read_text())["token"] == "theirs" and not store.is_done("train", KEY)
+    # their work dir and their key's records are left alone, even by a build that discards its work on failure
+    assert store.work_path("train", KEY).is_dir()
+    assert not (tmp_path / "train" / f"{KEY}.failed.json").exists()
+    with pytest.raises(LockLost), store.build("train", KEY, keep_work_on_failure=False) as b:
+        lock.write_text(json.dumps({"host": "h", "pid": 1, "started": "", "token": "theirs-too"}))
+    assert store.work_path("train", KEY).is_dir()
 
 
 def test_invalid_names_and_settings_are_rejected(tmp_path: Path) -> None:
