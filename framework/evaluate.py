@@ -177,12 +177,13 @@ def generate_hf(
 
 def training_problems(ctx: StageContext) -> list[str]:
     """The problem texts the evaluated checkpoint was fine-tuned on (none for a baseline)."""
-    from framework.data import read_training_set
+    from framework.data import TRAIN_FILE, read_training_set
 
     texts: list[str] = []
     for train_job in (d for d in ctx.job.deps if d.startswith("train/")):
         for data_job in (d for d in ctx.plan.jobs[train_job].deps if d.startswith("data/")):
-            texts += [row["problem"] for row in read_training_set(ctx.input_dir(data_job))]
+            if (ctx.input_dir(data_job) / TRAIN_FILE).is_file():  # a store pruned of its data keeps its scores
+                texts += [row["problem"] for row in read_training_set(ctx.input_dir(data_job))]
     return texts
 
 
