@@ -212,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 st = store.status(stage, key)
                 state, detail = st.state, st.detail
                 slurm = queued.get((stage, key))
-                if slurm and state in ("pending", "failed") and slurm["state"] != "done":
+                if slurm and state in ("pending", "failed", "deferred") and slurm["state"] != "done":
                     state, detail = slurm["state"], f"job {slurm['job_id']}: {slurm.get('detail', '')}"
                 rows.append(
                     {
@@ -232,7 +232,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table("cell", "stage", "key", "state", "detail", title=loaded.spec.name)
-    colors = {"done": "green", "running": "cyan", "queued": "blue", "failed": "red", "cancelled": "red"}
+    colors = {
+        "done": "green",
+        "running": "cyan",
+        "queued": "blue",
+        "deferred": "yellow",
+        "failed": "red",
+        "cancelled": "red",
+    }
     for r in rows:
         color = colors.get(r["state"], "dim")
         table.add_row(r["cell"], r["stage"], r["key"][:8], f"[{color}]{r['state']}[/]", r["detail"])

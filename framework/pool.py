@@ -92,7 +92,7 @@ def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | Non
     )
     correct: list[bool | None] = [None] * len(pool)
     for i, v in zip(todo, verdicts):
-        correct[i] = None if v.error == "timeout" else v.correct
+        correct[i] = None if v.error else v.correct  # a timeout or a crashed grader: ungraded, not wrong
     return answers, correct
 
 

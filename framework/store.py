@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from framework.errors import RetryLater
+
 __all__ = ["MARKER", "Build", "LockBusy", "StageStatus", "Store", "write_json_atomic"]
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,7 @@ class LockBusy(Exception):
 
 @dataclass
 class StageStatus:
-    state: str  # "done" | "running" | "failed" | "pending"
+    state: str  # "done" | "running" | "failed" | "deferred" (retried by the next run) | "pending"
     detail: str = ""
     path: Path | None = None  # done: output dir; running: work dir; failed: the failure record
 
@@ -337,7 +339,8 @@ class Store:
         failed = self._entry(stage, key, ".failed.json")
         try:
             info = json.loads(failed.read_text(encoding="utf-8"))
-            return StageStatus("failed", f"{info['error_type']}: {info['message']}", failed)
+            state = "deferred" if info.get("retry_later") else "failed"
+            return StageStatus(state, f"{info['error_type']}: {info['message']}", failed)
         except FileNotFoundError:
             if snap is not None and snap.owner is not None:  # killed (OOM, SIGKILL, a lost node): no record
                 reason = f"the build by {snap.describe()} ended without recording why (killed?)"
@@ -453,6 +456,7 @@ class Store:
         info = {
             "stage": stage,
             "key": key,
+            "retry_later": isinstance(exc, RetryLater),  # stopped at a checkpoint, or waiting on a service
             "error_type": type(exc).__name__,
             "message": str(exc),
             "traceback": "".join(traceback.format_exception(exc)),

@@ -62,6 +62,7 @@ FORWARDED_ENV = (
 SIGNAL_SECONDS = 300  # USR1 this long before the time limit: enough to write a ZeRO checkpoint of a 32B model
 MAX_REQUEUES = 20  # a job that is signalled every time it runs must not requeue for ever
 TERMINAL = ("done", "failed", "cancelled", "deferred")
+MAX_FAILED_POLLS = 10  # consecutive failed squeue/scontrol calls before `wait` gives up following the jobs
 # Slurm job states, by what they mean for a task whose outputs are not (yet) complete.
 _QUEUED = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED"}
 _RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
@@ -422,9 +423,19 @@ class SlurmLauncher:
     def wait(self, poll_s: float = 30.0) -> dict[str, str]:
         """Poll until every task is done, failed or cancelled, printing each change. Ctrl-C stops watching only:
         the jobs stay queued (`ablate status` follows them, `ablate cancel` stops them)."""
+        failed_polls = 0
         try:
             while True:
-                for tid, state, detail in self.refresh():
+                try:
+                    changes = self.refresh()
+                    failed_polls = 0
+                except UserError as e:  # a controller restarting or busy: the jobs go on, so keep following
+                    failed_polls += 1
+                    if failed_polls >= MAX_FAILED_POLLS:
+                        raise
+                    self.echo(f"warning: {e}; polling again ({failed_polls}/{MAX_FAILED_POLLS})")
+                    changes = []
+                for tid, state, detail in changes:
                     self._report(tid, state, detail)
                 if all(s in TERMINAL for s in self.states.values()):
                     return self.status()

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from framework.errors import RetryLater
 from framework.store import MARKER, LockBusy, LockLost, Store, _Lock, _read_lock, write_json_atomic
 
 KEY = "0123456789abcdef"
@@ -264,6 +265,10 @@ def test_status_states(store: Store, live_pid: int) -> None:
     with pytest.raises(OSError), store.build("eval", KEY):
         raise OSError("disk full")
     assert store.status("eval", KEY).state == "failed"
+    with pytest.raises(RetryLater), store.build("eval", KEY):
+        raise RetryLater("the tracking server is down")  # retried by the next run: deferred, not failed
+    status = store.status("eval", KEY)
+    assert status.state == "deferred" and "the tracking server is down" in status.detail
     lock = _write_lock(store, "eval", KEY, host=socket.gethostname(), pid=live_pid)
     assert store.status("eval", KEY).state == "running"  # a live retry outranks the old failure
     lock.unlink()

@@ -440,3 +440,26 @@ def test_script_exit_status_follows_the_markers(minimal, tmp_path):
     assert rc == 0 and "counted as done" in out and store.is_done("train", "00aa11bb22cc33dd")
     rc, out, calls, _, _ = run_script(minimal, tmp_path / "b", "exit0")
     assert rc == 1 and "outputs not complete (exit 0)" in out and "requeue" not in calls
+
+
+def test_wait_keeps_following_through_a_few_failed_polls(minimal, tmp_path, fake_slurm, monkeypatch):
+    plan, store, launcher = sweep(minimal, tmp_path)
+    tasks = pending_tasks(plan, store)
+    launcher.submit(tasks)
+    for t in tasks:
+        fake_slurm.set(launcher.jobs[t.id], "CANCELLED")
+    refresh, calls = launcher.refresh, []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) <= 2:
+            raise UserError("squeue failed: slurm_load_jobs error: Socket timed out")
+        return refresh()
+
+    monkeypatch.setattr(launcher, "refresh", flaky)
+    assert set(launcher.wait(poll_s=0).values()) == {"cancelled"} and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(launcher, "refresh", lambda: (_ for _ in ()).throw(UserError("squeue failed: down")))
+    launcher.states = {t.id: "queued" for t in tasks}
+    with pytest.raises(UserError, match="down"):
+        launcher.wait(poll_s=0)

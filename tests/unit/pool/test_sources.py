@@ -200,3 +200,20 @@ def test_open_math_reasonings_pass_rate_makes_easy_the_problems_the_reference_mo
     ctx = FactorContext(rng=None, n_examples=2, reflection_keywords=[])  # type: ignore[arg-type]
     kept = {name: sorted(apply(pool, name, Params(**p), ctx)["expected_answer"]) for name, p in levels.items()}
     assert kept == {"easy": ["0", "1"], "medium": ["2", "3"], "hard": ["4", "5"]}
+
+
+def test_a_trace_the_grader_could_not_judge_is_ungraded_not_wrong(monkeypatch):
+    """A timeout or a crashed grader says nothing about the trace: the correctness factor must not call it wrong."""
+    import framework.grading
+    from framework.grading import Verdict
+    from framework.pool import grade_traces
+
+    verdicts = [
+        Verdict(True, "2", "exact"),
+        Verdict(False, "5", "worker", "worker_crashed"),
+        Verdict(False, "5", "grader", "grader_error: x"),
+    ]
+    monkeypatch.setattr(framework.grading, "grade_many", lambda items, **kw: verdicts[: len(items)])
+    pool = pd.DataFrame({"trace": [r["output"] for r in ROWS], "expected_answer": [r["gold"] for r in ROWS]})
+    _, correct = grade_traces(pool, spec_with([{"path": "p.jsonl"}]))
+    assert correct == [True, None, None]
