@@ -201,6 +201,8 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
         (b, benchmark_identity(b, spec_dir, problems, f"eval.benchmarks[{i}]"))
         for i, b in enumerate(spec.eval.benchmarks)
     ]
+    if spec.annotate.exclude_eval_problems:  # the pool leaves out the benchmarks' problems
+        pool_extra["benchmarks"] = [ident for _, ident in benches]
     uri = tracking_uri(spec)
     log_slice = {
         "uri": uri,

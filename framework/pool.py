@@ -197,6 +197,24 @@ def base_model(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None
     return models.fetch(models.resolve(spec.model, model_dir=model_dir, spec_dir=spec_dir))
 
 
+def drop_eval_problems(pool: pd.DataFrame, benchmarks: dict[str, list[str]]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The pool without the traces of problems the benchmarks test (text, case and whitespace aside); and what
+    was dropped, per benchmark."""
+    from framework.pool_sources import normalize_problem
+
+    keys = pool["problem"].map(normalize_problem)
+    by_bench = {name: keys.isin({normalize_problem(t) for t in texts}) for name, texts in benchmarks.items()}
+    drop = pd.Series(False, index=pool.index)
+    for hit in by_bench.values():
+        drop |= hit
+    report = {
+        "traces": int(drop.sum()),
+        "problems": int(pool.loc[drop, "problem_id"].nunique()),
+        "by_benchmark": {name: int(pool.loc[hit, "problem_id"].nunique()) for name, hit in by_bench.items()},
+    }
+    return pool[~drop].reset_index(drop=True), report
+
+
 def run(ctx: StageContext) -> None:
     from framework.models import load_tokenizer
     from framework.plan import resolve_path
@@ -208,6 +226,11 @@ def run(ctx: StageContext) -> None:
         return resolve_path(p, spec_dir)
 
     pool, report = load_pool(spec, resolve)
+    if spec.annotate.exclude_eval_problems:
+        from framework.benchmark_data import load_benchmark
+
+        texts = {b.name: load_benchmark(b, resolve)["problem"].astype(str).tolist() for b in spec.eval.benchmarks}
+        pool, report["excluded_eval_problems"] = drop_eval_problems(pool, texts)
     source = base_model(spec, (ctx.inputs("model") or [None])[0], spec_dir)
     tokenizer = load_tokenizer(source)
     report["timings"], extra = annotate(pool, spec, tokenizer, resolve, base_model=source.location)

@@ -187,6 +187,12 @@ class AnnotateSpec(SpecModel):
         description="Parquet/JSONL of a reference model's sampled results (problem_id, correct) from which the "
         "estimated difficulty (1 - pass rate) is computed; it takes precedence over a pool's own pass_rate column.",
     )
+    exclude_eval_problems: bool = Field(
+        False,
+        description="Drop pool traces whose problem (case and whitespace aside) is a problem of an evaluated "
+        "benchmark. The pool then depends on the benchmarks, so adding one re-runs every cell; without it the "
+        "eval stage still names the benchmark problems a checkpoint was trained on.",
+    )
 
 
 # ------------------------------------------------------------------------------------------- factors

@@ -184,3 +184,11 @@ def test_a_pass_rate_files_content_and_a_match_total_tokens_reference_are_keyed(
     after["factors"]["length"]["levels"]["long"]["bin"] = 2
     short_before = {k for k in jobs_of(minimal)["data"]}
     assert len(short_before & jobs_of(after)["data"]) == 0
+
+
+def test_the_pool_depends_on_the_benchmarks_only_when_it_leaves_their_problems_out(minimal):
+    more = copy.deepcopy(minimal)
+    more["eval"]["benchmarks"] = ["aime24", "aime25"]
+    assert jobs_of(minimal)["pool"] == jobs_of(more)["pool"]  # adding a benchmark retrains nothing by default
+    minimal["annotate"] = more["annotate"] = {"exclude_eval_problems": True}
+    assert jobs_of(minimal)["pool"] != jobs_of(more)["pool"]

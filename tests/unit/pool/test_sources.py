@@ -217,3 +217,18 @@ def test_a_trace_the_grader_could_not_judge_is_ungraded_not_wrong(monkeypatch):
     pool = pd.DataFrame({"trace": [r["output"] for r in ROWS], "expected_answer": [r["gold"] for r in ROWS]})
     _, correct = grade_traces(pool, spec_with([{"path": "p.jsonl"}]))
     assert correct == [True, None, None]
+
+
+def test_benchmark_problems_can_be_left_out_of_the_pool():
+    from framework.pool import drop_eval_problems
+
+    pool = pd.DataFrame(
+        {
+            "problem_id": ["a", "a", "b", "c"],
+            "problem": ["What is 1+1?", "What is 1+1?", "Find  x.", "Other."],
+            "trace": ["t1", "t2", "t3", "t4"],
+        }
+    )
+    kept, report = drop_eval_problems(pool, {"aime24": ["what is 1+1?"], "math-500": ["FIND X.", "Unrelated."]})
+    assert kept["problem_id"].tolist() == ["c"]
+    assert report == {"traces": 3, "problems": 2, "by_benchmark": {"aime24": 1, "math-500": 1}}
