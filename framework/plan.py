@@ -112,6 +112,18 @@ def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str],
     return {"hub": name, "revision": model.revision or "main", "chat_template": model.chat_template}
 
 
+def factor_versions(spec: AblationSpec, levels: Any) -> dict[str, str]:
+    """{factor: code version} of the arm's factors past their first version (so first versions key nothing)."""
+    from framework.registry import FACTORS
+
+    out = {}
+    for fname, kind, _level, _params in arm_definition(spec, levels):
+        version = getattr(FACTORS.resolve(kind), "version", "1")
+        if version != "1":
+            out[fname] = version
+    return out
+
+
 def token_budget_reference(spec: AblationSpec, levels: Any) -> list[Any] | None:
     """[factor, reference level, its params] of a length level that matches its reference's total tokens."""
     for fname, kind, _level, params in arm_definition(spec, levels):
@@ -240,6 +252,8 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
                 "n_examples": spec.n_examples,
                 "seed": data_seed,
             }
+            if versions := factor_versions(spec, cell.levels):  # factors whose code changed what they produce
+                data_cfg["factor_versions"] = versions
             budget_from = token_budget_reference(spec, cell.levels)
             if budget_from is not None:  # match_total_tokens: the reference level's selection sets the budget
                 data_cfg["token_budget_reference"] = budget_from

@@ -40,3 +40,5 @@ class Factor:
     description: str = ""
     # (level name, params) -> raises ValueError for a level `apply` cannot run: checked when the spec is validated
     check: Callable[[str, Any], Any] | None = None
+    # Raised when `apply` changes what it produces, so that training sets built by the old code are rebuilt
+    version: str = "1"

@@ -191,4 +191,13 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     return out
 
 
-FACTOR = Factor("keywords", Params, apply, phase="transform", order=110, description=__doc__ or "", check=resolve_mode)
+FACTOR = Factor(
+    "keywords",
+    Params,
+    apply,
+    phase="transform",
+    order=110,
+    description=__doc__ or "",
+    check=resolve_mode,
+    version="2",  # 2: inject no longer writes inside math or \boxed{}, nor after a factorial
+)

@@ -192,3 +192,18 @@ def test_the_pool_depends_on_the_benchmarks_only_when_it_leaves_their_problems_o
     assert jobs_of(minimal)["pool"] == jobs_of(more)["pool"]  # adding a benchmark retrains nothing by default
     minimal["annotate"] = more["annotate"] = {"exclude_eval_problems": True}
     assert jobs_of(minimal)["pool"] != jobs_of(more)["pool"]
+
+
+def test_a_factor_whose_code_changed_rebuilds_only_its_arms(minimal, monkeypatch):
+    import dataclasses
+
+    from framework.factors import keywords
+    from framework.registry import FACTORS
+
+    only_source = copy.deepcopy(minimal)
+    del only_source["factors"]["keywords"]
+    before, before_source = jobs_of(minimal), jobs_of(only_source)
+    bumped = dataclasses.replace(keywords.FACTOR, version="99")
+    monkeypatch.setattr(FACTORS, "resolve", lambda name, _r=FACTORS.resolve: bumped if name == "keywords" else _r(name))
+    assert jobs_of(minimal)["data"].isdisjoint(before["data"])  # every arm here has a keywords level
+    assert jobs_of(only_source) == before_source
