@@ -112,21 +112,23 @@ def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str],
     return {"hub": name, "revision": model.revision or "main", "chat_template": model.chat_template}
 
 
-def factor_versions(spec: AblationSpec, levels: Any) -> dict[str, str]:
-    """{factor: code version} of the arm's factors past their first version (so first versions key nothing)."""
+def factor_versions(definition: list[list]) -> dict[str, str]:
+    """{factor: code version} of an arm's factors (its `arm_definition`) past their first version, so first
+    versions key nothing."""
     from framework.registry import FACTORS
 
     out = {}
-    for fname, kind, _level, _params in arm_definition(spec, levels):
+    for fname, kind, _level, _params in definition:
         version = getattr(FACTORS.resolve(kind), "version", "1")
         if version != "1":
             out[fname] = version
     return out
 
 
-def token_budget_reference(spec: AblationSpec, levels: Any) -> list[Any] | None:
-    """[factor, reference level, its params] of a length level that matches its reference's total tokens."""
-    for fname, kind, _level, params in arm_definition(spec, levels):
+def token_budget_reference(spec: AblationSpec, definition: list[list]) -> list[Any] | None:
+    """[factor, reference level, its params] of a length level (in the arm's `arm_definition`) that matches its
+    reference's total tokens."""
+    for fname, kind, _level, params in definition:
         if kind == "length" and params.get("match_total_tokens"):
             factor = spec.factors[fname]
             ref = factor.reference_level
@@ -247,14 +249,11 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
                 )
             ]
             data_seed = cell.seed if spec.resample_per_seed else first_seed
-            data_cfg = {
-                "arm": arm_definition(spec, cell.levels),
-                "n_examples": spec.n_examples,
-                "seed": data_seed,
-            }
-            if versions := factor_versions(spec, cell.levels):  # factors whose code changed what they produce
+            definition = arm_definition(spec, cell.levels)
+            data_cfg = {"arm": definition, "n_examples": spec.n_examples, "seed": data_seed}
+            if versions := factor_versions(definition):  # factors whose code changed what they produce
                 data_cfg["factor_versions"] = versions
-            budget_from = token_budget_reference(spec, cell.levels)
+            budget_from = token_budget_reference(spec, definition)
             if budget_from is not None:  # match_total_tokens: the reference level's selection sets the budget
                 data_cfg["token_budget_reference"] = budget_from
             stages["data"] = [add("data", data_cfg, stages["pool"], cell.id)]
