@@ -126,12 +126,21 @@ def problem_table(samples: pd.DataFrame, *, subset_col: str = "subset") -> pd.Da
     return _problem_rows(_prepare(samples, subset_col), subset_col)
 
 
+def _pass_at_ks(table: pd.DataFrame, ks: Iterable[int], prefix: str = "") -> dict[str, float]:
+    """pass@k (k > 1) averaged over the problems of a table with per-problem n and c, for each k that every
+    problem has enough samples for."""
+    ns = table["n"].to_numpy()
+    return {
+        f"{prefix}pass@{k}": float(np.mean([pass_at_k(int(n), int(c), k) for n, c in zip(ns, table["c"])]))
+        for k in sorted(set(ks))
+        if k != 1 and k <= ns.min()
+    }
+
+
 def _summary(table: pd.DataFrame, df: pd.DataFrame, ks: Iterable[int]) -> dict[str, float]:
     ns = table["n"].to_numpy()
     out: dict[str, float] = {"pass@1": float(table["pass@1"].mean())}
-    for k in sorted(set(ks)):
-        if k != 1 and k <= ns.min():
-            out[f"pass@{k}"] = float(np.mean([pass_at_k(int(n), int(c), k) for n, c in zip(ns, table["c"])]))
+    out |= _pass_at_ks(table, ks)
     maj_name = f"maj@{ns[0]}" if (ns == ns[0]).all() else "maj@n"
     out[maj_name] = float(table["maj@n"].mean())
     out["no_answer_rate"] = float(df["_no_answer"].mean())
@@ -179,16 +188,7 @@ def pass_at_k_from_samples(path: Path, ks: Iterable[int], have: Iterable[str] = 
     df["correct"] = df["correct"].astype("boolean").fillna(False).astype(bool)
     keys = [c for c in ("subset", "problem_id") if c in df.columns]
     table = df.groupby(keys, dropna=False)["correct"].agg(n="size", c="sum").reset_index()
-    out: dict[str, float] = {}
-    groups = [("", table)] + (
-        [(f"{s}/", table[table["subset"] == s]) for s in sorted(table["subset"].dropna().unique(), key=str)]
-        if "subset" in table.columns
-        else []
-    )
-    for prefix, part in groups:
-        for k in wanted:
-            if k <= part["n"].min():
-                out[f"{prefix}pass@{k}"] = float(
-                    np.mean([pass_at_k(int(n), int(c), k) for n, c in zip(part["n"], part["c"])])
-                )
+    out = _pass_at_ks(table, wanted)
+    for subset in sorted(table["subset"].dropna().unique(), key=str) if "subset" in table.columns else []:
+        out |= _pass_at_ks(table[table["subset"] == subset], wanted, prefix=f"{subset}/")
     return out
