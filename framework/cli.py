@@ -273,9 +273,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
             continue
         print(f"{args.stage}/{key}: {'done' if ran else 'already done'} -> {store.path(args.stage, key)}")
     if failures:  # the worst outcome decides the exit code: a failure, else a user error, else retry later
-        raise next((e for e in failures if not isinstance(e, (RetryLater, *USER_ERRORS))), None) or next(
-            (e for e in failures if isinstance(e, USER_ERRORS)), failures[0]
-        )
+        raise min(failures, key=lambda e: 2 if isinstance(e, RetryLater) else 1 if isinstance(e, USER_ERRORS) else 0)
     return 0
 
 
