@@ -151,6 +151,11 @@ def wait_for(predicate, timeout_s: float = 60, what: str = "condition") -> None:
         time.sleep(0.2)
 
 
+def settled(job: str) -> None:
+    """A task is over once its output is published or its job cancelled; Slurm may still be COMPLETING the job."""
+    wait_for(lambda: (scontrol_job(job) or {}).get("JobState") != "COMPLETING", what=f"job {job} to leave COMPLETING")
+
+
 def test_sweep_runs_in_dependency_order_and_is_never_submitted_twice(slurm, minimal, tmp_path):
     plan, store, events, launcher = make(minimal, tmp_path)
     tasks = pending_tasks(plan, store)
@@ -215,6 +220,7 @@ def test_preempted_task_is_requeued_and_resumes(slurm, minimal, tmp_path):
     assert (events.parent / f"{task.keys[0]}.ckpt").read_text() == "SIGTERM"
     what = [w for w, *_ in read_events(events)]
     assert what == ["start", "waiting", "checkpointed", "start", "end"]
+    settled(job)
     info = scontrol_job(job)
     assert info is not None and info["Restarts"] == "1" and info["JobState"] == "COMPLETED"
 
@@ -236,6 +242,7 @@ def test_cancel_stops_queued_and_running_jobs_without_requeue(slurm, minimal, tm
     states = run.wait(poll_s=0.5)
     assert set(states.values()) == {"cancelled"}
     time.sleep(3)  # a requeue by the job script would show up as PENDING again by now
+    settled(run.jobs[train.id])
     info = scontrol_job(run.jobs[train.id])
     assert info is not None and info["JobState"] == "CANCELLED" and info["Restarts"] == "0"
     assert "not requeued" in store.log_path("train", train.keys[0]).read_text()
