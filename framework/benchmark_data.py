@@ -34,16 +34,19 @@ def _read_local(path: Path) -> pd.DataFrame:
         raise BenchmarkError(f"{path}: cannot read ({e})") from None
 
 
-def _read_hub(info: Any) -> pd.DataFrame:
-    import datasets
+def _read_hub(info: Any, revision: str | None) -> pd.DataFrame:
+    from framework.hub_data import read_hub_split
 
     try:
-        ds = datasets.load_dataset(info.hub, info.config, split=info.split)
+        frame, commit = read_hub_split(info.hub, info.split, config=info.config, revision=revision)
     except Exception as e:  # the hub client raises many types; the message is what matters
+        at = f" at revision {revision!r}" if revision else ""
         raise BenchmarkError(
-            f"benchmark {info.name}: hub dataset {info.hub!r} cannot be loaded ({e}); give a local copy with `path:`"
+            f"benchmark {info.name}: hub dataset {info.hub!r}{at} cannot be loaded ({e}); give a local copy with "
+            "`path:`"
         ) from None
-    return ds.to_pandas()
+    frame.attrs["hub"] = {"dataset": info.hub, "split": info.split, "revision": revision, "commit": commit}
+    return frame
 
 
 def multiple_choice(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -73,7 +76,8 @@ def multiple_choice(frame: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
-    """Problems of one benchmark, filtered by problem_ids and limited, in a stable order."""
+    """Problems of one benchmark, filtered by problem_ids and limited, in a stable order; from the hub, its
+    `attrs["hub"]` names the dataset and the commit read."""
     info = BENCHMARKS.resolve(bench.name)
     if bench.path is not None:
         path = resolve(bench.path)
@@ -85,11 +89,12 @@ def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
 
         frame = pd.DataFrame(benchmark_rows(make_world(0), split="test"))
     elif getattr(info, "hub", None):
-        frame = _read_hub(info)
+        frame = _read_hub(info, bench.revision)
     else:
         raise BenchmarkError(
             f"benchmark {bench.name} has no hub copy: prepare it (NeMo-Skills layout) and give `path:`"
         )
+    origin = frame.attrs.get("hub")
     columns = dict(getattr(info, "columns", {}) or {})
     frame = frame.rename(columns={v: k for k, v in columns.items() if v in frame.columns})
     if getattr(info, "grader", "math") == "multiple_choice":
@@ -112,4 +117,7 @@ def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
         frame = frame.head(bench.limit)
     if frame["problem_id"].duplicated().any():
         raise BenchmarkError(f"benchmark {bench.name}: duplicate problem ids")
-    return frame[["problem_id", "problem", "expected_answer", "subset"]].reset_index(drop=True)
+    out = frame[["problem_id", "problem", "expected_answer", "subset"]].reset_index(drop=True)
+    if origin is not None:  # the dataset and commit read, for the eval stage to record
+        out.attrs["hub"] = origin
+    return out

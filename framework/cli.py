@@ -53,6 +53,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         for w in plan.warnings:
             print(f"warning: {path}: {w} (needed before `ablate plan/run`)", file=sys.stderr)
+        for n in plan.notes:
+            print(f"note: {path}: {n}", file=sys.stderr)
         n_train = len(plan.by_stage("train"))
         print(f"ok  {path}: {loaded.spec.name}, {len(plan.cells)} cells, {n_train} trainings, {len(plan.jobs)} jobs")
     return 2 if failed else 0
@@ -140,6 +142,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     summary = plan_summary(loaded, plan, args.results_dir)
     summary["data"] = data_stats(plan, store)
     summary["topic_clusters"] = topic_clusters(plan, store)
+    summary["notes"] = plan.notes
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -190,6 +193,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         console.print(dt)
     counts = ", ".join(f"{s} {v['done']}/{v['jobs']}" for s, v in summary["counts"].items() if v["jobs"])
     console.print(f"stage jobs done/total (shared jobs counted once): {counts}")
+    for n in plan.notes:
+        print(f"note: {n}", file=sys.stderr)
     return 0
 
 

@@ -311,9 +311,12 @@ def run(ctx: StageContext) -> None:
         "metrics": metrics,
         "warnings": warnings,
         "trained_on": leaked,  # benchmark problem ids the model was fine-tuned on
+        "hub_data": problems.attrs.get("hub"),  # the hub dataset and commit read (None for local/toy data)
         "timings": {"generate_s": gen_s, "grade_s": grade_s},
     }
     write_json_atomic(ctx.out / "metrics.json", result)
-    ctx.build.manifest.update({"metrics": metrics, "warnings": warnings, "timings": result["timings"]})
+    ctx.build.manifest.update(
+        {"metrics": metrics, "warnings": warnings, "timings": result["timings"], "hub_data": result["hub_data"]}
+    )
     for w in warnings:
         print(f"warning: {bench.name}: {w}")

@@ -67,6 +67,7 @@ class Plan:
     jobs: dict[str, Job]  # insertion order is a valid topological order
     cell_jobs: dict[str, dict[str, list[str]]]  # cell id -> stage -> job ids
     warnings: list[str] = field(default_factory=list)  # problems tolerated by a non-strict plan
+    notes: list[str] = field(default_factory=list)  # advice that never stops a run (unpinned hub data)
 
     def find(self, stage: str, key: str) -> Job | None:
         return self.jobs.get(f"{stage}/{key}")
@@ -137,7 +138,7 @@ def token_budget_reference(spec: AblationSpec, definition: list[list]) -> list[A
 
 
 def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
-    ident = src.model_dump(mode="json", exclude={"path"})
+    ident = src.model_dump(mode="json", exclude={"path", *(("revision",) if src.revision is None else ())})
     if src.preset is not None:  # the preset's layout is part of what the source means
         from framework.registry import POOL_PRESETS
 
@@ -153,7 +154,9 @@ def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str
 
 
 def benchmark_identity(b: BenchmarkSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict:
-    ident = b.model_dump(mode="json", exclude={"path"})
+    ident = b.model_dump(mode="json", exclude={"path", *(("revision",) if b.revision is None else ())})
+    if b.revision is not None and _benchmark_hub(b) is None:
+        problems.append(f"{where}.revision: {b.name} has no hub copy to pin")
     if b.path is not None:
         p = resolve_path(b.path, spec_dir)
         if p is None:
@@ -162,6 +165,41 @@ def benchmark_identity(b: BenchmarkSpec, spec_dir: Path | None, problems: list[s
         else:
             ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)
     return ident
+
+
+def unpinned_hub_data(spec: AblationSpec, models: dict[str, dict[str, Any]]) -> list[str]:
+    """Hub datasets and models (`models`: where -> model_identity) the spec reads at their latest revision: a new
+    upload would change them under the same keys."""
+    from framework.registry import POOL_PRESETS
+
+    hint = "pin `revision:` to a commit so a new upload cannot change it under the same key"
+    out = []
+    for i, src in enumerate(spec.pool):
+        hub = src.hub or (POOL_PRESETS.resolve(src.preset).hub if src.preset and src.path is None else None)
+        if hub and src.revision is None:
+            out.append(f"pool[{i}]: hub dataset {hub!r} is read at its latest revision; {hint}")
+    for i, b in enumerate(spec.eval.benchmarks):
+        hub = _benchmark_hub(b)
+        if hub and b.revision is None:
+            out.append(
+                f"eval.benchmarks[{i}]: {b.name} is read from hub dataset {hub!r} at its latest revision; {hint}"
+            )
+    for where, ident in models.items():
+        if "hub" in ident and ident["revision"] == "main":
+            out.append(f"{where}: hub model {ident['hub']!r} is read at its latest revision; {hint}")
+    return out
+
+
+def _benchmark_hub(b: BenchmarkSpec) -> str | None:
+    """The hub dataset a benchmark reads, or None (a local file, the toy world, a benchmark without a hub copy)."""
+    from framework.registry import BENCHMARKS
+
+    if b.path is not None or b.name == "toy":
+        return None
+    try:
+        return getattr(BENCHMARKS.resolve(b.name), "hub", None)
+    except Exception:  # an unknown benchmark is reported where the plan resolves it
+        return None
 
 
 def tracking_uri(spec: AblationSpec) -> str:
@@ -199,6 +237,7 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
 
     cells = expand(spec)
     base_ident = model_identity(spec.model, spec_dir, problems, "model")
+    model_idents = {"model": base_ident}
     prompt = spec.prompt.model_dump(mode="json")
     pool_sources = [pool_identity(s, spec_dir, problems, f"pool[{i}]") for i, s in enumerate(spec.pool)]
     train_slice = spec.train.model_dump(mode="json", exclude=TRAIN_EXECUTION_ONLY)
@@ -271,6 +310,8 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
             ident = (
                 base_ident if b.model is None else model_identity(b.model, spec_dir, problems, f"baselines.{b.name}")
             )
+            if b.model is not None:
+                model_idents[f"baselines.{b.name}"] = ident
             stages["model"] = model_job(ident, cell.id)
             checkpoint = stages["model"]
             stages["pool"] = stages["data"] = stages["train"] = []
@@ -299,4 +340,5 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
     problems = list(dict.fromkeys(problems))
     if problems and strict:
         raise PlanError(problems)
-    return Plan(spec=spec, cells=cells, jobs=jobs, cell_jobs=cell_jobs, warnings=problems)
+    notes = unpinned_hub_data(spec, model_idents)
+    return Plan(spec=spec, cells=cells, jobs=jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes)

@@ -38,9 +38,11 @@ def trace_id(source: str, problem_id: str, trace: str) -> str:
 
 def load_pool(spec: AblationSpec, resolve: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """All sources in the pool schema, concatenated and checked; the report says what was dropped."""
-    frames = []
+    frames, hub_data = [], []
     for i, src in enumerate(spec.pool):
         raw, label = read_source(src, i, resolve)
+        if "hub" in raw.attrs:  # which commit of a hub dataset this source read
+            hub_data.append({"source": f"pool[{i}]", **raw.attrs["hub"]})
         frames.append(conform(raw, label, src.source))
     pool = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     check_answers_agree(pool)
@@ -50,7 +52,7 @@ def load_pool(spec: AblationSpec, resolve: Any) -> tuple[pd.DataFrame, dict[str,
     before = len(pool)
     pool = pool.drop_duplicates("trace_id", keep="first").reset_index(drop=True)
     pool = pool.rename(columns={"_where": "origin"})
-    return pool, {"rows_read": before, "duplicate_traces_dropped": before - len(pool)}
+    return pool, {"rows_read": before, "duplicate_traces_dropped": before - len(pool), "hub_data": hub_data}
 
 
 def check_answers_agree(pool: pd.DataFrame) -> None:
@@ -239,7 +241,7 @@ def run(ctx: StageContext) -> None:
     tokenizer.save_pretrained(str(ctx.out / "tokenizer"))  # data cells re-count tokens after rewriting traces
     stats = {**pool_stats(pool), **report}
     write_json_atomic(ctx.out / "stats.json", stats)
-    ctx.build.manifest["pool"] = {k: stats[k] for k in ("traces", "problems", "by_source", "graded")}
+    ctx.build.manifest["pool"] = {k: stats[k] for k in ("traces", "problems", "by_source", "graded", "hub_data")}
 
 
 def load_pool_tokenizer(stage_dir: Path) -> Any:

@@ -108,13 +108,17 @@ def _load_dataset_dir(path: Path, split: str = "train") -> pd.DataFrame:
 
 
 def read_hub(hub: str, split: str, revision: str | None = None) -> pd.DataFrame:
-    import datasets
+    """The split's rows; `attrs["hub"]` says which dataset and commit they came from."""
+    from framework.hub_data import read_hub_split
 
     try:
-        ds = datasets.load_dataset(hub, split=split, revision=revision)
+        frame, commit = read_hub_split(hub, split, revision=revision)
     except Exception as e:  # the hub client raises many types; the message is what the user needs
-        raise PoolError(f"hub dataset {hub!r} (split {split!r}) cannot be loaded: {e}") from None
-    return _with_rows(ds.to_pandas(), f"{hub}[{split}]")
+        at = f" at revision {revision!r}" if revision else ""
+        raise PoolError(f"hub dataset {hub!r} (split {split!r}){at} cannot be loaded: {e}") from None
+    frame = _with_rows(frame, f"{hub}[{split}]")
+    frame.attrs["hub"] = {"dataset": hub, "split": split, "revision": revision, "commit": commit}
+    return frame
 
 
 def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataFrame, str]:
@@ -133,9 +137,8 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
             frame = _with_rows(pd.DataFrame(pool_rows(world, **opts)), "toy pool")
             return _select(frame, src, columns), label
         if src.path is None and src.hub is None:
-            return _select(
-                read_hub(preset.hub, src.split if src.split != "train" else preset.split), src, columns
-            ), label
+            split = src.split if src.split != "train" else preset.split
+            return _select(read_hub(preset.hub, split, src.revision), src, columns), label
     if src.path is not None:
         path = resolve(src.path)
         if path is None:
@@ -147,7 +150,7 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
         )
         label = label if src.preset else Path(src.path).stem
     else:
-        frame = read_hub(src.hub or "", src.split)
+        frame = read_hub(src.hub or "", src.split, src.revision)
         label = src.hub or label
     return _select(frame, src, columns), label
 

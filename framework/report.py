@@ -185,6 +185,7 @@ def report_frame(plan: Plan, store: Store) -> pd.DataFrame:
 def benchmark_arms(plan: Plan, store: Store, benchmark: str) -> tuple[list[Arm], list[str]]:
     """The evaluated arms of one benchmark with their (seed x problem) counts on the problems all of them share."""
     counts: dict[str, pd.DataFrame] = {}
+    commits: dict[str, list[str]] = {}  # hub commit read -> cells
     for cell in plan.cells:
         for job in plan.cell_jobs[cell.id]["eval"]:
             stage, key = job.split("/")
@@ -193,9 +194,18 @@ def benchmark_arms(plan: Plan, store: Store, benchmark: str) -> tuple[list[Arm],
                 names = pq.read_schema(path).names  # read the verdicts, not GBs of generated text
                 samples = pd.read_parquet(path, columns=[c for c in ("problem_id", "subset", "correct") if c in names])
                 counts[cell.id] = problem_counts(samples)
+                hub = _read_json(path.parent / "metrics.json").get("hub_data") or {}
+                if hub.get("commit"):  # local and toy benchmarks have none
+                    commits.setdefault(hub["commit"], []).append(cell.id)
     notes: list[str] = []
     if not counts:
         return [], notes
+    if len(commits) > 1:
+        read = ", ".join(f"{c[:12]} by {len(cells)} cell(s)" for c, cells in commits.items())
+        notes.append(
+            f"{benchmark}: the cells read different commits of the hub dataset ({read}); a problem or answer that "
+            "changed between them is compared across versions: pin `revision:` and re-run the stale cells"
+        )
     keys, aligned = align(counts)
     if not keys:
         notes.append(

@@ -104,6 +104,11 @@ class PoolSourceSpec(SpecModel):
         "A preset fills `hub` and `columns`; a `path` alongside it loads the same layout from a local file.",
     )
     split: str = Field("train", description="Dataset split (hub datasets and dataset directories).")
+    revision: str | None = Field(
+        None,
+        description="Hub revision (commit, tag or branch) of a hub dataset or preset; pin a commit so a new upload "
+        "cannot change the pool under the same key. Default: the latest (the commit read is recorded).",
+    )
     format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf"] = Field(
         "auto", description="File format; auto = by extension."
     )
@@ -135,6 +140,8 @@ class PoolSourceSpec(SpecModel):
             raise ValueError("a pool source needs one of 'path', 'hub' or 'preset'")
         if self.path is not None and self.hub is not None:
             raise ValueError("give 'path' or 'hub', not both")
+        if self.revision is not None and (self.path is not None or self.preset == "toy"):
+            raise ValueError("'revision' pins a hub dataset; a local path or the toy preset has none")
         if self.options:
             if self.preset != "toy" or self.path is not None:
                 raise ValueError("options apply only to the toy preset generated in code (preset: toy, no path)")
@@ -431,9 +438,20 @@ class BenchmarkSpec(SpecModel):
         "or 'package.module:attr'.",
     )
     path: str | None = Field(None, description="Local JSONL/Parquet of the same schema instead of the hub copy.")
+    revision: str | None = Field(
+        None,
+        description="Hub revision (commit, tag or branch) of the hub copy; pin a commit so every cell of a long "
+        "sweep reads the same problems and answers. Default: the latest (the commit read is recorded).",
+    )
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems.")
     samples: int | None = Field(None, ge=1, description="Samples per problem; default: eval.samples.")
     problem_ids: list[str] | None = Field(None, description="Evaluate only these problem ids.")
+
+    @model_validator(mode="after")
+    def _revision_needs_hub(self) -> BenchmarkSpec:
+        if self.revision is not None and self.path is not None:
+            raise ValueError("'revision' pins the hub copy; a local `path:` has none")
+        return self
 
 
 class GradingSpec(SpecModel):

@@ -26,8 +26,9 @@ def test_validate_ok_and_bad(write_spec, minimal):
     out = run_cli("validate", str(good), str(bad))
     assert out.returncode == 2
     assert "ok  " in out.stdout and "mini" in out.stdout
-    lines = out.stderr.strip().splitlines()
+    lines = [line for line in out.stderr.strip().splitlines() if not line.startswith(f"note: {good}: ")]
     assert all(line.startswith("error: ") for line in lines)
+    assert f"note: {good}: pool[0]: hub dataset 'nvidia/Nemotron-Math-HumanReasoning' is read at" in out.stderr
     assert any("modle" in line and 'did you mean "model"' in line for line in lines)
     assert any("n_examples" in line for line in lines)
     assert "Traceback" not in out.stderr

@@ -207,3 +207,29 @@ def test_a_factor_whose_code_changed_rebuilds_only_its_arms(minimal, monkeypatch
     monkeypatch.setattr(FACTORS, "resolve", lambda name, _r=FACTORS.resolve: bumped if name == "keywords" else _r(name))
     assert jobs_of(minimal)["data"].isdisjoint(before["data"])  # every arm here has a keywords level
     assert jobs_of(only_source) == before_source
+
+
+def test_a_pinned_hub_revision_is_keyed_and_an_unpinned_one_is_a_note(minimal):
+    plan = build_plan(spec_from_dict(minimal))
+    assert plan.notes == [
+        "pool[0]: hub dataset 'nvidia/Nemotron-Math-HumanReasoning' is read at its latest revision; pin `revision:` "
+        "to a commit so a new upload cannot change it under the same key",
+        "eval.benchmarks[0]: aime24 is read from hub dataset 'HuggingFaceH4/aime_2024' at its latest revision; pin "
+        "`revision:` to a commit so a new upload cannot change it under the same key",
+        "model: hub model 'Qwen/Qwen2.5-0.5B' is read at its latest revision; pin `revision:` to a commit so a new "
+        "upload cannot change it under the same key",
+    ]
+    pinned = copy.deepcopy(minimal)
+    pinned["pool"][0]["revision"] = "a1b2c3"
+    assert changed_stages(minimal, pinned) == {"pool", "data", "train", "eval", "log"}
+    base_evals = {j.key for j in build_plan(spec_from_dict(minimal)).by_stage("eval") if j.deps == []}
+    pinned["eval"]["benchmarks"] = [{"name": "aime24", "revision": "d4e5f6"}]
+    pinned["model"]["revision"] = "0f0f0f"
+    plan = build_plan(spec_from_dict(pinned))
+    assert plan.notes == [] and not base_evals & {j.key for j in plan.by_stage("eval")}
+
+
+def test_a_revision_for_a_benchmark_without_a_hub_copy_is_a_plan_error(minimal):
+    minimal["eval"]["benchmarks"] = [{"name": "toy", "revision": "v1"}]
+    with pytest.raises(PlanError, match=r"eval.benchmarks\[0\].revision: toy has no hub copy to pin"):
+        build_plan(spec_from_dict(minimal))

@@ -318,3 +318,20 @@ def test_a_pass_k_asked_for_after_the_evaluation_comes_from_its_samples(tmp_path
     expected = benchmark_metrics(samples, ks=(1, 2))
     assert frame.loc[cell, "pass@2"] == pytest.approx(expected["pass@2"])
     assert frame.loc[cell, "aime24/pass@2"] == pytest.approx(expected["aime24/pass@2"])
+
+
+def test_cells_that_read_different_commits_of_a_hub_benchmark_are_named(sweep, tmp_path):
+    def read_commit(cell_id: str, commit: str) -> None:
+        (job,) = sweep.plan.cell_jobs[cell_id]["eval"]
+        path = sweep.store.path(*job.split("/")) / "metrics.json"
+        hub = {"dataset": "org/aime", "split": "train", "revision": None, "commit": commit}
+        path.write_text(json.dumps({**json.loads(path.read_text()), "hub_data": hub}))
+
+    for cell in sweep.plan.cells:
+        read_commit(cell.id, "a" * 40)
+    same = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "same", n_boot=50, track=False)
+    assert "different commits" not in same.read_text()
+    read_commit(TRUNCATED, "b" * 40)
+    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "mixed", n_boot=50, track=False).read_text()
+    assert f"aime24: the cells read different commits of the hub dataset ({'a' * 12} by 8 cell(s), " in text
+    assert f"{'b' * 12} by 1 cell(s))" in text and "pin `revision:`" in text

@@ -70,3 +70,36 @@ def test_toy_benchmark_is_generated():
     frame = load_benchmark(BenchmarkSpec(name="toy", limit=10), lambda p: None)
     assert len(frame) == 10 and frame["problem_id"].is_unique
     assert all(a.isdigit() for a in frame["expected_answer"])
+
+
+def test_a_hub_benchmark_reads_the_pinned_revision_and_says_which_commit_it_read(monkeypatch):
+    import framework.hub_data
+
+    asked = []
+    gpqa = pd.DataFrame(
+        [
+            {
+                "Record ID": "r1",
+                "Question": "Q?",
+                "Correct Answer": "a",
+                **{f"Incorrect Answer {i}": "b" for i in (1, 2, 3)},
+            }
+        ]
+    )
+
+    def hub(repo, split, *, config=None, revision=None):
+        asked.append((repo, config, split, revision))
+        return (gpqa if config else pd.DataFrame([{"problem": "1+1?", "answer": "2"}])), "c0ffee"
+
+    monkeypatch.setattr(framework.hub_data, "read_hub_split", hub)
+    frame = load_benchmark(BenchmarkSpec(name="gpqa-diamond", revision="v1"), lambda p: None)
+    assert frame.attrs["hub"] == {"dataset": "Idavidrein/gpqa", "split": "train", "revision": "v1", "commit": "c0ffee"}
+    assert frame["expected_answer"].iloc[0] in "ABCD"  # rendered as multiple choice, the record kept
+    frame = load_benchmark(BenchmarkSpec(name="math-500"), lambda p: None)
+    assert frame.attrs["hub"]["commit"] == "c0ffee" and frame.attrs["hub"]["revision"] is None
+    assert asked == [("Idavidrein/gpqa", "gpqa_diamond", "train", "v1"), ("HuggingFaceH4/MATH-500", None, "test", None)]
+
+
+def test_a_revision_beside_a_local_file_is_a_spec_error():
+    with pytest.raises(ValueError, match="'revision' pins the hub copy"):
+        BenchmarkSpec(name="math-500", path="b.jsonl", revision="v1")

@@ -232,3 +232,50 @@ def test_benchmark_problems_can_be_left_out_of_the_pool():
     kept, report = drop_eval_problems(pool, {"aime24": ["what is 1+1?"], "math-500": ["FIND X.", "Unrelated."]})
     assert kept["problem_id"].tolist() == ["c"]
     assert report == {"traces": 3, "problems": 2, "by_benchmark": {"aime24": 1, "math-500": 1}}
+
+
+def test_a_hub_source_records_the_dataset_and_the_commit_it_read(tmp_path):
+    # A local directory laid out like a hub dataset repository goes through the very same builder as a hub id.
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_jsonl(repo / "train.jsonl", ROWS)
+    spec = spec_with([{"hub": str(repo), "columns": MAPPING}])
+    pool, report = load_pool(spec, resolver(tmp_path))
+    assert list(pool["source"]) == ["qwq", "human", "qwq"]
+    (read,) = report["hub_data"]
+    assert read["source"] == "pool[0]" and read["dataset"] == str(repo) and read["split"] == "train"
+    assert read["revision"] is None and isinstance(read["commit"], str) and read["commit"]
+    write_jsonl(repo / "train.jsonl", ROWS[:2])
+    pool, again = load_pool(spec, resolver(tmp_path))
+    assert len(pool) == 2 and again["hub_data"][0]["commit"] != read["commit"]  # other content, other version
+
+
+def test_a_pinned_revision_reaches_the_hub_reader_and_its_errors(monkeypatch):
+    import framework.hub_data
+
+    asked = []
+
+    def unreachable(repo, split, *, config=None, revision=None):
+        asked.append((repo, split, revision))
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(framework.hub_data, "read_hub_split", unreachable)
+    spec = spec_with(
+        [{"preset": "open-math-reasoning", "revision": "0123abc"}, {"hub": "org/traces", "revision": "v2"}]
+    )
+    with pytest.raises(PoolError, match=r"'nvidia/OpenMathReasoning' \(split 'cot'\) at revision '0123abc'.*offline"):
+        load_pool(spec, lambda p: None)
+    with pytest.raises(PoolError, match="at revision 'v2'"):
+        load_pool(spec_with([{"hub": "org/traces", "revision": "v2"}]), lambda p: None)
+    assert asked == [("nvidia/OpenMathReasoning", "cot", "0123abc"), ("org/traces", "train", "v2")]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"path": "pool.jsonl", "revision": "abc"}, {"preset": "toy", "revision": "abc"}],
+)
+def test_a_revision_without_a_hub_dataset_is_a_spec_error(source):
+    from framework.spec import SpecErrors
+
+    with pytest.raises(SpecErrors, match="'revision' pins a hub dataset"):
+        spec_with([source])
