@@ -1,11 +1,42 @@
-"""The base class every spec model shares: strict keys, documented fields."""
+"""The base class every spec model shares: strict keys, documented fields, no YAML booleans as numbers."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import json
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field takes numbers (or lists of them) and no boolean: `int`, `float | None`, `list[int]`."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _numbers_only(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in args if a is not type(None)]
+        return bool(kinds) and all(_numbers_only(a) for a in kinds)
+    if typing.get_origin(annotation) is list and len(args) == 1:
+        return _numbers_only(args[0])
+    return annotation in (int, float)
 
 
 class SpecModel(BaseModel):
     """Unknown keys are errors (a typo must never silently fall back to a default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads `yes`/`true` as a boolean, and a boolean would otherwise pass as the number 1."""
+        items = value if isinstance(value, list) else [value]
+        if not any(isinstance(v, bool) for v in items) or info.field_name is None:
+            return value
+        if _numbers_only(cls.model_fields[info.field_name].annotation):
+            if isinstance(value, list):
+                raise ValueError(f"expected numbers, got a boolean in {json.dumps(value)}")
+            raise ValueError(f"expected a number, got the boolean {json.dumps(value)}")
+        return value

@@ -203,3 +203,19 @@ def test_a_local_benchmark_file_under_an_unknown_name_says_what_name_to_give(min
         "a local file takes the name of the benchmark whose layout it has"
         in errors_for(minimal)["eval.benchmarks[0].name"]
     )
+
+
+def test_a_yaml_boolean_is_not_taken_for_a_number(minimal, write_spec):
+    minimal["n_examples"] = True
+    minimal["seeds"] = [0, True]
+    minimal["eval"]["sampling"] = {"temperature": False, "top_p": 1}
+    minimal["train"] = {"learning_rate": 1, "gradient_checkpointing": True}  # a real boolean still reads as one
+    with pytest.raises(SpecErrors) as info:
+        load_spec(write_spec(minimal, "s.yaml"))
+    errs = errors_of(info.value)
+    assert errs == {
+        "n_examples": "expected a number, got the boolean true",
+        "seeds": "expected numbers, got a boolean in [0, true]",
+        "eval.sampling.temperature": "expected a number, got the boolean false",
+    }
+    assert "s.yaml:" in str(info.value)  # located in the file like every other error
