@@ -119,8 +119,9 @@ def factor_versions(definition: list[list]) -> dict[str, str]:
     from framework.registry import FACTORS
 
     out = {}
-    for fname, kind, _level, _params in definition:
-        version = getattr(FACTORS.resolve(kind), "version", "1")
+    for fname, kind, _level, params in definition:
+        version_of = getattr(FACTORS.resolve(kind), "version_of", None)
+        version = version_of(params) if version_of is not None else "1"
         if version != "1":
             out[fname] = version
     return out

@@ -40,5 +40,9 @@ class Factor:
     description: str = ""
     # (level name, params) -> raises ValueError for a level `apply` cannot run: checked when the spec is validated
     check: Callable[[str, Any], Any] | None = None
-    # Raised when `apply` changes what it produces, so that training sets built by the old code are rebuilt
-    version: str = "1"
+    # Raised when `apply` changes what it produces, so that training sets built by the old code are rebuilt; a
+    # function of the level's params when only some levels changed (the others keep their keys and trainings)
+    version: str | Callable[[Any], str] = "1"
+
+    def version_of(self, params: dict[str, Any]) -> str:
+        return self.version(self.params.model_validate(params)) if callable(self.version) else self.version

@@ -22,7 +22,9 @@ class Params(SpecModel):
     values: list[Any] | None = Field(None, description="Keep these label values (categorical labels).")
     min: float | None = Field(None, description="Keep difficulty >= min.")
     max: float | None = Field(None, description="Keep difficulty <= max.")
-    bins: int | None = Field(None, ge=2, description="Split into this many quantile bins ...")
+    bins: int | None = Field(
+        None, ge=2, description="Split the problems (by their mean over their traces) into this many quantile bins ..."
+    )
     bin: int | None = Field(None, ge=0, description="... and keep this one (0 = easiest).")
 
     @model_validator(mode="after")
@@ -65,6 +67,18 @@ def _numeric(raw: pd.Series, by: str) -> pd.Series:
     return numeric
 
 
+def problem_bins(values: pd.Series, problem_ids: pd.Series, bins: int) -> pd.Series:
+    """Quantile bin (0 = easiest) of each row's problem; -1 for a problem without a value.
+
+    Difficulty belongs to a problem, so problems are ranked (by the mean over their traces, ties by id), not
+    traces: every trace of a problem lands in one bin, and a problem with many traces counts once, so a
+    boundary never splits a problem between two arms and bins hold near-equal numbers of problems.
+    """
+    per_problem = values.groupby(problem_ids.to_numpy()).mean()
+    ranked = rank_bins(per_problem, pd.Series(per_problem.index, index=per_problem.index), bins)
+    return pd.Series(ranked.reindex(problem_ids.to_numpy()).to_numpy(), index=values.index).fillna(-1).astype("int64")
+
+
 def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -> pd.DataFrame:
     """Rows without a difficulty are dropped whenever a rule applies; with no rule every row is kept."""
     raw = _raw(frame, params.by)
@@ -82,7 +96,7 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
         return frame[keep]
     values = _numeric(raw, params.by)
     if params.bins is not None:
-        keep = rank_bins(values, frame["trace_id"], params.bins) == params.bin
+        keep = problem_bins(values, frame["problem_id"].astype(str), params.bins) == params.bin
         rule = "bins"
     else:
         lo = -np.inf if params.min is None else params.min
@@ -93,4 +107,12 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     return frame[keep]
 
 
-FACTOR = Factor("difficulty", Params, apply, phase="filter", order=30, description=__doc__ or "")
+FACTOR = Factor(
+    "difficulty",
+    Params,
+    apply,
+    phase="filter",
+    order=30,
+    description=__doc__ or "",
+    version=lambda params: "2" if params.bins is not None else "1",  # 2: bins rank problems, not traces
+)

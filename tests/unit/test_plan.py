@@ -233,3 +233,12 @@ def test_a_revision_for_a_benchmark_without_a_hub_copy_is_a_plan_error(minimal):
     minimal["eval"]["benchmarks"] = [{"name": "toy", "revision": "v1"}]
     with pytest.raises(PlanError, match=r"eval.benchmarks\[0\].revision: toy has no hub copy to pin"):
         build_plan(spec_from_dict(minimal))
+
+
+def test_a_factor_version_can_depend_on_the_level_so_unchanged_levels_keep_their_keys():
+    from framework.plan import factor_versions
+
+    binned = ["difficulty", "difficulty", "easy", {"by": "label", "bins": 2, "bin": 0}]
+    ranged = ["difficulty", "difficulty", "low", {"by": "label", "min": 1.0}]
+    assert factor_versions([binned]) == {"difficulty": "2"}  # bins rank problems since version 2
+    assert factor_versions([ranged]) == {}

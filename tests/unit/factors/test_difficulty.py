@@ -16,9 +16,11 @@ def _ctx() -> FactorContext:
 
 def _pool(difficulty: list, pass_rate: list | None = None, ids: list[str] | None = None) -> pd.DataFrame:
     n = len(difficulty)
+    ids = ids or [f"t{i:02d}" for i in range(n)]
     return pd.DataFrame(
         {
-            "trace_id": ids or [f"t{i:02d}" for i in range(n)],
+            "trace_id": ids,
+            "problem_id": [f"p{i[1:]}" for i in ids],  # one trace per problem
             "difficulty": pd.Series(difficulty, dtype=object),
             "pass_rate": pd.Series(pass_rate if pass_rate is not None else [None] * n, dtype=object),
         }
@@ -93,3 +95,22 @@ def test_rule_on_an_empty_column_is_an_error() -> None:
         _keep(_pool([1, 2], pass_rate=[None, None]), by="pass_rate", min=0.5)
     with pytest.raises(ValueError, match="no trace has a difficulty"):
         _keep(_pool([None, None]), values=[1])
+
+
+def test_bins_rank_problems_so_no_problem_is_split_and_each_counts_once() -> None:
+    # p0..p5 of rising difficulty; p2 has five traces, one without a value: traces ranked one by one would put
+    # p2's traces on both sides of the median and make the easy bin hold fewer problems than the hard one.
+    problems = ["p0", "p1", "p2", "p2", "p2", "p2", "p2", "p3", "p4", "p5"]
+    values = [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, None, 0.6, 0.7, 0.8]
+    frame = pd.DataFrame(
+        {
+            "trace_id": [f"t{i}" for i in range(10)],
+            "problem_id": problems,
+            "difficulty": pd.Series(values, dtype=object),
+            "pass_rate": pd.Series([None] * 10, dtype=object),
+        }
+    )
+    easy = apply(frame, "easy", Params(bins=2, bin=0), _ctx())
+    hard = apply(frame, "hard", Params(bins=2, bin=1), _ctx())
+    assert easy["problem_id"].unique().tolist() == ["p0", "p1", "p2"] and len(easy) == 7  # all of p2's traces
+    assert hard["problem_id"].tolist() == ["p3", "p4", "p5"]
