@@ -4,13 +4,14 @@ Layout of one stage run under ``<root>/<stage>/``:
 
 * ``<key>.work/``      build directory; a stable name, so a long stage can resume from its checkpoints
 * ``<key>/``           published output, renamed from the work dir in one step
-* ``<key>/SUCCESS``    written after the rename; a stage is done iff this exists
+* ``<key>/SUCCESS``    written (with every file fsynced) in the work dir just before the rename; done iff it exists
 * ``<key>.lock``       JSON ``{host, pid, started, token}``, O_EXCL-created, mtime refreshed by a heartbeat
 * ``<key>.failed.json`` the last failure; removed by the next success
 * ``<key>.log``        reserved for launchers
+* ``<root>/.clock``    touched to read the file system's clock, against which heartbeats are aged
 
-The order rename-then-marker means a process killed at any moment leaves either no ``<key>/`` or one without a
-marker, which the next build deletes and redoes.
+A process killed at any moment leaves either an unmarked work dir (redone), a marked one (published by the next
+run), or the published output.
 """
 
 from __future__ import annotations
@@ -187,15 +188,26 @@ def _read_lock(path: Path) -> _Snapshot | None:
     return _Snapshot(owner, st.st_mtime, (st.st_dev, st.st_ino, st.st_mtime_ns, raw))
 
 
-def _is_stale(snap: _Snapshot, stale_after_s: float) -> bool:
+def _fs_now(root: Path) -> float:
+    """The file system's clock: the mtime of a file touched now. On shared storage the server stamps both this
+    and every heartbeat, so a lock's age does not depend on how far this host's clock is from the holder's."""
+    probe = root / ".clock"
+    try:
+        with open(probe, "a"):
+            pass
+        os.utime(probe)
+        return os.stat(probe).st_mtime
+    except OSError:  # a read-only store: this host's clock is all there is
+        return time.time()
+
+
+def _is_stale(path: Path, snap: _Snapshot, stale_after_s: float) -> bool:
     """On this host the holder's process decides (a stopped or suspended builder is alive, and keeps its lock
     however old its heartbeat); on another host only the heartbeat can: dead process, dead host or lost mount."""
-    age = time.time() - snap.mtime
-    if snap.owner is None:
-        return age > min(_CORRUPT_GRACE_S, stale_after_s)
-    if snap.owner["host"] == HOST:
+    if snap.owner is not None and snap.owner["host"] == HOST:
         return not _pid_alive(snap.owner["pid"], snap.owner.get("pid_start"))
-    return age > stale_after_s
+    age = _fs_now(path.parent.parent) - snap.mtime
+    return age > (stale_after_s if snap.owner is not None else min(_CORRUPT_GRACE_S, stale_after_s))
 
 
 class _Lock:
@@ -218,7 +230,7 @@ class _Lock:
                 snap = _read_lock(self.path)
                 if snap is None:
                     continue  # released between our open and read
-                if not _is_stale(snap, self.stale_after_s):
+                if not _is_stale(self.path, snap, self.stale_after_s):
                     return snap.describe()
                 self._break(snap)
                 continue
@@ -333,8 +345,9 @@ class Store:
             return StageStatus("done", path=self.path(stage, key))
         if (self.work_path(stage, key) / MARKER).is_file():  # its builder died between marker and rename
             return StageStatus("pending", "complete; the next run publishes it", self.work_path(stage, key))
-        snap = _read_lock(self._entry(stage, key, ".lock"))
-        if snap is not None and not _is_stale(snap, self.stale_after_s):
+        lock_path = self._entry(stage, key, ".lock")
+        snap = _read_lock(lock_path)
+        if snap is not None and not _is_stale(lock_path, snap, self.stale_after_s):
             return StageStatus("running", snap.describe(), self.work_path(stage, key))
         failed = self._entry(stage, key, ".failed.json")
         try:

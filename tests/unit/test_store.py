@@ -218,6 +218,25 @@ def test_other_host_lock_is_judged_by_age(store: Store) -> None:
     assert store.is_done("train", KEY)
 
 
+@pytest.mark.parametrize("skew_s", [3600.0, -3600.0], ids=["this-clock-ahead", "this-clock-behind"])
+def test_other_host_lock_age_is_measured_on_the_stores_clock_not_this_hosts(
+    store: Store, monkeypatch: pytest.MonkeyPatch, skew_s: float
+) -> None:
+    """Heartbeats are stamped by the storage; a host whose clock is an hour off must not judge a live holder
+    dead (clock ahead) or a dead one alive (clock behind)."""
+    lock = _write_lock(store, "train", KEY, host="some-other-node", pid=999_999_999)  # a fresh heartbeat
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew_s)
+    assert store.status("train", KEY).state == "running"
+    with pytest.raises(LockBusy), store.build("train", KEY, wait=False):
+        pytest.fail("body must not run")
+    then = real() - 301  # the holder stopped beating five minutes ago
+    os.utime(lock, (then, then))
+    assert store.status("train", KEY).state == "failed"
+    _build_ok(store, wait=False)
+    assert store.is_done("train", KEY)
+
+
 def test_corrupt_lock_is_broken_only_after_grace(store: Store) -> None:
     lock = store.root / "train" / f"{KEY}.lock"
     lock.parent.mkdir(parents=True)
