@@ -30,7 +30,8 @@ STAGES: dict[str, Stage] = {
             "cpu",
             "apply a cell's factor levels and sample its training set",
         ),
-        Stage("train", "1", "framework.train:run", "gpu", "full fine-tune (DeepSpeed ZeRO-3) on the cell's data"),
+        # train 2: examples that do not divide among the ranks are no longer trained twice per epoch
+        Stage("train", "2", "framework.train:run", "gpu", "full fine-tune (DeepSpeed ZeRO-3) on the cell's data"),
         Stage("eval", "1", "framework.evaluate:run", "gpu", "generate, grade and score one benchmark"),
         Stage("log", "1", "framework.tracking:run", "cpu", "log a cell to MLflow"),
     )

@@ -159,6 +159,22 @@ def encode(args: dict[str, Any], tokenizer: Any) -> tuple[list[dict[str, Any]], 
     return examples, counts
 
 
+def pad_for_ranks(examples: list[dict[str, Any]], multiple: int) -> list[dict[str, Any]]:
+    """`examples` filled up to a multiple of (processes × micro-batch) with copies that train nothing.
+
+    The data loader gives every rank the same number of micro-batches; when the examples do not divide evenly it
+    fills the last ones by starting over from the first examples, which then count twice per epoch (and more so
+    on more GPUs). Copies of the shortest example with every label ignored fill them instead: they add 0 to the
+    loss and to its token count, so the step is the token mean over the real examples.
+    """
+    short = -len(examples) % multiple
+    if not short:
+        return examples
+    base = min(examples, key=lambda ex: len(ex["input_ids"]))
+    filler = {**base, "labels": [IGNORE_INDEX] * len(base["labels"]), "sample_index": -1}
+    return examples + [dict(filler) for _ in range(short)]
+
+
 def set_stop_tokens(model: Any, tokenizer: Any) -> None:
     """Generation stops on the chat turn end and EOS, as well as on whatever the base model stopped on."""
     from framework.formatting import stop_token_ids
@@ -310,7 +326,7 @@ def train(args: dict[str, Any]) -> None:
     trainer = sft_trainer(
         model=model,
         args=targs,
-        train_dataset=examples,
+        train_dataset=pad_for_ranks(examples, targs.world_size * targs.per_device_train_batch_size),
         data_collator=Collator(pad_id),
         callbacks=[marker(), stopper],
     )

@@ -100,11 +100,17 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def train_in(root: Path, tiny_dir: Path, spec_data: dict[str, Any], env: dict[str, str] | None = None) -> Path:
+def train_in(
+    root: Path,
+    tiny_dir: Path,
+    spec_data: dict[str, Any],
+    env: dict[str, str] | None = None,
+    rows: list[dict[str, Any]] | None = None,
+) -> Path:
     """Run the train stage (in this process) in a fresh store; return its published directory."""
     loaded, plan = plan_for(spec_data)
     store = Store(root)
-    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
+    key = publish_inputs(store, plan, tiny_dir, toy_like_rows() if rows is None else rows)
     with pytest.MonkeyPatch.context() as mp:
         for k, v in (env or {}).items():
             mp.setenv(k, v)
@@ -154,6 +160,18 @@ def test_ranks_train_on_different_examples(two_procs: tuple[Path, Path]) -> None
         batches = [sorted(i for entry in s if entry[0] == step for i in entry[1:]) for s in seen]
         assert len(batches[0]) == len(batches[1]) == 2 and not set(batches[0]) & set(batches[1]), (step, batches)
         assert sorted(batches[0] + batches[1]) == [(4 * step + j) % N_EXAMPLES for j in range(4)]
+
+
+def test_examples_that_do_not_divide_among_the_ranks_are_each_trained_once_per_epoch(tmp_path: Path, tiny_dir: Path):
+    # 5 examples on 2 ranks: the data loader would give rank 1 example 0 again to even the last step up.
+    spec = copy.deepcopy(SPEC)
+    spec["train"].update(epochs=2, global_batch_size=2, micro_batch_size=1)
+    debug = tmp_path / "debug"
+    out = train_in(tmp_path / "store", tiny_dir, spec, {DEBUG_ENV: str(debug)}, rows=toy_like_rows()[:5])
+    seen = [entry for r in (0, 1) for entry in json.loads((debug / f"samples_rank{r}.json").read_text())]
+    for epoch in (0, 1):  # 3 steps per epoch; -1 is the filler that trains nothing
+        assert sorted(i for step, *ids in seen if step // 3 == epoch for i in ids) == [-1, 0, 1, 2, 3, 4]
+    assert metrics(out)["steps"] == 6
 
 
 def test_first_step_loss_is_the_token_mean_over_the_global_batch(two_procs: tuple[Path, Path], tiny_dir: Path):
