@@ -203,6 +203,29 @@ def _benchmark_hub(b: BenchmarkSpec) -> str | None:
         return None
 
 
+def launch_problems(spec: AblationSpec) -> list[str]:
+    """What the launcher would refuse only once the earlier stages had run: a Slurm train job whose GPUs cannot
+    split the global batch (or whose node count contradicts train.nodes), or local GPU ids that cannot."""
+    from framework.train_config import TrainConfigError, layout
+
+    if spec.launcher.kind == "slurm":
+        from launchers.slurm_script import stage_resources
+
+        try:
+            gpus, where = stage_resources(spec, "train").gpus_per_node, "the Slurm train job's GPUs per node"
+        except UserError as e:
+            return [str(e)]
+    elif isinstance(spec.launcher.local.gpus, list):
+        gpus, where = len(spec.launcher.local.gpus), "launcher.local.gpus"
+    else:  # the GPUs visible where it runs: checked before any process starts
+        return []
+    try:
+        layout(spec.train, gpus=gpus)
+    except TrainConfigError as e:
+        return [f"train: {e} ({gpus} from {where})"]
+    return []
+
+
 def tracking_uri(spec: AblationSpec) -> str:
     """Spec, then $MLFLOW_TRACKING_URI, then the sqlite file under the results directory."""
     if spec.tracking.uri:
@@ -338,6 +361,8 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
         log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": log_slice}
         stages["log"] = [add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
         cell_jobs[cell.id] = stages
+    if any(j.stage == "train" for j in jobs.values()):
+        problems += launch_problems(spec)
     problems = list(dict.fromkeys(problems))
     if problems and strict:
         raise PlanError(problems)

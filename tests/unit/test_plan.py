@@ -242,3 +242,19 @@ def test_a_factor_version_can_depend_on_the_level_so_unchanged_levels_keep_their
     ranged = ["difficulty", "difficulty", "low", {"by": "label", "min": 1.0}]
     assert factor_versions([binned]) == {"difficulty": "2"}  # bins rank problems since version 2
     assert factor_versions([ranged]) == {}
+
+
+def test_a_batch_the_slurm_train_jobs_gpus_cannot_split_is_a_plan_error(minimal):
+    minimal["train"] = {"global_batch_size": 4}
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"gpus_per_node": 8}}
+    with pytest.raises(
+        PlanError, match=r"global_batch_size 4 is not a multiple of .* 8 processes .*\(8 from the Slurm"
+    ):
+        build_plan(spec_from_dict(minimal))
+    minimal["launcher"]["slurm"]["stages"] = {"train": {"gpus_per_node": 4}}  # the train job asks for 4 GPUs
+    build_plan(spec_from_dict(minimal))
+    minimal["launcher"] = {"kind": "local", "local": {"gpus": [0, 1, 2]}}
+    with pytest.raises(PlanError, match=r"3 processes .*\(3 from launcher.local.gpus\)"):
+        build_plan(spec_from_dict(minimal))
+    minimal["launcher"] = {"kind": "local"}  # the GPUs visible where it runs: checked there, before launch
+    build_plan(spec_from_dict(minimal))
