@@ -89,12 +89,13 @@ def deepspeed_config(train: TrainSpec, lay: Layout) -> dict[str, Any]:
     }
     if train.offload_optimizer:
         # ZeRO-Offload steps the optimizer on the CPU and insists on DeepSpeed's own CPU Adam.
+        extra = train.extra_args  # the Adam settings the default optimizer would have taken from them
         cfg["optimizer"] = {
             "type": "AdamW",
             "params": {
                 "lr": train.learning_rate,
-                "betas": [0.9, 0.999],
-                "eps": 1e-8,
+                "betas": [extra.get("adam_beta1", 0.9), extra.get("adam_beta2", 0.999)],
+                "eps": extra.get("adam_epsilon", 1e-8),
                 "weight_decay": train.weight_decay,
             },
         }

@@ -411,6 +411,11 @@ class TrainSpec(SpecModel):
             )
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("offload_params needs zero_stage 3")
+        if self.offload_optimizer and self.weight_decay > 0:
+            raise ValueError(
+                "offload_optimizer steps DeepSpeed's CPU AdamW, which decays every parameter (norms and biases "
+                "too, which the default optimizer exempts): set weight_decay 0 or leave offload_optimizer off"
+            )
         if self.zero3_gather_per_layer and self.zero_stage != 3:
             raise ValueError("zero3_gather_per_layer needs zero_stage 3")
         if not self.zero3_memory_efficient_linear and self.zero_stage != 3:

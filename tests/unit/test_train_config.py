@@ -46,12 +46,16 @@ def test_zero3_config_states_the_batch_and_gathers_weights_on_save() -> None:
 
 
 def test_bf16_on_gpu_and_offload() -> None:
-    spec = TrainSpec(global_batch_size=8, offload_optimizer=True, offload_params=True, weight_decay=0.1)
+    spec = TrainSpec(global_batch_size=8, offload_optimizer=True, offload_params=True, extra_args={"adam_beta2": 0.95})
     cfg = deepspeed_config(spec, layout(spec, gpus=8))
     assert cfg["bf16"] == {"enabled": True}
     assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert cfg["zero_optimization"]["offload_param"]["device"] == "cpu"
-    assert cfg["optimizer"]["type"] == "AdamW" and cfg["optimizer"]["params"]["weight_decay"] == 0.1
+    assert cfg["optimizer"]["type"] == "AdamW" and cfg["optimizer"]["params"]["weight_decay"] == 0.0
+    assert cfg["optimizer"]["params"]["betas"] == [0.9, 0.95]  # the Adam settings the Trainer's AdamW would take
+    # DeepSpeed's CPU AdamW would decay the norms and biases the default optimizer exempts.
+    with pytest.raises(ValueError, match="decays every parameter"):
+        TrainSpec(global_batch_size=8, offload_optimizer=True, weight_decay=0.1)
     stage2 = TrainSpec(global_batch_size=8, zero_stage=2)
     assert deepspeed_config(stage2, layout(stage2, gpus=8))["zero_optimization"] == {"stage": 2}
 
