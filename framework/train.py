@@ -209,7 +209,8 @@ def summarize(
     return {
         "loss_curve": curve,
         "final_loss": curve[-1]["loss"] if curve else None,
-        "train_loss": result["train_metrics"].get("train_loss"),
+        # The mean step loss over the whole run: the Trainer's own train_loss covers only the steps since a resume.
+        "train_loss": sum(e["loss"] for e in curve) / len(curve) if curve else None,
         "steps": result["global_step"],
         "examples": counts,
         "tokens": {

@@ -444,6 +444,7 @@ def test_killed_training_resumes_to_the_same_loss(killed_run, tiny_dir: Path, tw
     assert json.loads((store.path("train", key) / "manifest.json").read_text())["resumed"] is True
     assert [e["step"] for e in resumed["loss_curve"]] == list(range(1, STEPS + 1))
     assert resumed["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-5)
+    assert resumed["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)  # the whole run's mean
     for a, b in zip(resumed["loss_curve"], reference["loss_curve"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)
     assert not (store.path("train", key) / "checkpoints").exists()
