@@ -210,6 +210,7 @@ def test_a_factor_whose_code_changed_rebuilds_only_its_arms(minimal, monkeypatch
 
 
 def test_a_pinned_hub_revision_is_keyed_and_an_unpinned_one_is_a_note(minimal):
+    minimal["train"] = {"global_batch_size": 4}  # divides the 20 examples: no note about the batch
     plan = build_plan(spec_from_dict(minimal))
     assert plan.notes == [
         "pool[0]: hub dataset 'nvidia/Nemotron-Math-HumanReasoning' is read at its latest revision; pin `revision:` "
@@ -227,6 +228,16 @@ def test_a_pinned_hub_revision_is_keyed_and_an_unpinned_one_is_a_note(minimal):
     pinned["model"]["revision"] = "0f0f0f"
     plan = build_plan(spec_from_dict(pinned))
     assert plan.notes == [] and not base_evals & {j.key for j in plan.by_stage("eval")}
+
+
+def test_a_global_batch_that_does_not_divide_the_examples_is_a_note(minimal):
+    minimal["n_examples"], minimal["train"] = 20, {"global_batch_size": 16}
+    assert build_plan(spec_from_dict(minimal)).notes[-1] == (
+        "train: global_batch_size 16 does not divide n_examples 20: every epoch ends with a step of 4 examples, "
+        "the same ones each epoch"
+    )
+    minimal["train"] = {"global_batch_size": 4}
+    assert not any(n.startswith("train:") for n in build_plan(spec_from_dict(minimal)).notes)
 
 
 def test_a_revision_for_a_benchmark_without_a_hub_copy_is_a_plan_error(minimal):
