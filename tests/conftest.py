@@ -9,11 +9,16 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.helpers import MINIMAL
+
+# Property tests check values, not speed: a loaded CI machine must not fail them on Hypothesis' 200 ms deadline.
+settings.register_profile("no-deadline", deadline=None)
+settings.load_profile("no-deadline")
 
 
 @pytest.fixture

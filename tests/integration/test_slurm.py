@@ -151,9 +151,13 @@ def wait_for(predicate, timeout_s: float = 60, what: str = "condition") -> None:
         time.sleep(0.2)
 
 
+ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
 def settled(job: str) -> None:
-    """A task is over once its output is published or its job cancelled; Slurm may still be COMPLETING the job."""
-    wait_for(lambda: (scontrol_job(job) or {}).get("JobState") != "COMPLETING", what=f"job {job} to leave COMPLETING")
+    """A task is done once its output is published, but its job script may still be RUNNING (it looks at the
+    markers after the stage exits) and then COMPLETING: wait for the job's final state."""
+    wait_for(lambda: (scontrol_job(job) or {}).get("JobState") in ENDED, what=f"job {job} to end")
 
 
 def test_sweep_runs_in_dependency_order_and_is_never_submitted_twice(slurm, minimal, tmp_path):
@@ -215,12 +219,12 @@ def test_preempted_task_is_requeued_and_resumes(slurm, minimal, tmp_path):
     subprocess.run(["scancel", "--batch", "--signal=TERM", str(job)], check=True)
     states = run.wait(poll_s=0.5)
     assert states[task.id] == "done", run.reasons
+    settled(job)  # the stage records its end after publishing
     log = store.log_path("train", task.keys[0]).read_text()
     assert "requeued after SIGTERM" in log and "restart 1" in log, log
     assert (events.parent / f"{task.keys[0]}.ckpt").read_text() == "SIGTERM"
     what = [w for w, *_ in read_events(events)]
     assert what == ["start", "waiting", "checkpointed", "start", "end"]
-    settled(job)
     info = scontrol_job(job)
     assert info is not None and info["Restarts"] == "1" and info["JobState"] == "COMPLETED"
 
@@ -245,7 +249,8 @@ def test_cancel_stops_queued_and_running_jobs_without_requeue(slurm, minimal, tm
     settled(run.jobs[train.id])
     info = scontrol_job(run.jobs[train.id])
     assert info is not None and info["JobState"] == "CANCELLED" and info["Restarts"] == "0"
-    assert "not requeued" in store.log_path("train", train.keys[0]).read_text()
+    log = store.log_path("train", train.keys[0])
+    wait_for(lambda: "not requeued" in log.read_text(), what="the job script's note that it did not requeue")
     assert cancel_sweep(plan, store) == []
 
 

@@ -153,18 +153,22 @@ def test_cancel_gives_a_training_time_to_checkpoint(minimal, tmp_path, monkeypat
     monkeypatch.setattr(local, "STOP_GRACE_S", 0.5)
     monkeypatch.setattr(local, "TRAIN_STOP_GRACE_S", 10.0)
     _, _, tasks, launcher, _ = make(minimal, tmp_path)
-    saved = tmp_path / "checkpoint-written"
+    saved, ready = tmp_path / "checkpoint-written", tmp_path / "handler-installed"
     stop = (
         "import signal, sys, time\n"
         "def on_term(*_):\n"
         "    time.sleep(1.5)  # writing a checkpoint\n"
         f"    open({str(saved)!r}, 'w').close(); sys.exit(75)\n"
         "signal.signal(signal.SIGTERM, on_term)\n"
+        f"open({str(ready)!r}, 'w').close()\n"
         "time.sleep(60)\n"
     )
     launcher.command = lambda task: [sys.executable, "-c", stop]
     train = next(t for t in tasks if t.stage == "train")
     launcher._start(train, [])
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while not ready.exists():  # a SIGTERM before the handler is installed would just kill it
+        assert time.monotonic() < deadline, "the stand-in training never started"
+        time.sleep(0.05)
     launcher.cancel()
     assert saved.exists() and launcher.states[train.id] == "cancelled"
