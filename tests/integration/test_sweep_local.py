@@ -5,6 +5,7 @@ is left half-written, a further run does no work, and editing one level re-runs 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -60,13 +61,37 @@ def start(cwd: Path) -> subprocess.Popen:
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (the launcher starts each stage in a session of its own)."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while listed
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
+    """SIGKILL the launcher and every process under it at once, as a crash or a lost machine would."""
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         assert time.monotonic() < deadline, "the sweep never reached the point to kill it at"
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
+    below = descendants(proc.pid)
+    for pid in [proc.pid, *below]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)  # frozen first, so none reacts to another's death
+    for pid in [proc.pid, *below]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
 
 
