@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import os
 import re
 import socket
@@ -180,10 +181,11 @@ def _search(client: MlflowClient, exp_id: str, filters: Mapping[str, str]) -> li
     return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
 
-def find_sweep_run(client: MlflowClient, exp_id: str, sweep: str, *, create: bool = True) -> str | None:
-    """The sweep's parent run: searched, else created. Two stages may both create one; both then search again
-    and keep the oldest, moving any children of the others to it and deleting the others."""
-    tags = {"ablate.sweep": sweep, "ablate.role": "sweep"}
+def find_sweep_run(client: MlflowClient, exp_id: str, sweep: str, store: str, *, create: bool = True) -> str | None:
+    """The parent run of the sweep named `sweep` whose results are in the store with identity `store`:
+    searched, else created. Two stages may both create one; both then search again and keep the oldest, moving
+    any children of the others to it and deleting the others."""
+    tags = {"ablate.sweep": sweep, "ablate.store": store, "ablate.role": "sweep"}
     found = _search(client, exp_id, tags)
     if not found:
         if not create:
@@ -200,29 +202,69 @@ def find_sweep_run(client: MlflowClient, exp_id: str, sweep: str, *, create: boo
     return keep
 
 
+MAX_RUN_NAME = 250  # the runs table's name column on database-backed servers
+
+
+def run_name(cell_id: str) -> str:
+    """The cell id, or its start and a hash of it when too long for a run name (the full id is a tag)."""
+    if len(cell_id) <= MAX_RUN_NAME:
+        return cell_id
+    digest = hashlib.sha256(cell_id.encode()).hexdigest()[:12]
+    return f"{cell_id[: MAX_RUN_NAME - 16]}... {digest}"
+
+
 def child_run(
-    client: MlflowClient, exp_id: str, parent: str, cell: Cell, sweep: str, results_key: str
+    client: MlflowClient, exp_id: str, parent: str, cell: Cell, sweep: str, store: str, results_key: str
 ) -> tuple[Run, bool, list[str]]:
-    """(run, created, superseded run ids) for the cell's results."""
-    runs = _search(client, exp_id, {"ablate.sweep": sweep, "ablate.cell_key": cell.key, "ablate.role": "cell"})
+    """(run, created, superseded run ids) for the cell's results; the run is the cell's current one."""
+    tags = {"ablate.sweep": sweep, "ablate.store": store, "ablate.cell_key": cell.key, "ablate.role": "cell"}
+    runs = _search(client, exp_id, tags)
     same = [r for r in runs if r.data.tags.get("ablate.results_key") == results_key]
     if same:
-        return same[0], False, []
-    run = client.create_run(
-        exp_id,
-        run_name=cell.id,
-        tags={
-            "mlflow.parentRunId": parent,
-            "ablate.role": "cell",
-            "ablate.sweep": sweep,
-            "ablate.cell_key": cell.key,
-            "ablate.results_key": results_key,
-        },
-    )
-    stale = [r.info.run_id for r in runs if not r.data.tags.get("ablate.superseded_by")]
-    for run_id in stale:
-        client.set_tag(run_id, "ablate.superseded_by", run.info.run_id)
-    return run, True, stale
+        run, created = same[0], False
+    else:
+        run, created = (
+            client.create_run(
+                exp_id,
+                run_name=run_name(cell.id),
+                tags={"mlflow.parentRunId": parent, **tags, "ablate.results_key": results_key},
+            ),
+            True,
+        )
+    return run, created, make_current(client, run.info.run_id, runs)[0]
+
+
+def make_current(client: MlflowClient, current: str, runs: list[Run]) -> tuple[list[str], bool]:
+    """Tag every other run of a cell as superseded by `current`, and `current` as not superseded (a change that
+    was undone makes an older run current again); returns the runs newly superseded, and whether `current` was
+    superseded before."""
+    stale, restored = [], False
+    for r in runs:
+        tagged = r.data.tags.get("ablate.superseded_by")
+        if r.info.run_id == current and tagged:
+            client.delete_tag(current, "ablate.superseded_by")
+            restored = True
+        elif r.info.run_id != current and not tagged:
+            client.set_tag(r.info.run_id, "ablate.superseded_by", current)
+            stale.append(r.info.run_id)
+    return stale, restored
+
+
+def mark_current_runs(client: MlflowClient, exp_id: str, sweep: str, store: str, current: dict[str, str]) -> int:
+    """Make the runs the store's log stages point at (`current`: cell key -> run id) the current ones of their
+    cells. Undoing a change makes its cells' log stages done again under their old keys, so they never run to
+    re-tag MLflow; the report does it. Returns how many runs were re-tagged."""
+    runs = _search(client, exp_id, {"ablate.sweep": sweep, "ablate.store": store, "ablate.role": "cell"})
+    by_cell: dict[str, list[Run]] = {}
+    for r in runs:
+        by_cell.setdefault(r.data.tags.get("ablate.cell_key", ""), []).append(r)
+    changed = 0
+    for cell_key, run_id in current.items():
+        cell_runs = by_cell.get(cell_key, [])
+        if any(r.info.run_id == run_id for r in cell_runs):
+            stale, restored = make_current(client, run_id, cell_runs)
+            changed += len(stale) + restored
+    return changed
 
 
 # --------------------------------------------------------------------------------------------- batching

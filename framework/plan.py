@@ -368,7 +368,7 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
         raise PlanError(problems)
     notes = unpinned_hub_data(spec, model_idents)
     last = spec.n_examples % spec.train.global_batch_size
-    if last and any(j.stage == "train" for j in jobs.values()):
+    if last and spec.n_examples > spec.train.global_batch_size and any(j.stage == "train" for j in jobs.values()):
         notes.append(
             f"train: global_batch_size {spec.train.global_batch_size} does not divide n_examples {spec.n_examples}: "
             f"every epoch ends with a step of {last} examples, the same ones each epoch"

@@ -400,7 +400,7 @@ def write_report(
     files = sorted(p for p in [*tables.glob("*.csv"), *plots_dir.glob("*.png")])
     tracking_line = "MLflow: not attempted (tracking disabled for this report)."
     if track:
-        tracking_line = _attach(loaded, plan, files, out_dir)
+        tracking_line = _attach(loaded, plan, store, files, out_dir)
         if not tracking_line.startswith("MLflow: attached"):
             print(f"warning: {tracking_line}", file=sys.stderr)  # not only inside report.md
     body = [
@@ -423,20 +423,27 @@ def write_report(
     path = out_dir / "report.md"
     path.write_text("\n".join(body), encoding="utf-8")
     if track and tracking_line.startswith("MLflow: attached"):
-        _attach(loaded, plan, [path], out_dir)
+        _attach(loaded, plan, store, [path], out_dir)
     return path
 
 
-def _attach(loaded: LoadedSpec, plan: Plan, files: list[Path], out_dir: Path) -> str:
-    """Log files to the sweep's parent run, keeping the tables/ and plots/ layout; a line for the markdown."""
+def _attach(loaded: LoadedSpec, plan: Plan, store: Store, files: list[Path], out_dir: Path) -> str:
+    """Log files to the sweep's parent run, keeping the tables/ and plots/ layout, and make each cell's logged
+    run its current one in MLflow; a line for the markdown."""
     from framework.plan import tracking_uri
 
     spec = loaded.spec
     logs = plan.by_stage("log")
     uri = logs[0].config["tracking"]["uri"] if logs else tracking_uri(spec)
     experiment = spec.tracking.experiment or spec.name
+    current = {}  # cell key -> the run its log stage wrote to
+    for cell in plan.cells:
+        for job in plan.cell_jobs[cell.id]["log"]:
+            done = store.is_done(*job.split("/"))
+            if done and (run_id := _read_json(store.path(*job.split("/")) / "run.json").get("run_id")):
+                current[cell.key] = run_id
     try:
-        run_id = log_report(uri, experiment, spec.name, out_dir, files)
+        run_id = log_report(uri, experiment, spec.name, store.identity(), out_dir, files, current)
     except TrackingUnavailable as e:
         return f"MLflow: not reachable, report not attached ({e}). Re-run `ablate report` once it is."
     return f"MLflow: attached to the sweep's parent run `{run_id}` in experiment `{experiment}`."

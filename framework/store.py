@@ -9,6 +9,7 @@ Layout of one stage run under ``<root>/<stage>/``:
 * ``<key>.failed.json`` the last failure; removed by the next success
 * ``<key>.log``        reserved for launchers
 * ``<root>/.clock``    touched to read the file system's clock, against which heartbeats are aged
+* ``<root>/.store-id`` a random id made once, by which tracking tells apart sweeps of the same name
 
 A process killed at any moment leaves either an unmarked work dir (redone), a marked one (published by the next
 run), or the published output.
@@ -333,6 +334,29 @@ class Store:
         if not self.is_done(stage, key):
             return None
         return json.loads((self.path(stage, key) / "manifest.json").read_text(encoding="utf-8"))
+
+    def identity(self) -> str:
+        """A random id made once per store. Tracking tells sweeps apart by it: two specs that share a name but
+        keep their results in different stores must not supersede each other's runs."""
+        path = self.root / ".store-id"
+        with contextlib.suppress(FileNotFoundError):
+            if text := path.read_text(encoding="utf-8").strip():
+                return text
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:  # made by a concurrent process: wait for its content
+            deadline = time.monotonic() + 10
+            while not (text := path.read_text(encoding="utf-8").strip()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not text:
+                raise RuntimeError(f"{path} stays empty") from None
+            return text
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(uuid.uuid4().hex[:16])
+            f.flush()
+            os.fsync(f.fileno())
+        return path.read_text(encoding="utf-8").strip()
 
     def done_keys(self, stage: str) -> set[str]:
         stage_dir = self.root / stage

@@ -54,6 +54,7 @@ from framework.mlflow_client import (
     fast_failure,
     find_sweep_run,
     log_batched,
+    mark_current_runs,
     sqlite_path,
 )
 from framework.redaction import environment_snapshot, redact, redact_text
@@ -371,9 +372,10 @@ def log_cell(
         record = gather(loaded, plan, store, cell, tracking, Path(tmp))
         try:
             exp_id = experiment_id(client, experiment, uri)
-            parent = find_sweep_run(client, exp_id, spec.name)
+            store_id = store.identity()
+            parent = find_sweep_run(client, exp_id, spec.name, store_id)
             assert parent is not None
-            run, created, superseded = child_run(client, exp_id, parent, cell, spec.name, results_key)
+            run, created, superseded = child_run(client, exp_id, parent, cell, spec.name, store_id, results_key)
             run_id = run.info.run_id
             existing = run.data.params
             params = [Param(k, v) for k, v in record.params.items() if existing.get(k, v) == v]
@@ -390,7 +392,8 @@ def log_cell(
                 shutil.move(path, staged / name)
             client.log_artifacts(run_id, str(staged))
             if client.get_run(parent).info.lifecycle_stage != "active":  # lost a race for the parent run
-                parent = find_sweep_run(client, exp_id, spec.name)
+                parent = find_sweep_run(client, exp_id, spec.name, store_id)
+            if run.data.tags.get("mlflow.parentRunId") != parent:  # its old parent was deleted or lost a race
                 client.set_tag(run_id, "mlflow.parentRunId", parent)
             client.set_terminated(run_id, "FINISHED")
         except Exception as e:
@@ -403,7 +406,7 @@ def log_cell(
         "experiment_id": exp_id,
         "parent_run_id": parent,
         "run_id": run_id,
-        "run_name": cell.id,
+        "run_name": run.info.run_name,
         "created": created,
         "superseded": superseded,
         "results_key": results_key,
@@ -436,15 +439,25 @@ def run(ctx: StageContext) -> None:
     ctx.build.manifest["mlflow"] = {k: result[k] for k in ("experiment_id", "parent_run_id", "run_id")}
 
 
-def log_report(uri: str, experiment: str, sweep: str, root: Path, files: Iterable[Path]) -> str:
+def log_report(
+    uri: str,
+    experiment: str,
+    sweep: str,
+    store: str,
+    root: Path,
+    files: Iterable[Path],
+    current: Mapping[str, str] | None = None,
+) -> str:
     """Attach report files to the sweep's parent run (created if the sweep has none yet) under `report/`, keeping
-    their layout below `root`; returns the run id. Raises TrackingUnavailable when tracking cannot be reached."""
+    their layout below `root`, and make the runs the store points at (`current`: cell key -> run id) the current
+    ones of their cells; returns the parent run id. Raises TrackingUnavailable when tracking cannot be reached."""
     with fast_failure():
         client = connect(uri)
         try:
             exp_id = experiment_id(client, experiment, uri)
-            parent = find_sweep_run(client, exp_id, sweep)
+            parent = find_sweep_run(client, exp_id, sweep, store)
             assert parent is not None
+            mark_current_runs(client, exp_id, sweep, store, dict(current or {}))
             for f in files:
                 rel = Path(f).parent.relative_to(root)
                 client.log_artifact(parent, str(f), "report" if rel == Path(".") else f"report/{rel.as_posix()}")

@@ -133,6 +133,50 @@ def test_changed_results_get_a_new_run_and_the_old_one_is_marked_superseded(tmp_
     assert len(client.search_runs([client_for(sw)[1]])) == 1 + 5 + 4  # parent, first cells, re-trained arms
 
 
+def current_runs(client: MlflowClient, exp_id: str) -> dict[str, str]:
+    runs = client.search_runs([exp_id], filter_string="tags.`ablate.role` = 'cell'")
+    return {r.info.run_name: r.info.run_id for r in runs if "ablate.superseded_by" not in r.data.tags}
+
+
+def test_undoing_a_change_makes_the_old_runs_current_again(tmp_path, template_db):
+    from framework.report import write_report
+
+    sw = fresh_sweep(tmp_path, template_db, seeds=(0,))
+    old = {r["run_name"]: r["run_id"] for r in log_all(sw)}
+    changed = synthetic_sweep(tmp_path, seeds=(0,), train={"learning_rate": 2.0e-5})
+    log_all(changed)
+    client, exp_id = client_for(sw)
+    assert current_runs(client, exp_id) != old
+    # Back to the first learning rate: its log stages are done under their old keys, so nothing logs again,
+    # yet the UI's current runs (no superseded_by tag) must be the ones the store points at.
+    undone = synthetic_sweep(tmp_path, seeds=(0,))
+    assert [r["run_id"] for r in log_all(undone)] == list(old.values())
+    write_report(undone.loaded, undone.plan, undone.store, tmp_path / "out", n_boot=50)
+    assert current_runs(client, exp_id) == old
+
+
+def test_two_specs_of_one_name_with_their_own_results_are_two_sweeps(tmp_path, template_db):
+    sw = fresh_sweep(tmp_path, template_db, seeds=(0,))
+    uri = sw.loaded.spec.tracking.uri
+    first = log_all(sw)
+    other = synthetic_sweep(tmp_path / "elsewhere", uri=uri, seeds=(0,), n_examples=8)
+    second = log_all(other)
+    client, exp_id = client_for(sw)
+    assert first[0]["parent_run_id"] != second[0]["parent_run_id"]
+    assert not any(r["superseded"] for r in second)  # a study in another store supersedes nothing here
+    runs = client.search_runs([exp_id], filter_string="tags.`ablate.role` = 'cell'")
+    assert sum("ablate.superseded_by" not in r.data.tags for r in runs) == len(runs) == 2 * len(sw.plan.cells)
+
+
+def test_a_cell_id_too_long_for_a_run_name_is_shortened_and_kept_whole_in_a_tag():
+    from framework.mlflow_client import MAX_RUN_NAME, run_name
+
+    long_id = ",".join(f"factor{i}=level{i}" for i in range(40))
+    name = run_name(long_id)
+    assert len(name) <= MAX_RUN_NAME and name.startswith(long_id[:200]) and name != run_name(long_id + "x")
+    assert run_name("source=a,seed=0") == "source=a,seed=0"
+
+
 def test_secrets_never_reach_params_tags_or_artifacts(tmp_path, template_db, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_" + "a1" * 17)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-hunter2")
@@ -196,14 +240,15 @@ def test_duplicate_parent_runs_collapse_into_the_oldest(tmp_path, template_db):
     shutil.copy(template_db, db)
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
-    tags = {"ablate.sweep": "s", "ablate.role": "sweep"}
+    tags = {"ablate.sweep": "s", "ablate.store": "st", "ablate.role": "sweep"}
     first = client.create_run(exp, run_name="s", tags=tags, start_time=1000).info.run_id
     second = client.create_run(exp, run_name="s", tags=tags, start_time=2000).info.run_id
     child = client.create_run(exp, tags={"mlflow.parentRunId": second}).info.run_id
-    assert find_sweep_run(client, exp, "s") == first
+    assert find_sweep_run(client, exp, "s", "st") == first
     assert client.get_run(second).info.lifecycle_stage == "deleted"
     assert client.get_run(child).data.tags["mlflow.parentRunId"] == first
-    assert find_sweep_run(client, exp, "missing", create=False) is None
+    assert find_sweep_run(client, exp, "missing", "st", create=False) is None
+    assert find_sweep_run(client, exp, "s", "another-store", create=False) is None  # same name, other results
 
 
 def test_batches_respect_mlflow_limits():
