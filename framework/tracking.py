@@ -194,7 +194,14 @@ def _generations(samples: Path, how: str, n: int, dst: Path) -> Path | None:
     rank = keys["problem_id"].astype(str).map(lambda s: hashlib.sha1(s.encode()).hexdigest())
     chosen = keys.assign(_rank=rank).sort_values(["sample_index", "_rank"], kind="mergesort").index[:n]
     cols = [c for c in ("text", *GENERATION_COLUMNS) if c in source.schema_arrow.names]
-    rows = source.read(columns=cols).take(pa.array(chosen.to_numpy())).to_pylist()
+    position = {int(i): k for k, i in enumerate(chosen)}  # row -> its place in the sample
+    rows: list[Any] = [None] * len(position)
+    start = 0
+    for batch in source.iter_batches(batch_size=1024, columns=cols):  # never all the text at once
+        local = [i - start for i in range(start, start + batch.num_rows) if i in position]
+        for i, row in zip(local, batch.take(pa.array(local, type=pa.int64())).to_pylist()):
+            rows[position[start + i]] = row
+        start += batch.num_rows
     out = dst.with_suffix(".jsonl")
     out.write_text("".join(json.dumps(redact(r), default=str) + "\n" for r in rows), encoding="utf-8")
     return out

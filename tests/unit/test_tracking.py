@@ -3,6 +3,7 @@ idempotence, superseded results, redaction of secrets, batching limits and fast 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -307,3 +308,28 @@ def test_generations_all_or_none(tmp_path, template_db, how):
     path = client.download_artifacts(record["run_id"], "generations/aime24.parquet", str(tmp_path / "dl"))
     frame = pd.read_parquet(path)
     assert len(frame) == 48 and FAKE_SECRET not in "".join(frame["text"]) and REDACTED in frame["text"].iloc[0]
+
+
+def test_a_sample_of_generations_is_read_batch_by_batch_in_its_stable_order(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from framework.tracking import _generations
+
+    n_problems, k = 1500, 2  # 3000 rows: three reading batches
+    frame = pd.DataFrame(
+        {
+            "problem_id": [f"p{i}" for i in range(n_problems) for _ in range(k)],
+            "sample_index": [s for _ in range(n_problems) for s in range(k)],
+            "text": [f"response {i}" for i in range(n_problems * k)],
+        }
+    )
+    samples = tmp_path / "samples.parquet"
+    pq.write_table(pa.Table.from_pandas(frame), samples, row_group_size=700)
+    out = _generations(samples, "sample", 1600, tmp_path / "gen" / "b")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # one response per problem first (sample 0 of all 1500), in the hashed problem order, then sample 1
+    assert [r["sample_index"] for r in rows] == [0] * 1500 + [1] * 100
+    order = sorted(range(n_problems), key=lambda i: hashlib.sha1(f"p{i}".encode()).hexdigest())
+    assert [r["problem_id"] for r in rows[:1500]] == [f"p{i}" for i in order]
+    assert all(r["text"] == f"response {int(r['problem_id'][1:]) * k + r['sample_index']}" for r in rows)
