@@ -65,6 +65,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "train_steps": ("Int64", "optimizer steps"),
     "train_final_loss": ("float64", "last logged training loss"),
     "train_runtime_s": ("float64", "wall-clock seconds of the train stage"),
+    "train_truncated": ("Int64", "training examples cut at train.max_seq_len (no answer or end of turn trained)"),
     "warnings": ("str", "the eval stage's warnings (truncation, grading timeouts), '; '-joined"),
     "data_key": ("str", "store key of the cell's data stage"),
     "train_key": ("str", "store key of the cell's train stage"),
@@ -86,9 +87,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _train_summary(m: Mapping[str, Any]) -> dict[str, Any]:
     """The train stage's metrics.json in either layout (flat counts, or nested examples/tokens/timings)."""
     curve = m.get("loss_curve") or []
-    examples = m.get("examples")
+    examples, truncated = m.get("examples"), None
     if isinstance(examples, Mapping):
-        examples = examples.get("kept", examples.get("examples"))
+        examples, truncated = examples.get("kept", examples.get("examples")), examples.get("truncated")
     tokens = m.get("train_tokens")
     if tokens is None and isinstance(m.get("tokens"), Mapping):
         tokens = m["tokens"].get("total_trained")
@@ -101,6 +102,7 @@ def _train_summary(m: Mapping[str, Any]) -> dict[str, Any]:
         "train_steps": m.get("steps", curve[-1]["step"] if curve else None),
         "train_final_loss": m.get("final_loss", curve[-1]["loss"] if curve else None),
         "train_runtime_s": runtime,
+        "train_truncated": truncated,
     }
 
 
@@ -370,6 +372,13 @@ def write_report(
     refs = {f: fs.reference_level for f, fs in spec.factors.items()}
 
     sections, warnings, results = [], [], {k: [] for k in ("arms", "levels", "effects", "comparisons")}
+    cut = frame.drop_duplicates("train_key")
+    for _, r in cut[cut["train_truncated"].fillna(0) > 0].iterrows():
+        warnings.append(
+            f"{r['cell']}: {r['train_truncated']} of {r['train_examples']} training examples were cut at "
+            f"train.max_seq_len {spec.train.max_seq_len}: the model trained on no answer and no end of turn for "
+            "them (train.overlong: drop leaves them out)"
+        )
     for bench in [b.name for b in spec.eval.benchmarks]:
         cells = frame[frame["benchmark"] == bench]
         warnings += [f"{bench}, {r['cell']}: {r['warnings']}" for _, r in cells.iterrows() if _text(r["warnings"])]

@@ -335,3 +335,15 @@ def test_cells_that_read_different_commits_of_a_hub_benchmark_are_named(sweep, t
     text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "mixed", n_boot=50, track=False).read_text()
     assert f"aime24: the cells read different commits of the hub dataset ({'a' * 12} by 8 cell(s), " in text
     assert f"{'b' * 12} by 1 cell(s))" in text and "pin `revision:`" in text
+
+
+def test_training_examples_cut_at_max_seq_len_are_a_warning(sweep, tmp_path):
+    cell = "source=human_stage4,keywords=keep,seed=0"
+    (job,) = sweep.plan.cell_jobs[cell]["train"]
+    path = sweep.store.path(*job.split("/")) / "metrics.json"
+    m = json.loads(path.read_text())
+    path.write_text(json.dumps({**m, "examples": {"kept": 4, "dropped": 0, "truncated": 3}}))
+    frame = report_frame(sweep.plan, sweep.store).set_index("cell")
+    assert frame.loc[cell, "train_truncated"] == 3 and frame["train_truncated"].isna().sum() == 8
+    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", n_boot=50, track=False).read_text()
+    assert f"{cell}: 3 of 4 training examples were cut at train.max_seq_len 16384" in text
