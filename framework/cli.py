@@ -351,6 +351,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"{loaded.spec.name}: {len(plan.cells)} cells, {len(plan.jobs)} stage jobs, {len(tasks)} tasks to run ({kind})"
     )
+    for n in plan.notes:
+        print(f"note: {n}", file=sys.stderr)
     if tasks:
         if kind == "slurm":
             from launchers.slurm import run_slurm

@@ -50,6 +50,7 @@ def test_plan_json_lists_cells_jobs_and_counts(write_spec, minimal, in_tmp, caps
     assert data["counts"]["pool"] == {"jobs": 1, "done": 0}  # shared stage counted once
     job_ids = {j["id"] for j in data["jobs"]}
     assert all(d in job_ids for j in data["jobs"] for d in j["deps"])
+    assert any(n.startswith("pool[0]: hub dataset 'nvidia/Nemotron-Math-HumanReasoning'") for n in data["notes"])
 
 
 def test_exec_unknown_key_and_unimplemented_stage(write_spec, minimal, in_tmp, capsys):
