@@ -47,6 +47,7 @@ HOST = socket.gethostname()
 # A lock file with unparsable content is a holder that died between create and write, or one that is in
 # that window right now; give the latter this long before breaking its lock.
 _CORRUPT_GRACE_S = 5.0
+_BREAK_TURN_S = 30.0  # a breaker's turn (see _Lock._break) older than this was left by a process that died in it
 # Test hook: widens the window between marking a complete work dir and renaming it into place, so the crash
 # tests can kill a build inside it. Value in seconds.
 _PAUSE_ENV = "ABLATE_STORE_TEST_PAUSE_BEFORE_RENAME"
@@ -233,7 +234,8 @@ class _Lock:
                     continue  # released between our open and read
                 if not _is_stale(self.path, snap, self.stale_after_s):
                     return snap.describe()
-                self._break(snap)
+                if not self._break(snap):
+                    return f"{snap.describe()} (its lock is being taken over by another process)"
                 continue
             with os.fdopen(fd, "w") as f:
                 owner = {"host": HOST, "pid": os.getpid(), "pid_start": _process_start(os.getpid())}
@@ -245,32 +247,36 @@ class _Lock:
             self._thread.start()
             return None
 
-    def _break(self, snap: _Snapshot) -> None:
-        """Remove a stale lock without a check-then-delete race.
+    def _break(self, snap: _Snapshot) -> bool:
+        """Remove a stale lock without a check-then-delete race; False if another process is doing so.
 
-        Only one racer's rename of the lock file succeeds. A slower racer that judged the same stale file may
-        instead move a lock someone has just created; it notices (different file) and links it back.
+        Breakers take turns (an O_EXCL ``<lock>.break`` file), and in its turn each reads the lock again and
+        removes it only if it is still the very file it judged stale: a lock someone took in the meantime is
+        never removed.
         """
-        tomb = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex[:12]}.stale")
+        turn = self.path.with_name(f"{self.path.name}.break")
         try:
-            os.rename(self.path, tomb)
-        except FileNotFoundError:
-            return
-        moved = _read_lock(tomb)
-        if moved is not None and moved.ident != snap.ident:
-            try:
-                os.link(tomb, self.path)
-            except FileExistsError:
-                log.warning("lock %s was replaced while being restored; two builders may overlap", self.path)
-        else:
-            log.info("took over stale lock %s held by %s", self.path, snap.describe())
-        tomb.unlink(missing_ok=True)
+            os.close(os.open(turn, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):  # a breaker that died in its turn left it
+                if _fs_now(self.path.parent.parent) - os.stat(turn).st_mtime > _BREAK_TURN_S:
+                    turn.unlink()
+                    return True
+            return False
+        try:
+            now = _read_lock(self.path)
+            if now is not None and now.ident == snap.ident:
+                self.path.unlink()
+                log.info("took over stale lock %s held by %s", self.path, snap.describe())
+        finally:
+            turn.unlink(missing_ok=True)
+        return True
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             snap = _read_lock(self.path)
             if snap is None:
-                continue  # possibly mid-restore by a racer, see _break
+                continue  # removed by a breaker that judged us dead: `held` says so before publishing
             if snap.owner is None or snap.owner.get("token") != self.token:
                 log.warning("lost lock %s to %s", self.path, snap.describe())
                 return
@@ -279,7 +285,7 @@ class _Lock:
 
     def held(self, settle_s: float = 1.0) -> bool:
         """Whether the lock file is still ours (a holder on another host may have judged us dead). A missing file
-        is looked at again for `settle_s`: a racer in `_break` may be about to put it back."""
+        is looked at again for `settle_s`, for file systems whose directory listings lag behind a rename."""
         deadline = time.monotonic() + settle_s
         while (snap := _read_lock(self.path)) is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -525,7 +531,8 @@ class Store:
         found = [p for p in (self.work_path(stage, key),) if p.exists()]
         if final.exists() and not self.is_done(stage, key):
             found.append(final)
-        return found + sorted(stage_dir.glob(f"{key}.lock.*.stale")) + sorted(stage_dir.glob(f".{key}.*.tmp"))
+        leftovers = [*stage_dir.glob(f"{key}.lock.*.stale"), *stage_dir.glob(f"{key}.lock.break")]
+        return found + sorted(leftovers) + sorted(stage_dir.glob(f".{key}.*.tmp"))
 
     def clean_orphans(self) -> list[Path]:
         """Remove what dead builds left: work dirs, unmarked outputs, stale locks, tombstones, temp files.

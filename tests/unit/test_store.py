@@ -192,8 +192,8 @@ def test_waiter_sees_result_of_holder(store: Store, live_pid: int) -> None:
     t.join()
 
 
-def test_takeover_race_loser_restores_the_winners_lock(tmp_path: Path, dead_pid: int) -> None:
-    """Two processes judge the same dead lock stale; the slower one must not steal the winner's new lock."""
+def test_takeover_race_loser_leaves_the_winners_lock(tmp_path: Path, dead_pid: int) -> None:
+    """Two processes judge the same dead lock stale; the slower one must not remove the winner's new lock."""
     path = _write_lock(Store(tmp_path), "train", KEY, host=socket.gethostname(), pid=dead_pid)
     judged_stale = _read_lock(path)
     winner = _Lock(path, heartbeat_s=30, stale_after_s=300)
@@ -204,6 +204,19 @@ def test_takeover_race_loser_restores_the_winners_lock(tmp_path: Path, dead_pid:
     assert _Lock(path, heartbeat_s=30, stale_after_s=300).acquire() is not None
     winner.release()
     assert not path.exists()
+
+
+def test_breakers_take_turns_and_a_turn_left_by_a_dead_breaker_expires(store: Store, dead_pid: int) -> None:
+    path = _write_lock(store, "train", KEY, host=socket.gethostname(), pid=dead_pid)
+    turn = path.with_name(f"{path.name}.break")
+    turn.write_text("")  # another breaker's turn: the dead lock is left to it
+    with pytest.raises(TimeoutError):
+        _build_ok(store, poll_s=0.05, timeout_s=0.5)
+    assert path.exists()
+    then = time.time() - 31  # ... unless that breaker died in its turn
+    os.utime(turn, (then, then))
+    _build_ok(store, wait=False)
+    assert store.is_done("train", KEY) and not turn.exists()
 
 
 def test_other_host_lock_is_judged_by_age(store: Store) -> None:
