@@ -38,15 +38,13 @@ def _read_hub(info: Any, revision: str | None) -> pd.DataFrame:
     from framework.hub_data import read_hub_split
 
     try:
-        frame, commit = read_hub_split(info.hub, info.split, config=info.config, revision=revision)
+        return read_hub_split(info.hub, info.split, config=info.config, revision=revision)
     except Exception as e:  # the hub client raises many types; the message is what matters
         at = f" at revision {revision!r}" if revision else ""
         raise BenchmarkError(
             f"benchmark {info.name}: hub dataset {info.hub!r}{at} cannot be loaded ({e}); give a local copy with "
             "`path:`"
         ) from None
-    frame.attrs["hub"] = {"dataset": info.hub, "split": info.split, "revision": revision, "commit": commit}
-    return frame
 
 
 def multiple_choice(frame: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import pandas as pd
 
 
-def read_hub_split(
-    repo: str, split: str, *, config: str | None = None, revision: str | None = None
-) -> tuple[pd.DataFrame, str | None]:
-    """(rows, commit) of `repo`'s split at `revision` (default: the latest); what `datasets.load_dataset` does,
-    keeping hold of the builder because it knows the commit."""
+def read_hub_split(repo: str, split: str, *, config: str | None = None, revision: str | None = None) -> pd.DataFrame:
+    """The rows of `repo`'s split at `revision` (default: the latest), with `attrs["hub"]` naming the dataset,
+    split, revision asked for and commit read; what `datasets.load_dataset` does, keeping hold of the builder
+    because it knows the commit."""
     import datasets
 
     builder = datasets.load_dataset_builder(repo, config, revision=revision)
     builder.download_and_prepare()
-    ds = builder.as_dataset(split=split)
-    return ds.to_pandas(), getattr(builder, "hash", None)
+    frame = builder.as_dataset(split=split).to_pandas()
+    commit = getattr(builder, "hash", None)
+    frame.attrs["hub"] = {"dataset": repo, "split": split, "revision": revision, "commit": commit}
+    return frame

@@ -361,14 +361,15 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
         log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": log_slice}
         stages["log"] = [add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
         cell_jobs[cell.id] = stages
-    if any(j.stage == "train" for j in jobs.values()):
+    trains = any(j.stage == "train" for j in jobs.values())
+    if trains:
         problems += launch_problems(spec)
     problems = list(dict.fromkeys(problems))
     if problems and strict:
         raise PlanError(problems)
     notes = unpinned_hub_data(spec, model_idents)
     last = spec.n_examples % spec.train.global_batch_size
-    if last and spec.n_examples > spec.train.global_batch_size and any(j.stage == "train" for j in jobs.values()):
+    if last and spec.n_examples > spec.train.global_batch_size and trains:
         notes.append(
             f"train: global_batch_size {spec.train.global_batch_size} does not divide n_examples {spec.n_examples}: "
             f"every epoch ends with a step of {last} examples, the same ones each epoch"

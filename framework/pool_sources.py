@@ -112,13 +112,11 @@ def read_hub(hub: str, split: str, revision: str | None = None) -> pd.DataFrame:
     from framework.hub_data import read_hub_split
 
     try:
-        frame, commit = read_hub_split(hub, split, revision=revision)
+        frame = read_hub_split(hub, split, revision=revision)
     except Exception as e:  # the hub client raises many types; the message is what the user needs
         at = f" at revision {revision!r}" if revision else ""
         raise PoolError(f"hub dataset {hub!r} (split {split!r}){at} cannot be loaded: {e}") from None
-    frame = _with_rows(frame, f"{hub}[{split}]")
-    frame.attrs["hub"] = {"dataset": hub, "split": split, "revision": revision, "commit": commit}
-    return frame
+    return _with_rows(frame, f"{hub}[{split}]")
 
 
 def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataFrame, str]:

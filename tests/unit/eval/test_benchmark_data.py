@@ -89,7 +89,9 @@ def test_a_hub_benchmark_reads_the_pinned_revision_and_says_which_commit_it_read
 
     def hub(repo, split, *, config=None, revision=None):
         asked.append((repo, config, split, revision))
-        return (gpqa if config else pd.DataFrame([{"problem": "1+1?", "answer": "2"}])), "c0ffee"
+        frame = (gpqa if config else pd.DataFrame([{"problem": "1+1?", "answer": "2"}])).copy()
+        frame.attrs["hub"] = {"dataset": repo, "split": split, "revision": revision, "commit": "c0ffee"}
+        return frame
 
     monkeypatch.setattr(framework.hub_data, "read_hub_split", hub)
     frame = load_benchmark(BenchmarkSpec(name="gpqa-diamond", revision="v1"), lambda p: None)
