@@ -231,40 +231,35 @@ def child_run(
             ),
             True,
         )
-    return run, created, make_current(client, run.info.run_id, runs)[0]
+    return run, created, make_current(client, run.info.run_id, runs)
 
 
-def make_current(client: MlflowClient, current: str, runs: list[Run]) -> tuple[list[str], bool]:
+def make_current(client: MlflowClient, current: str, runs: list[Run]) -> list[str]:
     """Tag every other run of a cell as superseded by `current`, and `current` as not superseded (a change that
-    was undone makes an older run current again); returns the runs newly superseded, and whether `current` was
-    superseded before."""
-    stale, restored = [], False
+    was undone makes an older run current again); returns the runs newly superseded."""
+    stale = []
     for r in runs:
         tagged = r.data.tags.get("ablate.superseded_by")
         if r.info.run_id == current and tagged:
             client.delete_tag(current, "ablate.superseded_by")
-            restored = True
         elif r.info.run_id != current and not tagged:
             client.set_tag(r.info.run_id, "ablate.superseded_by", current)
             stale.append(r.info.run_id)
-    return stale, restored
+    return stale
 
 
-def mark_current_runs(client: MlflowClient, exp_id: str, sweep: str, store: str, current: dict[str, str]) -> int:
+def mark_current_runs(client: MlflowClient, exp_id: str, sweep: str, store: str, current: Mapping[str, str]) -> None:
     """Make the runs the store's log stages point at (`current`: cell key -> run id) the current ones of their
     cells. Undoing a change makes its cells' log stages done again under their old keys, so they never run to
-    re-tag MLflow; the report does it. Returns how many runs were re-tagged."""
+    re-tag MLflow; the report does it."""
     runs = _search(client, exp_id, {"ablate.sweep": sweep, "ablate.store": store, "ablate.role": "cell"})
     by_cell: dict[str, list[Run]] = {}
     for r in runs:
         by_cell.setdefault(r.data.tags.get("ablate.cell_key", ""), []).append(r)
-    changed = 0
     for cell_key, run_id in current.items():
         cell_runs = by_cell.get(cell_key, [])
         if any(r.info.run_id == run_id for r in cell_runs):
-            stale, restored = make_current(client, run_id, cell_runs)
-            changed += len(stale) + restored
-    return changed
+            make_current(client, run_id, cell_runs)
 
 
 # --------------------------------------------------------------------------------------------- batching

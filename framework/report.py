@@ -409,7 +409,9 @@ def write_report(
     files = sorted(p for p in [*tables.glob("*.csv"), *plots_dir.glob("*.png")])
     tracking_line = "MLflow: not attempted (tracking disabled for this report)."
     if track:
-        tracking_line = _attach(loaded, plan, store, files, out_dir)
+        keys = {c.id: c.key for c in plan.cells}  # each cell's current run: the one its log stage wrote to
+        current = {keys[c]: r for c, r in zip(frame["cell"], frame["mlflow_run_id"]) if isinstance(r, str) and r}
+        tracking_line = _attach(loaded, plan, store, files, out_dir, current)
         if not tracking_line.startswith("MLflow: attached"):
             print(f"warning: {tracking_line}", file=sys.stderr)  # not only inside report.md
     body = [
@@ -436,21 +438,22 @@ def write_report(
     return path
 
 
-def _attach(loaded: LoadedSpec, plan: Plan, store: Store, files: list[Path], out_dir: Path) -> str:
-    """Log files to the sweep's parent run, keeping the tables/ and plots/ layout, and make each cell's logged
-    run its current one in MLflow; a line for the markdown."""
+def _attach(
+    loaded: LoadedSpec,
+    plan: Plan,
+    store: Store,
+    files: list[Path],
+    out_dir: Path,
+    current: dict[str, str] | None = None,
+) -> str:
+    """Log files to the sweep's parent run, keeping the tables/ and plots/ layout, and make `current` (cell key
+    -> run id) the cells' current runs in MLflow; a line for the markdown."""
     from framework.plan import tracking_uri
 
     spec = loaded.spec
     logs = plan.by_stage("log")
     uri = logs[0].config["tracking"]["uri"] if logs else tracking_uri(spec)
     experiment = spec.tracking.experiment or spec.name
-    current = {}  # cell key -> the run its log stage wrote to
-    for cell in plan.cells:
-        for job in plan.cell_jobs[cell.id]["log"]:
-            done = store.is_done(*job.split("/"))
-            if done and (run_id := _read_json(store.path(*job.split("/")) / "run.json").get("run_id")):
-                current[cell.key] = run_id
     try:
         run_id = log_report(uri, experiment, spec.name, store.identity(), out_dir, files, current)
     except TrackingUnavailable as e:

@@ -464,7 +464,8 @@ def log_report(
             exp_id = experiment_id(client, experiment, uri)
             parent = find_sweep_run(client, exp_id, sweep, store)
             assert parent is not None
-            mark_current_runs(client, exp_id, sweep, store, dict(current or {}))
+            if current:
+                mark_current_runs(client, exp_id, sweep, store, current)
             for f in files:
                 rel = Path(f).parent.relative_to(root)
                 client.log_artifact(parent, str(f), "report" if rel == Path(".") else f"report/{rel.as_posix()}")
