@@ -214,20 +214,43 @@ def run_name(cell_id: str) -> str:
 
 
 def child_run(
-    client: MlflowClient, exp_id: str, parent: str, cell: Cell, sweep: str, store: str, results_key: str
+    client: MlflowClient,
+    exp_id: str,
+    parent: str,
+    cell: Cell,
+    sweep: str,
+    store: str,
+    results_key: str,
+    built: str,
 ) -> tuple[Run, bool, list[str]]:
-    """(run, created, superseded run ids) for the cell's results; the run is the cell's current one."""
+    """(run, created, superseded run ids) for the cell's results; the run is the cell's current one.
+
+    A run holds one build of the results: same keys (`results_key`) and same build times (`built`). A run
+    logged before build times were recorded takes them on.
+    """
     tags = {"ablate.sweep": sweep, "ablate.store": store, "ablate.cell_key": cell.key, "ablate.role": "cell"}
     runs = _search(client, exp_id, tags)
-    same = [r for r in runs if r.data.tags.get("ablate.results_key") == results_key]
+    same = [
+        r
+        for r in runs
+        if r.data.tags.get("ablate.results_key") == results_key
+        and r.data.tags.get("ablate.results_built", built) == built
+    ]
     if same:
         run, created = same[0], False
+        if run.data.tags.get("ablate.results_built") != built:
+            client.set_tag(run.info.run_id, "ablate.results_built", built)
     else:
         run, created = (
             client.create_run(
                 exp_id,
                 run_name=run_name(cell.id),
-                tags={"mlflow.parentRunId": parent, **tags, "ablate.results_key": results_key},
+                tags={
+                    "mlflow.parentRunId": parent,
+                    **tags,
+                    "ablate.results_key": results_key,
+                    "ablate.results_built": built,
+                },
             ),
             True,
         )

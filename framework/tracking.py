@@ -374,6 +374,7 @@ def log_cell(
         raise UserError(f"no cell {cell_id!r} in the plan of {spec.name}")
     stages = plan.cell_jobs[cell.id]
     results_key = content_key({"train": stages["train"], "eval": stages["eval"]})
+    built = results_built(store, [*stages["train"], *stages["eval"]])
     experiment = tracking.get("experiment") or spec.name
     with tempfile.TemporaryDirectory(prefix="ablate-log-") as tmp:
         record = gather(loaded, plan, store, cell, tracking, Path(tmp))
@@ -382,7 +383,7 @@ def log_cell(
             store_id = store.identity()
             parent = find_sweep_run(client, exp_id, spec.name, store_id)
             assert parent is not None
-            run, created, superseded = child_run(client, exp_id, parent, cell, spec.name, store_id, results_key)
+            run, created, superseded = child_run(client, exp_id, parent, cell, spec.name, store_id, results_key, built)
             run_id = run.info.run_id
             existing = run.data.params
             params = [Param(k, v) for k, v in record.params.items() if existing.get(k, v) == v]
@@ -424,6 +425,14 @@ def log_cell(
         "warnings": record.eval_warnings,
         "url": _run_url(uri, exp_id, run_id),
     }
+
+
+def results_built(store: Store, jobs: Iterable[str]) -> str:
+    """When each of the cell's train and eval results was built. A forced re-run keeps its keys but makes new
+    results (new timestamps, maybe new values): they get a run of their own rather than a second metric history
+    in the old one."""
+    finished = {job: (store.manifest(*job.split("/")) or {}).get("finished") for job in jobs}
+    return content_key(finished)
 
 
 def _run_url(uri: str, exp_id: str, run_id: str) -> str | None:

@@ -134,6 +134,30 @@ def test_changed_results_get_a_new_run_and_the_old_one_is_marked_superseded(tmp_
     assert len(client.search_runs([client_for(sw)[1]])) == 1 + 5 + 4  # parent, first cells, re-trained arms
 
 
+def test_results_built_again_under_the_same_keys_get_a_run_of_their_own(tmp_path, template_db):
+    sw = fresh_sweep(tmp_path, template_db, seeds=(0,))
+    old = {r["run_name"]: r["run_id"] for r in log_all(sw)}
+    cell = next(c for c in sw.plan.cells if c.baseline is None)
+    train_key = sw.plan.cell_jobs[cell.id]["train"][0].split("/")[1]
+    sw.store.invalidate("train", train_key)  # what a forced re-run of the training does
+    time.sleep(0.01)  # a new build time
+    with sw.store.build("train", train_key, {"stage": "train"}) as b:
+        curve = [{"step": s, "loss": 1.5 * 0.97**s} for s in range(1, 31)]
+        (b.dir / "metrics.json").write_text(json.dumps({"loss_curve": curve, "train_tokens": 4000}))
+    log_job = sw.plan.cell_jobs[cell.id]["log"][0].split("/")[1]
+    execute(sw.loaded, sw.plan, sw.store, "log", log_job, force=True)
+    new = json.loads((sw.store.path("log", log_job) / "run.json").read_text())
+    client, exp_id = client_for(sw)
+    assert new["created"] and new["superseded"] == [old[cell.id]]
+    history = client.get_metric_history(new["run_id"], "train/loss")
+    assert len(history) == 30 and min(h.value for h in history if h.step == 1) == pytest.approx(1.5 * 0.97)
+    assert len(client.get_metric_history(old[cell.id], "train/loss")) == 30  # the old build's curve, untouched
+    assert current_runs(client, exp_id)[cell.id] == new["run_id"]
+    # logging the same build again still reuses its run
+    execute(sw.loaded, sw.plan, sw.store, "log", log_job, force=True)
+    assert json.loads((sw.store.path("log", log_job) / "run.json").read_text())["run_id"] == new["run_id"]
+
+
 def current_runs(client: MlflowClient, exp_id: str) -> dict[str, str]:
     runs = client.search_runs([exp_id], filter_string="tags.`ablate.role` = 'cell'")
     return {r.info.run_name: r.info.run_id for r in runs if "ablate.superseded_by" not in r.data.tags}
