@@ -264,7 +264,9 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
     model_idents = {"model": base_ident}
     prompt = spec.prompt.model_dump(mode="json")
     pool_sources = [pool_identity(s, spec_dir, problems, f"pool[{i}]") for i, s in enumerate(spec.pool)]
-    train_slice = spec.train.model_dump(mode="json", exclude=TRAIN_EXECUTION_ONLY)
+    # a setting added after studies were run is keyed only when it differs from the old behaviour
+    once = {"shuffle"} if spec.train.shuffle == "once" else set()
+    train_slice = spec.train.model_dump(mode="json", exclude=TRAIN_EXECUTION_ONLY | once)
     eval_slice = spec.eval.model_dump(
         mode="json",
         exclude={"benchmarks": True, **dict.fromkeys(EVAL_EXECUTION_ONLY, True), "grading": GRADING_EXECUTION_ONLY},
@@ -372,6 +374,7 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
     if last and spec.n_examples > spec.train.global_batch_size and trains:
         notes.append(
             f"train: global_batch_size {spec.train.global_batch_size} does not divide n_examples {spec.n_examples}: "
-            f"every epoch ends with a step of {last} examples, the same ones each epoch"
+            f"every epoch ends with a step of {last} examples"
+            + (", the same ones each epoch (train.shuffle: once)" if spec.train.shuffle == "once" else "")
         )
     return Plan(spec=spec, cells=cells, jobs=jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes)

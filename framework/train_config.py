@@ -145,8 +145,10 @@ def trainer_arguments(
     """Keyword arguments for `transformers.TrainingArguments` (without the DeepSpeed config).
 
     `use_cpu` goes with the DeepSpeed config on CPU-only machines: without it transformers assumes one process
-    and ZeRO shards the weights while every rank reads the same batches. Examples are read in the data stage's
-    order (it already shuffled with the cell's seed). `warmup_steps` below 1 is a ratio in transformers 5.
+    and ZeRO shards the weights while every rank reads the same batches. `shuffle: once` reads the examples in
+    the data stage's order (it shuffled them with the cell's seed); `every_epoch` has accelerate's seedable
+    sampler permute them again each epoch (seed + epoch, so a resumed run reads the same order). `warmup_steps`
+    below 1 is a ratio in transformers 5.
     """
     every = train.checkpoint_every_steps if checkpoint else None
     args: dict[str, Any] = {
@@ -169,7 +171,7 @@ def trainer_arguments(
         "save_total_limit": None,  # the worker prunes, only after a newer checkpoint is known complete
         "seed": seed,
         "data_seed": seed,
-        "train_sampling_strategy": "sequential",
+        "train_sampling_strategy": "random" if train.shuffle == "every_epoch" else "sequential",
         "average_tokens_across_devices": True,
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,

@@ -338,6 +338,11 @@ class TrainSpec(SpecModel):
     overlong: Literal["truncate", "drop"] = Field(
         "truncate", description="What to do with a longer example: cut it at max_seq_len, or leave it out."
     )
+    shuffle: Literal["once", "every_epoch"] = Field(
+        "once",
+        description="once: every epoch reads the data stage's order (shuffled once by the cell seed), so each "
+        "epoch repeats the same batches; every_epoch: a new order each epoch, from the cell seed and the epoch.",
+    )
     zero_stage: Literal[0, 1, 2, 3] = Field(3, description="DeepSpeed ZeRO stage.")
     offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory.")
     offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO-3 only).")

@@ -7,6 +7,7 @@ Four launches share one tiny model and one training set: a 2-process run (with t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -398,20 +399,22 @@ def _processes_mentioning(needle: str) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def killed_run(tmp_path: Path, tiny_dir: Path) -> Iterator[tuple[Store, str, dict[str, Any]]]:
+@contextlib.contextmanager
+def killed_after_checkpoint(
+    root: Path, tiny_dir: Path, spec: dict[str, Any], rows: list[dict[str, Any]], env: dict[str, str] | None = None
+) -> Iterator[tuple[Store, str]]:
     """A 2-process run SIGKILLed (whole process group) while paused after its first checkpoint."""
-    spec = copy.deepcopy(SPEC)
-    spec["train"]["checkpoint_every_steps"] = CHECKPOINT_AT
     _, plan = plan_for(spec)
-    store = Store(tmp_path)
-    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
-    env = {**os.environ, PAUSE_ENV: "120", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    argv = [sys.executable, "-c", KILLABLE, str(tmp_path), json.dumps(spec)]
-    err = tmp_path / "stage.err"
+    store = Store(root)
+    key = publish_inputs(store, plan, tiny_dir, rows)
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, **(env or {}), PAUSE_ENV: "120", "PYTHONPATH": path}
+    argv = [sys.executable, "-c", KILLABLE, str(root), json.dumps(spec)]
+    err = root / "stage.err"
     with open(err, "wb") as stderr:
         proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
-    marker = store.work_path("train", key) / "checkpoints" / f"checkpoint-{CHECKPOINT_AT}" / COMPLETE
+    at = spec["train"]["checkpoint_every_steps"]
+    marker = store.work_path("train", key) / "checkpoints" / f"checkpoint-{at}" / COMPLETE
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
@@ -420,11 +423,19 @@ def killed_run(tmp_path: Path, tiny_dir: Path) -> Iterator[tuple[Store, str, dic
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        yield store, key, spec
+        yield store, key
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def killed_run(tmp_path: Path, tiny_dir: Path) -> Iterator[tuple[Store, str, dict[str, Any]]]:
+    spec = copy.deepcopy(SPEC)
+    spec["train"]["checkpoint_every_steps"] = CHECKPOINT_AT
+    with killed_after_checkpoint(tmp_path, tiny_dir, spec, toy_like_rows()) as (store, key):
+        yield store, key, spec
 
 
 def test_killed_training_resumes_to_the_same_loss(killed_run, tiny_dir: Path, two_procs: tuple[Path, Path]):
@@ -501,3 +512,39 @@ def test_signalled_training_checkpoints_stops_and_resumes_to_the_same_loss(
     assert [e["step"] for e in resumed["loss_curve"]] == list(range(1, STEPS + 1))
     for a, b in zip(resumed["loss_curve"], reference["loss_curve"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)
+
+
+def test_shuffling_every_epoch_reads_each_example_once_per_epoch_and_resumes_in_the_same_order(
+    tmp_path: Path, tiny_dir: Path
+):
+    """`shuffle: every_epoch`: a new order each epoch, and a run killed mid-epoch resumes with the very batches
+    and losses of an uninterrupted one (the order comes from the seed and the epoch, not from process state)."""
+    spec = copy.deepcopy(SPEC)  # 6 examples, 3 steps of 2 per epoch; checkpoint at step 4, mid-epoch 2
+    spec["train"].update(
+        epochs=3, global_batch_size=2, micro_batch_size=1, shuffle="every_epoch", checkpoint_every_steps=4
+    )
+    rows = toy_like_rows()[:6]
+
+    def steps(debug: Path) -> dict[int, list[int]]:
+        seen = [entry for r in (0, 1) for entry in json.loads((debug / f"samples_rank{r}.json").read_text())]
+        out: dict[int, list[int]] = {}
+        for step, *ids in seen:
+            out.setdefault(step, []).extend(ids)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    reference = train_in(tmp_path / "whole", tiny_dir, spec, {DEBUG_ENV: str(tmp_path / "d-whole")}, rows=rows)
+    whole = steps(tmp_path / "d-whole")
+    epochs = [[whole[s] for s in range(3 * e, 3 * e + 3)] for e in range(3)]
+    assert all(sorted(i for batch in epoch for i in batch) == list(range(6)) for epoch in epochs)
+    assert epochs[0] != epochs[1] or epochs[1] != epochs[2]  # reshuffled, not one order repeated
+
+    with killed_after_checkpoint(tmp_path / "killed", tiny_dir, spec, rows) as (store, key):
+        loaded, plan = plan_for(spec)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(DEBUG_ENV, str(tmp_path / "d-resumed"))
+            assert execute(loaded, plan, store, "train", key)
+    resumed_steps = steps(tmp_path / "d-resumed")
+    assert list(resumed_steps) == [4, 5, 6, 7, 8] and all(resumed_steps[s] == whole[s] for s in resumed_steps)
+    resumed, ref = metrics(store.path("train", key)), metrics(reference)
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["final_loss"] == pytest.approx(ref["final_loss"], rel=1e-5)

@@ -105,6 +105,8 @@ MUTATIONS = [
     ("eval.tensor_parallel_size", st.integers(2, 8), set()),
     ("train.learning_rate", st.floats(1e-7, 1e-3).filter(lambda x: x != 1e-5), {"train", "eval", "log"}),
     ("train.epochs", st.integers(4, 20), {"train", "eval", "log"}),
+    ("train.shuffle", st.just("every_epoch"), {"train", "eval", "log"}),
+    ("train.shuffle", st.just("once"), set()),  # the default, keyed only when it differs
     ("n_examples", st.integers(1, 19), ARMS),
     (
         "annotate.reflection_keywords",
@@ -234,8 +236,10 @@ def test_a_global_batch_that_does_not_divide_the_examples_is_a_note(minimal):
     minimal["n_examples"], minimal["train"] = 20, {"global_batch_size": 16}
     assert build_plan(spec_from_dict(minimal)).notes[-1] == (
         "train: global_batch_size 16 does not divide n_examples 20: every epoch ends with a step of 4 examples, "
-        "the same ones each epoch"
+        "the same ones each epoch (train.shuffle: once)"
     )
+    minimal["train"]["shuffle"] = "every_epoch"
+    assert build_plan(spec_from_dict(minimal)).notes[-1].endswith("ends with a step of 4 examples")
     minimal["train"] = {"global_batch_size": 4}
     assert not any(n.startswith("train:") for n in build_plan(spec_from_dict(minimal)).notes)
 

@@ -81,6 +81,8 @@ def test_trainer_arguments_follow_the_spec() -> None:
     assert args["seed"] == args["data_seed"] == 7 and args["train_sampling_strategy"] == "sequential"
     assert args["gradient_checkpointing"] is True and args["adam_beta2"] == 0.95
     gpu = trainer_arguments(TrainSpec(), layout(TrainSpec(), gpus=8), output_dir="/ck", seed=0)
+    shuffled = TrainSpec(shuffle="every_epoch")
+    assert trainer_arguments(shuffled, lay, output_dir="/ck", seed=7)["train_sampling_strategy"] == "random"
     assert gpu["use_cpu"] is False and gpu["bf16"] is True and gpu["save_strategy"] == "no"
 
 
