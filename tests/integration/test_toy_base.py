@@ -25,7 +25,9 @@ pytestmark = pytest.mark.integration
 
 BASE = toy_base_path()
 CHECKED_STEPS = 12
-LOSS_TOLERANCE = 1e-6
+# fp32 kernels differ in the last bits between CPU types (vector widths, BLAS builds), and 12 steps of training
+# grow that; any change of data, seed or recipe moves these losses by far more than this.
+LOSS_TOLERANCE = 1e-4
 FILES = (
     "config.json",
     "model.safetensors",
