@@ -86,6 +86,7 @@ def _rank_main(
     ev_json: dict[str, Any],
     dtype: str,
     max_len: int,
+    stop_ids: list[int],
 ) -> None:
     """One rank, in a spawned process, so its device environment is set before torch or vLLM loads. Sends
     ("ok", samples) or ("error", traceback)."""
@@ -95,7 +96,7 @@ def _rank_main(
         from framework.spec.models import EvalSpec
 
         ev = EvalSpec.model_validate({**ev_json, "data_parallel_size": 1})
-        conn.send(("ok", generate_vllm(Path(model_dir), prompts, ev, dtype, max_len, indices=indices)))
+        conn.send(("ok", generate_vllm(Path(model_dir), prompts, ev, dtype, max_len, stop_ids, indices=indices)))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -117,6 +118,7 @@ def generate_data_parallel(
     ev: Any,
     dtype: str,
     max_len: int,
+    stop_ids: list[int],
     rank_main: Callable[..., None] | None = None,
 ) -> list[list[dict]]:
     """Fails as soon as one rank fails (its traceback in the error) and stops the others: a sweep must not wait
@@ -147,7 +149,7 @@ def generate_data_parallel(
         for r, shard in enumerate(shards):
             parent, child = context.Pipe(duplex=False)
             args = (child, _rank_env(r, devices, cores), str(model_dir), [prompts[i] for i in shard], shard)
-            proc = context.Process(target=rank_main or _rank_main, args=(*args, ev_json, dtype, max_len))
+            proc = context.Process(target=rank_main or _rank_main, args=(*args, ev_json, dtype, max_len, stop_ids))
             proc.start()
             child.close()
             ranks[parent] = (r, proc, parent)

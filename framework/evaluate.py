@@ -63,14 +63,15 @@ def generate_vllm(
     ev: EvalSpec,
     dtype: str,
     max_len: int,
+    stop_ids: list[int],
     indices: list[int] | None = None,
 ) -> list[list[dict]]:
-    """Samples per prompt. `indices`: the prompts' places in the whole benchmark (they seed the requests), when
-    this process generates one data-parallel shard of it."""
+    """Samples per prompt, each ending at the first of `stop_ids`. `indices`: the prompts' places in the whole
+    benchmark (they seed the requests), when this process generates one data-parallel shard of it."""
     if ev.data_parallel_size > 1 and len(prompts) > 1:
         from framework.eval_parallel import generate_data_parallel
 
-        return generate_data_parallel(model_dir, prompts, ev, dtype, max_len)
+        return generate_data_parallel(model_dir, prompts, ev, dtype, max_len, stop_ids)
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -106,7 +107,8 @@ def generate_vllm(
             top_p=s.top_p,
             top_k=s.top_k,
             max_tokens=s.max_tokens,
-            seed=s.seed + i if per_request else None,
+            seed=sample_seed(s.seed, i, 0, ev.samples) if per_request else None,
+            stop_token_ids=stop_ids,
         )
         for i in where
     ]
@@ -116,8 +118,8 @@ def generate_vllm(
             {
                 "text": o.text,
                 "n_tokens": len(o.token_ids),
-                "finish_reason": "length" if o.finish_reason == "length" else "stop",
-                "seed": s.seed + i if per_request else s.seed,
+                "finish_reason": finish_reason(o.finish_reason),
+                "seed": sample_seed(s.seed, i, o.index, ev.samples) if per_request else s.seed,
             }
             for o in out.outputs
         ]
@@ -125,8 +127,39 @@ def generate_vllm(
     ]
 
 
+def sample_seed(seed: int, problem: int, sample: int, n: int) -> int:
+    """The seed of one sample. vLLM seeds the k-th of a request's n samples with the request's seed + k, so
+    requests are n seeds apart: with seed + problem, sample k + 1 of one problem and sample k of the next drew the
+    same random numbers at every step, and samples of neighbouring problems were not independent."""
+    return seed + problem * n + sample
+
+
+def finish_reason(reason: str | None) -> str:
+    """stop or length; a request the engine aborted or failed has no answer to grade, so the stage fails (and is
+    retried) rather than scoring it as a model that stopped."""
+    if reason in ("stop", "length"):
+        return reason
+    raise RuntimeError(f"vLLM ended a request with finish_reason={reason!r}: the evaluation is incomplete")
+
+
+def generation_stop_ids(model_dir: Path, tokenizer: Any) -> list[int]:
+    """Every id that ends a sample: the chat turn end and EOS the prompts were built with, and the model's own
+    EOS ids. A base model's generation config often names only its pretraining EOS, so without the turn end it
+    writes past its answer into turns of its own (whose last box is then graded)."""
+    from transformers import GenerationConfig
+
+    from framework.formatting import stop_token_ids
+
+    try:
+        eos = GenerationConfig.from_pretrained(str(model_dir)).eos_token_id
+    except OSError:  # no generation_config.json
+        eos = None
+    own = eos if isinstance(eos, list) else [eos]
+    return stop_token_ids(tokenizer, [i for i in own if i is not None])
+
+
 def generate_hf(
-    model_dir: Path, tokenizer: Any, prompts: list[list[int]], ev: EvalSpec, dtype: str
+    model_dir: Path, tokenizer: Any, prompts: list[list[int]], ev: EvalSpec, dtype: str, stop_ids: list[int]
 ) -> list[list[dict]]:
     """transformers `generate`, for where vLLM cannot run; one prompt at a time (no padding effects)."""
     import torch
@@ -138,7 +171,7 @@ def generate_hf(
         _ENGINES[key] = model.to("cuda" if _has_cuda() else "cpu").eval()
     model = _ENGINES[key]
     gen = GenerationConfig.from_pretrained(str(model_dir))
-    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    eos = stop_ids
     s = ev.sampling
     results = []
     for i, ids in enumerate(prompts):
@@ -212,7 +245,7 @@ def final_answers(
         if finish == "length" and not score_truncated:
             out.append((None, "truncated"))
         elif grader == "multiple_choice":
-            out.append(extract_choice(text))
+            out.append(extract_choice(text, fallbacks=fallbacks))
         else:
             out.append(extract_answer(text, fallbacks=fallbacks))
     return out
@@ -242,10 +275,11 @@ def run(ctx: StageContext) -> None:
     max_len = ev.max_model_len or (max(map(len, prompts)) + ev.sampling.max_tokens)
     dtype = _dtype(spec.model.dtype)
     t0 = time.perf_counter()
+    stop_ids = generation_stop_ids(model_dir, tokenizer)
     if ev.backend == "vllm":
-        generations = generate_vllm(model_dir, prompts, ev_n, dtype, max_len)
+        generations = generate_vllm(model_dir, prompts, ev_n, dtype, max_len, stop_ids)
     else:
-        generations = generate_hf(model_dir, tokenizer, prompts, ev_n, dtype)
+        generations = generate_hf(model_dir, tokenizer, prompts, ev_n, dtype, stop_ids)
     gen_s = time.perf_counter() - t0
 
     rows = []

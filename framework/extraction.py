@@ -21,6 +21,8 @@ _PHRASE_RE = re.compile(
 )
 _HEADING_RE = re.compile(r"(?im)^[ \t#*]*final[ \t]+answer[ \t*:]*$")
 _PROSE_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")
+_TRAILING_CLAUSE_RE = re.compile(r",\s|;\s|\s\(|\s(?i:because|since|which|as|so|and|for|where|when|given|i\.e)\b")
+_LEADING_NUMBER_RE = re.compile(r"(-?\d+(?:\.\d+)?(?:/\d+)?)\s+[A-Za-z]")
 _NUMBER_RE = re.compile(r"(?:(?<![\w)}\]])-)?(?<![\w.])(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+)?")
 _MATH_OPENERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
 
@@ -91,7 +93,12 @@ def _clean_phrase_answer(candidate: str) -> str | None:
     if not candidate or len(candidate) > 100:
         return None
     if _PROSE_RE.search(unwrap_text(candidate)):  # "the answer is not obvious", "answer is that ..."
-        return None
+        # "5, which is 2 more than 3", "42 because ...", "204 apples in total": the answer leads, words follow
+        head = _TRAILING_CLAUSE_RE.split(candidate, maxsplit=1)[0].strip()
+        if head and not _PROSE_RE.search(unwrap_text(head)):
+            return head
+        lead = _LEADING_NUMBER_RE.match(candidate)
+        return lead.group(1) if lead else None
     return candidate
 
 
@@ -133,8 +140,8 @@ def extract_answer(text: str, *, fallbacks: bool = True) -> tuple[str | None, st
 def _choice_patterns(choices: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     cls = "[" + "".join(re.escape(c) for c in choices) + "]"
     phrase = re.compile(
-        r"(?i:\b(?:final\s++answer|answer|option|choice)\b)(?:\s*+\*\*)?\s*+(?i:is|:)?\s*+(?:\*\*)?\s*+"
-        rf"[\(\[]?\s*+(?:\\text\{{)?({cls})\}}?\s*+[\)\]]?(?![A-Za-z0-9])"
+        r"(?i:\b(?:(final\s++answer|answer)|option|choice)\b)(?:\s*+\*\*)?\s*+(?i:is|:)?\s*+(?:\*\*)?\s*+"
+        rf"[\(\[]?\s*+(?:\\text\{{)?({cls})\}}?(?:\s*[\)\]])?(?![A-Za-z0-9])"
     )
     letter = re.compile(rf"(?<![A-Za-z0-9\\])({cls})(?![A-Za-z0-9])")
     box = re.compile(rf"^[\(\[]?({cls})(?:[\)\]]|[.:]|\s|$)", re.IGNORECASE)
@@ -150,12 +157,13 @@ def unwrap_text(s: str) -> str:
     return s
 
 
-def extract_choice(text: str, choices: str = "ABCD") -> tuple[str | None, str]:
+def extract_choice(text: str, choices: str = "ABCD", *, fallbacks: bool = True) -> tuple[str | None, str]:
     """The chosen option letter and the rule that found it ("boxed", "final_answer_phrase", "last_letter", "none").
 
-    Order: the last box (`\\boxed{B}`, `\\boxed{\\text{(B)}}`, `\\boxed{B. 42}`), then the last "answer is (B)" /
-    "Answer: B" phrase, then the last standalone option letter on the final non-empty line. A capital "A" followed
-    by a lowercase word is read as the article, not an option.
+    Order: the last box (`\\boxed{B}`, `\\boxed{\\text{(B)}}`, `\\boxed{B. 42}`), then (when `fallbacks` allows)
+    the last "answer is (B)" / "Answer: B" phrase, else the last "option C" / "choice C" (a model weighing option D
+    after answering C has not changed its answer), then the last standalone option letter on the final non-empty
+    line. A capital "A" followed by a lowercase word is read as the article, not an option.
     """
     phrase, letter, box = _choice_patterns(choices)
     boxed, truncated = _last_box(text)
@@ -165,9 +173,12 @@ def extract_choice(text: str, choices: str = "ABCD") -> tuple[str | None, str]:
         m = box.match(unwrap_text(boxed).strip())
         if m and m.group(1).upper() in choices:
             return m.group(1).upper(), "boxed"
+    if not fallbacks:
+        return None, "none"
     hits = list(phrase.finditer(text))
     if hits:
-        return hits[-1].group(1), "final_answer_phrase"
+        answers = [h for h in hits if h.group(1)] or hits
+        return answers[-1].group(2), "final_answer_phrase"
     lines = [line for line in text.strip().splitlines() if line.strip()]
     if lines:
         final = lines[-1]

@@ -22,7 +22,8 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("model", "1", "framework.tiny:run", "cpu", "build a tiny base model and tokenizer"),
-        Stage("pool", "1", "framework.pool:run", "cpu", "load and annotate the trace pool, once per sweep"),
+        # pool 2: an "answer is X, which ..." phrase yields X (it fell through to the last number)
+        Stage("pool", "2", "framework.pool:run", "cpu", "load and annotate the trace pool, once per sweep"),
         Stage(
             "data",
             "1",
@@ -32,7 +33,9 @@ STAGES: dict[str, Stage] = {
         ),
         # train 2: examples that do not divide among the ranks are no longer trained twice per epoch
         Stage("train", "2", "framework.train:run", "gpu", "full fine-tune (DeepSpeed ZeRO-3) on the cell's data"),
-        Stage("eval", "1", "framework.evaluate:run", "gpu", "generate, grade and score one benchmark"),
+        # eval 2: samples stop at the chat turn end (a base model's config names only its EOS); samples of
+        # different problems never share a seed; multiple-choice phrases and fallbacks: false as documented
+        Stage("eval", "2", "framework.evaluate:run", "gpu", "generate, grade and score one benchmark"),
         Stage("log", "1", "framework.tracking:run", "cpu", "log a cell to MLflow"),
     )
 }

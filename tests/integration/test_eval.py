@@ -78,3 +78,52 @@ def test_vllm_greedy_matches_hf_resumes_and_runs_data_parallel(tmp_path: Path):
     assert list(d["problem_id"]) == list(pd.read_parquet(store / hf_key / "samples.parquet")["problem_id"])
     d = d.sort_values("problem_id")
     assert list(d["text"]) == list(h["text"]) and list(d["n_tokens"]) == list(h["n_tokens"])
+
+
+STOPS_PROBE = """
+import json, sys
+from pathlib import Path
+from framework.benchmark_data import load_benchmark
+from framework.evaluate import generate_vllm
+from framework.formatting import prompt_ids
+from framework.models import ModelSource, load_tokenizer
+from framework.plan import toy_base_path
+from framework.spec.models import BenchmarkSpec, EvalSpec, PromptSpec
+
+base = toy_base_path()
+tok = load_tokenizer(ModelSource("local", str(base)))
+problems = load_benchmark(BenchmarkSpec(name="toy", limit=3), lambda p: p)
+prompts = [prompt_ids(tok, p, PromptSpec()) for p in problems["problem"]]
+ev = {"benchmarks": [{"name": "toy"}], "samples": 1, "sampling": {"temperature": 0.0, "max_tokens": 16}}
+out = {}
+for dp, stops in json.loads(sys.argv[1]):
+    spec = EvalSpec.model_validate({**ev, "data_parallel_size": dp})
+    out[f"{dp}:{stops}"] = generate_vllm(base, prompts, spec, "float32", 512, stops)
+print(json.dumps(out))
+"""
+
+
+def test_the_stop_ids_given_end_every_sample_in_one_engine_and_in_data_parallel_ones(tmp_path: Path):
+    """The ids evaluation stops on reach the engine: a stop id the model emits first ends each sample there."""
+    eos = 0  # the toy base's <|endoftext|>
+    free = json.loads(run_probe([[1, [eos]]], tmp_path))[f"1:{[eos]}"]
+    first = sorted({o[0]["n_tokens"] for o in free})
+    assert first[0] > 1, free  # each sample is longer than one token without the extra stop id
+    from transformers import AutoTokenizer
+
+    from framework.plan import toy_base_path
+
+    tok = AutoTokenizer.from_pretrained(toy_base_path())
+    first_ids = [tok(o[0]["text"], add_special_tokens=False)["input_ids"][0] for o in free]
+    stops = [*sorted(set(first_ids)), eos]
+    stopped = json.loads(run_probe([[1, stops], [2, stops]], tmp_path))
+    for samples in stopped.values():
+        assert [(o[0]["n_tokens"], o[0]["finish_reason"]) for o in samples] == [(1, "stop")] * len(free)
+
+
+def run_probe(calls: list, cwd: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", STOPS_PROBE, json.dumps(calls)], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]

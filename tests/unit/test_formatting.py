@@ -88,6 +88,21 @@ def test_a_separate_eos_follows_the_turn_end(base_style: Any) -> None:
     assert ex is not None and ex["labels"][-2:] == [im_end, eot]
 
 
+def test_evaluating_a_base_model_stops_at_the_turn_end_its_own_config_does_not_name(base_style, tmp_path) -> None:
+    """A base model's generation config names only its pretraining EOS: evaluation must still end each sample at
+    the chat turn end the prompt opened, as a fine-tuned checkpoint's config does."""
+    from transformers import GenerationConfig
+
+    from framework.evaluate import generation_stop_ids
+
+    im_end, eot = base_style.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    GenerationConfig(eos_token_id=eot, bos_token_id=eot).save_pretrained(tmp_path)
+    assert generation_stop_ids(tmp_path, base_style) == [im_end, eot]
+    GenerationConfig(eos_token_id=[eot, 97]).save_pretrained(tmp_path)
+    assert generation_stop_ids(tmp_path, base_style) == [im_end, eot, 97]
+    assert generation_stop_ids(tmp_path / "no-config", base_style) == [im_end, eot]
+
+
 def test_padding_with_the_eos_id_keeps_eos_a_target(base_style: Any) -> None:
     assert base_style.pad_token_id == base_style.eos_token_id
     short = encode_example(base_style, "1", "2", PromptSpec(), 4096, "truncate")

@@ -95,6 +95,11 @@ def test_corpus_through_worker_pool_matches_in_process() -> None:
         ("**Answer:** 12.", ("12", "final_answer_phrase")),
         ("## Final Answer\n\n3/4\n", ("3/4", "final_answer_phrase")),
         ("The answer is not obvious. We get x-5 and then 17.", ("17", "last_number")),
+        ("The final answer is 5, which is 2 more than 3.", ("5", "final_answer_phrase")),
+        ("So the answer is 42 because 6 times 7 is 42 and we subtract 0.", ("42", "final_answer_phrase")),
+        ("Final answer: 204 apples in total, i.e. 12 per box.", ("204", "final_answer_phrase")),
+        ("The answer is $x=3$, as the check shows.", ("x=3", "final_answer_phrase")),
+        ("The answer is 3, 4 and 5.", ("3, 4 and 5", "final_answer_phrase")),
         ("so we get x-5", ("5", "last_number")),
         ("totals 1,024.", ("1024", "last_number")),
         ("nothing numeric here", (None, "none")),
@@ -127,6 +132,9 @@ def test_extraction_stays_linear_on_degenerate_output(text: str) -> None:
 def test_extract_answer_without_fallbacks() -> None:
     assert extract_answer("The answer is 5.", fallbacks=False) == (None, "none")
     assert extract_answer(r"\boxed{5}", fallbacks=False) == ("5", "boxed")
+    assert extract_choice("Answer: C", fallbacks=False) == (None, "none")
+    assert extract_choice("Long reasoning.\n(B)", fallbacks=False) == (None, "none")
+    assert extract_choice(r"\boxed{C}", fallbacks=False) == ("C", "boxed")
 
 
 def test_last_number_only_looks_at_the_tail() -> None:
@@ -148,6 +156,10 @@ def test_last_number_only_looks_at_the_tail() -> None:
         ("Long reasoning.\nA total of five.", "ABCD", (None, "none")),
         ("Long reasoning.\nE", "ABCD", (None, "none")),
         (r"\boxed{B} but then \boxed{", "ABCD", (None, "none")),
+        ("The answer is C. Let me double-check option D: it is wrong.", "ABCD", ("C", "final_answer_phrase")),
+        ("The answer is B because energy is conserved.\nThis fits the data.", "ABCD", ("B", "final_answer_phrase")),
+        ("The answer is (B) since it fits.", "ABCD", ("B", "final_answer_phrase")),
+        ("Option A fails, so option C.", "ABCD", ("C", "final_answer_phrase")),
     ],
 )
 def test_extract_choice(text: str, choices: str, expected: tuple[str | None, str]) -> None:
