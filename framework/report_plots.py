@@ -14,7 +14,8 @@ _BASELINE_STYLE = {"color": "0.4", "linestyle": "--", "linewidth": 1}
 
 def accuracy_by_level(levels: pd.DataFrame, arms: pd.DataFrame, benchmark: str, path: Path) -> Path | None:
     """One panel per factor: pass@1 of each level (averaged over the other factors) with its 95% interval, the
-    reference level first and hatched, baselines as dashed lines -- the picture of "which level helps"."""
+    levels in the spec's order with the reference hatched, baselines as dashed lines -- the picture of "which level
+    helps". A level with no estimate (never evaluated beside the others' levels) has no bar."""
     if levels.empty:
         return None
     factors = list(dict.fromkeys(levels["factor"]))

@@ -25,10 +25,12 @@ bootstrap's (S-1)/S, and the problem part is rescaled by sqrt(P/(P-1)) likewise.
 variance rests on S-1 degrees of freedom, so the percentile interval is widened by t(nu)/z, nu being the
 Welch-Satterthwaite degrees of freedom of the variance components. Simulated coverage of nominal 95% intervals
 (tests/unit/test_stats.py): 93-97% for arms and paired differences with 1-5 seeds, 30-500 problems and 4-64
-samples -- except single arms whose variance is mostly seed-to-seed with 2-3 seeds, which cover 90-93%: S-1
-degrees of freedom cannot pin a variance down. `seed_share` (the part of an interval's variance that comes from
-seeds) flags those intervals. With one seed there is nothing to resample: the interval is conditional on that
-single fine-tune.
+samples -- except single arms whose variance is mostly seed-to-seed with 2-3 seeds, which cover 87-93% (2 seeds
+of 500 problems: 86.6%): S-1 degrees of freedom cannot pin a variance down. `seed_share` (the part of an
+interval's variance that comes from seeds) flags those intervals. With one seed per arm there is nothing to
+resample: the interval is conditional on that single fine-tune. A trained arm left with one seed among arms
+with several takes their pooled seed variance instead (a difference against a 3-seed arm then covers ~89%
+rather than 83%).
 
 p-values come from a sign-flip permutation test over problems (exact for few problems): under "no difference"
 each per-problem difference is as likely positive as negative. It conditions on the trained checkpoints -- it
@@ -48,6 +50,8 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from framework.significance import CHUNK_CELLS, holm, seed_permutation_pvalue, sign_flip_pvalue
+
 __all__ = [
     "Arm",
     "ArmCounts",
@@ -63,9 +67,6 @@ __all__ = [
     "seed_permutation_pvalue",
     "sign_flip_pvalue",
 ]
-
-# Replicates are drawn in chunks of at most this many (replicate x seed x problem) cells, bounding memory.
-_CHUNK_CELLS = 1 << 22
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -150,6 +151,7 @@ class Bootstrap:
     n_seeds: np.ndarray
     n_problems: int
     problems_resampled: bool
+    borrowed: np.ndarray  # arms whose seed variance is the pool's (one seed of a trained arm)
 
     def interval(self, weights: Sequence[float] | np.ndarray, level: float = 0.95) -> Interval:
         """Interval for the contrast sum_a weights[a] * pass@1[a]: the percentile interval, widened by
@@ -165,7 +167,12 @@ class Bootstrap:
         if total <= 0:
             return Interval(estimate, estimate, estimate, 0.0)
         rest = max(total - seed_var, 0.0)
-        terms = [v**2 / (s - 1) for v, s in zip(seed_vars, self.n_seeds) if s > 1 and v > 0]
+        # a borrowed variance is the pool's estimate, a sum of the lending arms' own: it goes back to them, so
+        # the degrees of freedom are not counted twice
+        df = np.where(self.n_seeds > 1, self.n_seeds - 1, 0).astype(float)
+        lent = float(seed_vars[self.borrowed].sum())
+        own = np.where(self.borrowed, 0.0, seed_vars) + (lent * df / df.sum() if lent > 0 else 0.0)
+        terms = [v**2 / d for v, d in zip(own, df) if d > 0 and v > 0]
         if self.problems_resampled and self.n_problems > 1:
             terms.append(rest**2 / (self.n_problems - 1))
         nu = (seed_var + rest) ** 2 / sum(terms) if terms and sum(terms) > 0 else np.inf
@@ -182,12 +189,16 @@ def hierarchical_bootstrap(
     n_boot: int = 2000,
     generalize: Sequence[str] = ("seed", "problem"),
     rng: np.random.Generator | int | None = 0,
+    borrow: Sequence[bool] | None = None,
 ) -> Bootstrap:
     """Joint bootstrap replicates of the arms' pass@1: problems shared by all arms, seeds per arm.
 
     `generalize` names the populations an interval speaks for: "seed" (other fine-tunes of the same arm) and
     "problem" (other problems like the benchmark's). Sampling noise is always included (see the module
-    docstring for how each level is scaled so that nothing is counted twice).
+    docstring for how each level is scaled so that nothing is counted twice). An arm marked in `borrow` that has
+    one seed (a trained arm whose other seeds failed) has no spread of its own to resample: it takes the seed
+    variance pooled over the arms with several seeds, as a normal deviate on the pool's degrees of freedom.
+    Without it, its comparisons would treat its one run as the arm's truth.
     """
     unknown = set(generalize) - {"seed", "problem"}
     if unknown:
@@ -200,10 +211,15 @@ def hierarchical_bootstrap(
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     by_problem = "problem" in generalize and n_problems > 1
     max_seeds = max(a.n_seeds for a in arms)
-    chunk = max(1, _CHUNK_CELLS // (max_seeds * n_problems))
+    chunk = max(1, CHUNK_CELLS // (max_seeds * n_problems))
     reps = np.empty((n_boot, len(arms)))
     seed_part = np.zeros((n_boot, len(arms)))
     scales = [_seed_scale(a, by_problem) if "seed" in generalize else 0.0 for a in arms]
+    pooled_var, pooled_df = pooled_seed_variance(arms, by_problem) if "seed" in generalize else (0.0, 0)
+    borrowed = [
+        bool(b) and a.n_seeds == 1 and pooled_df > 0 and pooled_var > 0
+        for a, b in zip(arms, borrow or [False] * len(arms), strict=True)
+    ]
     problem_scale = np.sqrt(n_problems / (n_problems - 1)) if by_problem else 1.0
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
@@ -213,7 +229,7 @@ def hierarchical_bootstrap(
             pick = np.broadcast_to(np.arange(n_problems), (b, n_problems))
         for j, arm in enumerate(arms):
             rate = arm.rates[:, pick].transpose(1, 0, 2)  # (b, S, P)
-            if not by_problem and not scales[j]:  # nothing above the samples carries their noise
+            if not by_problem and not scales[j] and not borrowed[j]:  # nothing above the samples carries their noise
                 n = arm.total[:, pick].transpose(1, 0, 2)
                 rate = rng.binomial(n, rate) / n
             per_seed = rate.mean(axis=2)  # (b, S)
@@ -223,6 +239,8 @@ def hierarchical_bootstrap(
                 s = arm.n_seeds
                 chosen = np.take_along_axis(per_seed, rng.integers(0, s, size=(b, s)), axis=1).mean(axis=1)
                 seed_part[start : start + b, j] = scales[j] * (chosen - mean)
+            elif borrowed[j]:
+                seed_part[start : start + b, j] = rng.normal(0.0, np.sqrt(pooled_var), size=b)
             reps[start : start + b, j] = out + seed_part[start : start + b, j]
     return Bootstrap(
         replicates=reps,
@@ -231,129 +249,51 @@ def hierarchical_bootstrap(
         n_seeds=np.array([a.n_seeds for a in arms]),
         n_problems=n_problems,
         problems_resampled=by_problem,
+        borrowed=np.array(borrowed, dtype=bool),
     )
 
 
-def _seed_scale(arm: ArmCounts, problems_resampled: bool) -> float:
-    """Factor on the bootstrap's seed deviation that makes its variance the unbiased seed-level variance.
+def seed_variance(arm: ArmCounts, problems_resampled: bool) -> float:
+    """Unbiased variance of one seed's pass@1 about the arm's mean (NaN with one seed).
 
-    The plain bootstrap of S seed means has variance (S-1)/S * s^2/S. When problems are resampled too, the seed
-    means' spread s^2 also holds the seed x problem interaction and sampling noise (their ANOVA residual over P),
-    which the problem level already carries; only the remainder, the seed main effect, belongs to seeds.
+    The seed means' spread s^2 also holds the seed x problem interaction and sampling noise (their ANOVA residual
+    over P); when problems are resampled the problem level already carries those, and only the remainder, the
+    seed main effect, belongs to seeds.
     """
     s, p = arm.n_seeds, arm.n_problems
     if s < 2:
-        return 0.0
+        return float("nan")
     rates = arm.rates
     s2 = float(rates.mean(axis=1).var(ddof=1))
+    if s2 <= 0 or not (problems_resampled and p > 1):
+        return max(s2, 0.0)
+    resid = rates - rates.mean(axis=1, keepdims=True) - rates.mean(axis=0, keepdims=True) + rates.mean()
+    return max(0.0, s2 - float((resid**2).sum()) / ((s - 1) * (p - 1)) / p)
+
+
+def pooled_seed_variance(arms: Sequence[ArmCounts], problems_resampled: bool) -> tuple[float, int]:
+    """The seed variance pooled over the arms with several seeds (weighted by S-1), and its degrees of freedom."""
+    pairs = [(seed_variance(a, problems_resampled), a.n_seeds - 1) for a in arms if a.n_seeds > 1]
+    df = sum(d for _, d in pairs)
+    return (sum(v * d for v, d in pairs) / df, df) if df else (0.0, 0)
+
+
+def _seed_scale(arm: ArmCounts, problems_resampled: bool) -> float:
+    """Factor on the bootstrap's seed deviation that makes its variance the unbiased seed-level variance: the
+    plain bootstrap of S seed means has variance (S-1)/S * s^2/S."""
+    s = arm.n_seeds
+    if s < 2:
+        return 0.0
+    s2 = float(arm.rates.mean(axis=1).var(ddof=1))
     if s2 <= 0:
         return 0.0
-    target = s2
-    if problems_resampled and p > 1:
-        resid = rates - rates.mean(axis=1, keepdims=True) - rates.mean(axis=0, keepdims=True) + rates.mean()
-        target = max(0.0, s2 - float((resid**2).sum()) / ((s - 1) * (p - 1)) / p)
-    return float(np.sqrt(s / (s - 1) * target / s2))
+    return float(np.sqrt(s / (s - 1) * seed_variance(arm, problems_resampled) / s2))
 
 
 def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The (1-level)/2 and (1+level)/2 quantiles of the bootstrap replicates."""
     lo, hi = np.quantile(np.asarray(replicates), [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
-
-
-# ------------------------------------------------------------------------------------------------ tests
-def sign_flip_pvalue(
-    diffs: np.ndarray, *, n_perm: int = 10000, rng: np.random.Generator | int | None = 0, exact_max: int = 16
-) -> float:
-    """Two-sided paired permutation test of mean(diffs) = 0 by flipping the sign of each problem's difference.
-
-    Valid whenever, under the null, each difference is as likely to be +d as -d (the arms are exchangeable on
-    every problem); no normality needed, which matters for 30 problems of 0/1-heavy pass rates. Exact over all
-    2^P sign patterns for P <= exact_max; otherwise Monte Carlo with the (1 + hits) / (1 + n_perm) estimate,
-    which keeps the test valid (never below its level) at any n_perm.
-    """
-    d = np.asarray(diffs, dtype=float)
-    d = d[~np.isnan(d)]
-    if d.size == 0:
-        return float("nan")
-    observed = abs(d.mean())
-    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
-    if observed <= tol:
-        return 1.0
-    if d.size <= exact_max:
-        signs = 1 - 2 * ((np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1)
-        means = np.abs(signs @ d) / d.size
-        return float(np.mean(means >= observed - tol))
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    hits = 0
-    chunk = max(1, _CHUNK_CELLS // d.size)
-    for start in range(0, n_perm, chunk):
-        m = min(chunk, n_perm - start)
-        signs = rng.integers(0, 2, size=(m, d.size), dtype=np.int8) * 2 - 1
-        hits += int(np.count_nonzero(np.abs(signs @ d) / d.size >= observed - tol))
-    return (1 + hits) / (1 + n_perm)
-
-
-def seed_permutation_pvalue(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-    *,
-    n_perm: int = 10000,
-    rng: np.random.Generator | int | None = 0,
-    exact_max: int = 20000,
-) -> float:
-    """Two-sided permutation test that training runs of the treated arms score like those of their controls.
-
-    Each pair is (the treated arm's per-seed scores, the control arm's); the statistic is the mean over pairs of
-    the difference of the two arms' mean scores. Under "no difference between the arms' training runs" the seed
-    labels are exchangeable within each pair, so the p-value is the share of relabelings at least as extreme:
-    exact when the relabelings number at most exact_max, else Monte Carlo ((1 + hits) / (1 + n_perm)). Unlike the
-    sign-flip test over problems it generalizes over training runs, and it is as weak as their number: with 3
-    seeds per arm the smallest possible p is 2/20 = 0.1. NaN when an arm has fewer than 2 seeds.
-    """
-    groups = [(np.asarray(a, float), np.asarray(b, float)) for a, b in pairs]
-    if not groups or any(min(a.size, b.size) < 2 for a, b in groups):
-        return float("nan")
-
-    def splits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Every relabeling's difference of means (treated minus control), the observed one first."""
-        pooled, k = np.concatenate([a, b]), a.size
-        picks = np.array(list(itertools.combinations(range(pooled.size), k)))
-        treated = pooled[picks].sum(1)
-        return treated / k - (pooled.sum() - treated) / b.size
-
-    observed = abs(np.mean([a.mean() - b.mean() for a, b in groups]))
-    tol = 1e-12 * max(1.0, max(float(np.abs(np.concatenate([a, b])).max()) for a, b in groups))
-    sizes = [special.comb(a.size + b.size, a.size, exact=True) for a, b in groups]
-    if np.prod([float(x) for x in sizes]) <= exact_max:
-        total = np.zeros(1)
-        for a, b in groups:  # every combination of the pairs' relabelings
-            total = (total[:, None] + splits(a, b)[None, :]).ravel()
-        return float(np.mean(np.abs(total / len(groups)) >= observed - tol))
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    total = np.zeros(n_perm)
-    for a, b in groups:
-        pooled = np.concatenate([a, b])
-        perm = rng.permuted(np.broadcast_to(pooled, (n_perm, pooled.size)), axis=1)
-        total += perm[:, : a.size].mean(1) - perm[:, a.size :].mean(1)
-    hits = int(np.count_nonzero(np.abs(total / len(groups)) >= observed - tol))
-    return (1 + hits) / (1 + n_perm)
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjustment: controls the family-wise error over the comparisons of one table."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    if not ok.any():
-        return out
-    q = p[ok]
-    order = np.argsort(q)
-    m = q.size
-    adj = np.maximum.accumulate((m - np.arange(m)) * q[order])
-    res = np.empty(m)
-    res[order] = np.minimum(adj, 1.0)
-    out[ok] = res
-    return out
 
 
 # ----------------------------------------------------------------------------------------- comparisons
@@ -422,7 +362,11 @@ def compare_arms(
     """
     columns = dict(columns) if columns is not None else factor_columns(factors)
     rng = np.random.default_rng(seed)
-    boot = hierarchical_bootstrap([a.counts for a in arms], n_boot=n_boot, generalize=generalize, rng=rng)
+    # a trained arm left with one seed borrows the others' seed variance; a baseline has no training to vary
+    borrow = [not a.baseline for a in arms]
+    boot = hierarchical_bootstrap(
+        [a.counts for a in arms], n_boot=n_boot, generalize=generalize, rng=rng, borrow=borrow
+    )
     n = len(arms)
     notes: list[str] = []
 
@@ -457,6 +401,11 @@ def compare_arms(
                 f"no width; over {c.n_problems} problems the rule of three bounds its pass rate within "
                 f"{3 / c.n_problems:.1%} of {'100' if c.correct.any() else '0'}% (95%)"
             )
+        if boot.borrowed[j]:
+            notes.append(
+                f"{arm.id}: one seed evaluated; its intervals take the seed-to-seed variance pooled over the arms "
+                "with several seeds, assuming it varies as they do"
+            )
         if 1 < arm.counts.n_seeds <= 5 and iv.seed_share > 0.5:
             notes.append(
                 f"{arm.id}: {iv.seed_share:.0%} of its interval's variance comes from {arm.counts.n_seeds} seeds; "
@@ -468,16 +417,22 @@ def compare_arms(
     for f, names in factors.items():
         ref = references[f]
         shared = _balanced_combinations(arms, f, names)
+        if not shared and any(not a.baseline for a in arms):
+            notes.append(
+                f"{f}: no combination of the other factors' levels was evaluated at every level of {f}, so its "
+                "level means would carry the other factors' effects; they are left empty"
+            )
         for name in names:
             at_level = [j for j, a in enumerate(arms) if not a.baseline and a.levels.get(f) == name]
             # A level's mean takes only the arms whose other levels exist at every level of f, so that it is not
             # another factor's effect: all arms in a full factorial, the reference arms in a one-at-a-time design.
             # The effect below pairs arms instead, so it takes every arm with a reference twin.
-            members = [j for j in at_level if _others(arms[j], f) in shared] or at_level
-            if members:
-                iv = boot.interval(weights(members), level).clip(0.0, 1.0)
+            members = [j for j in at_level if _others(arms[j], f) in shared]
+            if at_level:
+                nan = {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+                values = cols(boot.interval(weights(members), level).clip(0.0, 1.0)) if members else nan
                 level_rows.append(
-                    {"factor": f, "level": name, "reference": name == ref, "n_arms": len(members), **cols(iv)}
+                    {"factor": f, "level": name, "reference": name == ref, "n_arms": len(members), **values}
                 )
             if name == ref:
                 continue
