@@ -339,6 +339,20 @@ def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors
             for _, p in cmp.pairs.iterrows()
         ]
         out += [_table(["arm", "vs arm", "factor", "Δ pass@1 [95% CI]", "p", "p (Holm)", "p (seeds)"], rows), ""]
+    if len(cmp.baselines):
+        out += ["### Arms against the baselines", ""]
+        rows = [
+            [
+                b["arm"],
+                b["vs_baseline"],
+                _ci(b["estimate"], b["ci_low"], b["ci_high"], delta=True),
+                _p(b["p_value"]),
+                _p(b["p_holm"]),
+                _p(b["p_seeds"]),
+            ]
+            for _, b in cmp.baselines.iterrows()
+        ]
+        out += [_table(["arm", "vs baseline", "Δ pass@1 [95% CI]", "p", "p (Holm)", "p (seeds)"], rows), ""]
     out += [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(out) + "\n"
 
@@ -348,9 +362,10 @@ STATS_NOTE = (
     "is carried by the problem level), paired on problems between arms, widened by t/z for few seeds. "
     "p: two-sided sign-flip permutation test over problems, conditional on the trained runs; Holm-adjusted within "
     "each table. p (seeds): permutation test over training seeds, which generalizes over training runs (with 3 "
-    "seeds per arm it cannot go below 0.1 for one pair of arms; – with 1 seed). Δ in percentage points, positive = the level (or first "
-    "arm) is better. Seed share: the part of an arm's interval that comes from seed-to-seed variation. Method: "
-    "framework/stats.py."
+    "seeds per arm it cannot go below 0.1 for one pair of arms; – with 1 seed); against a baseline, a sign-flip "
+    "test of the arm's seeds about the baseline's score (with 3 seeds, not below 0.25). Δ in percentage points, "
+    "positive = the level (or first arm) is better. Seed share: the part of an arm's interval that comes from "
+    "seed-to-seed variation. Method: framework/stats.py."
 )
 
 
@@ -371,7 +386,8 @@ def write_report(
     levels = {f: [lv.name for lv in fs.levels] for f, fs in spec.factors.items()}
     refs = {f: fs.reference_level for f, fs in spec.factors.items()}
 
-    sections, warnings, results = [], [], {k: [] for k in ("arms", "levels", "effects", "comparisons")}
+    tables_of = ("arms", "levels", "effects", "comparisons", "baselines")
+    sections, warnings, results = [], [], {k: [] for k in tables_of}
     cut = frame.drop_duplicates("train_key")
     for _, r in cut[cut["train_truncated"].fillna(0) > 0].iterrows():
         warnings.append(
@@ -393,6 +409,7 @@ def write_report(
         for name, table in (("arms", cmp.arms), ("levels", cmp.levels), ("effects", cmp.effects)):
             results[name].append(table.assign(benchmark=bench))
         results["comparisons"].append(cmp.pairs.assign(benchmark=bench))
+        results["baselines"].append(cmp.baselines.assign(benchmark=bench))
         slug = metric_key(bench).replace("/", "_")
         made = [
             accuracy_by_level(cmp.levels, cmp.arms, bench, plots_dir / f"{slug}-levels.png"),

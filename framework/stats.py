@@ -315,6 +315,7 @@ class Comparison:
     levels: pd.DataFrame
     effects: pd.DataFrame
     pairs: pd.DataFrame
+    baselines: pd.DataFrame
     notes: list[str] = field(default_factory=list)
 
 
@@ -481,15 +482,37 @@ def compare_arms(
         pair_rows.append(pair)
         notes += _disagreement(f"{arms[a].id} vs {arms[b].id}", pair)
 
+    # every trained arm against every baseline ("does it beat the base model?"), paired on problems like the rest
+    baseline_rows = []
+    for b in (j for j, a in enumerate(arms) if a.baseline):
+        base = float(seed_scores(arms[b]).mean())
+        for a in plain:
+            scores = seed_scores(arms[a])
+            row = {
+                "arm": arms[a].id,
+                "vs_baseline": arms[b].id,
+                **cols(boot.interval(weights([a], [b]), level).clip(-1.0, 1.0)),
+                "p_value": sign_flip_pvalue(
+                    arms[a].counts.problem_rates() - arms[b].counts.problem_rates(), n_perm=n_perm, rng=rng
+                ),
+                # the baseline is one fixed model: do the arm's training runs sit above it more than chance allows?
+                "p_seeds": sign_flip_pvalue(scores - base, n_perm=n_perm, rng=rng) if scores.size > 1 else np.nan,
+            }
+            baseline_rows.append(row)
+            notes += _disagreement(f"{arms[a].id} vs {arms[b].id}", row)
+
     effects = pd.DataFrame(effect_rows, columns=_EFFECT_COLUMNS)
     effects["p_holm"] = holm(effects["p_value"].to_numpy())
     pairs_df = pd.DataFrame(pair_rows, columns=_PAIR_COLUMNS)
     pairs_df["p_holm"] = holm(pairs_df["p_value"].to_numpy())
+    baselines = pd.DataFrame(baseline_rows, columns=_BASELINE_COLUMNS)
+    baselines["p_holm"] = holm(baselines["p_value"].to_numpy())
     return Comparison(
         arms=pd.DataFrame(arm_rows),
         levels=pd.DataFrame(level_rows, columns=_LEVEL_COLUMNS),
         effects=effects,
         pairs=pairs_df,
+        baselines=baselines,
         notes=notes,
     )
 
@@ -501,6 +524,7 @@ _EFFECT_COLUMNS = [
 _PAIR_COLUMNS = [
     "arm", "vs_arm", "factor", "level", "vs_level", "estimate", "ci_low", "ci_high", "p_value", "p_seeds"
 ]  # fmt: skip
+_BASELINE_COLUMNS = ["arm", "vs_baseline", "estimate", "ci_low", "ci_high", "p_value", "p_seeds"]
 
 
 def seed_scores(arm: Arm) -> np.ndarray:

@@ -247,6 +247,12 @@ def test_report_tables_and_markdown_carry_the_stores_numbers(sweep, tmp_path):
     assert f"{100 * expected:+.1f} pp [" in text
     pairs = pd.read_csv(out / "tables" / "comparisons.csv")
     assert len(pairs) == 4 and set(pairs["benchmark"]) == {"aime24"} and pairs["p_value"].between(0, 1).all()
+    vs_base = pd.read_csv(out / "tables" / "baselines.csv")
+    assert len(vs_base) == 4 and set(vs_base["vs_baseline"]) == {"baseline=base"}
+    arm_means = pd.read_csv(out / "tables" / "arms.csv").set_index("arm")["estimate"]
+    for _, r in vs_base.iterrows():
+        assert r["estimate"] == pytest.approx(arm_means[r["arm"]] - arm_means["baseline=base"])
+    assert "### Arms against the baselines" in text
     cells = pd.read_csv(out / "tables" / "cells.csv")
     assert len(cells) == 9 and "pass@1" in cells.columns
     for png in ("aime24-levels.png", "aime24-length.png"):

@@ -210,6 +210,27 @@ def test_factorial_effects_average_over_the_other_factor_and_pairs_point_away_fr
     levels = cmp.levels.set_index(["factor", "level"])
     assert levels.loc[("source", "qwq"), "estimate"] == pytest.approx(0.45)
     assert cmp.arms.set_index("arm").loc["baseline=base", "estimate"] == pytest.approx(0.1)
+    # every trained arm against the base model, paired on problems: arm mean - 0.1
+    vs_base = cmp.baselines.set_index("arm")
+    assert list(vs_base["vs_baseline"].unique()) == ["baseline=base"] and len(vs_base) == 4
+    assert vs_base.loc["qwq,keep", "estimate"] == pytest.approx(0.4)
+    assert vs_base.loc["human,mask", "estimate"] == pytest.approx(0.1)
+    assert vs_base.loc["qwq,keep", "p_value"] == pytest.approx(2 / 16)  # all 4 problems higher: exact sign flip
+    assert vs_base["p_seeds"].isna().all()  # one seed per arm here
+
+
+def test_an_arm_against_a_baseline_is_tested_over_problems_and_over_its_training_seeds():
+    rng = np.random.default_rng(5)
+    total = np.full((3, 40), 8)
+    trained = Arm("t", {"a": "x"}, ArmCounts(rng.binomial(total, 0.6), total))
+    base = Arm("baseline=base", {}, ArmCounts(rng.binomial(total[:1], 0.3), total[:1]), baseline=True)
+    cmp = compare_arms([trained, base], {"a": ["x"]}, {"a": "x"}, n_boot=500, n_perm=2000)
+    (row,) = cmp.baselines.to_dict("records")
+    assert row["estimate"] == pytest.approx(trained.counts.estimate() - base.counts.estimate())
+    assert row["ci_low"] > 0 and row["p_value"] < 0.001
+    # three training runs all above the base model: the sign-flip over seeds cannot go below 2/8
+    assert row["p_seeds"] == pytest.approx(0.25)
+    assert row["p_holm"] == pytest.approx(row["p_value"])
 
 
 def test_one_at_a_time_design_and_an_excluded_combination():
