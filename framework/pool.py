@@ -79,12 +79,15 @@ def count_tokens(tokenizer: Any, texts: list[str], batch_size: int = 1024) -> li
     return out
 
 
-def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | None], list[bool | None]]:
+def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | None], list[str], list[bool | None]]:
+    """(answer, how it was found, verdict) per trace; the method tells a stated answer (boxed, "the answer is")
+    from a number read off the end of a trace that may simply have stopped mid-thought."""
     from framework.extraction import extract_answer
     from framework.grading import grade_many
 
     fallbacks = spec.eval.grading.fallbacks
-    answers = [extract_answer(t, fallbacks=fallbacks)[0] for t in pool["trace"]]
+    found = [extract_answer(t, fallbacks=fallbacks) for t in pool["trace"]]
+    answers, methods = [a for a, _ in found], [m for _, m in found]
     todo = [i for i, (a, e) in enumerate(zip(answers, pool["expected_answer"])) if a is not None and e is not None]
     verdicts = grade_many(
         [(answers[i], pool["expected_answer"].iloc[i]) for i in todo],
@@ -95,7 +98,7 @@ def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | Non
     correct: list[bool | None] = [None] * len(pool)
     for i, v in zip(todo, verdicts):
         correct[i] = None if v.error else v.correct  # a timeout or a crashed grader: ungraded, not wrong
-    return answers, correct
+    return answers, methods, correct
 
 
 def pass_rates(path: Path) -> dict[str, float]:
@@ -118,7 +121,7 @@ def annotate(
     pool["n_tokens"] = count_tokens(tokenizer, pool["trace"].tolist())
     timings["tokenize_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    pool["answer"], pool["correct"] = grade_traces(pool, spec)
+    pool["answer"], pool["answer_method"], pool["correct"] = grade_traces(pool, spec)
     timings["grade_s"] = time.perf_counter() - t
     t = time.perf_counter()
     words = spec.annotate.reflection_keywords

@@ -48,3 +48,22 @@ def test_report_counts(pool: pd.DataFrame) -> None:
 def test_unknown_level_without_mode_is_an_error(pool: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="correctness level 'right'"):
         apply(pool, "right", Params(), _ctx())
+
+
+def test_an_answer_read_off_the_last_number_is_ungraded_unless_asked_for() -> None:
+    """The incorrect arm must hold wrong answers, not traces that stopped mid-thought (whose last number the
+    fallback extraction reads as an answer)."""
+    pool = pd.DataFrame(
+        {
+            "trace_id": ["boxed-right", "boxed-wrong", "phrase-wrong", "cut-off"],
+            "correct": [True, False, False, False],
+            "answer_method": ["boxed", "boxed", "final_answer_phrase", "last_number"],
+        }
+    )
+    ids = lambda level, **p: apply(pool, level, Params(**p), _ctx())["trace_id"].tolist()  # noqa: E731
+    assert ids("incorrect") == ["boxed-wrong", "phrase-wrong"]
+    assert ids("incorrect", stated_only=False) == ["boxed-wrong", "phrase-wrong", "cut-off"]
+    assert ids("any") == ["boxed-right", "boxed-wrong", "phrase-wrong"]
+    ctx = _ctx()
+    apply(pool, "correct", Params(), ctx)
+    assert ctx.report["ungraded"] == 1

@@ -215,8 +215,26 @@ def test_a_trace_the_grader_could_not_judge_is_ungraded_not_wrong(monkeypatch):
     ]
     monkeypatch.setattr(framework.grading, "grade_many", lambda items, **kw: verdicts[: len(items)])
     pool = pd.DataFrame({"trace": [r["output"] for r in ROWS], "expected_answer": [r["gold"] for r in ROWS]})
-    _, correct = grade_traces(pool, spec_with([{"path": "p.jsonl"}]))
+    _, _, correct = grade_traces(pool, spec_with([{"path": "p.jsonl"}]))
     assert correct == [True, None, None]
+
+
+def test_the_pool_keeps_how_each_traces_answer_was_found():
+    """A wrong boxed answer and a trace that stopped mid-thought are both graded wrong; only the method tells them
+    apart, and the correctness factor needs it."""
+    from framework.pool import grade_traces
+
+    traces = [
+        "so \\boxed{7}",
+        "so \\boxed{8}",
+        "The final answer is 9.",
+        "let me recount the cases where n = 5",
+    ]
+    pool = pd.DataFrame({"trace": traces, "expected_answer": ["7"] * 4})
+    answers, methods, correct = grade_traces(pool, spec_with([{"path": "p.jsonl"}]))
+    assert answers == ["7", "8", "9", "5"]
+    assert methods == ["boxed", "boxed", "final_answer_phrase", "last_number"]
+    assert correct == [True, False, False, False]
 
 
 def test_benchmark_problems_can_be_left_out_of_the_pool():
