@@ -129,6 +129,14 @@ def select(
         )
     tokens = frame.loc[order, "n_tokens"].to_numpy(dtype="int64")
     count = n_examples if token_budget is None else _fit_budget(tokens, n_examples, token_budget)
+    if token_budget is not None and count == len(tokens) and int(tokens.sum()) < token_budget:
+        raise TooFewTraces(
+            f"token budget: all {len(order)} problems left hold {int(tokens.sum())} tokens, short of the "
+            f"{token_budget} the reference arm trains on",
+            step="token_budget",
+            have=int(tokens.sum()),
+            need=int(token_budget),
+        )
     sample = frame.loc[order[:count]].drop(columns=[STRATUM], errors="ignore").reset_index(drop=True)
     sample["example_index"] = np.arange(count, dtype="int64")
     report["sampling"] = {

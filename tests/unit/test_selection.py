@@ -160,6 +160,11 @@ def test_token_budget_adds_or_drops_in_sampled_order() -> None:
     }
     assert len(run(pool, [], n=8, token_budget=1).frame) == 1
     assert run(pool, [], n=8, token_budget=total).frame.equals(base.frame)
+    # a budget the arm cannot reach with every problem it has: an error, not a silently smaller training set
+    everything = int(pool.drop_duplicates("problem_id")["n_tokens"].sum()) * 10
+    with pytest.raises(TooFewTraces, match=r"token budget: all \d+ problems left hold \d+ tokens, short of") as e:
+        run(pool, [], n=8, token_budget=everything)
+    assert e.value.step == "token_budget" and e.value.need == everything
 
 
 def test_output_shape_and_transform_recount() -> None:
