@@ -35,8 +35,10 @@ OPEN_MATH_REASONING = PoolPreset(
         "source": "generation_model",
         "expected_answer": "expected_answer",
         "pass_rate": "pass_rate_72b_tir",
-        "topic": "problem_source",
     },
-    description="NeMo-Skills layout; pass_rate is the 72B TIR pass rate (difficulty `by: pass_rate` = 1 - it).",
+    # No topic: its problem_source is the AoPS forum a problem came from (high-school math, olympiads, college
+    # math), a difficulty tier rather than a subject; diversity studies cluster problems (annotate.topics).
+    description="NeMo-Skills layout; pass_rate is the 72B TIR pass rate (difficulty `by: pass_rate` = 1 - it); "
+    "traces from DeepSeek-R1 and QwQ-32B (source).",
 )
 TOY = PoolPreset("toy", hub=None, description="The toy world's traces, generated in code (options: seed, sizes).")
