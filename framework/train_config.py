@@ -166,6 +166,7 @@ def trainer_arguments(
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if train.gradient_checkpointing else None,
         "logging_strategy": "steps",
         "logging_steps": 1,
+        "logging_nan_inf_filter": False,  # a NaN step must show as NaN (and fail the run), not as a loss of 0.0
         "save_strategy": "steps" if every else "no",
         "save_steps": every or 500,
         "save_total_limit": None,  # the worker prunes, only after a newer checkpoint is known complete

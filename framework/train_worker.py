@@ -20,6 +20,7 @@ and the other ranks block there, as survivors waiting on it in a collective do.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -64,6 +65,19 @@ class Collator:
             "labels": pad("labels", IGNORE_INDEX),
             "sample_index": torch.tensor([ex["sample_index"] for ex in batch], dtype=torch.long),
         }
+
+
+def check_finite(logs: dict[str, Any], step: int) -> None:
+    """Fail a training whose loss or gradient norm stopped being a number. The Trainer would log such a step's
+    loss as 0.0 (its NaN filter) and save NaN weights, and the run would look like one that fit its data."""
+    bad = {
+        k: v for k, v in logs.items() if k in ("loss", "grad_norm") and isinstance(v, float) and not math.isfinite(v)
+    }
+    if bad:
+        raise FloatingPointError(
+            f"training diverged at step {step}: {', '.join(f'{k} = {v}' for k, v in bad.items())} "
+            "(a lower learning_rate, or a check of the data, may help)"
+        )
 
 
 def _trainer_classes() -> tuple[type, type, type]:
@@ -114,7 +128,7 @@ def _trainer_classes() -> tuple[type, type, type]:
     class StopOnRequest(TrainerCallback):
         """At a step end after the stage asked (STOP_FILE), save a checkpoint and stop. The ranks agree on the
         step through a one-element all-reduce: saving is collective under ZeRO-3, so one rank stopping a step
-        later than another would hang both."""
+        later than another would hang both. A logged loss or gradient norm that is not finite fails the run."""
 
         def __init__(self, stop_file: Path) -> None:
             self.stop_file = stop_file
@@ -122,6 +136,9 @@ def _trainer_classes() -> tuple[type, type, type]:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             TRAINING.set()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            check_finite(logs or {}, state.global_step)  # every rank logs the same reduced values, so all stop
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             import torch

@@ -548,3 +548,23 @@ def test_shuffling_every_epoch_reads_each_example_once_per_epoch_and_resumes_in_
     resumed, ref = metrics(store.path("train", key)), metrics(reference)
     assert resumed["resumed_from_step"] == 4
     assert resumed["final_loss"] == pytest.approx(ref["final_loss"], rel=1e-5)
+
+
+def test_a_training_that_diverges_fails_rather_than_finishing_with_a_loss_of_zero(tmp_path: Path, tiny_dir: Path):
+    """A base model with a NaN weight (a broken checkpoint, or a run gone unstable) gives NaN losses. The Trainer
+    would log them as 0.0 and save NaN weights, a run that seems to fit its data; the stage must fail instead."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from framework.train import TrainError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    weights["model.norm.weight"][0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    spec = copy.deepcopy(SPEC)
+    spec["train"]["epochs"] = 1
+    with pytest.raises(TrainError, match=r"training diverged at step 1: loss = nan"):
+        train_in(tmp_path / "store", broken, spec)

@@ -80,6 +80,7 @@ def test_trainer_arguments_follow_the_spec() -> None:
     assert args["save_strategy"] == "steps" and args["save_steps"] == 50
     assert args["seed"] == args["data_seed"] == 7 and args["train_sampling_strategy"] == "sequential"
     assert args["gradient_checkpointing"] is True and args["adam_beta2"] == 0.95
+    assert args["logging_nan_inf_filter"] is False  # else a NaN step is logged as a loss of 0.0
     gpu = trainer_arguments(TrainSpec(), layout(TrainSpec(), gpus=8), output_dir="/ck", seed=0)
     shuffled = TrainSpec(shuffle="every_epoch")
     assert trainer_arguments(shuffled, lay, output_dir="/ck", seed=7)["train_sampling_strategy"] == "random"

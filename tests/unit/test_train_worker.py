@@ -1,6 +1,9 @@
-"""The worker's pure helpers: filling the last micro-batches so no example is trained twice per epoch."""
+"""The worker's pure helpers: filling the last micro-batches so no example is trained twice per epoch, and failing
+a run whose loss stopped being a number."""
 
 from __future__ import annotations
+
+import pytest
 
 from framework.train_worker import IGNORE_INDEX, pad_for_ranks
 
@@ -23,3 +26,12 @@ def test_fillers_complete_the_last_micro_batches_and_train_nothing():
 def test_examples_that_divide_evenly_are_left_as_they_are():
     examples = [_example(i, 3) for i in range(4)]
     assert pad_for_ranks(examples, 2) is examples and pad_for_ranks(examples, 1) is examples
+
+
+def test_a_loss_or_gradient_norm_that_is_not_a_number_fails_the_run():
+    from framework.train_worker import check_finite
+
+    check_finite({"loss": 1.25, "grad_norm": 3.0, "learning_rate": 1e-5}, 4)
+    for bad in ({"loss": float("nan")}, {"grad_norm": float("inf"), "loss": 2.0}):
+        with pytest.raises(FloatingPointError, match=r"training diverged at step 7: (loss|grad_norm) = (nan|inf)"):
+            check_finite(bad, 7)
