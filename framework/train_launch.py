@@ -131,8 +131,10 @@ def worker_env(lay: Layout, base: Mapping[str, str]) -> dict[str, str]:
     env["TORCH_EXTENSIONS_DIR"] = str(extensions_dir(base))
     if not lay.gpu:
         env["DS_ACCELERATOR"] = "cpu"
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        env.setdefault("OMP_NUM_THREADS", str(max(1, cores // lay.procs_per_node)))
+    # Each rank gets its share of the cores: torchrun would set 1 thread, and on GPUs the offloaded optimizer's
+    # CPU AdamW (billions of parameters a rank) would then step on one core.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // lay.procs_per_node)))
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -147,7 +148,10 @@ def test_worker_environment_on_cpu() -> None:
     assert env["DS_ACCELERATOR"] == "cpu" and env["TOKENIZERS_PARALLELISM"] == "false"
     assert env["OMP_NUM_THREADS"] == "3"  # an explicit setting wins
     assert env["PYTHONPATH"].endswith(":/elsewhere")
-    assert "DS_ACCELERATOR" not in worker_env(layout(TrainSpec(), gpus=8), {})
+    gpu = worker_env(layout(TrainSpec(), gpus=8), {})
+    assert "DS_ACCELERATOR" not in gpu
+    cores = len(os.sched_getaffinity(0))
+    assert gpu["OMP_NUM_THREADS"] == str(max(1, cores // 8))  # the CPU optimizer's threads, not torchrun's 1
     assert env["TORCH_EXTENSIONS_DIR"] == str(extensions_dir({}))  # this environment's own op builds
     assert worker_env(lay, {"TORCH_EXTENSIONS_DIR": "/mine"})["TORCH_EXTENSIONS_DIR"] == "/mine"
 
