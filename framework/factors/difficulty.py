@@ -95,16 +95,32 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
         ctx.report.update({"by": params.by, "rule": "values", "missing": int(raw.isna().sum())})
         return frame[keep]
     values = _numeric(raw, params.by)
+    extra: dict[str, int] = {}
     if params.bins is not None:
-        keep = problem_bins(values, frame["problem_id"].astype(str), params.bins) == params.bin
+        problems = frame["problem_id"].astype(str)
+        bins = problem_bins(values, problems, params.bins)
+        keep = bins == params.bin
+        extra["tied_with_other_bins"] = tied_across_bins(values, problems, bins, params.bin)
         rule = "bins"
     else:
         lo = -np.inf if params.min is None else params.min
         hi = np.inf if params.max is None else params.max
         keep = values.between(lo, hi, inclusive="both")
         rule = "range"
-    ctx.report.update({"by": params.by, "rule": rule, **band_report(values, keep)})
+    ctx.report.update({"by": params.by, "rule": rule, **band_report(values, keep), **extra})
     return frame[keep]
+
+
+def tied_across_bins(values: pd.Series, problems: pd.Series, bins: pd.Series, bin_: int) -> int:
+    """Problems of bin `bin_` whose difficulty equals that of a problem in another bin. Equal-count bins split a
+    tie group (many problems at pass rate 0) at the rank boundary, so part of "medium" can be as hard as "hard";
+    the count says how much of the arm that is."""
+    per_problem = pd.DataFrame({"v": values.to_numpy(), "p": problems.to_numpy(), "b": bins.to_numpy()})
+    per_problem = per_problem.groupby("p").agg(v=("v", "mean"), b=("b", "first"))
+    per_problem = per_problem[per_problem["b"] >= 0]
+    inside = per_problem[per_problem["b"] == bin_]
+    elsewhere = set(per_problem.loc[per_problem["b"] != bin_, "v"])
+    return int(inside["v"].isin(elsewhere).sum())
 
 
 FACTOR = Factor(

@@ -67,6 +67,13 @@ def test_bins_split_ties_by_trace_id_into_near_equal_bins() -> None:
     assert sorted(bins[1]) == ["t07", "t09", "t10", "t11"]
     assert sorted(bins[2]) == ["t02", "t04", "t06", "t08"]
     assert bins[1] == ["t07", "t11", "t09", "t10"]  # the frame's row order, not rank order
+    # the report says how many of a bin's problems are as hard as problems of another bin
+    tied = []
+    for b in range(3):
+        ctx = _ctx()
+        apply(frame, "lvl", Params(bins=3, bin=b), ctx)
+        tied.append(ctx.report["tied_with_other_bins"])
+    assert tied == [4, 4, 0]  # bins 0 and 1 are all value 1; bin 2 (values 2 and 3) shares none
 
 
 def test_bin_sizes_differ_by_at_most_one_and_cover_all_rows() -> None:
