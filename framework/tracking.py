@@ -131,6 +131,7 @@ class CellRecord:
     metrics: list[tuple[str, float, int, int]]  # key, value, timestamp ms, step
     files: dict[str, Path]  # artifact path -> staged local file
     eval_warnings: list[str]
+    built: str  # when the train and eval results were built (see results_built)
 
 
 def _git(path: Path) -> dict[str, str]:
@@ -263,6 +264,7 @@ def gather(
     tags.update(_git(loaded.path.parent if loaded.path else Path.cwd()))
 
     metrics: list[tuple[str, float, int, int]] = []
+    manifests: dict[str, dict[str, Any] | None] = {}  # train and eval jobs, read once for timestamps and built
     files: dict[str, Path] = {}
     spec_file = staging / "spec.yaml"
     spec_file.write_text(
@@ -287,7 +289,8 @@ def gather(
     for job in train_jobs:
         d = store.path(*job.split("/"))
         train = _read_json(d / "metrics.json")
-        ts = _timestamp_ms(store.manifest(*job.split("/")))
+        manifests[job] = store.manifest(*job.split("/"))
+        ts = _timestamp_ms(manifests[job])
         for point in train.get("loss_curve") or []:
             step = int(point.get("step", 0))
             for name, value in point.items():
@@ -305,7 +308,8 @@ def gather(
         bench = bench_of[job]
         d = store.path(*job.split("/"))
         result = _read_json(d / "metrics.json")
-        ts = _timestamp_ms(store.manifest(*job.split("/")))
+        manifests[job] = store.manifest(*job.split("/"))
+        ts = _timestamp_ms(manifests[job])
         values = dict(_numbers(result.get("metrics", {}), ""))
         values |= pass_at_k_from_samples(d / "samples.parquet", tracking.get("pass_k", ()), values)
         values |= {k: float(v) for k, v in eval_counts(result).items() if v is not None}
@@ -319,7 +323,7 @@ def gather(
     if warnings:
         tags["ablate.eval_warnings"] = _clip("\n".join(redact_text(w) for w in warnings), MAX_TAG_LEN)
     tags = {k: _clip(redact_text(v), MAX_TAG_LEN) for k, v in tags.items()}
-    return CellRecord(params, tags, metrics, files, warnings)
+    return CellRecord(params, tags, metrics, files, warnings, results_built(manifests))
 
 
 def eval_counts(result: Mapping[str, Any]) -> dict[str, float | None]:
@@ -374,7 +378,6 @@ def log_cell(
         raise UserError(f"no cell {cell_id!r} in the plan of {spec.name}")
     stages = plan.cell_jobs[cell.id]
     results_key = content_key({"train": stages["train"], "eval": stages["eval"]})
-    built = results_built(store, [*stages["train"], *stages["eval"]])
     experiment = tracking.get("experiment") or spec.name
     with tempfile.TemporaryDirectory(prefix="ablate-log-") as tmp:
         record = gather(loaded, plan, store, cell, tracking, Path(tmp))
@@ -383,7 +386,9 @@ def log_cell(
             store_id = store.identity()
             parent = find_sweep_run(client, exp_id, spec.name, store_id)
             assert parent is not None
-            run, created, superseded = child_run(client, exp_id, parent, cell, spec.name, store_id, results_key, built)
+            run, created, superseded = child_run(
+                client, exp_id, parent, cell, spec.name, store_id, results_key, record.built
+            )
             run_id = run.info.run_id
             existing = run.data.params
             params = [Param(k, v) for k, v in record.params.items() if existing.get(k, v) == v]
@@ -427,12 +432,11 @@ def log_cell(
     }
 
 
-def results_built(store: Store, jobs: Iterable[str]) -> str:
-    """When each of the cell's train and eval results was built. A forced re-run keeps its keys but makes new
-    results (new timestamps, maybe new values): they get a run of their own rather than a second metric history
-    in the old one."""
-    finished = {job: (store.manifest(*job.split("/")) or {}).get("finished") for job in jobs}
-    return content_key(finished)
+def results_built(manifests: Mapping[str, Mapping[str, Any] | None]) -> str:
+    """When each of the cell's train and eval results (job -> manifest) was built. A forced re-run keeps its keys
+    but makes new results (new timestamps, maybe new values): they get a run of their own rather than a second
+    metric history in the old one."""
+    return content_key({job: (m or {}).get("finished") for job, m in manifests.items()})
 
 
 def _run_url(uri: str, exp_id: str, run_id: str) -> str | None:
