@@ -287,6 +287,19 @@ def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
     return lines
 
 
+DIFFERENCE_HEADER = ["Δ pass@1 [95% CI]", "p", "p (Holm)", "p (seeds)"]
+
+
+def _difference_cells(row: Any) -> list[str]:
+    """A comparison row's difference with its interval, then its p-values (as DIFFERENCE_HEADER names them)."""
+    return [
+        _ci(row["estimate"], row["ci_low"], row["ci_high"], delta=True),
+        _p(row["p_value"]),
+        _p(row["p_holm"]),
+        _p(row["p_seeds"]),
+    ]
+
+
 def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors: list[str], plots: list[str]) -> str:
     out = [f"## {bench}", "", "### Arms", ""]
     per_arm = cells[cells["evaluated"]].groupby("arm", sort=False)
@@ -307,52 +320,20 @@ def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors
         )
     header = ["arm", *factors, "seeds", "pass@1 [95% CI]", "maj@n", "truncated", "mean tokens", "seed share"]
     out += [_table(header, rows), ""]
-    if len(cmp.effects):
-        out += ["### Effect of each level against its factor's reference", ""]
-        rows = [
-            [
-                e["factor"],
-                e["level"],
-                e["reference_level"],
-                str(e["n_pairs"]),
-                _ci(e["estimate"], e["ci_low"], e["ci_high"], delta=True),
-                _p(e["p_value"]),
-                _p(e["p_holm"]),
-                _p(e["p_seeds"]),
-            ]
-            for _, e in cmp.effects.iterrows()
-        ]
-        header = ["factor", "level", "vs reference", "arm pairs", "Δ pass@1 [95% CI]", "p", "p (Holm)", "p (seeds)"]
-        out += [_table(header, rows), ""]
-    if len(cmp.pairs):
-        out += ["### Arms that differ in one factor", ""]
-        rows = [
-            [
-                p["arm"],
-                p["vs_arm"],
-                p["factor"],
-                _ci(p["estimate"], p["ci_low"], p["ci_high"], delta=True),
-                _p(p["p_value"]),
-                _p(p["p_holm"]),
-                _p(p["p_seeds"]),
-            ]
-            for _, p in cmp.pairs.iterrows()
-        ]
-        out += [_table(["arm", "vs arm", "factor", "Δ pass@1 [95% CI]", "p", "p (Holm)", "p (seeds)"], rows), ""]
-    if len(cmp.baselines):
-        out += ["### Arms against the baselines", ""]
-        rows = [
-            [
-                b["arm"],
-                b["vs_baseline"],
-                _ci(b["estimate"], b["ci_low"], b["ci_high"], delta=True),
-                _p(b["p_value"]),
-                _p(b["p_holm"]),
-                _p(b["p_seeds"]),
-            ]
-            for _, b in cmp.baselines.iterrows()
-        ]
-        out += [_table(["arm", "vs baseline", "Δ pass@1 [95% CI]", "p", "p (Holm)", "p (seeds)"], rows), ""]
+    # the comparison tables: their own leading columns, then the difference with its interval and tests
+    for title, table, lead, names in (
+        (
+            "Effect of each level against its factor's reference",
+            cmp.effects,
+            ["factor", "level", "reference_level", "n_pairs"],
+            ["factor", "level", "vs reference", "arm pairs"],
+        ),
+        ("Arms that differ in one factor", cmp.pairs, ["arm", "vs_arm", "factor"], ["arm", "vs arm", "factor"]),
+        ("Arms against the baselines", cmp.baselines, ["arm", "vs_baseline"], ["arm", "vs baseline"]),
+    ):
+        if len(table):
+            rows = [[str(r[c]) for c in lead] + _difference_cells(r) for _, r in table.iterrows()]
+            out += [f"### {title}", "", _table([*names, *DIFFERENCE_HEADER], rows), ""]
     out += [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(out) + "\n"
 
