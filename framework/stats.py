@@ -214,8 +214,10 @@ def hierarchical_bootstrap(
     chunk = max(1, CHUNK_CELLS // (max_seeds * n_problems))
     reps = np.empty((n_boot, len(arms)))
     seed_part = np.zeros((n_boot, len(arms)))
-    scales = [_seed_scale(a, by_problem) if "seed" in generalize else 0.0 for a in arms]
-    pooled_var, pooled_df = pooled_seed_variance(arms, by_problem) if "seed" in generalize else (0.0, 0)
+    by_seed = "seed" in generalize
+    variances = [seed_variance(a, by_problem) if by_seed else float("nan") for a in arms]
+    scales = [_seed_scale(a, v) if by_seed else 0.0 for a, v in zip(arms, variances)]
+    pooled_var, pooled_df = pooled_seed_variance(arms, variances) if by_seed else (0.0, 0)
     borrowed = [
         bool(b) and a.n_seeds == 1 and pooled_df > 0 and pooled_var > 0
         for a, b in zip(arms, borrow or [False] * len(arms), strict=True)
@@ -271,23 +273,24 @@ def seed_variance(arm: ArmCounts, problems_resampled: bool) -> float:
     return max(0.0, s2 - float((resid**2).sum()) / ((s - 1) * (p - 1)) / p)
 
 
-def pooled_seed_variance(arms: Sequence[ArmCounts], problems_resampled: bool) -> tuple[float, int]:
-    """The seed variance pooled over the arms with several seeds (weighted by S-1), and its degrees of freedom."""
-    pairs = [(seed_variance(a, problems_resampled), a.n_seeds - 1) for a in arms if a.n_seeds > 1]
+def pooled_seed_variance(arms: Sequence[ArmCounts], variances: Sequence[float]) -> tuple[float, int]:
+    """The seed variance (each arm's `seed_variance`) pooled over the arms with several seeds, weighted by S-1,
+    and its degrees of freedom."""
+    pairs = [(v, a.n_seeds - 1) for a, v in zip(arms, variances, strict=True) if a.n_seeds > 1]
     df = sum(d for _, d in pairs)
     return (sum(v * d for v, d in pairs) / df, df) if df else (0.0, 0)
 
 
-def _seed_scale(arm: ArmCounts, problems_resampled: bool) -> float:
-    """Factor on the bootstrap's seed deviation that makes its variance the unbiased seed-level variance: the
-    plain bootstrap of S seed means has variance (S-1)/S * s^2/S."""
+def _seed_scale(arm: ArmCounts, variance: float) -> float:
+    """Factor on the bootstrap's seed deviation that makes its variance `variance` (the arm's `seed_variance`):
+    the plain bootstrap of S seed means has variance (S-1)/S * s^2/S."""
     s = arm.n_seeds
     if s < 2:
         return 0.0
     s2 = float(arm.rates.mean(axis=1).var(ddof=1))
     if s2 <= 0:
         return 0.0
-    return float(np.sqrt(s / (s - 1) * seed_variance(arm, problems_resampled) / s2))
+    return float(np.sqrt(s / (s - 1) * variance / s2))
 
 
 def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
