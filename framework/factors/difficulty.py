@@ -67,16 +67,17 @@ def _numeric(raw: pd.Series, by: str) -> pd.Series:
     return numeric
 
 
-def problem_bins(values: pd.Series, problem_ids: pd.Series, bins: int) -> pd.Series:
-    """Quantile bin (0 = easiest) of each row's problem; -1 for a problem without a value.
+def problem_bins(values: pd.Series, problem_ids: pd.Series, bins: int) -> pd.DataFrame:
+    """Per problem: its difficulty `v` (the mean over its traces) and quantile bin `b` (0 = easiest; -1 without a
+    value).
 
-    Difficulty belongs to a problem, so problems are ranked (by the mean over their traces, ties by id), not
-    traces: every trace of a problem lands in one bin, and a problem with many traces counts once, so a
-    boundary never splits a problem between two arms and bins hold near-equal numbers of problems.
+    Difficulty belongs to a problem, so problems are ranked (ties by id), not traces: every trace of a problem
+    lands in one bin, and a problem with many traces counts once, so a boundary never splits a problem between
+    two arms and bins hold near-equal numbers of problems.
     """
     per_problem = values.groupby(problem_ids.to_numpy()).mean()
     ranked = rank_bins(per_problem, pd.Series(per_problem.index, index=per_problem.index), bins)
-    return pd.Series(ranked.reindex(problem_ids.to_numpy()).to_numpy(), index=values.index).fillna(-1).astype("int64")
+    return pd.DataFrame({"v": per_problem, "b": ranked})
 
 
 def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -> pd.DataFrame:
@@ -98,9 +99,9 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     extra: dict[str, int] = {}
     if params.bins is not None:
         problems = frame["problem_id"].astype(str)
-        bins = problem_bins(values, problems, params.bins)
-        keep = bins == params.bin
-        extra["tied_with_other_bins"] = tied_across_bins(values, problems, bins, params.bin)
+        table = problem_bins(values, problems, params.bins)
+        keep = pd.Series(table["b"].reindex(problems.to_numpy()).to_numpy() == params.bin, index=frame.index)
+        extra["tied_with_other_bins"] = tied_across_bins(table, params.bin)
         rule = "bins"
     else:
         lo = -np.inf if params.min is None else params.min
@@ -111,13 +112,11 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     return frame[keep]
 
 
-def tied_across_bins(values: pd.Series, problems: pd.Series, bins: pd.Series, bin_: int) -> int:
-    """Problems of bin `bin_` whose difficulty equals that of a problem in another bin. Equal-count bins split a
-    tie group (many problems at pass rate 0) at the rank boundary, so part of "medium" can be as hard as "hard";
-    the count says how much of the arm that is."""
-    per_problem = pd.DataFrame({"v": values.to_numpy(), "p": problems.to_numpy(), "b": bins.to_numpy()})
-    per_problem = per_problem.groupby("p").agg(v=("v", "mean"), b=("b", "first"))
-    per_problem = per_problem[per_problem["b"] >= 0]
+def tied_across_bins(table: pd.DataFrame, bin_: int) -> int:
+    """Problems of bin `bin_` (in `problem_bins`' table) whose difficulty equals that of a problem in another
+    bin. Equal-count bins split a tie group (many problems at pass rate 0) at the rank boundary, so part of
+    "medium" can be as hard as "hard"; the count says how much of the arm that is."""
+    per_problem = table[table["b"] >= 0]
     inside = per_problem[per_problem["b"] == bin_]
     elsewhere = set(per_problem.loc[per_problem["b"] != bin_, "v"])
     return int(inside["v"].isin(elsewhere).sum())
