@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +20,68 @@ def content_key(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:KEY_LEN]
 
 
-_FILE_CACHE: dict[tuple[str, int, int], str] = {}
+_FILE_CACHE: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
+def digest_cache_dir() -> Path:
+    """Where file digests persist between processes: hashing a 64 GB checkpoint once per machine, not per plan."""
+    if os.environ.get("ABLATE_CACHE_DIR"):
+        return Path(os.environ["ABLATE_CACHE_DIR"]) / "digests"
+    base = Path(os.environ["XDG_CACHE_HOME"]) if os.environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "ablate" / "digests"
+
+
+def _stat_key(p: Path) -> tuple[str, int, int, int, int, int]:
+    # Any write changes ctime (which no tool can set back), so a stale digest cannot survive a rewrite in place.
+    st = p.stat()
+    return (str(p.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes, cached per (path, size, mtime) within the process."""
+    """sha256 of a file's bytes; remembered per (file, inode, size, mtime, ctime) in memory and on disk."""
     p = Path(path)
-    st = p.stat()
-    ck = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if ck not in _FILE_CACHE:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_CACHE[ck] = h.hexdigest()
-    return _FILE_CACHE[ck]
+    ck = _stat_key(p)
+    if ck in _FILE_CACHE:
+        return _FILE_CACHE[ck]
+    entry = digest_cache_dir() / hashlib.sha256(repr(ck).encode("utf-8")).hexdigest()
+    try:
+        cached = entry.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        cached = ""
+    if len(cached) == 64:
+        _FILE_CACHE[ck] = cached
+        return cached
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = _FILE_CACHE[ck] = h.hexdigest()
+    _remember(entry, digest)
+    return digest
 
 
-def tree_digest(path: str | Path, *, max_content_bytes: int = 1 << 20) -> str:
-    """Fingerprint of a directory: every file's relative name and size, and the content of small files.
+def _remember(entry: Path, digest: str) -> None:
+    """Best effort: an unwritable cache only costs time. Written whole then renamed, so readers never see half."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        tmp.write_text(digest, encoding="ascii")
+        os.replace(tmp, entry)
+    except OSError:
+        pass
 
-    Large weight shards are identified by name and size only: hashing 64 GB per plan would be unusable, and
-    their config/index files (small, hashed) change whenever the weights do.
+
+def tree_digest(path: str | Path) -> str:
+    """Fingerprint of a directory: every file's relative name and content (hidden files aside).
+
+    Weights are hashed too: two fine-tunes of one architecture have identical configs and shard sizes. The
+    on-disk digest cache makes this a one-time cost per file and machine.
     """
     root = Path(path)
     entries = []
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = f.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in f.relative_to(root).parts):
+        rel = f.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
             continue
-        size = f.stat().st_size
-        entries.append([rel, size, file_digest(f) if size <= max_content_bytes else None])
+        entries.append([rel.as_posix(), f.stat().st_size, file_digest(f)])
     return content_key(entries)
