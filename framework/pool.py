@@ -88,7 +88,8 @@ def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | Non
     fallbacks = spec.eval.grading.fallbacks
     found = [extract_answer(t, fallbacks=fallbacks) for t in pool["trace"]]
     answers, methods = [a for a, _ in found], [m for _, m in found]
-    todo = [i for i, (a, e) in enumerate(zip(answers, pool["expected_answer"])) if a is not None and e is not None]
+    expected = pool["expected_answer"]
+    todo = [i for i, (a, e) in enumerate(zip(answers, expected)) if a is not None and _present(e)]
     verdicts = grade_many(
         [(answers[i], pool["expected_answer"].iloc[i]) for i in todo],
         grader=spec.eval.grading.grader or "math",
@@ -99,6 +100,11 @@ def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | Non
     for i, v in zip(todo, verdicts):
         correct[i] = None if v.error else v.correct  # a timeout or a crashed grader: ungraded, not wrong
     return answers, methods, correct
+
+
+def _present(value: Any) -> bool:
+    """A known answer: pandas turns None into NaN in a text column, and NaN graded against is "wrong"."""
+    return value is not None and not (isinstance(value, float) and pd.isna(value)) and str(value).strip() != ""
 
 
 def pass_rates(path: Path) -> dict[str, float]:

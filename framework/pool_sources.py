@@ -60,7 +60,8 @@ def read_jsonl(path: Path) -> pd.DataFrame:
             rows.append(obj)
     if problems:
         raise PoolError(problems[:50] + ([f"{path}: ... and {len(problems) - 50} more"] if len(problems) > 50 else []))
-    return pd.DataFrame(rows)
+    # One object column per field: a numeric column with a gap would turn 3 into "3.0" and a long id into 1e16.
+    return pd.DataFrame(rows, dtype=object)
 
 
 def _with_rows(frame: pd.DataFrame, label: str) -> pd.DataFrame:
@@ -199,12 +200,15 @@ def conform(frame: pd.DataFrame, label: str, constant_source: str | None) -> pd.
     if problems:
         raise PoolError(problems)
     out = frame.copy()
+    for field in ("source", *OPTIONAL_TEXT):  # an empty CSV cell or JSON "" is a missing value, not a label
+        if field in out.columns:
+            out[field] = pd.Series([None if _missing(v) else v for v in out[field]], index=out.index, dtype=object)
     out["problem"] = out["problem"].astype(str)
     out["trace"] = out["trace"].astype(str)
     if "source" not in out.columns:
         out["source"] = constant_source or label
-    elif constant_source is not None:
-        out["source"] = out["source"].fillna(constant_source)
+    else:
+        out["source"] = out["source"].fillna(constant_source or label)
     out["source"] = out["source"].astype(str)
     if "problem_id" not in out.columns:
         out["problem_id"] = [problem_id_for(p) for p in out["problem"]]
@@ -213,6 +217,26 @@ def conform(frame: pd.DataFrame, label: str, constant_source: str | None) -> pd.
         if field not in out.columns:
             out[field] = None
     out["pass_rate"] = pd.to_numeric(out["pass_rate"], errors="coerce").astype("float64")  # "n/a" -> missing
-    out["expected_answer"] = [None if pd.isna(v) else str(v) for v in out["expected_answer"]]
-    out["topic"] = [None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in out["topic"]]
+    out["expected_answer"] = pd.Series(
+        [None if _missing(v) else _text(v) for v in out["expected_answer"]], index=out.index, dtype=object
+    )
+    out["topic"] = pd.Series([None if _missing(v) else str(v) for v in out["topic"]], index=out.index, dtype=object)
     return out[[*POOL_FIELDS, *(c for c in out.columns if c not in POOL_FIELDS)]]
+
+
+OPTIONAL_TEXT = ("expected_answer", "difficulty", "topic")
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    return bool(isinstance(value, float) and pd.isna(value))
+
+
+def _text(value: Any) -> str:
+    """An answer as text; a float that holds an integer (a column read with gaps) loses its ".0"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -23,7 +23,9 @@ STAGES: dict[str, Stage] = {
     for s in (
         Stage("model", "1", "framework.tiny:run", "cpu", "build a tiny base model and tokenizer"),
         # pool 2: an "answer is X, which ..." phrase yields X (it fell through to the last number)
-        Stage("pool", "2", "framework.pool:run", "cpu", "load and annotate the trace pool, once per sweep"),
+        # pool 3: a missing expected answer leaves a trace ungraded (it was graded wrong); integer answers with
+        # gaps in their column stay exact text; empty CSV cells are missing values
+        Stage("pool", "3", "framework.pool:run", "cpu", "load and annotate the trace pool, once per sweep"),
         Stage(
             "data",
             "1",

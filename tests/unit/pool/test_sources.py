@@ -297,3 +297,43 @@ def test_a_revision_without_a_hub_dataset_is_a_spec_error(source):
 
     with pytest.raises(SpecErrors, match="'revision' pins a hub dataset"):
         spec_with([source])
+
+
+def test_a_trace_without_an_expected_answer_is_ungraded_end_to_end(tmp_path):
+    """Through the loader: a null or missing answer must not reach the grader as NaN (graded "wrong")."""
+    from framework.pool import grade_traces
+
+    rows = [
+        {"problem": "p1", "trace": "\\boxed{3}", "expected_answer": "3"},
+        {"problem": "p2", "trace": "\\boxed{5}", "expected_answer": None},
+        {"problem": "p3", "trace": "\\boxed{7}"},
+        {"problem": "p4", "trace": "\\boxed{9}", "expected_answer": ""},
+    ]
+    write_jsonl(tmp_path / "p.jsonl", rows)
+    spec = spec_with([{"path": "p.jsonl"}])
+    pool, _ = load_pool(spec, resolver(tmp_path))
+    _, _, correct = grade_traces(pool, spec)
+    assert correct == [True, None, None, None]
+
+
+def test_integer_answers_with_gaps_stay_exact_text(tmp_path):
+    rows = [
+        {"problem": "p1", "trace": "t", "expected_answer": 3},
+        {"problem": "p2", "trace": "t", "expected_answer": None},
+        {"problem": "p3", "trace": "t", "expected_answer": 12345678901234567},
+    ]
+    write_jsonl(tmp_path / "p.jsonl", rows)
+    pool, _ = load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
+    assert list(pool["expected_answer"]) == ["3", None, "12345678901234567"]
+
+
+def test_empty_csv_cells_are_missing_values_not_labels(tmp_path):
+    pd.DataFrame(
+        [
+            {"problem": "p1", "trace": "t", "source": "", "expected_answer": ""},
+            {"problem": "p2", "trace": "t", "source": "x", "expected_answer": "4"},
+        ]
+    ).to_csv(tmp_path / "p.csv", index=False)
+    pool, _ = load_pool(spec_with([{"path": "p.csv", "source": "human"}]), resolver(tmp_path))
+    assert list(pool["source"]) == ["human", "x"]
+    assert list(pool["expected_answer"]) == [None, "4"]
