@@ -309,11 +309,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from framework.plan import tracking_uri
+    from framework.plan import configured_tracking_uri, tracking_uri
     from framework.tracking import ui_command
 
     loaded = load_spec(args.spec)
-    cmd = ui_command(tracking_uri(loaded.spec), args.host, args.port)
+    uri = tracking_uri(configured_tracking_uri(loaded.spec), results_root(loaded, args.results_dir).parent)
+    cmd = ui_command(uri, args.host, args.port)
     print(f"MLflow UI for {loaded.spec.name}: http://{args.host}:{args.port}  (runs list: choose 'Model training')")
     return subprocess.call(cmd)
 
@@ -489,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=5000)
+    p.add_argument("--results-dir", help="the results root the sweep ran with (default: the spec's results_dir)")
     p = command("toy", cmd_toy, "toy world tools: `ablate toy pretrain` builds the toy base model")
     p.add_argument("action", choices=["pretrain"])
     p.add_argument("--world-seed", type=int, default=0)

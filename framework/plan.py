@@ -226,8 +226,8 @@ def launch_problems(spec: AblationSpec) -> list[str]:
     return []
 
 
-def tracking_uri(spec: AblationSpec) -> str:
-    """Spec, then $MLFLOW_TRACKING_URI, then the sqlite file under the results directory."""
+def configured_tracking_uri(spec: AblationSpec) -> str | None:
+    """The spec's URI, then $MLFLOW_TRACKING_URI; None means the default database next to the results."""
     if spec.tracking.uri:
         return spec.tracking.uri
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -236,7 +236,13 @@ def tracking_uri(spec: AblationSpec) -> str:
         if problem:
             raise UserError(f"MLFLOW_TRACKING_URI: {problem}")
         return env
-    return f"sqlite:///{Path(spec.results_dir) / 'mlflow.db'}"
+    return None
+
+
+def tracking_uri(configured: str | None, results_base: Path) -> str:
+    """The URI to log to. The default is `<results base>/mlflow.db` as an absolute path: the base the results
+    actually use (--results-dir, $ABLATE_RESULTS_DIR or the spec), whatever directory a stage runs in."""
+    return configured or f"sqlite:///{results_base.resolve() / 'mlflow.db'}"
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -282,9 +288,8 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
     ]
     if spec.annotate.exclude_eval_problems:  # the pool leaves out the benchmarks' problems
         pool_extra["benchmarks"] = [ident for _, ident in benches]
-    uri = tracking_uri(spec)
     log_slice = {
-        "uri": uri,
+        "uri": configured_tracking_uri(spec),  # None: the default database, wherever the results are
         "experiment": spec.tracking.experiment or spec.name,
         **spec.tracking.model_dump(mode="json", exclude={"uri", "experiment"}),
         "pass_k": spec.eval.pass_k,  # computed from the stored samples when the eval ran with other ks

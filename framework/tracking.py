@@ -447,9 +447,11 @@ def _run_url(uri: str, exp_id: str, run_id: str) -> str | None:
 
 def run(ctx: StageContext) -> None:
     """The `log` stage: log the cell to MLflow and write run.json (uri, experiment, run ids) into the store."""
+    from framework.plan import tracking_uri
+
     config = ctx.job.config
     tracking = config["tracking"]
-    uri = tracking["uri"]
+    uri = tracking_uri(tracking["uri"], ctx.store.root.parent.parent)  # store: <base>/<name>/store
     with fast_failure():
         client = connect(uri)
         result = log_cell(

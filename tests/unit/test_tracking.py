@@ -19,6 +19,7 @@ from framework.errors import UserError
 from framework.execute import execute
 from framework.mlflow_client import TrackingUnavailable, batches, connect, find_sweep_run
 from framework.redaction import REDACTED, redact, redact_text
+from framework.store import Store
 from framework.tracking import log_cell, metric_key, ui_command
 from tests.unit.test_report import FAKE_SECRET, Sweep, migrated_db, synthetic_sweep
 
@@ -245,18 +246,30 @@ def test_redaction_rules():
 def test_default_uri_is_a_sqlite_file_under_results(in_tmp, template_db, monkeypatch):
     sw = synthetic_sweep(in_tmp, seeds=(0,), tracking={"generation_sample": 5}, results_dir="results")
     (job,) = sw.plan.cell_jobs["baseline=base"]["log"]
-    assert sw.plan.jobs[job].config["tracking"]["uri"] == "sqlite:///results/mlflow.db"
-    shutil.copy(template_db, in_tmp / "results" / "mlflow.db")
-    execute(sw.loaded, sw.plan, sw.store, *job.split("/"))
-    record = json.loads((sw.store.path(*job.split("/")) / "run.json").read_text())
-    client = MlflowClient("sqlite:///results/mlflow.db")
+    assert sw.plan.jobs[job].config["tracking"]["uri"] is None  # the key does not depend on where results are
+    # Results kept under another root (--results-dir, $ABLATE_RESULTS_DIR): the database goes with them.
+    shutil.move(in_tmp / "results", in_tmp / "scratch")
+    shutil.copy(template_db, in_tmp / "scratch" / "mlflow.db")
+    store = Store(in_tmp / "scratch" / "synth" / "store")
+    execute(sw.loaded, sw.plan, store, *job.split("/"))
+    record = json.loads((store.path(*job.split("/")) / "run.json").read_text())
+    assert record["tracking_uri"] == f"sqlite:///{(in_tmp / 'scratch' / 'mlflow.db').resolve()}"
+    assert not (in_tmp / "results").exists()
+    client = MlflowClient("sqlite:///scratch/mlflow.db")
     assert client.get_run(record["run_id"]).info.run_name == "baseline=base"
-    assert (in_tmp / "results" / "mlartifacts" / "synth").is_dir()
+    assert (in_tmp / "scratch" / "mlartifacts" / "synth").is_dir()
 
     import mlflow
 
-    monkeypatch.setattr(mlflow, "MlflowClient", lambda tracking_uri: tracking_uri)  # no database needed here
-    assert connect("sqlite:///fresh/nested/mlflow.db") == "sqlite:///fresh/nested/mlflow.db"
+    class Fake:  # no database needed here
+        def __init__(self, tracking_uri: str) -> None:
+            self.uri = tracking_uri
+
+        def search_experiments(self, max_results: int) -> list:
+            return []
+
+    monkeypatch.setattr(mlflow, "MlflowClient", Fake)
+    assert connect("sqlite:///fresh/nested/mlflow.db").uri == "sqlite:///fresh/nested/mlflow.db"
     assert (in_tmp / "fresh" / "nested").is_dir()
 
 
