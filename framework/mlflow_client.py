@@ -100,14 +100,32 @@ def connect(uri: str) -> MlflowClient:
     if uri.startswith(("http://", "https://")):
         _probe(uri)
     db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return MlflowClient(tracking_uri=uri)
+        if db is None:
+            return MlflowClient(tracking_uri=uri)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(db.with_name(db.name + ".init-lock")):
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # creates or migrates the tables, one process at a time
+        return client
     except Exception as e:
         if (down := as_unavailable(e)) is None:
             raise
         raise down from e
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside a sqlite database. MLflow creates and migrates its tables without one, and two
+    stages opening a new database at once leave it half-migrated for good."""
+    import fcntl
+
+    with path.open("a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 _TRANSIENT = re.compile(

@@ -172,3 +172,30 @@ def test_concurrent_log_stages_agree_on_one_parent_run(server: Server, tmp_path:
     cells = children(client, exp_id)
     assert len(cells) == len(racers) == 3
     assert {r.data.tags["mlflow.parentRunId"] for r in cells} == {parents[0].info.run_id}
+
+
+RACE = """
+import sys, time
+from framework.mlflow_client import connect, experiment_id
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.005)
+client = connect(sys.argv[1])
+print(experiment_id(client, "exp", sys.argv[1]))
+"""
+
+
+def test_stages_opening_a_new_sqlite_database_at_once_all_get_it(tmp_path: Path):
+    """MLflow creates its tables without a lock: unguarded, three processes leave the database half-migrated."""
+    uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
+    start = time.time() + 8  # after each process has imported mlflow
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, uri, str(start)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err.decode()[-600:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1  # one experiment, the same for all
+    assert MlflowClient(uri).get_experiment_by_name("exp") is not None
