@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from framework.errors import UserError
+from framework.grading import answer_text
 from framework.registry import BENCHMARKS
 from framework.spec.models import BenchmarkSpec
 
@@ -108,11 +109,15 @@ def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
     if missing:
         raise BenchmarkError(f"benchmark {bench.name}: field(s) {missing} missing; columns: {sorted(frame.columns)}")
     frame["problem_id"] = frame["problem_id"].astype(str)
-    frame["expected_answer"] = frame["expected_answer"].astype(str)
     if bench.problem_ids is not None:
         frame = frame[frame["problem_id"].isin(bench.problem_ids)]
     if bench.limit is not None:
         frame = frame.head(bench.limit)
+    answers = [answer_text(v) for v in frame["expected_answer"]]
+    if unknown := [i for i, a in zip(frame["problem_id"], answers) if a is None]:  # graded against "nan": all wrong
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise BenchmarkError(f"benchmark {bench.name}: {len(unknown)} problem(s) have no expected_answer ({shown})")
+    frame["expected_answer"] = pd.Series(answers, index=frame.index, dtype=object)
     if frame["problem_id"].duplicated().any():
         raise BenchmarkError(f"benchmark {bench.name}: duplicate problem ids")
     out = frame[["problem_id", "problem", "expected_answer", "subset"]].reset_index(drop=True)

@@ -273,7 +273,7 @@ def run(ctx: StageContext) -> None:
     n = bench.samples or ev.samples
     ev_n = ev.model_copy(update={"samples": n})
     max_len = ev.max_model_len or (max(map(len, prompts)) + ev.sampling.max_tokens)
-    dtype = _dtype(spec.model.dtype)
+    dtype = _dtype(ctx.job.config["dtype"])  # what the key records: a baseline may name its own
     t0 = time.perf_counter()
     stop_ids = generation_stop_ids(model_dir, tokenizer)
     if ev.backend == "vllm":

@@ -448,3 +448,17 @@ def grade_many(
         for key, verdict in zip(slow, _run_pool(slow, grader, timeout_s, min(size, len(slow)))):
             unique[key] = verdict
     return [unique[(answer, expected)] for answer, expected in items]
+
+
+def answer_text(value: object) -> str | None:
+    """An expected answer as text, None when missing. A column read with gaps holds 204 as 204.0 (and a pandas
+    3 text column holds None as NaN): neither may reach the grader as "204.0" or "nan"."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+    text = str(value)
+    return text if text.strip() else None

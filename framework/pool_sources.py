@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from framework.errors import UserError
+from framework.grading import answer_text
 from framework.registry import POOL_PRESETS
 from framework.spec.models import POOL_FIELDS, PoolSourceSpec
 
@@ -217,9 +218,7 @@ def conform(frame: pd.DataFrame, label: str, constant_source: str | None) -> pd.
         if field not in out.columns:
             out[field] = None
     out["pass_rate"] = pd.to_numeric(out["pass_rate"], errors="coerce").astype("float64")  # "n/a" -> missing
-    out["expected_answer"] = pd.Series(
-        [None if _missing(v) else _text(v) for v in out["expected_answer"]], index=out.index, dtype=object
-    )
+    out["expected_answer"] = pd.Series([answer_text(v) for v in out["expected_answer"]], index=out.index, dtype=object)
     out["topic"] = pd.Series([None if _missing(v) else str(v) for v in out["topic"]], index=out.index, dtype=object)
     return out[[*POOL_FIELDS, *(c for c in out.columns if c not in POOL_FIELDS)]]
 
@@ -233,10 +232,3 @@ def _missing(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip() == ""
     return bool(isinstance(value, float) and pd.isna(value))
-
-
-def _text(value: Any) -> str:
-    """An answer as text; a float that holds an integer (a column read with gaps) loses its ".0"."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

@@ -37,7 +37,9 @@ STAGES: dict[str, Stage] = {
         Stage("train", "2", "framework.train:run", "gpu", "full fine-tune (DeepSpeed ZeRO-3) on the cell's data"),
         # eval 2: samples stop at the chat turn end (a base model's config names only its EOS); samples of
         # different problems never share a seed; multiple-choice phrases and fallbacks: false as documented
-        Stage("eval", "2", "framework.evaluate:run", "gpu", "generate, grade and score one benchmark"),
+        # eval 3: a baseline with a dtype of its own runs in it (it ran in the model's); a benchmark problem with
+        # no expected answer is an error (it was graded against "nan"), and 204.0 reads 204
+        Stage("eval", "3", "framework.evaluate:run", "gpu", "generate, grade and score one benchmark"),
         Stage("log", "1", "framework.tracking:run", "cpu", "log a cell to MLflow"),
     )
 }

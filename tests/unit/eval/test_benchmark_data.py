@@ -105,3 +105,12 @@ def test_a_hub_benchmark_reads_the_pinned_revision_and_says_which_commit_it_read
 def test_a_revision_beside_a_local_file_is_a_spec_error():
     with pytest.raises(ValueError, match="'revision' pins the hub copy"):
         BenchmarkSpec(name="math-500", path="b.jsonl", revision="v1")
+
+
+def test_a_problem_without_an_answer_is_an_error_and_integers_keep_their_text(tmp_path):
+    rows = [{"id": "a", "problem": "p", "expected_answer": 204}, {"id": "b", "problem": "q", "expected_answer": None}]
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BenchmarkError, match=r"1 problem\(s\) have no expected_answer \(b\)"):
+        load_benchmark(BenchmarkSpec(name="aime24", path="b.jsonl"), resolver(tmp_path))
+    frame = load_benchmark(BenchmarkSpec(name="aime24", path="b.jsonl", problem_ids=["a"]), resolver(tmp_path))
+    assert list(frame["expected_answer"]) == ["204"]  # not "204.0": the column had a gap
