@@ -105,8 +105,43 @@ def run(ctx: StageContext) -> None:
         "stop_file": str(out / STOP_FILE),
     }
 
-    # 4. Resume from the newest complete checkpoint of a previous attempt (same process layout), if any.
-    resume_from = resume_point(checkpoints, lay) if ctx.build.resumed else None
+    # 4. A previous attempt that trained and saved but was killed before publication (a time limit during the
+    #    final fsync of 64 GB): its worker report and verified checkpoint stand; training again would waste it.
+    result_file = Path(worker_args["result"])
+    finished = read_result(result_file) if ctx.build.resumed and (out / "model" / "config.json").is_file() else None
+    if finished is not None:
+        result, rc, resume_from = finished, 0, None
+        t_launch = t_done = time.monotonic()
+    else:
+        result, rc, resume_from, t_launch = _train(out, lay, worker_args, checkpoints, resumed=ctx.build.resumed)
+        t_done = time.monotonic()
+
+    # 6. The consolidated checkpoint stays (the worker verified it); the ZeRO shards go.
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    shutil.rmtree(out / "errors", ignore_errors=True)  # the worker report stays until publication (step 4)
+
+    # 7. Metrics and manifest.
+    timings = {
+        "prepare_s": t_launch - t0,
+        "launch_s": t_done - t_launch,
+        **result["timings"],
+        "total_s": time.monotonic() - t0,
+    }
+    metrics = summarize(result, lay, train.epochs, resume_from, timings, rc)
+    write_json_atomic(out / "metrics.json", metrics)
+    ctx.build.manifest["train"] = {
+        k: metrics[k] for k in ("final_loss", "steps", "examples", "tokens", "layout", "resumed_from_step")
+    } | {k: metrics["timings"][k] for k in ("train_s", "total_s")}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _train(
+    out: Path, lay: Layout, worker_args: dict[str, Any], checkpoints: Path, *, resumed: bool
+) -> tuple[dict[str, Any], int, Path | None, float]:
+    """Steps 4-5 of `run`: resume point, a clean slate, launch and wait. Returns the worker's report, the exit
+    code, the checkpoint resumed from and when the workers were launched."""
+    # Resume from the newest complete checkpoint of a previous attempt (same process layout), if any.
+    resume_from = resume_point(checkpoints, lay) if resumed else None
     if resume_from is None:
         shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoints.mkdir(exist_ok=True)
@@ -120,8 +155,8 @@ def run(ctx: StageContext) -> None:
     args_file = out / "train_args.json"
     write_json_atomic(args_file, worker_args)
 
-    # 5. Launch and wait. The worker's report, not the exit code, says whether it finished: a rare abort at
-    #    interpreter exit after a complete save must not discard the run.
+    # Launch and wait. The worker's report, not the exit code, says whether it finished: a rare abort at
+    # interpreter exit after a complete save must not discard the run.
     log = out / "train.log"
     cmd = launch_command(lay, args_file, os.environ, parent_pid=os.getpid())
     t_launch = time.monotonic()
@@ -139,28 +174,9 @@ def run(ctx: StageContext) -> None:
         raise TrainingStopped(f"training interrupted by {signals[0]}: {where}")
     if result is None:
         raise TrainError(f"training failed (exit code {rc}): {worker_error(out / 'errors', log)}")
-    t_done = time.monotonic()
-
-    # 6. The consolidated checkpoint stays (the worker verified it); the ZeRO shards go.
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    shutil.rmtree(out / "errors", ignore_errors=True)
-    Path(worker_args["result"]).unlink()  # its content moves into metrics.json
-
-    # 7. Metrics and manifest.
-    timings = {
-        "prepare_s": t_launch - t0,
-        "launch_s": t_done - t_launch,
-        **result["timings"],
-        "total_s": time.monotonic() - t0,
-    }
-    metrics = summarize(result, lay, train.epochs, resume_from, timings, rc)
-    write_json_atomic(out / "metrics.json", metrics)
-    ctx.build.manifest["train"] = {
-        k: metrics[k] for k in ("final_loss", "steps", "examples", "tokens", "layout", "resumed_from_step")
-    } | {k: metrics["timings"][k] for k in ("train_s", "total_s")}
+    return result, rc, resume_from, t_launch
 
 
-# ---------------------------------------------------------------------------------------------- helpers
 def resume_point(checkpoints: Path, lay: Layout) -> Path | None:
     """The newest complete checkpoint written with this process layout (ZeRO shards are per rank)."""
     try:

@@ -305,6 +305,27 @@ def test_metrics_and_manifest(two_procs: tuple[Path, Path]) -> None:
     assert "train.log" in os.listdir(out) and "train_args.json" in os.listdir(out)
 
 
+def test_a_training_killed_after_saving_but_before_publication_is_not_trained_again(
+    tmp_path: Path, tiny_dir: Path, two_procs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed (a time limit) while publishing a trained 64 GB model: the next attempt publishes what was saved."""
+    import shutil
+
+    from framework import train
+
+    loaded, plan = plan_for(SPEC)
+    store = Store(tmp_path)
+    key = publish_inputs(store, plan, tiny_dir, toy_like_rows())
+    work = store.work_path("train", key)
+    shutil.copytree(two_procs[0], work)  # what the attempt left: its verified model and the worker's report
+    for name in ("SUCCESS", "manifest.json", "metrics.json"):
+        (work / name).unlink()
+    monkeypatch.setattr(train, "run_logged", lambda *a, **k: pytest.fail("the finished training ran again"))
+    assert execute(loaded, plan, store, "train", key)
+    assert metrics(store.path("train", key))["final_loss"] == metrics(two_procs[0])["final_loss"]
+    assert (store.path("train", key) / "model" / "config.json").is_file()
+
+
 # --------------------------------------------------------------------------------------------- failures
 def test_model_problems_stop_the_stage_before_launch(tmp_path: Path, tiny_dir: Path) -> None:
     from framework.models import ModelError
