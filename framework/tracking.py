@@ -81,7 +81,10 @@ def metric_key(*parts: str) -> str:
     key = "/".join(p.replace("@", "_at_") for p in parts if p != "")
     key = re.sub(r"[^\w.\- :/]", "_", key)
     key = posixpath.normpath(key).lstrip("/") if key else key
-    return key[:250]
+    if len(key) > 250:  # cut, with a hash of the whole so that keys differing only at the end stay apart
+        key = key[:241].rstrip("/. ") + "-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
+    key = key.rstrip("/ ")
+    return "_" if key in ("", ".", "..") else key  # MLflow rejects a key ending in "/" or made of dots
 
 
 def spec_hash(loaded: LoadedSpec) -> str:

@@ -307,8 +307,11 @@ def test_batches_respect_mlflow_limits():
 def test_metric_keys_are_valid_mlflow_names():
     assert metric_key("aime24", "pass@1") == "aime24/pass_at_1"
     assert metric_key("comp-math-24-25", "aime25/maj@64") == "comp-math-24-25/aime25/maj_at_64"
-    for key in ("a/b@c", "x//y", "we:ird/k(e)y", "/lead"):
-        assert validate_param_and_metric_name(metric_key(key))
+    long = "x" * 249 + "/tail"  # cut at 250 it would end in "/"
+    for key in ("a/b@c", "x//y", "we:ird/k(e)y", "/lead", "aime24/..", long):
+        assert validate_param_and_metric_name(metric_key(key)), metric_key(key)
+        assert len(metric_key(key)) <= 250
+    assert metric_key("p" * 260 + "a") != metric_key("p" * 260 + "b")  # a cut must not merge two keys
 
 
 def test_unreachable_server_raises_tracking_unavailable():
