@@ -394,7 +394,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     loaded, plan = _load(args.spec)
     store = open_store(loaded, args.results_dir)
-    cell = next((c for c in plan.cells if c.id == args.cell or c.key.startswith(args.cell)), None)
+    cell = next((c for c in plan.cells if c.id == args.cell or (args.cell and c.key.startswith(args.cell))), None)
     if cell is None:
         raise UserError(f"no cell {args.cell!r}; cells: {', '.join(c.id for c in plan.cells)}")
     jobs = plan.cell_jobs[cell.id]["data"]
@@ -450,6 +450,12 @@ def _port(text: str) -> int:
     return port
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0, 1, 2, ...)")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description="Data-ablation experiments on LLM reasoning.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -503,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("cell", metavar="CELL", help="a cell id as `ablate plan` shows it")
     p.add_argument("--export", metavar="FILE", help="write the traces to FILE (.jsonl, .csv or .parquet)")
-    p.add_argument("--show", type=int, default=3, help="how many traces to print in full")
+    p.add_argument("--show", type=_count, default=3, help="how many traces to print in full")
     p.add_argument("--results-dir")
     p = command("exec", cmd_exec, "run stage jobs idempotently (what launchers call)")
     p.add_argument("stage", choices=list(STAGES))

@@ -161,6 +161,10 @@ def test_bad_options_are_user_errors(write_spec, minimal, in_tmp, capsys):
     assert "name a .jsonl, .csv or .parquet file" in capsys.readouterr().err
     assert main(["data", str(path), cell, "--export", "no/dir/out.jsonl"]) == 2
     assert "no directory" in capsys.readouterr().err
+    assert main(["data", str(path), ""]) == 2  # an empty id is not the start of every cell's key
+    assert "no cell ''" in capsys.readouterr().err
+    out = run_cli("data", str(path), cell, "--show", "-1")
+    assert out.returncode == 2 and "is not a count" in out.stderr
 
 
 def test_exec_runs_every_key_when_one_fails(write_spec, minimal, in_tmp, capsys, monkeypatch):
