@@ -109,12 +109,14 @@ def _load_dataset_dir(path: Path, split: str = "train") -> pd.DataFrame:
     return _with_rows(ds.to_pandas(), str(path))
 
 
-def read_hub(hub: str, split: str, revision: str | None = None) -> pd.DataFrame:
-    """The split's rows; `attrs["hub"]` says which dataset and commit they came from."""
+def read_hub(hub: str, split: str, src: PoolSourceSpec) -> pd.DataFrame:
+    """The split's rows, filtered and limited as the source says; `attrs["hub"]` names the dataset and commit."""
     from framework.hub_data import read_hub_split
 
+    revision = src.revision
+    where = {c: (v if isinstance(v, list) else [v]) for c, v in src.filter.items()}
     try:
-        frame = read_hub_split(hub, split, revision=revision)
+        frame = read_hub_split(hub, split, revision=revision, where=where, limit=src.limit)
     except Exception as e:  # the hub client raises many types; the message is what the user needs
         at = f" at revision {revision!r}" if revision else ""
         raise PoolError(f"hub dataset {hub!r} (split {split!r}){at} cannot be loaded: {e}") from None
@@ -138,7 +140,7 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
             return _select(frame, src, columns), label
         if src.path is None and src.hub is None:
             split = src.split if src.split != "train" else preset.split
-            return _select(read_hub(preset.hub, split, src.revision), src, columns), label
+            return _select(read_hub(preset.hub, split, src), src, columns), label
     if src.path is not None:
         path = resolve(src.path)
         if path is None:
@@ -150,7 +152,7 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
         )
         label = label if src.preset else Path(src.path).stem
     else:
-        frame = read_hub(src.hub or "", src.split, src.revision)
+        frame = read_hub(src.hub or "", src.split, src)
         label = src.hub or label
     return _select(frame, src, columns), label
 

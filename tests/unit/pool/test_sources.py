@@ -273,7 +273,7 @@ def test_a_pinned_revision_reaches_the_hub_reader_and_its_errors(monkeypatch):
 
     asked = []
 
-    def unreachable(repo, split, *, config=None, revision=None):
+    def unreachable(repo, split, *, config=None, revision=None, where=None, limit=None):
         asked.append((repo, split, revision))
         raise ConnectionError("offline")
 
@@ -337,3 +337,23 @@ def test_empty_csv_cells_are_missing_values_not_labels(tmp_path):
     pool, _ = load_pool(spec_with([{"path": "p.csv", "source": "human"}]), resolver(tmp_path))
     assert list(pool["source"]) == ["human", "x"]
     assert list(pool["expected_answer"]) == [None, "4"]
+
+
+def test_a_hub_split_is_read_alone_filtered_and_limited_before_pandas(tmp_path):
+    """A repository laid out as on the hub (README configs, one set of parquet files per split): only the asked
+    split's files are read (the other split here is not even parquet), then the filter and limit."""
+    from framework.hub_data import read_hub_split
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: cot\n    path: data/cot-*.parquet\n"
+        "  - split: tir\n    path: data/tir-*.parquet\n---\n"
+    )
+    pd.DataFrame(
+        {"problem": [f"p{i}" for i in range(6)], "problem_type": ["has_answer_extracted", "converted_proof"] * 3}
+    ).to_parquet(repo / "data" / "cot-00000-of-00001.parquet")
+    (repo / "data" / "tir-00000-of-00001.parquet").write_bytes(b"not parquet: reading it would fail")
+    frame = read_hub_split(str(repo), "cot", where={"problem_type": ["has_answer_extracted"]}, limit=2)
+    assert list(frame["problem"]) == ["p0", "p2"]
+    assert frame.attrs["hub"]["split"] == "cot" and frame.attrs["hub"]["commit"]
