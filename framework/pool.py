@@ -45,7 +45,7 @@ def load_pool(spec: AblationSpec, resolve: Any) -> tuple[pd.DataFrame, dict[str,
             hub_data.append({"source": f"pool[{i}]", **raw.attrs["hub"]})
         frames.append(conform(raw, label, src.source))
     pool = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    check_answers_agree(pool)
+    pool = check_answers_agree(pool, spec.eval.grading.grader or "math")
     pool.insert(
         0, "trace_id", [trace_id(s, p, t) for s, p, t in zip(pool["source"], pool["problem_id"], pool["trace"])]
     )
@@ -55,18 +55,35 @@ def load_pool(spec: AblationSpec, resolve: Any) -> tuple[pd.DataFrame, dict[str,
     return pool, {"rows_read": before, "duplicate_traces_dropped": before - len(pool), "hub_data": hub_data}
 
 
-def check_answers_agree(pool: pd.DataFrame) -> None:
-    """One problem id with two different expected answers is a broken pool: grading would be arbitrary."""
+def check_answers_agree(pool: pd.DataFrame, grader: str = "math") -> pd.DataFrame:
+    """One problem id with two different expected answers is a broken pool: grading would be arbitrary. Two
+    sources may write one answer differently (1/2 and \\frac{1}{2}): those the grader finds equal agree, and
+    the problem keeps its first spelling so every trace of it is graded alike."""
+    from framework.grading import grade_many
+
     known = pool[pool["expected_answer"].notna()]
     counts = known.groupby("problem_id")["expected_answer"].nunique()
-    bad = counts[counts > 1].index[:20]
-    problems = []
-    for pid in bad:
-        rows = known[known["problem_id"] == pid].drop_duplicates("expected_answer")
-        pairs = ", ".join(f"{w}: {a!r}" for w, a in zip(rows["_where"], rows["expected_answer"]))
-        problems.append(f"problem_id {pid!r} has different expected answers ({pairs})")
+    spelled = {
+        pid: list(dict.fromkeys(known.loc[known["problem_id"] == pid, "expected_answer"]))
+        for pid in counts[counts > 1].index
+    }
+    pairs = [(other, answers[0]) for answers in spelled.values() for other in answers[1:]]
+    verdicts = iter(grade_many(pairs, grader=grader) if pairs else [])
+    problems, first = [], {}
+    for pid, answers in spelled.items():
+        if all(v.correct and not v.error for v in [next(verdicts) for _ in answers[1:]]):
+            first[pid] = answers[0]
+        elif len(problems) < 20:
+            rows = known[known["problem_id"] == pid].drop_duplicates("expected_answer")
+            pairs_text = ", ".join(f"{w}: {a!r}" for w, a in zip(rows["_where"], rows["expected_answer"]))
+            problems.append(f"problem_id {pid!r} has different expected answers ({pairs_text})")
     if problems:
         raise PoolError(problems)
+    if first:
+        pool = pool.copy()
+        same = pool["problem_id"].map(first)
+        pool["expected_answer"] = pool["expected_answer"].where(same.isna() | pool["expected_answer"].isna(), same)
+    return pool
 
 
 # ------------------------------------------------------------------------------------------ annotation

@@ -357,3 +357,16 @@ def test_a_hub_split_is_read_alone_filtered_and_limited_before_pandas(tmp_path):
     frame = read_hub_split(str(repo), "cot", where={"problem_type": ["has_answer_extracted"]}, limit=2)
     assert list(frame["problem"]) == ["p0", "p2"]
     assert frame.attrs["hub"]["split"] == "cot" and frame.attrs["hub"]["commit"]
+
+
+def test_one_answer_spelled_two_ways_agrees_and_keeps_its_first_spelling(tmp_path):
+    write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"problem_id": "a", "problem": "q", "trace": "t1", "expected_answer": "1/2"},
+            {"problem_id": "a", "problem": "q", "trace": "t2", "expected_answer": "\\frac{1}{2}"},
+            {"problem_id": "b", "problem": "r", "trace": "t3", "expected_answer": None},
+        ],
+    )
+    pool, _ = load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
+    assert list(pool["expected_answer"]) == ["1/2", "1/2", None]
