@@ -111,8 +111,9 @@ def select(
             {"factor": name, "level": level, "before": before, "after": len(frame), "report": ctx.report}
         )
         if len(frame) < n_examples:
+            hint = f" ({ctx.report['hint']})" if ctx.report.get("hint") else ""
             raise TooFewTraces(
-                f"after {name}={level}: {len(frame)} traces left, need {n_examples}",
+                f"after {name}={level}: {len(frame)} traces left, need {n_examples}{hint}",
                 step=name,
                 level=level,
                 have=len(frame),

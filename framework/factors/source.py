@@ -22,6 +22,10 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     sources = list(params.sources) or [level]
     out = frame[frame["source"].isin(sources)]
     ctx.report.update({"sources": sources, "kept": {s: int((out["source"] == s).sum()) for s in sources}})
+    present = set(frame["source"])
+    if unknown := [s for s in sources if s not in present]:
+        labels = ", ".join(sorted(present)[:20]) + (" ..." if len(present) > 20 else "")
+        ctx.report["hint"] = f"no trace has source {', '.join(map(repr, unknown))}; the sources here: {labels}"
     return out
 
 

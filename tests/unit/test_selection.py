@@ -71,6 +71,8 @@ def test_too_few_traces_names_the_step_and_counts() -> None:
     assert (info.value.step, info.value.level, info.value.have, info.value.need) == ("source", "b", 10, 12)
     with pytest.raises(TooFewTraces, match=r"^after correctness=incorrect: 6 traces left, need 7$"):
         run(make_pool(), arm(("correctness", "incorrect", {})), n=7)
+    with pytest.raises(TooFewTraces, match=r"^after source=nope: 0 traces left, need 2 \(no trace has source 'nope'; "):
+        run(make_pool(), arm(("source", "nope", {})), n=2)
 
 
 def test_sampling_needs_distinct_problems() -> None:

@@ -39,8 +39,13 @@ def test_explicit_sources_override_the_level_name() -> None:
     assert ctx.report == {"sources": ["r1", "nonreasoning"], "kept": {"r1": 3, "nonreasoning": 1}}
 
 
-def test_unknown_source_keeps_nothing() -> None:
-    assert apply(_pool(), "gpt", Params(), _ctx()).empty
+def test_unknown_source_keeps_nothing_and_says_which_sources_there_are() -> None:
+    ctx = _ctx()
+    assert apply(_pool(), "gpt", Params(), ctx).empty
+    assert (
+        ctx.report["hint"]
+        == "no trace has source 'gpt'; the sources here: human_stage4, human_stage40, nonreasoning, r1"
+    )
 
 
 def test_factor_declaration() -> None:
