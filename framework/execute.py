@@ -83,8 +83,6 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
     if missing:
         raise ExecError(f"{job.id} needs {', '.join(missing)} to be done first")
     fn = stage_function(stage)
-    if force:
-        store.invalidate(stage, key)
     manifest = {
         "stage": stage,
         "key": key,
@@ -94,7 +92,7 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
         "cells": job.cells,
         "spec": loaded.spec.name,
     }
-    with store.build(stage, key, manifest, resume=stage == "train") as build:
+    with store.build(stage, key, manifest, resume=stage == "train", replace=force, wait=not force) as build:
         if build is None:
             return False
         fn(StageContext(loaded, plan, job, store, build))

@@ -7,17 +7,20 @@ Layout of one stage run under ``<root>/<stage>/``:
 * ``<key>/SUCCESS``    written (with every file fsynced) in the work dir just before the rename; done iff it exists
 * ``<key>.lock``       JSON ``{host, pid, started, token}``, O_EXCL-created, mtime refreshed by a heartbeat
 * ``<key>.failed.json`` the last failure; removed by the next success
+* ``<key>.<hex>.replaced/`` a forced rebuild's predecessor, for the moment of the swap (``build(replace=True)``)
 * ``<key>.log``        reserved for launchers
 * ``<root>/.clock``    touched to read the file system's clock, against which heartbeats are aged
 * ``<root>/.store-id`` a random id made once, by which tracking tells apart sweeps of the same name
 
 A process killed at any moment leaves either an unmarked work dir (redone), a marked one (published by the next
-run), or the published output.
+run), or the published output. A forced rebuild keeps the old output published until the new one is complete.
+Locks are in ``framework.store_locks``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import json
 import logging
@@ -25,34 +28,33 @@ import os
 import platform
 import re
 import shutil
-import socket
-import threading
+import stat
 import time
 import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from framework.errors import RetryLater
+from framework.store_locks import _BREAK_TURN_S, HOST, LockBusy, LockLost, _fs_now, _is_stale, _Lock, _now, _read_lock
 
-__all__ = ["MARKER", "Build", "LockBusy", "StageStatus", "Store", "write_json_atomic"]
+__all__ = ["MARKER", "Build", "LockBusy", "LockLost", "StageStatus", "Store", "write_json_atomic"]
 
 log = logging.getLogger(__name__)
 
 MARKER = "SUCCESS"
-HOST = socket.gethostname()
-# A lock file with unparsable content is a holder that died between create and write, or one that is in
-# that window right now; give the latter this long before breaking its lock.
-_CORRUPT_GRACE_S = 5.0
-_BREAK_TURN_S = 30.0  # a breaker's turn (see _Lock._break) older than this was left by a process that died in it
+# An empty .store-id younger than this may be an older ablate between its create and its write.
+_ID_GRACE_S = 5.0
 # Test hook: widens the window between marking a complete work dir and renaming it into place, so the crash
 # tests can kill a build inside it. Value in seconds.
 _PAUSE_ENV = "ABLATE_STORE_TEST_PAUSE_BEFORE_RENAME"
 # No dots: the suffixes (.work, .lock, ...) must be unambiguous when scanning a stage directory.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# What a file system answers when it cannot fsync a directory at all; any other error is lost data.
+_DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
@@ -76,30 +78,43 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    """Persist a rename. Some filesystems refuse directory fsync; that only weakens power-loss durability."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    """Persist a rename. A file system that cannot fsync directories (EINVAL) only weakens power-loss durability;
+    any other error (EIO, ENOSPC, EDQUOT) may mean lost data, and is raised so that nothing is marked done."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    """Persist one regular file; its fsync errors are raised. Links, fifos and sockets are skipped: they hold no
+    data of the build's (and opening a fifo would block)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:  # removed since it was listed: nothing left to persist
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
     """Every file and directory under root on disk, so that a marker never outlives the data it vouches for."""
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, _dirs, files in os.walk(root, onerror=_raise):
         for name in files:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            _fsync_file(os.path.join(dirpath, name))
         _fsync_dir(Path(dirpath))
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 def _user() -> str:
@@ -112,36 +127,6 @@ def _user() -> str:
 def _origin() -> dict[str, Any]:
     """Who ran something and where: for manifests and failure records."""
     return {"host": HOST, "pid": os.getpid(), "user": _user(), "python": platform.python_version()}
-
-
-def _pid_alive(pid: int, start: str | None = None) -> bool:
-    """The process exists and, where its start time was recorded, is the same process (pids are reused)."""
-    if pid <= 0:  # os.kill(0, ...) would address our own process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        pass
-    return start is None or _process_start(pid) in (None, start)
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), None where it cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the command name may contain spaces and ')'
-
-
-class LockLost(Exception):
-    """The build's lock was taken over (its holder looked dead from another host); its output is not published."""
-
-
-class LockBusy(Exception):
-    """The stage is being built by a live process."""
 
 
 @dataclass
@@ -158,147 +143,6 @@ class Build:
     dir: Path
     manifest: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False  # True when a previous attempt's work dir was kept (resume=True)
-
-
-@dataclass
-class _Snapshot:
-    """One consistent read of a lock file; ``ident`` tells whether a later read saw the same file."""
-
-    owner: dict[str, Any] | None  # None when the content is empty or corrupt
-    mtime: float
-    ident: tuple[Any, ...]
-
-    def describe(self) -> str:
-        if self.owner is None:
-            return "a lock file still being written"
-        return f"pid {self.owner['pid']} on {self.owner['host']} since {self.owner.get('started', '?')}"
-
-
-def _read_lock(path: Path) -> _Snapshot | None:
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            raw = f.read()
-    except FileNotFoundError:
-        return None
-    try:
-        owner = json.loads(raw)
-    except ValueError:
-        owner = None
-    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int) or "host" not in owner:
-        owner = None
-    return _Snapshot(owner, st.st_mtime, (st.st_dev, st.st_ino, st.st_mtime_ns, raw))
-
-
-def _fs_now(root: Path) -> float:
-    """The file system's clock: the mtime of a file touched now. On shared storage the server stamps both this
-    and every heartbeat, so a lock's age does not depend on how far this host's clock is from the holder's."""
-    probe = root / ".clock"
-    try:
-        with open(probe, "a"):
-            pass
-        os.utime(probe)
-        return os.stat(probe).st_mtime
-    except OSError:  # a read-only store: this host's clock is all there is
-        return time.time()
-
-
-def _is_stale(path: Path, snap: _Snapshot, stale_after_s: float) -> bool:
-    """On this host the holder's process decides (a stopped or suspended builder is alive, and keeps its lock
-    however old its heartbeat); on another host only the heartbeat can: dead process, dead host or lost mount."""
-    if snap.owner is not None and snap.owner["host"] == HOST:
-        return not _pid_alive(snap.owner["pid"], snap.owner.get("pid_start"))
-    age = _fs_now(path.parent.parent) - snap.mtime
-    return age > (stale_after_s if snap.owner is not None else min(_CORRUPT_GRACE_S, stale_after_s))
-
-
-class _Lock:
-    """An O_EXCL lock file kept fresh by a heartbeat thread, so holders on other hosts are judged by age."""
-
-    def __init__(self, path: Path, heartbeat_s: float, stale_after_s: float) -> None:
-        self.path = path
-        self.heartbeat_s = heartbeat_s
-        self.stale_after_s = stale_after_s
-        self.token = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def acquire(self) -> str | None:
-        """Take the lock, breaking a stale one; return None on success, else a description of the holder."""
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                snap = _read_lock(self.path)
-                if snap is None:
-                    continue  # released between our open and read
-                if not _is_stale(self.path, snap, self.stale_after_s):
-                    return snap.describe()
-                if not self._break(snap):
-                    return f"{snap.describe()} (its lock is being taken over by another process)"
-                continue
-            with os.fdopen(fd, "w") as f:
-                owner = {"host": HOST, "pid": os.getpid(), "pid_start": _process_start(os.getpid())}
-                json.dump({**owner, "started": _now(), "token": self.token}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.path}", daemon=True)
-            self._thread.start()
-            return None
-
-    def _break(self, snap: _Snapshot) -> bool:
-        """Remove a stale lock without a check-then-delete race; False if another process is doing so.
-
-        Breakers take turns (an O_EXCL ``<lock>.break`` file), and in its turn each reads the lock again and
-        removes it only if it is still the very file it judged stale: a lock someone took in the meantime is
-        never removed.
-        """
-        turn = self.path.with_name(f"{self.path.name}.break")
-        try:
-            os.close(os.open(turn, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        except FileExistsError:
-            with contextlib.suppress(FileNotFoundError):  # a breaker that died in its turn left it
-                if _fs_now(self.path.parent.parent) - os.stat(turn).st_mtime > _BREAK_TURN_S:
-                    turn.unlink()
-                    return True
-            return False
-        try:
-            now = _read_lock(self.path)
-            if now is not None and now.ident == snap.ident:
-                self.path.unlink()
-                log.info("took over stale lock %s held by %s", self.path, snap.describe())
-        finally:
-            turn.unlink(missing_ok=True)
-        return True
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            snap = _read_lock(self.path)
-            if snap is None:
-                continue  # removed by a breaker that judged us dead: `held` says so before publishing
-            if snap.owner is None or snap.owner.get("token") != self.token:
-                log.warning("lost lock %s to %s", self.path, snap.describe())
-                return
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
-
-    def held(self, settle_s: float = 1.0) -> bool:
-        """Whether the lock file is still ours (a holder on another host may have judged us dead). A missing file
-        is looked at again for `settle_s`, for file systems whose directory listings lag behind a rename."""
-        deadline = time.monotonic() + settle_s
-        while (snap := _read_lock(self.path)) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return snap is not None and snap.owner is not None and snap.owner.get("token") == self.token
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        snap = _read_lock(self.path)
-        if snap is not None and snap.owner is not None and snap.owner.get("token") == self.token:
-            self.path.unlink(missing_ok=True)
 
 
 class Store:
@@ -343,26 +187,78 @@ class Store:
 
     def identity(self) -> str:
         """A random id made once per store. Tracking tells sweeps apart by it: two specs that share a name but
-        keep their results in different stores must not supersede each other's runs."""
+        keep their results in different stores must not supersede each other's runs.
+
+        The file is made with its content in one step, so a crash never leaves it empty; an empty one left by an
+        older ablate is replaced once it is old enough that its writer cannot still be on its way.
+        """
         path = self.root / ".store-id"
-        with contextlib.suppress(FileNotFoundError):
-            if text := path.read_text(encoding="utf-8").strip():
-                return text
-        self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + 2 * _BREAK_TURN_S
+        while True:
+            try:
+                mtime = os.stat(path).st_mtime
+                if text := path.read_text(encoding="utf-8").strip():
+                    return text
+            except FileNotFoundError:
+                self.root.mkdir(parents=True, exist_ok=True)
+                tmp = self._new_identity_file()
+                try:
+                    os.link(tmp, path)  # all or nothing, and never over an id another process made meanwhile
+                    _fsync_dir(self.root)
+                except FileExistsError:
+                    pass  # theirs is read next
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS:
+                        raise
+                    self._create_identity_in_place(path, tmp.read_text(encoding="utf-8"))
+                finally:
+                    tmp.unlink()
+                continue
+            if _fs_now(self.root) - mtime > _ID_GRACE_S and self._replace_empty_identity(path):
+                continue
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{path} stays empty")
+            time.sleep(0.05)
+
+    def _new_identity_file(self) -> Path:
+        """A complete, durable temporary file with a fresh id, to be linked or renamed into place."""
+        tmp = self.root / f".store-id.{uuid.uuid4().hex[:12]}.tmp"
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:  # made by a concurrent process: wait for its content
-            deadline = time.monotonic() + 10
-            while not (text := path.read_text(encoding="utf-8").strip()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not text:
-                raise RuntimeError(f"{path} stays empty") from None
-            return text
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(uuid.uuid4().hex[:16])
+            with open(tmp, "x", encoding="utf-8") as f:
+                f.write(uuid.uuid4().hex[:16])
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _create_identity_in_place(self, path: Path, text: str) -> None:
+        """Where hard links are not supported (some FUSE and SMB mounts): O_EXCL, then write. A crash in between
+        leaves an empty file, which identity() replaces once it is old enough."""
+        with contextlib.suppress(FileExistsError), open(path, "x", encoding="utf-8") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        return path.read_text(encoding="utf-8").strip()
+
+    def _replace_empty_identity(self, path: Path) -> bool:
+        """Replace an empty id file, in an O_EXCL turn so that concurrent repairers agree on one id; False when
+        another process has the turn."""
+        turn = path.with_name(".store-id.repair")
+        try:
+            os.close(os.open(turn, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):  # a repairer that died in its turn left it
+                if _fs_now(self.root) - os.stat(turn).st_mtime > _BREAK_TURN_S:
+                    turn.unlink()
+            return False
+        try:
+            if not path.read_text(encoding="utf-8").strip():  # not repaired by whoever had the turn before us
+                os.replace(self._new_identity_file(), path)
+                _fsync_dir(self.root)
+        finally:
+            turn.unlink(missing_ok=True)
+        return True
 
     def done_keys(self, stage: str) -> set[str]:
         stage_dir = self.root / stage
@@ -404,31 +300,35 @@ class Store:
         timeout_s: float | None = None,
         resume: bool = False,
         keep_work_on_failure: bool = True,
+        replace: bool = False,
     ) -> Iterator[Build | None]:
         """Build (stage, key) into a work dir and publish it; yield None if it is already done.
 
         wait=False raises LockBusy while another live process builds it; otherwise wait for that process,
         at most timeout_s (TimeoutError), and yield None if it succeeded or take over if it failed or died.
+        replace=True (``--force``) builds even a done stage, from scratch (never resumed), and keeps the old result
+        published until the new one replaces it: a rebuild that fails or is killed leaves the old result.
+        A KeyboardInterrupt or SystemExit is an interruption, not a failure: no record, the work dir is kept.
         """
         lock = self._lock(stage, key)
-        if not self._acquire(lock, stage, key, wait=wait, poll_s=poll_s, timeout_s=timeout_s):
+        if not self._acquire(lock, stage, key, wait=wait, poll_s=poll_s, timeout_s=timeout_s, replace=replace):
             yield None
             return
         try:
-            if self.is_done(stage, key):  # finished by another process between our check and the lock
-                yield None
-                return
-            if (self.work_path(stage, key) / MARKER).is_file():  # complete, its builder died before the rename
-                self._rename_into_place(stage, key)
-                yield None
-                return
-            handle = self._prepare(stage, key, manifest, resume)
+            if not replace:
+                self._recover(stage, key)
+                if self.is_done(stage, key):  # finished by another process, or by one that died before its rename
+                    yield None
+                    return
+            handle = self._prepare(stage, key, manifest, resume and not replace)
             started, t0 = _now(), time.monotonic()
             try:
                 yield handle
-                self._publish(stage, key, handle, started, time.monotonic() - t0, lock)
-            except LockLost:
-                raise  # the work dir and the key's records belong to the builder that took the lock over
+                self._publish(stage, key, handle, started, time.monotonic() - t0, lock, replace)
+            except (LockLost, KeyboardInterrupt, SystemExit):
+                # Lost: the work dir and the key's records belong to the builder that took the lock over.
+                # Interrupted: pending, not failed, and the work dir stays for a resume.
+                raise
             except BaseException as exc:
                 self._record_failure(stage, key, exc)
                 if not keep_work_on_failure:
@@ -438,11 +338,20 @@ class Store:
             lock.release()
 
     def _acquire(
-        self, lock: _Lock, stage: str, key: str, *, wait: bool, poll_s: float, timeout_s: float | None
+        self,
+        lock: _Lock,
+        stage: str,
+        key: str,
+        *,
+        wait: bool,
+        poll_s: float,
+        timeout_s: float | None,
+        replace: bool = False,
     ) -> bool:
-        """Take the lock; return False instead once the stage is done (by whoever held the lock)."""
+        """Take the lock; return False instead once the stage is done (by whoever held the lock), unless it is to
+        be replaced."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not self.is_done(stage, key):
+        while replace or not self.is_done(stage, key):
             holder = lock.acquire()
             if holder is None:
                 return True
@@ -456,15 +365,17 @@ class Store:
 
     def _prepare(self, stage: str, key: str, manifest: dict[str, Any] | None, resume: bool) -> Build:
         final, work = self.path(stage, key), self.work_path(stage, key)
-        if final.exists():  # published by a build that died before writing its marker
-            shutil.rmtree(final)
+        if final.exists() and not self.is_done(stage, key):  # published by a build that died before its marker
+            shutil.rmtree(final)  # (a done one is being replaced: it stays until the new one is complete)
         resumed = resume and work.is_dir()
         if work.exists() and not resumed:
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         return Build(dir=work, manifest=dict(manifest or {}), resumed=resumed)
 
-    def _publish(self, stage: str, key: str, handle: Build, started: str, duration_s: float, lock: _Lock) -> None:
+    def _publish(
+        self, stage: str, key: str, handle: Build, started: str, duration_s: float, lock: _Lock, replace: bool
+    ) -> None:
         """Complete the work dir (manifest, every file on disk, then the marker) and rename it into place: the
         rename is the publication, so a crash at any point leaves either nothing done or all of it."""
         finished = _now()
@@ -485,15 +396,52 @@ class Store:
         write_json_atomic(handle.dir / MARKER, {"stage": stage, "key": key, "finished": finished})
         if pause := os.environ.get(_PAUSE_ENV):
             time.sleep(float(pause))
-        self._rename_into_place(stage, key)
+        self._rename_into_place(stage, key, replace=replace)
 
-    def _rename_into_place(self, stage: str, key: str) -> None:
-        final = self.path(stage, key)
-        if final.exists():  # an unmarked directory (an interrupted copy, an older ablate's half publication)
-            shutil.rmtree(final)
-        os.rename(self.work_path(stage, key), final)
-        _fsync_dir(final.parent)
+    def _rename_into_place(self, stage: str, key: str, *, replace: bool = False) -> None:
+        """Publish the marked work dir. A done result is swapped out only when replacing it: otherwise it was
+        published by a builder that took over from a stalled one (us), and the work dir is dropped instead."""
+        final, work = self.path(stage, key), self.work_path(stage, key)
+        if self.is_done(stage, key):
+            if not replace:
+                log.warning("%s/%s was published meanwhile by another build; dropping %s", stage, key, work)
+                shutil.rmtree(work, ignore_errors=True)
+                return
+            # Old result aside, new one in. A crash in between leaves the marked work dir, which the next run
+            # publishes, or failing that the marked tombstone, which it restores (see _recover).
+            tomb = final.with_name(f"{key}.{uuid.uuid4().hex[:12]}.replaced")
+            os.rename(final, tomb)
+            try:
+                os.rename(work, final)
+            except BaseException:
+                os.rename(tomb, final)
+                raise
+            _fsync_dir(final.parent)
+            shutil.rmtree(tomb, ignore_errors=True)  # a leftover is removed by clean_orphans
+        else:
+            if final.exists():  # an unmarked directory (an interrupted copy, an older ablate's half publication)
+                shutil.rmtree(final)
+            os.rename(work, final)
+            _fsync_dir(final.parent)
         self._entry(stage, key, ".failed.json").unlink(missing_ok=True)
+
+    def _tombstones(self, stage: str, key: str) -> list[Path]:
+        return sorted(self.root.joinpath(stage).glob(f"{key}.*.replaced"))
+
+    def _recover(self, stage: str, key: str) -> None:
+        """Under the key's lock, finish what a dead builder left complete: publish its marked work dir, or failing
+        that, restore a replaced result whose successor never landed."""
+        if (self.work_path(stage, key) / MARKER).is_file():
+            self._rename_into_place(stage, key)
+        elif not self.is_done(stage, key):
+            final = self.path(stage, key)
+            for tomb in self._tombstones(stage, key):
+                if (tomb / MARKER).is_file():
+                    if final.exists():
+                        shutil.rmtree(final)
+                    os.rename(tomb, final)
+                    _fsync_dir(final.parent)
+                    return
 
     def _record_failure(self, stage: str, key: str, exc: BaseException) -> None:
         info = {
@@ -521,6 +469,8 @@ class Store:
             (self.path(stage, key) / MARKER).unlink(missing_ok=True)  # first: never a marked partial dir
             shutil.rmtree(self.path(stage, key), ignore_errors=True)
             shutil.rmtree(self.work_path(stage, key), ignore_errors=True)  # nor a complete one left unpublished
+            for tomb in self._tombstones(stage, key):  # nor a replaced one
+                shutil.rmtree(tomb, ignore_errors=True)
             self._entry(stage, key, ".failed.json").unlink(missing_ok=True)
         finally:
             lock.release()
@@ -532,7 +482,7 @@ class Store:
         if final.exists() and not self.is_done(stage, key):
             found.append(final)
         leftovers = [*stage_dir.glob(f"{key}.lock.*.stale"), *stage_dir.glob(f"{key}.lock.break")]
-        return found + sorted(leftovers) + sorted(stage_dir.glob(f".{key}.*.tmp"))
+        return found + sorted(leftovers) + self._tombstones(stage, key) + sorted(stage_dir.glob(f".{key}.*.tmp"))
 
     def clean_orphans(self) -> list[Path]:
         """Remove what dead builds left: work dirs, unmarked outputs, stale locks, tombstones, temp files.
@@ -556,8 +506,7 @@ class Store:
                 if lock.acquire() is not None:
                     continue
                 try:
-                    if (self.work_path(stage, key) / MARKER).is_file():  # complete: publish it, never delete it
-                        self._rename_into_place(stage, key)
+                    self._recover(stage, key)  # complete results are published, never deleted
                     for p in self._orphans(stage, key):  # re-checked under the lock
                         if p.is_dir():
                             shutil.rmtree(p)
