@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from framework.spec.checks import check_factors, check_grid, check_names
 from framework.spec.errors import SpecError, SpecErrors, from_validation_error
+from framework.spec.fields import drop_default_nulls
 from framework.spec.models import AblationSpec
 from framework.spec.yamlsrc import Source, SpecFileError, load_source
 
@@ -33,6 +34,7 @@ def validate(source: Source) -> AblationSpec:
     """Validate merged raw data; raise SpecErrors with all problems (schema and registry checks together)."""
     errors: list[SpecError] = []
     spec: AblationSpec | None = None
+    source.data = drop_default_nulls(source.data, AblationSpec)  # schema fields only: a null level stays a level
     try:
         spec = AblationSpec.model_validate(source.data)
     except ValidationError as e:

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from framework.registry import BENCHMARKS, FACTORS, GRADERS, POOL_PRESETS, ResolveError, suggest
 from framework.spec.errors import SpecError, error_message, format_path
-from framework.spec.models import normalize_levels
+from framework.spec.fields import drop_default_nulls
+from framework.spec.names import normalize_levels
 from framework.spec.yamlsrc import Loc, Source
 
 
@@ -20,15 +21,18 @@ def _err(source: Source, loc: Loc, message: str) -> SpecError:
 
 
 def _level_entries(raw_levels: Any) -> list[tuple[Loc, str, dict]]:
-    """(yaml loc suffix, level name, params) for each well-formed level."""
+    """(yaml loc suffix, level name, params) for each well-formed level (a YAML boolean or float is no name: the
+    schema reports it)."""
     out = []
     if isinstance(raw_levels, dict):
         for name, params in raw_levels.items():
-            if params is None or isinstance(params, dict):
+            if (params is None or isinstance(params, dict)) and not isinstance(name, bool | float):
                 out.append(((name,), str(name), params or {}))
     elif isinstance(raw_levels, list):
         for i, (orig, item) in enumerate(zip(raw_levels, normalize_levels(raw_levels))):
-            if isinstance(item, dict) and isinstance(item.get("params", {}), dict) and "name" in item:
+            if not isinstance(item, dict) or isinstance(item.get("name"), bool | float):
+                continue
+            if isinstance(item.get("params", {}), dict) and "name" in item:
                 suffix: Loc = (i, "params") if isinstance(orig, dict) and "params" in orig else (i,)
                 out.append((suffix, str(item["name"]), item.get("params") or {}))
     return out
@@ -59,15 +63,17 @@ def check_factors(source: Source) -> tuple[list[SpecError], dict[str, dict[str, 
             errors.append(_err(source, kind_loc, f"factor {kind!r} has no usable 'params' model ({e})"))
             continue
         check = getattr(factor, "check", None)
+        schema = None if ":" in kind or "." in kind else f"factors.{kind}"  # `ablate schema` knows built-ins
         resolved[fname] = {}
         for suffix, level, params in _level_entries(fraw.get("levels")):
             loc = ("factors", fname, "levels", *suffix)
+            params = drop_default_nulls(params, params_model)  # `words: ~` means the default, as in the spec
             try:
                 validated = params_model.model_validate(params)
             except ValidationError as e:
                 for err in e.errors():
                     sub = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-                    errors.append(_err(source, (*loc, *sub), error_message(err, params_model)))
+                    errors.append(_err(source, (*loc, *sub), error_message(err, params_model, schema)))
                 continue
             resolved[fname][level] = validated.model_dump(mode="json")
             if check is not None:

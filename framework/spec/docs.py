@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+import inspect
+import types
 import typing
 from typing import Any
 
+import annotated_types as at
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from framework.errors import UserError
 from framework.registry import FACTORS, ResolveError, suggest
-from framework.spec.errors import _step, _unwrap
+from framework.spec.fields import _step, element_models
 from framework.spec.models import AblationSpec
 
+_BOUNDS = ((at.Ge, "ge", "≥"), (at.Gt, "gt", ">"), (at.Le, "le", "≤"), (at.Lt, "lt", "<"))
 
-def _type_name(tp: Any) -> str:
-    text = repr(tp) if typing.get_origin(tp) else getattr(tp, "__name__", repr(tp))
-    return text.replace("typing.", "").replace("framework.spec.models.", "").replace("framework.spec.launch.", "")
+
+def _constraints(metadata: list[Any]) -> str:
+    """`≥ 0 < 1` from pydantic's metadata (Field(ge=0, lt=1)), so a type reads `int ≥ 0`, not `Annotated[...]`."""
+    out = []
+    for m in metadata:
+        for item in m.metadata if isinstance(m, FieldInfo) else [m]:
+            out += [f"{sign} {getattr(item, attr)}" for kind, attr, sign in _BOUNDS if isinstance(item, kind)]
+    return " ".join(out)
+
+
+def _type_name(tp: Any, bounds: str = "") -> str:
+    """A readable type: `list[int ≥ 0] | Literal['auto']`, `int ≥ 1 | None` (bounds: the field's own)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _type_name(args[0], " ".join(filter(None, (_constraints(list(args[1:])), bounds))))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a, "" if a is type(None) else bounds) for a in args)
+    if bounds:
+        return f"{_type_name(tp)} {bounds}"
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', repr(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    return "None" if tp is type(None) else getattr(tp, "__name__", repr(tp))
 
 
 def _default(field: Any) -> str:
@@ -31,19 +57,11 @@ def _default(field: Any) -> str:
 def _render(model: type[BaseModel], prefix: str, out: list[str]) -> None:
     for name, field in model.model_fields.items():
         path = f"{prefix}.{name}" if prefix else name
-        out.append(f"{path}: {_type_name(field.annotation)} = {_default(field)}")
+        out.append(f"{path}: {_type_name(field.annotation, _constraints(field.metadata))} = {_default(field)}")
         if field.description:
             out.append(f"    {field.description}")
-        for member in _unwrap(field.annotation):
-            origin = typing.get_origin(member)
-            args = typing.get_args(member)
-            inner = args[-1] if origin in (dict, list) and args else member
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                _render(inner, path + (".<name>" if origin is dict else "[]" if origin is list else ""), out)
-
-
-def _is_model(m: Any) -> bool:
-    return isinstance(m, type) and issubclass(m, BaseModel)
+        for inner, how in element_models(field.annotation):
+            _render(inner, path + how, out)
 
 
 def render_schema(section: str | None = None) -> str:
@@ -60,12 +78,12 @@ def render_schema(section: str | None = None) -> str:
         _render(factor.params, "", out)
         return "\n".join(out)
     model: Any = AblationSpec
+    prefix = ""
     parts = section.split(".") if section else []
     for i, part in enumerate(parts):
-        sections = [n for n, f in model.model_fields.items() if any(_is_model(m) for m in _unwrap(f.annotation))]
-        model = _step(model, part)
-        members = [m for m in _unwrap(model) if _is_model(m)]
-        if model is None or not members:
+        sections = [n for n, f in model.model_fields.items() if element_models(f.annotation)]
+        members = element_models(_step(model, part))  # `pool` and `factors` hold models as list items / dict values
+        if not members:
             where = ".".join(parts[:i])
             known = (
                 f"sections{' of ' + where if where else ''}: {', '.join(sections)}"
@@ -73,10 +91,11 @@ def render_schema(section: str | None = None) -> str:
                 else (f"{where} has no sections (`ablate schema {where}` lists its fields)")
             )
             raise UserError(f"schema: no section {section!r}{suggest(part, sections)}; {known}")
-        model = members[0]
+        model, how = members[0]
+        prefix = f"{prefix}.{part}{how}" if prefix else f"{part}{how}"
     if model.__doc__:
-        out.append(model.__doc__.strip())
-    _render(model, section or "", out)
+        out.append(inspect.cleandoc(model.__doc__))
+    _render(model, prefix, out)
     if not section:
         out.append("")
         out.append("factor kinds (see `ablate schema factors.<kind>`): " + ", ".join(FACTORS.names()))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from framework.registry import suggest
-from framework.spec.yamlsrc import Loc, Source
+from framework.spec.fields import _description, unknown_key_hint
+from framework.spec.names import NAME_RE, NAME_RULE, SCALAR_NAME_ERROR, scalar_name_message
+from framework.spec.yamlsrc import Loc, Source, format_path
 
 
 @dataclass(frozen=True)
@@ -35,79 +34,31 @@ class SpecErrors(Exception):
         super().__init__("\n".join(str(e) for e in errors))
 
 
-def format_path(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _unwrap(tp: Any) -> list[Any]:
-    """The concrete member types of an annotation (Optional/Union/Annotated peeled)."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(tp)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [m for a in typing.get_args(tp) for m in _unwrap(a)]
-    return [tp]
-
-
-def _step(tp: Any, part: str | int) -> Any:
-    for member in _unwrap(tp):
-        origin = typing.get_origin(member)
-        if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
-            field = member.model_fields.get(part)
-            if field is not None:
-                return field.annotation
-        elif origin is dict and isinstance(part, str):
-            return typing.get_args(member)[1]
-        elif origin is list and isinstance(part, int):
-            return typing.get_args(member)[0]
-    return None
-
-
-def _description(root: type[BaseModel], loc: Loc) -> str | None:
-    tp: Any = root
-    for part in loc[:-1]:
-        tp = _step(tp, part)
-        if tp is None:
-            return None
-    for member in _unwrap(tp):
-        if isinstance(member, type) and issubclass(member, BaseModel) and loc and loc[-1] in member.model_fields:
-            return member.model_fields[str(loc[-1])].description
-    return None
-
-
-def fields_at(root: type[BaseModel], loc: Loc) -> list[str]:
-    """Field names of the model found at `loc` (used to suggest the right spelling of an unknown key)."""
-    tp: Any = root
-    for part in loc:
-        tp = _step(tp, part)
-        if tp is None:
-            return []
-    for member in _unwrap(tp):
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            return list(member.model_fields)
-    return []
-
-
 def yaml_loc(raw: Any, loc: Loc) -> Loc:
     """Translate a validation loc into the path the user wrote.
 
     Drops union tags pydantic inserts (e.g. 'list[int]'), maps an index into a name->params mapping back to the
-    name, and skips the synthetic 'params' level of a factor level written inline.
+    name, and skips the synthetic 'name'/'params' of a level or benchmark written as a bare name or a key (the
+    error then points at that name), and the 'params' level of a factor level written inline.
     """
-    out: list[str | int] = []
+    out: list[Any] = []
     node = raw
-    for part in loc:
+    synthetic = False  # node is {name, params} made from a bare name or a `name: params` entry
+    for i, part in enumerate(loc):
+        if synthetic and part in ("name", "params"):
+            node, synthetic = node[part], False
+            continue
+        synthetic = False
         if isinstance(node, dict):
-            if isinstance(part, int) and part not in node:
+            # An index into a `name: params` mapping of levels, unless the mapping has that very key (`1 == True`).
+            is_key = any(k == part and type(k) is type(part) for k in node)
+            if isinstance(part, int) and (not is_key or loc[i + 1 : i + 2] in (("name",), ("params",))):
                 keys = list(node)
                 if 0 <= part < len(keys):
                     out.append(keys[part])
                     node = node[keys[part]]
                     if isinstance(node, dict) or node is None:
-                        node = {"params": node or {}, "name": keys[part]}
+                        node, synthetic = {"params": node or {}, "name": keys[part]}, True
                     continue
             if part in node:
                 out.append(part)
@@ -122,8 +73,8 @@ def yaml_loc(raw: Any, loc: Loc) -> Loc:
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             out.append(part)
             node = node[part]
-            if isinstance(node, str):  # list-form level or benchmark: "name"
-                node = {"name": node}
+            if node is not None and not isinstance(node, dict | list):  # list-form level or benchmark: "name"
+                node, synthetic = {"name": node}, True
         else:
             if isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool")):
                 continue
@@ -132,17 +83,29 @@ def yaml_loc(raw: Any, loc: Loc) -> Loc:
     return tuple(out)
 
 
-def error_message(err: dict[str, Any], root: type[BaseModel] | None) -> str:
-    """A pydantic error as a user-facing sentence; unknown keys get a did-you-mean from the model's fields."""
+def error_message(err: dict[str, Any], root: type[BaseModel] | None, schema: str | None = "") -> str:
+    """A pydantic error as a user-facing sentence: unknown keys say where they belong, names say what a name is.
+
+    `schema` is the `ablate schema` section of `root` ('' for the whole spec, None when there is none).
+    """
     kind = err.get("type", "")
     loc = tuple(err.get("loc", ()))
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
-        hint = suggest(key, fields_at(root, tuple(err["loc"][:-1]))) if root else ""
+        hint = unknown_key_hint(root, key, loc[:-1], schema) if root else ""
         return f"unknown key {key!r}{hint}"
     if kind == "missing":
         desc = _description(root, loc) if root else None
         return f"required field is missing ({desc})" if desc else "required field is missing"
+    if kind == SCALAR_NAME_ERROR:
+        return scalar_name_message(err.get("input"), None)
+    if kind == "string_pattern_mismatch":
+        value = err.get("input")
+        if err.get("ctx", {}).get("pattern") == NAME_RE:
+            use = "it becomes the directory results/<name>/" if loc == ("name",) else "it is part of cell ids"
+            return f"{value!r} is not a valid name: {NAME_RULE} ({use})"
+        desc = _description(root, loc) if root else None
+        return f"{value!r} is not in the expected form" + (f": {desc}" if desc else "")
     msg = err.get("msg", "invalid value")
     return msg.removeprefix("Value error, ")
 
@@ -158,7 +121,10 @@ def from_validation_error(
         loc = yaml_loc(raw, full)
         path = format_path(loc)
         where = source.where(loc) if source else None
-        message = error_message(err, root)
+        if err["type"] == SCALAR_NAME_ERROR:  # quote what the user wrote (`yes`), which the data no longer holds
+            message = scalar_name_message(err.get("input"), source.texts.get(loc) if source else None)
+        else:
+            message = error_message(err, root)
         if path in out and message not in out[path].message:
             prev = out[path]
             out[path] = SpecError(path, f"{prev.message}; or {message}", prev.file, prev.line)

@@ -16,15 +16,39 @@ def tracking_uri_problem(uri: str) -> str | None:
     from importlib.metadata import entry_points
     from urllib.parse import urlparse
 
-    scheme = urlparse(uri).scheme.split("+", 1)[0].lower()
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+", 1)[0].lower()
+    use = "use a database such as sqlite:///path/mlflow.db, or a server, http://host:port"
+    if uri in ("databricks", "databricks-uc"):  # the default Databricks profile, as MLflow takes it
+        return None
+    if scheme == "sqlite":
+        return _sqlite_problem(uri)
+    if scheme in ("http", "https") and not parsed.hostname:
+        return f"tracking URI {uri!r} names no server; use {scheme}://host:port"
     if scheme in TRACKING_SCHEMES or scheme in {e.name for e in entry_points(group="mlflow.tracking_store")}:
         return None
-    if scheme in ("", "file") or len(scheme) == 1:  # a path (or a Windows drive letter): MLflow's file store
-        return (
-            f"tracking URI {uri!r} is a directory (MLflow's file store, which current MLflow refuses); "
-            "use a database such as sqlite:///path/mlflow.db, or a server, http://host:port"
-        )
+    if scheme == "file" or len(scheme) == 1 or (not scheme and (uri.startswith((".", "~")) or "/" in uri)):
+        # a path (or a Windows drive letter): MLflow's file store
+        return f"tracking URI {uri!r} is a directory (MLflow's file store, which current MLflow refuses); {use}"
+    if not scheme:
+        return f"tracking URI {uri!r} is not a URI (no scheme such as sqlite://, http:// or databricks://); {use}"
     return f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of {', '.join(TRACKING_SCHEMES)}"
+
+
+def _sqlite_problem(uri: str) -> str | None:
+    """SQLAlchemy's forms are sqlite:///relative.db and sqlite:////absolute.db; no file means an in-memory
+    database, where every run logged would vanish with the process."""
+    from urllib.parse import urlparse
+
+    forms = "sqlite:///relative/path/mlflow.db or sqlite:////absolute/path/mlflow.db"
+    if "://" not in uri:
+        return f"tracking URI {uri!r} is not a URI SQLAlchemy reads; write {forms}"
+    parsed = urlparse(uri)
+    if parsed.netloc:
+        return f"tracking URI {uri!r}: a sqlite URI names no host; write {forms}"
+    if parsed.path.removeprefix("/") in ("", ":memory:"):
+        return f"tracking URI {uri!r} is an in-memory database: nothing logged would persist; write {forms}"
+    return None
 
 
 class TrackingSpec(SpecModel):

@@ -7,15 +7,15 @@ parameters) live in `framework.spec.checks`, so that all errors can be reported 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from framework.registry import suggest
 from framework.spec.base import SpecModel
 from framework.spec.launch import LauncherSpec, TrackingSpec
+from framework.spec.names import NAME_RE, NAME_RULE, RESERVED_SWEEP_NAMES, is_name, normalize_levels, plain_name
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 DEFAULT_REFLECTION_KEYWORDS = [
     "wait",
     "but wait",
@@ -209,22 +209,10 @@ class LevelSpec(SpecModel):
     name: str = Field(..., pattern=NAME_RE, description="Level name, used in cell ids and reports.")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters for the factor at this level.")
 
-
-def normalize_levels(raw: Any) -> Any:
-    """Accept `[a, b]`, `[{name: a, ...}]` or `{a: {...}, b: {...}}`; return a list of {name, params}."""
-    if isinstance(raw, dict):
-        return [{"name": k, "params": v if v is not None else {}} for k, v in raw.items()]
-    if isinstance(raw, list):
-        out = []
-        for item in raw:
-            if isinstance(item, str | int | float | bool):
-                out.append({"name": str(item), "params": {}})
-            elif isinstance(item, dict) and "name" in item and "params" not in item:
-                out.append({"name": item["name"], "params": {k: v for k, v in item.items() if k != "name"}})
-            else:
-                out.append(item)
-        return out
-    return raw
+    @field_validator("name", mode="before")
+    @classmethod
+    def _plain_name(cls, v: Any) -> Any:
+        return plain_name(v)
 
 
 class FactorSpec(SpecModel):
@@ -253,9 +241,15 @@ class FactorSpec(SpecModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate level name(s): {dupes}")
-        if self.reference is not None and self.reference not in names:
-            raise ValueError(f"reference level {self.reference!r} is not one of the levels {names}")
         return self
+
+    @field_validator("reference")
+    @classmethod
+    def _known_reference(cls, v: str | None, info: ValidationInfo) -> str | None:
+        names = [lv.name for lv in info.data.get("levels", [])]
+        if v is not None and names and v not in names:
+            raise ValueError(f"unknown reference level {v!r}{suggest(v, names)}; levels: {', '.join(names)}")
+        return v
 
     @property
     def reference_level(self) -> str:
@@ -529,7 +523,9 @@ class EvalSpec(SpecModel):
 
 # ---------------------------------------------------------------------------------------------- spec
 class AblationSpec(SpecModel):
-    """A data-ablation sweep: which data properties to vary, how to train and how to evaluate."""
+    """A data-ablation sweep: which data properties to vary, how to train and how to evaluate.
+
+    Top-level keys starting with `x-` are ignored: they hold YAML anchors, e.g. `x-lr: &lr {...}`, `train: *lr`."""
 
     name: str = Field(..., pattern=NAME_RE, description="Sweep name; results go under <results_dir>/<name>/.")
     description: str = Field("", description="What question the sweep asks.")
@@ -560,6 +556,18 @@ class AblationSpec(SpecModel):
     launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="Where stage jobs run.")
     results_dir: str = Field("results", description="Root of all results (relative to the working directory).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _anchor_holders(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if not str(k).startswith("x-")} if isinstance(data, dict) else data
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v.lower() in RESERVED_SWEEP_NAMES:
+            raise ValueError(f"the sweep name {v!r} is reserved: results/{v} belongs to the default MLflow database")
+        return v
+
     @field_validator("baselines", mode="before")
     @classmethod
     def _baseline_names(cls, v: Any) -> Any:
@@ -577,11 +585,9 @@ class AblationSpec(SpecModel):
     @field_validator("factors")
     @classmethod
     def _factor_names(cls, v: dict[str, FactorSpec]) -> dict[str, FactorSpec]:
-        bad = [k for k in v if not re.match(NAME_RE, k) or k in ("seed", "baseline")]
+        bad = [k for k in v if not is_name(k) or k in ("seed", "baseline")]
         if bad:
-            raise ValueError(
-                f"invalid factor name(s) {bad}: use letters, digits, '._-'; 'seed'/'baseline' are reserved"
-            )
+            raise ValueError(f"invalid factor name(s) {bad}: {NAME_RULE}; 'seed'/'baseline' are reserved")
         return v
 
     @field_validator("baselines")

@@ -11,11 +11,28 @@ from typing import Any
 
 import yaml
 
-Loc = tuple[str | int, ...]
+Loc = tuple[Any, ...]
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
+VALUE_TAG = "tag:yaml.org,2002:value"
+# Scalars YAML silently turns into something else than the text written (`yes` -> true, `1.10` -> 1.1).
+LOSSY_TAGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
+# More values than any spec has: nested aliases ("billion laughs") would otherwise expand without bound downstream.
+MAX_VALUES = 1_000_000
 
 
 class SpecFileError(Exception):
     """A spec file that cannot be read or parsed (one message, already located)."""
+
+
+def format_path(loc: Loc) -> str:
+    """`eval.benchmarks[0].name`: the YAML path as the user would write it."""
+    out = ""
+    for part in loc:
+        index = isinstance(part, int) and not isinstance(part, bool)
+        out += f"[{part}]" if index else (f".{part}" if out else str(part))
+    return out
 
 
 @dataclass
@@ -25,6 +42,8 @@ class Source:
     data: dict[str, Any]
     lines: dict[Loc, tuple[str, int]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    # The text written for scalars YAML read as a boolean or float, so errors can quote what the user wrote.
+    texts: dict[Loc, str] = field(default_factory=dict)
 
     def where(self, loc: Loc) -> tuple[str, int] | None:
         """The closest located ancestor of `loc` (a missing key points at its parent)."""
@@ -35,20 +54,112 @@ class Source:
         return None
 
 
-def _walk(node: yaml.Node, loc: Loc, file: str, lines: dict, dupes: list[str]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+class _Loader(yaml.SafeLoader):
+    """Records where each alias is used: PyYAML hands back the anchored node, which knows only the anchor's line."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.alias_uses: dict[tuple[int, Any], tuple[str, yaml.Mark]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if index is not None and self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            self.alias_uses[_child_key(parent, index)] = (event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _child_key(parent: yaml.Node | None, index: Any) -> tuple[int, Any]:
+    return id(parent), id(index) if isinstance(index, yaml.Node) else index
+
+
+class _Indexer:
+    """One pass over the composed YAML, before PyYAML flattens `<<` merges: lines, duplicate keys, alias misuse.
+
+    Each anchored node is walked once (its lines recorded where it first appears), so nested aliases cost their
+    size in the file, not their expanded size.
+    """
+
+    def __init__(self, loader: _Loader, file: str) -> None:
+        self.loader, self.file = loader, file
+        self.lines: dict[Loc, tuple[str, int]] = {}
+        self.texts: dict[Loc, str] = {}
+        self.problems: dict[str, None] = {}  # ordered, deduplicated
+        self.sizes: dict[int, int] = {}  # values each walked collection expands to
+        self.active: set[int] = set()  # collections on the current path: meeting one again is a recursive alias
+        self.checked: set[int] = set()  # mappings whose duplicate keys were looked for
+
+    def walk(self, node: yaml.Node, loc: Loc, alias: str | None = None) -> int:
+        """Record the lines under `loc`; return how many values `node` expands to."""
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in LOSSY_TAGS:
+                self.texts.setdefault(loc, node.value)
+            return 1
+        if id(node) in self.active:
+            ref = (
+                f"alias *{alias} is used inside its own anchor &{alias}"
+                if alias
+                else "an alias is used inside its anchor"
+            )
+            self.problem(loc, f"recursive alias: {ref}; a value cannot contain itself")
+            return 1
+        if id(node) in self.sizes:
+            return self.sizes[id(node)]
+        self.active.add(id(node))
+        size = 1
+        children = self._pairs(node, loc) if isinstance(node, yaml.MappingNode) else self._items(node)
+        for key, child, line, child_alias in children:
+            self.lines[(*loc, key)] = (self.file, line)
+            size += self.walk(child, (*loc, key), child_alias)
+        self.active.discard(id(node))
+        self.sizes[id(node)] = size
+        return size
+
+    def problem(self, loc: Loc, message: str) -> None:
+        line = self.lines.get(loc, (self.file, 1))[1]
+        self.problems[f"{self.file}:{line}: {format_path(loc) or '<spec>'}: {message}"] = None
+
+    def _use(self, parent: yaml.Node, index: Any, node: yaml.Node) -> tuple[int, str | None]:
+        use = self.loader.alias_uses.get(_child_key(parent, index))
+        return ((use[1] if use else node.start_mark).line + 1), (use[0] if use else None)
+
+    def _items(self, node: yaml.SequenceNode) -> list[tuple[Any, yaml.Node, int, str | None]]:
+        return [(i, item, *self._use(node, i, item)) for i, item in enumerate(node.value)]
+
+    def _key(self, key_node: yaml.Node, loc: Loc) -> Any:
+        if not isinstance(key_node, yaml.ScalarNode):
+            return f"<{key_node.id}>"  # constructing the document reports the unhashable key
+        if key_node.tag in (STR_TAG, VALUE_TAG):  # PyYAML reads a `=` key as text too
+            return key_node.value
+        key = self.loader.construct_object(key_node)
+        if key_node.tag in LOSSY_TAGS:
+            self.texts.setdefault((*loc, key), key_node.value)
+        return key
+
+    def _pairs(self, node: yaml.MappingNode, loc: Loc) -> list[tuple[Any, yaml.Node, int, str | None]]:
+        """(key, value node, line, alias) of a mapping with its `<<` merges applied: keys written in the mapping
+        override merged ones; only a key written twice in the same mapping is a duplicate."""
+        own: dict[Any, tuple[yaml.Node, int, str | None]] = {}
+        merged: dict[Any, tuple[yaml.Node, int, str | None]] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                dupes.append(f"{file}:{key_node.start_mark.line + 1}: duplicate key {'.'.join(map(str, (*loc, key)))}")
-            seen.add(key)
-            lines[(*loc, key)] = (file, key_node.start_mark.line + 1)
-            _walk(value_node, (*loc, key), file, lines, dupes)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*loc, i)] = (file, item.start_mark.line + 1)
-            _walk(item, (*loc, i), file, lines, dupes)
+            if key_node.tag == MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        continue  # constructing the document reports what cannot be merged
+                    if id(source) in self.active:
+                        self.problem(loc, "recursive merge: `<<` merges a mapping into itself")
+                        continue
+                    self.active.add(id(source))
+                    merged.update({k: (v, ln, a) for k, v, ln, a in self._pairs(source, loc)})
+                    self.active.discard(id(source))
+                continue
+            key = self._key(key_node, loc)
+            if key in own and id(node) not in self.checked:  # a mapping merged in several places: report once
+                where = f"{self.file}:{key_node.start_mark.line + 1}"
+                self.problems[f"{where}: duplicate key {format_path((*loc, key))}"] = None
+            own[key] = (value_node, key_node.start_mark.line + 1, self._use(node, key_node, value_node)[1])
+        self.checked.add(id(node))
+        return [(k, *v) for k, v in {**merged, **own}.items()]
 
 
 def read_yaml(path: Path) -> Source:
@@ -59,37 +170,41 @@ def read_yaml(path: Path) -> Source:
         raise SpecFileError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecFileError(f"{path}: cannot read ({e})") from None
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
+    index = _Indexer(loader, str(path))
+    index.lines[()] = (str(path), 1)
     try:
         node = loader.get_single_node()
+        if node is not None and index.walk(node, ()) > MAX_VALUES:
+            index.problem((), f"its aliases expand to more than {MAX_VALUES:,} values (nested aliases?)")
+        if index.problems:
+            raise SpecFileError("\n".join(index.problems))
         data = loader.construct_document(node) if node is not None else {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e)
         raise SpecFileError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise SpecFileError(f"{path}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SpecFileError(f"{path}: a spec must be a mapping at the top level, got {type(data).__name__}")
-    lines: dict[Loc, tuple[str, int]] = {(): (str(path), 1)}
-    dupes: list[str] = []
-    if node is not None:
-        _walk(node, (), str(path), lines, dupes)
-    if dupes:
-        raise SpecFileError("\n".join(dupes))
-    return Source(data=data, lines=lines, files=[path])
+    return Source(data=data, lines=index.lines, files=[path], texts=index.texts)
 
 
 def deep_merge(base: Any, override: Any) -> Any:
-    """Mappings merge key by key; anything else (lists included) replaces. A null override removes the key."""
+    """Mappings merge key by key; anything else (lists included) replaces. A null override removes an inherited
+    key; a null for a key the base lacks stays (validation decides: a schema field's default, or a level with no
+    parameters)."""
     if isinstance(base, dict) and isinstance(override, dict):
         out = dict(base)
         for k, v in override.items():
-            if v is None:
-                out.pop(k, None)
+            if v is None and k in out:
+                out.pop(k)
             elif k in out:
                 out[k] = deep_merge(out[k], v)
             else:
@@ -98,24 +213,22 @@ def deep_merge(base: Any, override: Any) -> Any:
     return override
 
 
-def _drop_nulls(data: Any) -> Any:
-    """Top-level files treat `key: ~` as 'use the default', the same as in an override."""
-    if isinstance(data, dict):
-        return {k: _drop_nulls(v) for k, v in data.items() if v is not None}
-    return data
-
-
 def load_source(path: str | Path, _stack: tuple[Path, ...] = ()) -> Source:
-    """Read a spec file and resolve its `include:` chain (paths relative to the including file)."""
+    """Read a spec file and resolve its `include:` chain (paths relative to the including file).
+
+    Nulls are kept: only the schema knows which mean "the default" (`framework.spec.fields.drop_default_nulls`).
+    """
     path = Path(path)
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop
+        raise SpecFileError(f"{path}: cannot read ({e})") from None
     if resolved in _stack:
         chain = " -> ".join(str(p) for p in (*_stack, resolved))
         raise SpecFileError(f"{path}: include cycle: {chain}")
     own = read_yaml(path)
     includes = own.data.pop("include", None)
     if includes is None:
-        own.data = _drop_nulls(own.data)
         return own
     if isinstance(includes, str):
         includes = [includes]
@@ -133,11 +246,13 @@ def load_source(path: str | Path, _stack: tuple[Path, ...] = ()) -> Source:
             continue
         merged.data = deep_merge(merged.data, base.data)
         merged.lines.update(base.lines)
+        merged.texts.update(base.texts)
         merged.files.extend(base.files)
     if problems:
         raise SpecFileError("\n".join(problems))
-    merged.data = _drop_nulls(deep_merge(merged.data, own.data))
+    merged.data = deep_merge(merged.data, own.data)
     merged.lines.update({k: v for k, v in own.lines.items() if k[:1] != ("include",)})
+    merged.texts.update(own.texts)
     merged.lines[()] = (str(path), 1)
     merged.files.append(path)
     return merged

@@ -135,7 +135,7 @@ def test_unusable_paths_and_uris_are_user_errors(write_spec, minimal, in_tmp, ca
     assert f"cannot use {blocker}/mini" in capsys.readouterr().err
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "::garbage::")
     assert main(["ui", str(path)]) == 2
-    assert "MLFLOW_TRACKING_URI: tracking URI '::garbage::' is a directory" in capsys.readouterr().err
+    assert "MLFLOW_TRACKING_URI: tracking URI '::garbage::' is not a URI" in capsys.readouterr().err
     minimal["tracking"] = {"uri": "notascheme://x"}
     assert main(["validate", str(write_spec(minimal, "uri.yaml"))]) == 2
     assert "unknown scheme 'notascheme'" in capsys.readouterr().err

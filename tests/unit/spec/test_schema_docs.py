@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typing
 
+import pytest
 from pydantic import BaseModel
 
 from framework.registry import FACTORS
-from framework.spec.errors import _unwrap
+from framework.spec.docs import render_schema
+from framework.spec.fields import _unwrap
 from framework.spec.models import AblationSpec
 
 
@@ -37,3 +39,27 @@ def test_every_field_has_a_description():
 def test_every_model_forbids_unknown_keys():
     models = all_models(AblationSpec) | {FACTORS.resolve(n).params for n in FACTORS.names()}
     assert all(m.model_config.get("extra") == "forbid" for m in models)
+
+
+@pytest.mark.parametrize(
+    ("section", "first_field"),
+    [
+        ("pool", "pool[].path:"),
+        ("factors", "factors.<name>.kind:"),
+        ("baselines", "baselines[].name:"),
+        ("eval.benchmarks", "eval.benchmarks[].name:"),
+        ("launcher.slurm.stages", "launcher.slurm.stages.<name>.partition:"),
+    ],
+)
+def test_sections_that_hold_lists_or_maps_of_models_are_documented(section, first_field):
+    lines = render_schema(section).splitlines()
+    assert lines[1].startswith(first_field)
+
+
+def test_types_read_as_written_not_as_pydantic_internals():
+    text = render_schema()
+    assert "Annotated" not in text and "FieldInfo" not in text
+    assert "launcher.local.gpus: list[int ≥ 0] | Literal['auto'] = 'auto'" in text
+    assert "seeds: list[int ≥ 0] = [0]" in text
+    assert "eval.benchmarks[].limit: int ≥ 1 | None = None" in text
+    assert "Top-level keys starting with `x-` are ignored" in text  # where YAML anchors may live
