@@ -300,7 +300,6 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
         return [add("model", {"model": ident}, [], cell)] if "tiny" in ident else []
 
     cell_jobs: dict[str, dict[str, list[str]]] = {}
-    first_seed = spec.seeds[0]
     for cell in cells:
         stages: dict[str, list[str]] = {}
         if cell.baseline is None:
@@ -318,7 +317,7 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
                     cell.id,
                 )
             ]
-            data_seed = cell.seed if spec.resample_per_seed else first_seed
+            data_seed = cell.seed if spec.resample_per_seed else spec.data_seed
             definition = arm_definition(spec, cell.levels)
             data_cfg = {"arm": definition, "n_examples": spec.n_examples, "seed": data_seed}
             if versions := factor_versions(definition):  # factors whose code changed what they produce

@@ -542,8 +542,14 @@ class AblationSpec(SpecModel):
     )
     resample_per_seed: bool = Field(
         True,
-        description="True: each seed draws its own examples; False: every seed trains on the first seed's draw "
+        description="True: each seed draws its own examples; False: every seed trains on the draw of `data_seed` "
         "(seeds then vary training only).",
+    )
+    data_seed: int = Field(
+        0,
+        ge=0,
+        description="The one draw every seed shares when resample_per_seed is false (not the seeds list's "
+        "first: reordering or prepending seeds must not change every training set).",
     )
     grid: GridSpec = Field(default_factory=GridSpec, description="How levels combine into cells.")
     baselines: list[BaselineSpec] = Field(

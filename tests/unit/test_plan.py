@@ -48,6 +48,15 @@ def test_shared_data_when_seeds_only_vary_training(minimal):
     minimal["resample_per_seed"] = False
     plan = build_plan(spec_from_dict(minimal))
     assert len(plan.by_stage("data")) == 4 and len(plan.by_stage("train")) == 8
+    # Reordering or prepending seeds keeps every training set (and every existing training).
+    minimal["seeds"] = [7, 1, 0]
+    more = build_plan(spec_from_dict(minimal))
+    assert {j.key for j in more.by_stage("data")} == {j.key for j in plan.by_stage("data")}
+    assert {j.key for j in plan.by_stage("train")} <= {j.key for j in more.by_stage("train")}
+    minimal["data_seed"] = 3  # another shared draw
+    assert not {j.key for j in build_plan(spec_from_dict(minimal)).by_stage("data")} & {
+        j.key for j in plan.by_stage("data")
+    }
 
 
 def test_keyword_levels_share_nothing_but_the_pool(minimal):
