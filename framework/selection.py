@@ -1,11 +1,13 @@
 """From an arm's factor levels and a seed to a cell's training set: filter, sample, fit a token budget, transform.
 
-Sampling draws from a generator seeded by the seed alone (never the levels), so two arms whose filters leave the
-same traces train on the same examples: arms that differ only in a transform form a paired design.
+Sampling is keyed by the seed alone (never the levels): two arms whose filters leave the same traces train on
+the same examples (arms that differ only in a transform form a paired design), and arms whose filters leave
+different traces of the same problems train on the same problems.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,28 +39,41 @@ class Selection:
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
-    """Independent stream per use (0: sampling, 1: factors), so a factor drawing numbers never shifts the sample."""
-    if stream == 0:
-        return np.random.Generator(np.random.PCG64(seed))
+    """The factors' generator (stream 1): a factor drawing numbers never shifts the sample, which is keyed below."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(stream,))))
 
 
-def _order(frame: pd.DataFrame, rng: np.random.Generator) -> pd.Index:
+def _uniform(seed: int, ids: Any, salt: str) -> np.ndarray:
+    """A number in [0, 1) per id, from a hash of (seed, salt, id): the same id draws the same number in every
+    arm, whatever else the arm's filters left."""
+    out = np.empty(len(ids), dtype="float64")
+    for i, x in enumerate(ids):
+        digest = hashlib.blake2b(f"{seed}\0{salt}\0{x}".encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "big") / 2.0**64
+    return out
+
+
+def _order(frame: pd.DataFrame, seed: int) -> pd.Index:
     """Every eligible problem once, in sampled order, each with one of its traces drawn uniformly.
 
-    Candidates are sorted by id first so the result does not depend on the pool's row order. With a stratum
-    column, strata are shuffled and interleaved round-robin, so any prefix spreads evenly over strata.
+    Problems are ordered by a hash of (seed, problem id) and each takes its trace of smallest hash of (seed,
+    trace id), so the order depends on neither the pool's row order nor what else an arm's filters left: two
+    arms draw the same problems wherever both can (the paper's source ablation: the same problems, traces
+    from different authors), and the same trace wherever both hold it. Their difference is then the factor's,
+    not a different draw of problems. With a stratum column, strata are put in a hashed order and interleaved
+    round-robin, so any prefix spreads evenly over strata.
     """
-    by_id = frame.sort_values("trace_id", kind="mergesort")
-    keys = pd.DataFrame({"problem": by_id["problem_id"].astype(str).to_numpy(), "key": rng.random(len(by_id))})
-    keys.index = by_id.index
+    keys = pd.DataFrame(
+        {"problem": frame["problem_id"].astype(str).to_numpy(), "key": _uniform(seed, frame["trace_id"], "trace")},
+        index=frame.index,
+    )
     one = keys.sort_values(["problem", "key"], kind="mergesort").drop_duplicates("problem")
-    order = one.index[rng.permutation(len(one))]
+    order = one.index[np.argsort(_uniform(seed, one["problem"].tolist(), "problem"), kind="stable")]
     if STRATUM not in frame.columns:
         return order
     strata = frame.loc[order, STRATUM].astype(str).to_numpy()
     names = sorted(pd.unique(strata))
-    position = {name: i for i, name in enumerate(names[j] for j in rng.permutation(len(names)))}
+    position = {names[j]: i for i, j in enumerate(np.argsort(_uniform(seed, names, "stratum"), kind="stable"))}
     slot = np.array([position[s] for s in strata], dtype="int64")
     rank = pd.Series(slot).groupby(slot).cumcount().to_numpy()
     return order[np.lexsort((slot, rank))]
@@ -120,7 +135,7 @@ def select(
                 need=n_examples,
             )
 
-    order = _order(frame, _rng(seed, 0))
+    order = _order(frame, seed)
     if len(order) < n_examples:
         raise TooFewTraces(
             f"sampling: {len(order)} distinct problems left ({len(frame)} traces), need {n_examples}",

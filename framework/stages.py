@@ -26,9 +26,11 @@ STAGES: dict[str, Stage] = {
         # pool 3: a missing expected answer leaves a trace ungraded (it was graded wrong); integer answers with
         # gaps in their column stay exact text; empty CSV cells are missing values
         Stage("pool", "3", "framework.pool:run", "cpu", "load and annotate the trace pool, once per sweep"),
+        # data 2: problems and traces are drawn in an order keyed by hashes of (seed, id), so arms that keep other
+        # traces of the same problems train on the same problems (it was one random stream per arm)
         Stage(
             "data",
-            "1",
+            "2",
             "framework.data:run",
             "cpu",
             "apply a cell's factor levels and sample its training set",

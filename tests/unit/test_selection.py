@@ -107,6 +107,26 @@ def test_keep_and_delete_arms_are_paired() -> None:
     assert delete.report["transforms"][0]["report"]["traces_changed"] == int(changed.sum())
 
 
+def test_arms_with_other_traces_of_the_same_problems_draw_the_same_problems() -> None:
+    """The paper's source ablation: the same problems, traces by different authors. Every problem has one trace
+    per source here; the two source arms must train on the same problems, and a narrower arm (correct traces
+    only) on the problems of the broader one that it still holds."""
+    rows = [
+        {**r, "trace_id": f"{r['problem_id']}-{src}", "source": src, "trace": f"{src}: {r['trace']}"}
+        for r in make_pool(40).to_dict("records")
+        for src in ("human", "model")
+    ]
+    pool = pd.DataFrame(rows)
+    for seed in range(5):
+        human = run(pool, arm(("source", "human", {})), n=10, seed=seed).frame
+        model = run(pool, arm(("source", "model", {})), n=10, seed=seed).frame
+        assert list(human["problem_id"]) == list(model["problem_id"]), seed
+        assert set(human["source"]) == {"human"} and set(model["source"]) == {"model"}
+        correct = run(pool, arm(("source", "model", {}), ("correctness", "correct", {})), n=10, seed=seed).frame
+        kept = [p for p in model["problem_id"] if p in set(pool.loc[pool["correct"], "problem_id"])]
+        assert list(correct["problem_id"])[: len(kept)] == kept
+
+
 def test_a_factor_drawing_numbers_does_not_shift_the_sample() -> None:
     drawn = run(make_pool(), arm(("diversity", "single_topic", {})), n=5)
     topic = drawn.report["filters"][0]["report"]["topic"]
