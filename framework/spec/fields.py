@@ -78,11 +78,13 @@ def fields_at(root: type[BaseModel], loc: Loc) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def drop_default_nulls(data: Any, tp: Any) -> Any:
+def drop_default_nulls(data: Any, tp: Any, *, override: bool = False) -> Any:
     """Drop `key: ~` where `key` is a field of a schema model: a null there means "the default".
 
     In a map whose keys the user names (factors, levels, pool filter/columns, train.extra_args) a null is a value:
-    a level written `keep:` is a level without parameters, never a level that silently disappears.
+    a level written `keep:` is a level without parameters, never a level that silently disappears. A model that
+    is such a map's value (`launcher.slurm.stages.eval`) overrides defaults set elsewhere, so there `qos: ~` is
+    kept: it means "no qos for this stage", not "the launcher's qos".
     """
     members = _unwrap(tp)
     model = next((m for m in members if is_model(m)), None)
@@ -91,12 +93,12 @@ def drop_default_nulls(data: Any, tp: Any) -> Any:
         return {
             k: drop_default_nulls(v, fields[k].annotation if k in fields else None)
             for k, v in data.items()
-            if not (v is None and k in fields)
+            if not (v is None and k in fields and not override)
         }
     for member in members:
         origin, args = typing.get_origin(member), typing.get_args(member)
         if origin is dict and isinstance(data, dict) and any(is_model(m) for m in _unwrap(args[1])):
-            return {k: {} if v is None else drop_default_nulls(v, args[1]) for k, v in data.items()}
+            return {k: {} if v is None else drop_default_nulls(v, args[1], override=True) for k, v in data.items()}
         if origin is list and isinstance(data, list) and any(is_model(m) for m in _unwrap(args[0])):
             return [drop_default_nulls(v, args[0]) for v in data]
     return data
@@ -142,13 +144,19 @@ def _schema_section(root: type[BaseModel], parent: Loc, base: str) -> str:
 
 
 def unknown_key_hint(root: type[BaseModel], key: str, parent: Loc, schema: str | None = "") -> str:
-    """Where an unknown key belongs: an exact field elsewhere first (top-level `epochs` -> `train:`), then a
-    misspelt sibling, then a misspelt field elsewhere, else the `ablate schema` section that lists the keys."""
+    """Where an unknown key belongs: a sibling it begins or ends (`gpus` -> `gpus_per_node`), then an exact field
+    elsewhere (top-level `epochs` -> `train:`), then a misspelt sibling, then a misspelt field elsewhere, else the
+    `ablate schema` section that lists the keys."""
     homes = _homes(root)
+    siblings = fields_at(root, parent)
+    if any(f.startswith(key) or key.startswith(f) for f in siblings):  # `gpus` beside `gpus_per_node`
+        hint = suggest(key, siblings)
+        if hint:
+            return hint
     if key in homes:
         places = [_under(p) for d, p in homes[key] if d == homes[key][0][0]]
         return ": it belongs " + " or ".join([places[0], *(p.removeprefix("under ") for p in places[1:])])
-    hint = suggest(key, fields_at(root, parent))
+    hint = suggest(key, siblings)
     if hint:
         return hint
     close = difflib.get_close_matches(key, list(homes), n=1, cutoff=0.8)

@@ -29,7 +29,7 @@ def test_a_misplaced_key_says_which_section_it_belongs_to(write_spec):
     assert errs["epochs"] == ("unknown key 'epochs': it belongs under `train:`", 5)
     assert errs["samples"][0] == "unknown key 'samples': it belongs under `eval:`"  # not "n_examples"
     assert errs["train.temperature"][0] == "unknown key 'temperature': it belongs under `eval.sampling:`"
-    assert errs["seed"][0] == "unknown key 'seed': it belongs under `annotate.topic_clusters:` or `eval.sampling:`"
+    assert errs["seed"][0] == "unknown key 'seed' (did you mean \"seeds\"?)"  # a sibling it begins comes first
 
 
 def test_a_misspelt_key_still_gets_its_sibling_and_else_the_schema_section(write_spec):
