@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from framework.checkpoints import is_pruned
 from framework.errors import RetryLater, UserError
 from framework.execute import StageNotImplemented, execute, open_store, prepare, results_root
 from framework.hashing import content_key
@@ -216,6 +217,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 key = jid.split("/")[1]
                 st = store.status(stage, key)
                 state, detail = st.state, st.detail
+                if stage == "train" and state == "done" and is_pruned(store, key):
+                    detail = "checkpoint deleted after its evaluations (keep_checkpoint: false)"
                 slurm = queued.get((stage, key))
                 if slurm and state in ("pending", "failed", "deferred") and slurm["state"] != "done":
                     state, detail = slurm["state"], f"job {slurm['job_id']}: {slurm.get('detail', '')}"

@@ -36,8 +36,8 @@ def model_source_for(ctx: StageContext) -> Any:
         path = train[0] / "model"
         if not (path / "config.json").exists():
             raise FileNotFoundError(
-                f"{path}: checkpoint missing (deleted after evaluation with keep_checkpoint: false?); "
-                f"rebuild it with `ablate exec train {train[0].name} --force`"
+                f"{path}: checkpoint missing (deleted after its evaluations, keep_checkpoint: false?); "
+                f"`ablate run` trains it again first, as does `ablate exec train {train[0].name}`"
             )
         return models.ModelSource("local", str(path))  # its tokenizer carries the template it was trained with
     cell = next(c for c in ctx.plan.cells if c.id in ctx.job.cells)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from framework.checkpoints import is_pruned, prune_if_evaluated
 from framework.errors import UserError
 from framework.plan import Job, Plan
 from framework.spec import LoadedSpec
@@ -92,11 +93,13 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
         "cells": job.cells,
         "spec": loaded.spec.name,
     }
-    with store.build(stage, key, manifest, resume=stage == "train", replace=force, wait=not force) as build:
-        if build is None:
-            return False
-        fn(StageContext(loaded, plan, job, store, build))
-    return True
+    rebuild = stage == "train" and is_pruned(store, key)  # deleted after its evaluations; a new one needs it
+    with store.build(stage, key, manifest, resume=stage == "train", replace=force or rebuild, wait=not force) as build:
+        if build is not None:
+            fn(StageContext(loaded, plan, job, store, build))
+    if stage == "eval":
+        prune_if_evaluated(plan, store, job, keep=loaded.spec.train.keep_checkpoint)
+    return build is not None
 
 
 CHEAP_STAGES = ("model", "pool", "data")

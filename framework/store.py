@@ -177,6 +177,19 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         return _Lock(path, self.heartbeat_s, self.stale_after_s)
 
+    @contextlib.contextmanager
+    def locked(self, stage: str, key: str) -> Iterator[bool]:
+        """The key's build lock, for a short change to a published result (pruning a checkpoint); yields False,
+        without waiting, while another process holds it."""
+        lock = self._lock(stage, key)
+        if lock.acquire() is not None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
     def is_done(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / MARKER).is_file()
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from framework.checkpoints import needed_again
 from framework.plan import Job, Plan
 from framework.store import Store
 
@@ -51,6 +52,7 @@ def pending_tasks(plan: Plan, store: Store, *, group_evals: bool = True) -> list
     """Tasks for the jobs not done yet, in a valid order. Evaluations of one checkpoint become one task, so the
     engine loads the model once for all benchmarks."""
     todo = [j for j in plan.jobs.values() if not store.is_done(j.stage, j.key)]
+    todo = needed_again(plan, store, todo) + todo  # checkpoints deleted after evaluation that a new one reads
     tasks: list[Task] = []
     by_job: dict[str, Task] = {}
     eval_groups: dict[tuple[str, ...], Task] = {}

@@ -383,7 +383,9 @@ class TrainSpec(SpecModel):
         description="Save a resumable ZeRO checkpoint this often (for preemption); none = only at end.",
     )
     keep_checkpoint: bool = Field(
-        True, description="Keep the consolidated checkpoint after its evaluations (a 32B one is ~64 GB)."
+        True,
+        description="False: delete each checkpoint (a 32B one is ~64 GB) once every evaluation of it is done; its "
+        "metrics stay, and an evaluation added later trains it again first.",
     )
     processes: int | None = Field(
         None,

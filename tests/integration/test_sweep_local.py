@@ -38,6 +38,7 @@ SPEC = {
         "max_seq_len": 256,
         "gradient_checkpointing": False,
         "processes": 2,
+        "keep_checkpoint": False,  # each checkpoint is deleted once its evaluations are done
     },
     "eval": {
         "benchmarks": [{"name": "toy", "limit": 6}],
@@ -140,6 +141,10 @@ def test_killed_sweep_resumes_concurrently_and_builds_each_stage_once(tmp_path: 
     # Nothing half-written or orphaned.
     assert not list(store.glob("*/*.work")) and not list(store.glob("*/*.lock"))
     assert all((d / "SUCCESS").exists() for d in store.glob("*/*") if d.is_dir())
+    # Every checkpoint was deleted after its evaluations, its metrics kept.
+    trains = [d for d in store.glob("train/*") if d.is_dir()]
+    assert trains and all((d / "PRUNED.json").is_file() and not (d / "model").exists() for d in trains)
+    assert all((d / "metrics.json").is_file() for d in trains)
 
     # One MLflow run per cell (plus the sweep's parent), however many times log stages ran.
     import mlflow

@@ -1,0 +1,93 @@
+"""train.keep_checkpoint: false — a checkpoint goes once all its evaluations are done, and comes back (trained
+again) before an evaluation added later."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from framework import execute as execute_module
+from framework.checkpoints import PRUNED, is_pruned, needed_again, prune_if_evaluated
+from framework.execute import execute
+from launchers.base import pending_tasks
+from tests.unit.test_report import synthetic_sweep
+
+
+def _with_models(sw) -> list[str]:
+    keys = [j.key for j in sw.plan.by_stage("train")]
+    for key in keys:
+        model = sw.store.path("train", key) / "model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        (model / "model.safetensors").write_bytes(b"\0" * 1000)
+    return keys
+
+
+def _evals_of(sw, key: str):
+    return [j for j in sw.plan.by_stage("eval") if f"train/{key}" in j.deps]
+
+
+def test_a_checkpoint_goes_once_every_evaluation_of_it_is_done(tmp_path: Path) -> None:
+    sw = synthetic_sweep(tmp_path, seeds=(0,), eval={"benchmarks": ["aime24", "math-500"], "samples": 2})
+    key = _with_models(sw)[0]
+    first, second = _evals_of(sw, key)
+    sw.store.invalidate("eval", second.key)  # one evaluation of it still to run
+    assert prune_if_evaluated(sw.plan, sw.store, first, keep=False) == []
+    assert (sw.store.path("train", key) / "model").is_dir()
+
+    with sw.store.build("eval", second.key) as b:
+        assert b is not None
+    assert prune_if_evaluated(sw.plan, sw.store, second, keep=True) == []  # the default keeps it
+    assert prune_if_evaluated(sw.plan, sw.store, second, keep=False) == [key]
+    assert not (sw.store.path("train", key) / "model").exists()
+    assert sw.store.is_done("train", key) and is_pruned(sw.store, key)  # its loss curve and metrics stay
+    record = json.loads((sw.store.path("train", key) / PRUNED).read_text())
+    assert record["bytes_freed"] == 1002 and sorted(record["after"]) == sorted([first.id, second.id])
+
+
+def test_a_checkpoint_being_rebuilt_is_not_pruned(tmp_path: Path) -> None:
+    sw = synthetic_sweep(tmp_path, seeds=(0,))
+    key = _with_models(sw)[0]
+    (job,) = _evals_of(sw, key)
+    with sw.store.locked("train", key) as held:
+        assert held
+        assert prune_if_evaluated(sw.plan, sw.store, job, keep=False) == []
+    assert (sw.store.path("train", key) / "model").is_dir()
+
+
+def test_an_evaluation_added_later_trains_the_pruned_checkpoint_again_first(tmp_path, monkeypatch) -> None:
+    sw = synthetic_sweep(tmp_path, seeds=(0,))
+    keys = _with_models(sw)
+    for key in keys:
+        prune_if_evaluated(sw.plan, sw.store, _evals_of(sw, key)[0], keep=False)
+    assert {t.stage for t in pending_tasks(sw.plan, sw.store)} == {"log"}  # the logs read metrics, not models
+    (added,) = _evals_of(sw, keys[0])
+    sw.store.invalidate("eval", added.key)  # as if a benchmark had been added: an evaluation to run
+    assert [j.id for j in needed_again(sw.plan, sw.store, [added])] == [f"train/{keys[0]}"]
+    tasks = pending_tasks(sw.plan, sw.store)
+    ids = [t.id for t in tasks]
+    assert f"train/{keys[0]}" in ids and ids.index(f"train/{keys[0]}") < ids.index(f"eval/{added.key}")
+    assert f"train/{keys[1]}" not in ids  # nothing new reads the others
+
+    def fake_train(ctx) -> None:
+        (ctx.out / "model").mkdir()
+        (ctx.out / "model" / "config.json").write_text("{}")
+
+    monkeypatch.setattr(execute_module, "stage_function", lambda stage: fake_train)
+    assert execute(sw.loaded, sw.plan, sw.store, "train", keys[0])  # done, but pruned: built again
+    assert (sw.store.path("train", keys[0]) / "model" / "config.json").is_file()
+    assert not is_pruned(sw.store, keys[0])
+    assert not execute(sw.loaded, sw.plan, sw.store, "train", keys[0])  # and now simply done
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_execute_prunes_after_an_evaluation_as_the_spec_says(tmp_path, monkeypatch, keep: bool) -> None:
+    sw = synthetic_sweep(tmp_path, seeds=(0,), train={"keep_checkpoint": keep})
+    key = _with_models(sw)[0]
+    (job,) = _evals_of(sw, key)
+    sw.store.invalidate("eval", job.key)
+    monkeypatch.setattr(execute_module, "stage_function", lambda stage: lambda ctx: None)
+    assert execute(sw.loaded, sw.plan, sw.store, "eval", job.key)
+    assert (sw.store.path("train", key) / "model").is_dir() is keep
