@@ -108,10 +108,17 @@ CHEAP_STAGES = ("model", "pool", "data")
 def prepare(loaded: LoadedSpec, plan: Plan, store: Store, *, on_job: Callable[[Job], None] | None = None) -> int:
     """Build the cheap CPU stages (tiny model, pool, data variants) in-process, as `ablate plan` does, so a
     cell with too few traces is found before any GPU time is spent. Returns how many jobs ran."""
-    ran = 0
+    from framework.data import DataError
+
+    ran, problems = 0, []
     for job in plan.jobs.values():
         if job.stage in CHEAP_STAGES and not store.is_done(job.stage, job.key):
             if on_job:
                 on_job(job)
-            ran += execute(loaded, plan, store, job.stage, job.key)
+            try:
+                ran += execute(loaded, plan, store, job.stage, job.key)
+            except DataError as e:  # every cell that cannot be built, not only the first
+                problems += e.problems
+    if problems:
+        raise DataError(problems)
     return ran

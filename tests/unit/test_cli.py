@@ -186,3 +186,17 @@ def test_exec_runs_every_key_when_one_fails(write_spec, minimal, in_tmp, capsys,
     err = capsys.readouterr().err
     assert f"eval/{evals[0]}: not done: RuntimeError: first job breaks" in err
     assert calls == ["boom", evals[1]]  # the second job ran after the first failed
+
+
+def test_plan_reports_every_cell_that_cannot_be_built(write_spec, in_tmp, capsys):
+    spec = {
+        "name": "few",
+        "model": {"name_or_path": "toy:base"},
+        "pool": [{"preset": "toy", "options": {"n_problems": 16}}],
+        "factors": {"source": {"levels": {"a": {"sources": ["nope_a"]}, "b": {"sources": ["nope_b"]}}}},
+        "eval": {"benchmarks": [{"name": "toy", "limit": 4}]},
+    }
+    assert main(["plan", str(write_spec(spec))]) == 2
+    err = capsys.readouterr().err
+    assert "source=a,seed=0: after source=a: 0 traces left" in err and "no trace has source 'nope_a'" in err
+    assert "source=b,seed=0: after source=b: 0 traces left" in err
