@@ -7,6 +7,7 @@ launcher, is the truth about what is done: a job whose outputs are marked is nev
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -48,6 +49,14 @@ def shell_join(cmd: list[str]) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
+def eval_group(job: Job) -> tuple[str, ...]:
+    """What evaluations may share one task: the same dependencies and the same model, with the same dtype. A hub or
+    local baseline has no dependency, so its deps alone would bundle every baseline model into one process (whose
+    engine cache would then hold several models on one GPU)."""
+    model = job.config.get("checkpoint") or job.config.get("model")
+    return (*job.deps, json.dumps([model, job.config.get("dtype")], sort_keys=True, default=str))
+
+
 def pending_tasks(plan: Plan, store: Store, *, group_evals: bool = True) -> list[Task]:
     """Tasks for the jobs not done yet, in a valid order. Evaluations of one checkpoint become one task, so the
     engine loads the model once for all benchmarks."""
@@ -58,7 +67,7 @@ def pending_tasks(plan: Plan, store: Store, *, group_evals: bool = True) -> list
     eval_groups: dict[tuple[str, ...], Task] = {}
     for job in todo:
         if group_evals and job.stage == "eval":
-            group = tuple(job.deps)
+            group = eval_group(job)
             if group in eval_groups:
                 eval_groups[group].jobs.append(job)
                 by_job[job.id] = eval_groups[group]

@@ -1,19 +1,23 @@
 """Run a sweep's stage jobs on this machine, in dependency order, with a pool of GPU or CPU slots.
 
-Each task is a subprocess in its own session (so Ctrl-C reaches the launcher, which stops children cleanly and
-a re-run resumes), with its log in the store. A failed task fails only the tasks that depend on it. The store's
-markers, not exit codes, decide success: a job that finished its outputs and then crashed at exit is done.
+Each task is a subprocess in its own session (so Ctrl-C, SIGTERM or SIGHUP reaches the launcher, which stops
+children cleanly and a re-run resumes), with its log in the store, and sees only the GPUs it was given (none for a
+CPU task, see uses_gpu_off_slot). A failed task fails only the tasks that depend on it. The store's markers, not
+exit codes, decide success: a job that finished its outputs and then crashed at exit is done.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,18 +29,44 @@ from framework.store import Store
 from framework.train_config import processes_per_node
 from launchers.base import Task, exec_command, shell_join
 
+GpuId = int | str  # an index, or an opaque CUDA_VISIBLE_DEVICES entry such as GPU-<uuid> or MIG-<uuid>
+_NVIDIA_SMI_GPU = re.compile(r"^GPU (\d+):")
 
-def visible_gpus(option: list[int] | str) -> list[int]:
-    """GPU ids to schedule on: the spec's list, else CUDA_VISIBLE_DEVICES, else what nvidia-smi lists."""
+
+def visible_gpus(option: list[int] | str) -> list[GpuId]:
+    """GPU ids to schedule on: the spec's list, else CUDA_VISIBLE_DEVICES, else what nvidia-smi lists.
+
+    CUDA_VISIBLE_DEVICES entries are kept as given (UUIDs too: they are passed on verbatim) up to the first
+    negative one, where CUDA stops enumerating. nvidia-smi's own index is read from each `GPU n:` line, since MIG
+    devices are listed on indented lines between them."""
     if isinstance(option, list):
-        return option
+        return list(option)
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return [int(x) for x in env.split(",") if x.strip().isdigit()]
+        ids: list[GpuId] = []
+        for entry in (x.strip() for x in env.split(",")):
+            if not entry or entry.startswith("-"):
+                break
+            ids.append(int(entry) if entry.isdigit() else entry)
+        return ids
     if shutil.which("nvidia-smi"):
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
-        return [i for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+        return [int(m.group(1)) for line in out.stdout.splitlines() if (m := _NVIDIA_SMI_GPU.match(line))]
     return []
+
+
+def uses_gpu_off_slot(task: Task) -> bool:
+    """A CPU-stage task that may still use a GPU if it sees one: a pool whose topics are clustered on a model
+    embedder runs that model on cuda when available. It keeps this process's GPU visibility (as before) rather
+    than being hidden from every GPU and made to embed on the CPU."""
+    if task.stage != "pool":
+        return False
+    for job in task.jobs:
+        annotate = job.config.get("annotate") or {}
+        embedder = (annotate.get("topic_clusters") or {}).get("embedder", "tfidf")
+        if annotate.get("topics") == "cluster" and embedder != "tfidf":
+            return True
+    return False
 
 
 def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
@@ -56,13 +86,23 @@ def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
 
 STOP_GRACE_S = 15.0
 TRAIN_STOP_GRACE_S = 600.0  # a ZeRO checkpoint of a large model takes minutes to write
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `kill`, a job scheduler's stop, a closed terminal or ssh session
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to the launcher, handled as Ctrl-C is (children stopped, a re-run resumes): by default
+    either would kill the launcher alone and leave its stage processes, in their own sessions, holding the GPUs."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
 
 
 @dataclass
 class Running:
     task: Task
     proc: subprocess.Popen
-    gpus: list[int]
+    gpus: list[GpuId]
     log: Path
     started: float
     cpu_slots: int = 0
@@ -84,6 +124,7 @@ class LocalLauncher:
     reasons: dict[str, str] = field(default_factory=dict)
     _tasks: list[Task] = field(default_factory=list)
     _running: dict[str, Running] = field(default_factory=dict)
+    _quiet: bool = False  # the reader of our output is gone: keep scheduling, stop printing
 
     def submit(self, tasks: list[Task]) -> None:
         self._tasks = list(tasks)
@@ -102,15 +143,16 @@ class LocalLauncher:
         training = any(r.task.stage == "train" for r in self._running.values())
         grace = TRAIN_STOP_GRACE_S if training else STOP_GRACE_S
         if training:
-            self.echo(f"waiting up to {grace:.0f} s for training to checkpoint (Ctrl-C again to kill it now)")
+            self._say(f"waiting up to {grace:.0f} s for training to checkpoint (Ctrl-C again to kill it now)")
         deadline = time.monotonic() + grace
         try:
             while any(r.proc.poll() is None for r in self._running.values()) and time.monotonic() < deadline:
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            pass  # asked twice: kill now
-        for tid, r in self._running.items():
+            pass  # asked twice (or TERM/HUP again): kill now
+        for r in self._running.values():  # every KILL first: a signal arriving in between must not spare any
             _signal_group(r.proc, signal.SIGKILL)
+        for tid, r in self._running.items():
             r.proc.wait()
             self.states[tid] = "cancelled"
         self._running.clear()
@@ -119,42 +161,68 @@ class LocalLauncher:
                 self.states[tid] = "cancelled"
 
     def wait(self, poll_s: float = 0.2) -> dict[str, str]:
-        """Run everything submitted; returns the final state of every task."""
+        """Run everything submitted; returns the final state of every task, never while one is pending or running.
+
+        Whatever ends the wait early (Ctrl-C, SIGTERM, SIGHUP, any error) stops the running stage processes
+        first, then propagates: they run in their own sessions, so nothing else would stop them."""
+        with _stop_signals_raise():
+            try:
+                self._run(poll_s)
+            except KeyboardInterrupt as e:
+                why = f"got {e}" if isinstance(e, Terminated) else "interrupted"
+                self._say(f"{why}: stopping running stage jobs (a re-run resumes)")
+                self.cancel()
+                raise
+            except BaseException as e:
+                self._say(f"launcher error ({type(e).__name__}): stopping running stage jobs (a re-run resumes)")
+                self.cancel()
+                raise
+        return self.status()
+
+    def _run(self, poll_s: float) -> None:
         gpus_free = visible_gpus(self.spec.launcher.local.gpus)
         n_gpus = len(gpus_free)
         cpu_free = self.spec.launcher.local.cpu_slots
-        try:
-            while any(s in ("pending", "running") for s in self.states.values()):
-                for tid in list(self._running):
-                    r = self._running[tid]
-                    if r.proc.poll() is not None:
-                        self._finish(r)
-                        del self._running[tid]
-                        gpus_free.extend(r.gpus)
-                        cpu_free += r.cpu_slots
-                self._skip_blocked()
-                for task in self._tasks:
-                    if self.states[task.id] != "pending" or not all(self.states[d] == "done" for d in task.deps):
-                        continue
-                    need = gpus_needed(task, self.spec, n_gpus)
-                    if need and len(gpus_free) >= need:
-                        take, gpus_free = gpus_free[:need], gpus_free[need:]
-                        self._start(task, take)
-                    elif not need and cpu_free >= (slots := cpu_slots_needed(task, self.spec)):
-                        cpu_free -= slots
-                        self._start(task, [], slots)
-                time.sleep(poll_s)
-        except KeyboardInterrupt:
-            self.echo("interrupted: stopping running stage jobs (a re-run resumes)")
-            self.cancel()
-            raise
-        return self.status()
+        while any(s in ("pending", "running") for s in self.states.values()):
+            for tid in list(self._running):
+                r = self._running[tid]
+                if r.proc.poll() is not None:
+                    self._finish(r)
+                    del self._running[tid]
+                    gpus_free.extend(r.gpus)
+                    cpu_free += r.cpu_slots
+            self._skip_blocked()
+            for task in self._tasks:
+                if self.states[task.id] != "pending" or not all(self.states[d] == "done" for d in task.deps):
+                    continue
+                need = gpus_needed(task, self.spec, n_gpus)
+                if need and len(gpus_free) >= need:
+                    take, gpus_free = gpus_free[:need], gpus_free[need:]
+                    self._start(task, take)
+                elif not need and cpu_free >= (slots := cpu_slots_needed(task, self.spec)):
+                    cpu_free -= slots
+                    self._start(task, [], slots)
+            time.sleep(poll_s)
 
-    def _start(self, task: Task, gpus: list[int], cpu_slots: int = 0) -> None:
+    def _say(self, line: str) -> None:
+        """Print a status line. A reader that went away (`ablate run | tee log`, tee killed with the ssh session)
+        silences the launcher instead of ending it: the sweep goes on, its outcome in the store and exit status."""
+        if self._quiet:
+            return
+        try:
+            self.echo(line)
+        except BrokenPipeError:
+            self._quiet = True
+            if self.echo is print:
+                _detach_stdout()
+
+    def _start(self, task: Task, gpus: list[GpuId], cpu_slots: int = 0) -> None:
         cmd = self.command(task) if self.command else exec_command(task, self.spec_path, self.results_dir)
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        elif not uses_gpu_off_slot(task):
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU slot: no GPU another task was given, nor any other
         log = self.logs[task.id]
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as f:
@@ -165,7 +233,7 @@ class LocalLauncher:
             )
         self._running[task.id] = Running(task, proc, gpus, log, time.monotonic(), cpu_slots)
         self.states[task.id] = "running"
-        self.echo(
+        self._say(
             f"start  {task.id}  ({', '.join(task.jobs[0].cells[:2])}{' ...' if len(task.jobs[0].cells) > 2 else ''})"
         )
 
@@ -175,17 +243,17 @@ class LocalLauncher:
         if done:
             self.states[r.task.id] = "done"
             note = f" (exit {r.proc.returncode} after its outputs were complete)" if r.proc.returncode else ""
-            self.echo(f"done   {r.task.id}  {took:.0f}s{note}")
+            self._say(f"done   {r.task.id}  {took:.0f}s{note}")
         elif r.proc.returncode == RetryLater.exit_code:
             self.states[r.task.id] = "deferred"
             self.reasons[r.task.id] = f"retry later; log: {r.log}"
-            self.echo(f"defer  {r.task.id}  (retry later; log: {r.log})")
+            self._say(f"defer  {r.task.id}  (retry later; log: {r.log})")
         else:
             self.states[r.task.id] = "failed"
             self.reasons[r.task.id] = f"exit {r.proc.returncode}; log: {r.log}"
-            self.echo(f"FAILED {r.task.id}  exit {r.proc.returncode}  log: {r.log}")
+            self._say(f"FAILED {r.task.id}  exit {r.proc.returncode}  log: {r.log}")
             for line in _tail(r.log, 5):
-                self.echo(f"       | {line}")
+                self._say(f"       | {line}")
 
     def _skip_blocked(self) -> None:
         changed = True
@@ -198,6 +266,34 @@ class LocalLauncher:
                         self.states[task.id] = "skipped"
                         self.reasons[task.id] = f"dependency {bad[0]} did not finish"
                         changed = True
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise Terminated (as SIGINT raises KeyboardInterrupt); the previous
+    handlers are restored on the way out. Handlers can only be set from the main thread: elsewhere, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, raise_terminated) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _detach_stdout() -> None:
+    """Point a stdout whose reader is gone at /dev/null: any later output (the CLI's summary) and the interpreter's
+    final flush would fail on it again, and the CLI takes a broken pipe for a success (exit 0)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -17,10 +17,11 @@ Choices, and why:
   publishing is done; an exit 0 without outputs is not), so `afterok` follows the truth, and dependents of a failed
   task are cancelled by Slurm itself (`--kill-on-invalid-dep=yes`) instead of pending for ever.
 * A job is never submitted twice: `<store>/<stage>/<key>.slurm.json` records the job of every submitted key; a later
-  `ablate run` reuses a recorded job that is still queued or running (also as a dependency).
-* Preemption: `--signal=B:USR1@N` and a trap that forwards USR1/TERM to the stage, waits for it to checkpoint and
-  exit, and requeues the job (`scontrol requeue`) when the outputs are incomplete and the job was not cancelled.
-  See templates/job.sbatch.
+  `ablate run` reuses a recorded job that is still queued or running, under its name, for all the task's keys,
+  after the same jobs as now; otherwise it cancels that job before submitting anew (launchers/slurm_reuse.py).
+* Preemption: train jobs get `--signal=B:USR1@N`; a trap forwards USR1/TERM to the stage, waits for it to checkpoint
+  and exit 75, and only then requeues the job (`scontrol requeue`), if the job was not cancelled. Other stages cannot
+  checkpoint: no warning, USR1 ignored, and a failure is never requeued. See templates/job.sbatch.
 
 Only squeue, scontrol and scancel are read (sacct when accounting is available): nothing here needs slurmdbd.
 """
@@ -45,7 +46,15 @@ from framework.plan import Plan
 from framework.spec.models import AblationSpec
 from framework.store import MARKER, Store, write_json_atomic
 from launchers.base import Task, exec_command, shell_join
-from launchers.slurm_script import StageResources, render, sbatch_directives, stage_resources
+from launchers.slurm_reuse import ALIVE, QUEUED, RUNNING, is_ours, job_name, plan_reuse, topological
+from launchers.slurm_script import (
+    CHECKPOINTED_EXIT,
+    CHECKPOINTING_STAGES,
+    StageResources,
+    render,
+    sbatch_directives,
+    stage_resources,
+)
 
 TEMPLATE = Path(__file__).parent / "templates" / "job.sbatch"
 # Exported into every job script as they were at submission: the tracking URI and results root are part of the
@@ -64,9 +73,7 @@ MAX_REQUEUES = 20  # a job that is signalled every time it runs must not requeue
 TERMINAL = ("done", "failed", "cancelled", "deferred")
 MAX_FAILED_POLLS = 10  # consecutive failed squeue/scontrol calls before `wait` gives up following the jobs
 # Slurm job states, by what they mean for a task whose outputs are not (yet) complete.
-_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED"}
-_RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
-_ALIVE = (_QUEUED | _RUNNING) - {"COMPLETING"}  # a COMPLETING job is ending: never reuse it as a dependency
+_QUEUED, _RUNNING, _ALIVE = QUEUED, RUNNING, ALIVE
 _SQUEUE_FORMAT = "%i|%T|%r|%N|%j"
 
 
@@ -141,10 +148,10 @@ def describe_exit(code: str) -> str:
     return f"exit {status}" if status else "exit ?"
 
 
-def scancel(job_ids: Iterable[int]) -> None:
+def scancel(job_ids: Iterable[int]) -> bool:
+    """True when scancel accepted every id (it refuses a job that has just ended, too)."""
     ids = sorted(set(job_ids))
-    if ids:
-        _run(["scancel", *map(str, ids)])
+    return not ids or _run(["scancel", *map(str, ids)]).returncode == 0
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -251,7 +258,7 @@ class SlurmLauncher:
         return stage_resources(self.spec, task.stage)
 
     def job_name(self, task: Task) -> str:
-        return f"ablate-{self.spec.name}-{task.stage}-{task.keys[0][:8]}"
+        return job_name(self.spec.name, task.stage, task.keys[0])
 
     def task_command(self, task: Task) -> list[str]:
         if self.command is not None:
@@ -272,13 +279,14 @@ class SlurmLauncher:
         if slurm.container:
             command = f"{slurm.container} {command}"
         cells = task.jobs[0].cells
+        checkpoints = task.stage in CHECKPOINTING_STAGES
         directives = sbatch_directives(
             self.resources(task),
             job_name=self.job_name(task),
             log=self._abs(self.store.log_path(task.stage, key)),
             workdir=Path(self.workdir or Path.cwd()).absolute(),
             requeue=slurm.requeue,
-            signal_s=self.signal_s,
+            signal_s=self.signal_s if checkpoints else None,
         )
         markers = [self._abs(self.store.path(task.stage, k) / MARKER) for k in task.keys]
         return render(
@@ -289,7 +297,14 @@ class SlurmLauncher:
                 "cells": " | ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else ""),
                 "script": str(self._abs(script_path(self.store, task.stage, key))),
                 "record": str(self._abs(record_path(self.store, task.stage, key))),
-                "signal_s": str(self.signal_s),
+                "signal_note": (
+                    f"Slurm sends USR1 to this shell {self.signal_s} s before the time limit (--signal),\n"
+                    "# forwarded to the stage, which stops at a checkpoint."
+                    if checkpoints
+                    else "this stage cannot checkpoint: it gets no time-limit warning, and USR1 is ignored."
+                ),
+                "checkpoints": "yes" if checkpoints else "no",
+                "checkpointed_exit": str(CHECKPOINTED_EXIT),
                 "max_requeues": str(self.max_requeues),
                 "sbatch": "\n".join(directives),
                 "setup": "\n".join(slurm.setup) or "# (none: launcher.slurm.setup is empty)",
@@ -306,11 +321,13 @@ class SlurmLauncher:
 
     # ---- submit
     def submit(self, tasks: list[Task]) -> None:
-        """Submit every task in order; a task whose job from an earlier run is still alive reuses that job."""
+        """Submit every task, dependencies first; a task whose job from an earlier run is still alive reuses that
+        job when it may (launchers/slurm_reuse.py), and the earlier jobs it may not reuse are cancelled first."""
         require("sbatch", "squeue", "scontrol", "scancel")
         for t in tasks:
             self.resources(t)  # resource errors before anything is submitted
-        alive = self._alive_jobs(tasks)
+        tasks = topological(tasks)
+        alive = self._reusable_jobs(tasks)
         for task in tasks:
             self._tasks[task.id] = task
             if task.id in alive:
@@ -344,7 +361,10 @@ class SlurmLauncher:
                 )
             )
         job_id = parse_job_id(out.stdout)
-        previous = read_record(self.store, task.stage, key)
+        previous: list[int] = []  # every job recorded for these keys before, so none is lost track of
+        for k in task.keys:
+            if (rec := read_record(self.store, task.stage, k)) is not None:
+                previous += [rec["job_id"], *rec.get("previous_jobs", [])]
         record = {
             "job_id": job_id,
             "task": task.id,
@@ -355,35 +375,32 @@ class SlurmLauncher:
             "log": str(self._abs(self.store.log_path(task.stage, key))),
             "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": shell_join(cmd),
-            "previous_jobs": ([previous["job_id"], *previous.get("previous_jobs", [])] if previous else [])[:20],
+            "previous_jobs": list(dict.fromkeys(previous))[:20],
         }
         for k in task.keys:
             write_json_atomic(record_path(self.store, task.stage, k), record)
         self.echo(f"submit  {task.id}  job {job_id}" + (f" after {len(deps)} job(s)" if deps else ""))
         return job_id
 
-    def _alive_jobs(self, tasks: list[Task]) -> dict[str, int]:
-        """Task id -> a recorded job of an earlier run, still queued or running, that covers all the task's keys."""
-        candidates: dict[str, int] = {}
-        for task in tasks:
-            for k in task.keys:
-                rec = read_record(self.store, task.stage, k)
-                if rec and set(task.keys) <= set(rec.get("keys", [])):
-                    candidates[task.id] = rec["job_id"]
-                    break
-        infos = squeue(candidates.values()) if candidates else {}
-        alive: dict[str, int] = {}
-        stuck = []
-        for tid, jid in candidates.items():
-            info = infos.get(jid)
-            if info is None or info["state"] not in _ALIVE:
-                continue
-            if info["reason"] == "DependencyNeverSatisfied":  # left pending by a run without kill-on-invalid-dep
-                stuck.append(jid)
-                continue
-            alive[tid] = jid
-        scancel(stuck)
-        return alive
+    def _reusable_jobs(self, tasks: list[Task]) -> dict[str, int]:
+        """Task id -> the job of an earlier run it keeps; the earlier jobs no task keeps are cancelled here, before
+        anything is submitted, so that none runs untracked beside its replacement."""
+        records = {f"{t.stage}/{k}": rec for t in tasks for k in t.keys if (rec := read_record(self.store, t.stage, k))}
+        infos = squeue({r["job_id"] for r in records.values()}) if records else {}
+        plan = plan_reuse(self.spec.name, tasks, records, infos, lambda t: _outputs_done(self.store, t.stage, t.keys))
+        if plan.superseded:
+            self.echo(f"cancel  job(s) {', '.join(map(str, plan.superseded))} of an earlier run: superseded")
+            if not scancel(plan.superseded):
+                by_id = {r["job_id"]: r for r in records.values()}
+                after = squeue(plan.superseded)
+                left = [j for j in plan.superseded if after.get(j, {}).get("state") in _QUEUED]
+                left = [j for j in left if is_ours(self.spec.name, by_id[j], after[j])]
+                if left:
+                    raise UserError(
+                        f"scancel did not cancel the superseded job(s) {', '.join(map(str, left))}; nothing was "
+                        "submitted (cancel them, or let them end, and run again)"
+                    )
+        return plan.reuse
 
     # ---- follow
     def refresh(self) -> list[tuple[str, str, str]]:
@@ -530,7 +547,11 @@ def cancel_sweep(plan: Plan, store: Store) -> list[int]:
         return []
     require("squeue", "scancel")
     infos = squeue(records)
-    ids = sorted(jid for jid, info in infos.items() if info["state"] in _QUEUED | _RUNNING)
+    ids = sorted(  # only our jobs: a stale record's id may belong to another job by now
+        jid
+        for jid, info in infos.items()
+        if info["state"] in _QUEUED | _RUNNING and is_ours(plan.spec.name, records[jid], info)
+    )
     scancel(ids)
     return ids
 

@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framework.errors import UserError
+from framework.errors import RetryLater, UserError
 from framework.spec.launch import SlurmLauncherSpec
 from framework.spec.models import AblationSpec
 from framework.stages import STAGES
+
+# Stages that stop at a checkpoint on USR1/TERM and exit 75 (train.TrainingStopped) to be resumed. Only their jobs
+# get the time-limit warning and are requeued by their script: any other stage would just die of the signal and
+# restart from zero, again and again.
+CHECKPOINTING_STAGES = frozenset({"train"})
+CHECKPOINTED_EXIT = RetryLater.exit_code  # TrainingStopped is a RetryLater
 
 
 @dataclass(frozen=True)
@@ -84,10 +90,11 @@ def sbatch_directives(
     log: Path,
     workdir: Path,
     requeue: bool,
-    signal_s: int,
+    signal_s: int | None,
 ) -> list[str]:
     """The `#SBATCH` lines of one job. Dependencies are not among them: they go on the command line, so a kept
-    script can be resubmitted by hand after the jobs it once waited for are gone."""
+    script can be resubmitted by hand after the jobs it once waited for are gone. signal_s None: no time-limit
+    warning (a stage that cannot checkpoint)."""
     q = shlex.quote
     opts = [f"--job-name={job_name}", f"--output={q(str(log))}", "--open-mode=append", f"--chdir={q(str(workdir))}"]
     for flag, value in (("partition", res.partition), ("account", res.account), ("qos", res.qos)):
@@ -104,7 +111,9 @@ def sbatch_directives(
     ):
         if value:
             opts.append(f"--{flag}={value}")
-    opts += ["--requeue" if requeue else "--no-requeue", f"--signal=B:USR1@{signal_s}"]
+    opts.append("--requeue" if requeue else "--no-requeue")
+    if signal_s is not None:
+        opts.append(f"--signal=B:USR1@{signal_s}")
     lines = [f"#SBATCH {o}" for o in opts]
     lines += [x if x.lstrip().startswith("#SBATCH") else f"#SBATCH {x.strip()}" for x in res.extra_sbatch]
     return lines

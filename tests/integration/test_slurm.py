@@ -10,6 +10,7 @@ real `ablate exec` of every stage.
 from __future__ import annotations
 
 import atexit
+import copy
 import importlib.util
 import os
 import re
@@ -27,7 +28,7 @@ from framework.spec import load_spec, spec_from_dict
 from framework.stages import STAGES
 from framework.store import Store
 from launchers.base import Task, pending_tasks
-from launchers.slurm import SlurmLauncher, cancel_sweep, run_slurm, scontrol_job, slurm_states
+from launchers.slurm import SlurmLauncher, _recorded, cancel_sweep, run_slurm, scontrol_job, slurm_states, squeue
 from tests.integration.slurm_cluster import SlurmCluster, ensure_installed
 
 # A wedged job must fail its test, not hang the suite (the fixture's teardown still stops the cluster).
@@ -36,7 +37,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 REPO = Path(__file__).resolve().parents[2]
 
 # One stage job: log start/end times, fail on request, publish the markers. A "preemptible" task sleeps until
-# SIGTERM/SIGUSR1, then writes a checkpoint and exits 1 (not done); run again, it finds the checkpoint and finishes.
+# SIGTERM/SIGUSR1, then writes a checkpoint and exits 75 as a stopped training does (TrainingStopped); run again,
+# it finds the checkpoint and finishes.
 STAGE = r"""
 import os, signal, sys, time
 from framework.store import Store
@@ -56,7 +58,7 @@ if tid in slow.split(","):
         def stop(sig, frame):
             open(ckpt, "w").write(signal.Signals(sig).name)
             event("checkpointed")
-            sys.exit(1)
+            sys.exit(75)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGUSR1, stop)
         event("waiting")
@@ -252,6 +254,58 @@ def test_cancel_stops_queued_and_running_jobs_without_requeue(slurm, minimal, tm
     log = store.log_path("train", train.keys[0])
     wait_for(lambda: "not requeued" in log.read_text(), what="the job script's note that it did not requeue")
     assert cancel_sweep(plan, store) == []
+
+
+def test_a_stage_that_cannot_checkpoint_ignores_usr1_and_is_not_requeued(slurm, minimal, tmp_path):
+    """An eval job gets no time-limit warning, a USR1 sent all the same does not reach the stage, and a stage that
+    ends after a TERM is not requeued (it would restart from zero): Restarts stays 0."""
+    plan, store, events, launcher = make(minimal, tmp_path, slow=["__any__"])
+    evaluation = next(t for t in pending_tasks(plan, store) if t.stage == "eval")
+    task = Task("eval", evaluation.jobs)  # alone: its inputs do not matter to the stand-in command
+    _, store, events, launcher = make(minimal, tmp_path, slow=[task.id.split("+")[0]])
+    run = launcher()
+    run.submit([task])
+    job = run.jobs[task.id]
+    assert "#SBATCH --signal" not in Path(scontrol_job(job)["Command"]).read_text()
+    wait_for(lambda: events.exists() and "waiting" in events.read_text(), what="the task to start")
+    log = store.log_path("eval", task.keys[0])
+    subprocess.run(["scancel", "--batch", "--signal=USR1", str(job)], check=True)
+    wait_for(lambda: "got SIGUSR1: ignored" in log.read_text(), what="the job script to ignore USR1")
+    assert (scontrol_job(job) or {}).get("JobState") == "RUNNING" and "checkpointed" not in events.read_text()
+    subprocess.run(["scancel", "--batch", "--signal=TERM", str(job)], check=True)
+    settled(job)
+    info = scontrol_job(job)
+    assert info is not None and info["Restarts"] == "0" and info["JobState"] == "FAILED", info
+    assert "not requeued: the stage did not stop at a checkpoint" in log.read_text()
+
+
+def test_a_benchmark_added_cancels_the_queued_eval_jobs_it_supersedes(slurm, minimal, tmp_path):
+    """A re-run whose evaluations are grouped differently cancels the earlier eval jobs (and Slurm their dependents)
+    before submitting the new ones, and reuses the rest by their real Slurm job names: no live job of the sweep is
+    left untracked."""
+    minimal["eval"]["benchmarks"] = ["aime24", "aime25"]
+    plan, store, _, _ = make(copy.deepcopy(minimal), tmp_path)
+    trains = [t.id for t in pending_tasks(plan, store) if t.stage == "train"]
+    plan, store, _, launcher = make(copy.deepcopy(minimal), tmp_path, slow=trains)
+    first = launcher()
+    first.submit(pending_tasks(plan, store))
+    minimal["eval"]["benchmarks"] = ["aime24", "aime25", "math-500"]
+    plan2, store, _, launcher2 = make(copy.deepcopy(minimal), tmp_path, slow=trains)
+    again = launcher2()
+    try:
+        again.submit(pending_tasks(plan2, store))
+        assert {tid for tid in again.jobs if tid.startswith(("pool/", "data/", "train/"))} <= again.reused
+        old = {j for tid, j in first.jobs.items() if tid.startswith(("eval/", "log/"))}
+        assert old and not old & set(again.jobs.values())
+
+        def live() -> set[int]:
+            infos = squeue(set(first.jobs.values()) | set(again.jobs.values()))
+            return {j for j, i in infos.items() if i["state"] in ("PENDING", "RUNNING", "CONFIGURING")}
+
+        wait_for(lambda: not live() & old, what="the superseded jobs to be cancelled")
+        assert live() <= set(_recorded(plan2, store))
+    finally:
+        cancel_sweep(plan2, store)
 
 
 STAGES_IMPLEMENTED = all(importlib.util.find_spec(s.target.split(":")[0]) is not None for s in STAGES.values())

@@ -6,6 +6,7 @@ under test is the scheduling, which is pure logic over the plan and the store.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -172,3 +173,17 @@ def test_cancel_gives_a_training_time_to_checkpoint(minimal, tmp_path, monkeypat
         time.sleep(0.05)
     launcher.cancel()
     assert saved.exists() and launcher.states[train.id] == "cancelled"
+
+
+def test_evals_of_different_baseline_models_are_different_tasks(minimal, tmp_path):
+    """Hub baselines have no dependency to tell them apart: grouping by deps alone put both models in one process
+    (and the engine cache would hold both on one GPU)."""
+    minimal["baselines"] = ["base", {"name": "math72b", "model": {"name_or_path": "Qwen/Qwen2.5-Math-72B-Instruct"}}]
+    minimal["eval"]["benchmarks"] = ["aime24", "aime25"]
+    plan = build_plan(spec_from_dict(minimal), strict=False)
+    evals = [t for t in pending_tasks(plan, Store(tmp_path / "store")) if t.stage == "eval"]
+    for t in evals:
+        assert len({json.dumps(j.config.get("checkpoint") or j.config["model"], sort_keys=True) for j in t.jobs}) == 1
+        assert len(t.jobs) == 2  # still one task per model for all its benchmarks
+    baseline_cells = [sorted({c for j in t.jobs for c in j.cells}) for t in evals if not t.deps]
+    assert sorted(baseline_cells) == [["baseline=base"], ["baseline=math72b"]]

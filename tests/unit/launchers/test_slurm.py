@@ -177,6 +177,8 @@ class FakeSlurm:
         self.next_id = 100
         self.calls: list[list[str]] = []  # sbatch argv, without the program name
         self.jobs: dict[int, str] = {}  # job id -> "STATE" or "STATE:Reason"
+        self.names: dict[int, str] = {}  # job id -> job name, from the script's #SBATCH --job-name
+        self.after: dict[int, set[int]] = {}  # job id -> the jobs it waits for (afterok)
         self.cancelled: list[int] = []
 
     def set(self, job_id: int, value: str) -> None:
@@ -187,17 +189,26 @@ class FakeSlurm:
         if prog == "sbatch":
             self.calls.append(args)
             out, self.jobs[self.next_id] = f"{self.next_id}\n", "PENDING:Dependency"
+            script = Path(args[-1]).read_text()
+            deps = [a.removeprefix("--dependency=afterok:") for a in args if a.startswith("--dependency=afterok:")]
+            self.after[self.next_id] = {int(d) for d in deps[0].split(":")} if deps else set()
+            self.names[self.next_id] = script.split("#SBATCH --job-name=", 1)[1].split("\n", 1)[0]
             self.next_id += 1
         elif prog == "squeue":
             ids = [int(i) for i in args[args.index("-j") + 1].split(",")]
             for i in (i for i in ids if i in self.jobs):
                 state, _, reason = self.jobs[i].partition(":")
-                out += f"{i}|{state}|{reason or 'None'}||name\n"
+                out += f"{i}|{state}|{reason or 'None'}||{self.names.get(i, 'name')}\n"
         elif prog == "scontrol" and int(args[-1]) in self.jobs:
             state = self.jobs[int(args[-1])].split(":")[0]
             out = f"JobId={args[-1]} JobName=x JobState={state} Reason=NonZeroExitCode ExitCode=3:0 NodeList=n1\n"
         elif prog == "scancel":
             self.cancelled += [int(a) for a in args]
+            gone = {int(a) for a in args}
+            while gone:  # --kill-on-invalid-dep=yes: a queued job waiting on a cancelled one is cancelled too
+                for i in gone & set(self.jobs):
+                    self.jobs[i] = "CANCELLED"
+                gone = {j for j, deps in self.after.items() if deps & gone and self.jobs[j].startswith("PENDING")}
         else:
             rc = 1
         return subprocess.CompletedProcess(cmd, rc, out, "")
@@ -362,9 +373,9 @@ STAGE = """
 import os, signal, sys, time
 from framework.store import Store
 store, stage, key, mode = Store(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-def stop(sig, frame):
+def stop(sig, frame):  # "checkpoint": stops at a checkpoint, exit 75 (TrainingStopped); otherwise just fails
     open(sys.argv[5], "w").write(signal.Signals(sig).name)
-    sys.exit(1)
+    sys.exit(75 if mode == "checkpoint" else 1)
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGUSR1, stop)
 if mode == "publish-then-abort":
@@ -378,8 +389,11 @@ time.sleep(60)
 """
 
 
-def run_script(minimal, tmp_path, mode: str, *, job_state: str = "RUNNING", sig: int | None = None):
-    """Run a job script with bash as Slurm would (SLURM_* set), with a fake scontrol that logs its calls."""
+def run_script(
+    minimal, tmp_path, mode: str, *, job_state: str = "RUNNING", sig: int | None = None, stage: str = "train", then=None
+):
+    """Run a job script with bash as Slurm would (SLURM_* set), with a fake scontrol that logs its calls; `sig`,
+    then `then` a second later, go to the batch shell once the stage runs."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     minimal["launcher"] = {"kind": "slurm"}
     spec = spec_from_dict(minimal)
@@ -392,7 +406,7 @@ def run_script(minimal, tmp_path, mode: str, *, job_state: str = "RUNNING", sig:
         env={},
         command=lambda t: [sys.executable, "-c", STAGE, str(store.root), t.stage, t.keys[0], mode, str(got)],
     )
-    t = task("train", "00aa11bb22cc33dd")
+    t = task(stage, "00aa11bb22cc33dd")
     path = tmp_path / "job.sbatch"
     path.write_text(launcher.script(t))
     bin_dir = tmp_path / "bin"
@@ -416,23 +430,47 @@ def run_script(minimal, tmp_path, mode: str, *, job_state: str = "RUNNING", sig:
         while not Path(f"{got}.started").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(sig)  # what --signal=B:... and `scancel --batch` do: only the batch shell is signalled
+        if then is not None:
+            time.sleep(1)
+            proc.send_signal(then)
     out, _ = proc.communicate(timeout=60)
     calls = (tmp_path / "scontrol.log").read_text() if (tmp_path / "scontrol.log").exists() else ""
     return proc.returncode, out, calls, got.read_text() if got.exists() else None, store
 
 
 def test_script_forwards_the_signal_and_requeues_an_interrupted_stage(minimal, tmp_path):
-    rc, out, calls, got, _ = run_script(minimal, tmp_path, "sleep", sig=signal.SIGUSR1)
+    rc, out, calls, got, _ = run_script(minimal, tmp_path, "checkpoint", sig=signal.SIGUSR1)
     assert got == "SIGUSR1", out  # the stage itself received it, so it could checkpoint
     assert "requeue 42" in calls and rc == 0, out
     assert "show hostnames node[1-2]" in calls  # MASTER_ADDR: the first node of the allocation
 
 
 def test_script_does_not_requeue_a_cancelled_job(minimal, tmp_path):
-    rc, out, calls, got, _ = run_script(minimal, tmp_path, "sleep", job_state="COMPLETING", sig=signal.SIGTERM)
+    rc, out, calls, got, _ = run_script(minimal, tmp_path, "checkpoint", job_state="COMPLETING", sig=signal.SIGTERM)
     assert got == "SIGTERM"
-    assert "requeue" not in calls and rc == 1, out
+    assert "requeue" not in calls and rc == 75, out
     assert "not requeued: JobState=COMPLETING" in out
+
+
+def test_script_never_requeues_a_stage_that_did_not_stop_at_a_checkpoint(minimal, tmp_path):
+    """A signalled training that fails (exit 1, not 75) is a failure to report, not a restart from zero."""
+    rc, out, calls, got, _ = run_script(minimal, tmp_path, "sleep", sig=signal.SIGUSR1)
+    assert got == "SIGUSR1" and "requeue" not in calls and rc == 1, out
+    assert "not requeued: the stage did not stop at a checkpoint (exit 1, not 75)" in out
+
+
+def test_a_stage_that_cannot_checkpoint_gets_no_usr1_and_is_never_requeued(minimal, tmp_path):
+    """eval (like data, pool, log) has no USR1 handler: the warning would kill it, and the requeue restart it from
+    zero up to max_requeues times. It gets no --signal, ignores a USR1 all the same, and dies of TERM for good."""
+    minimal["launcher"] = {"kind": "slurm"}
+    launcher = SlurmLauncher(spec_from_dict(minimal), "spec.yaml", Store(tmp_path / "s"), env={})
+    assert "#SBATCH --signal" not in launcher.script(task("eval", "00aa11bb22cc33dd"))
+    assert "#SBATCH --signal=B:USR1@300" in launcher.script(task("train", "00aa11bb22cc33dd"))
+    rc, out, calls, got, _ = run_script(
+        minimal, tmp_path / "run", "checkpoint", stage="eval", sig=signal.SIGUSR1, then=signal.SIGTERM
+    )
+    assert "got SIGUSR1: ignored" in out and got == "SIGTERM", out  # the stage never saw the USR1
+    assert "requeue" not in calls and rc == 75 and "did not stop at a checkpoint" in out, out
 
 
 def test_script_exit_status_follows_the_markers(minimal, tmp_path):

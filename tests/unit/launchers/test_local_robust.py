@@ -1,0 +1,213 @@
+"""The local launcher when its surroundings fail: a SIGTERM/SIGHUP to it, a reader of its output gone, an error in
+its own loop (none may leave stage processes running, or end the sweep as if it had succeeded); and which GPUs a
+task sees (GPU UUIDs, MIG listings, CPU tasks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from framework.plan import Job
+from launchers.base import Task
+from launchers.local import uses_gpu_off_slot, visible_gpus
+from tests.unit.launchers.test_local import make
+
+REPO = Path(__file__).resolve().parents[3]
+
+# A stand-in `ablate run`: the minimal sweep, each stage job the Python code given as argv[2] (argv: pid file,
+# store, stage, keys), then a summary, and a broken pipe taken for a success as framework/cli.py does.
+LAUNCHER = """
+import copy, json, sys
+from tests.helpers import MINIMAL
+from framework.spec import spec_from_dict
+from framework.plan import build_plan
+from framework.store import Store
+from launchers.base import pending_tasks
+from launchers.local import LocalLauncher
+tmp, body, first = sys.argv[1], sys.argv[2], sys.argv[3]
+m = copy.deepcopy(MINIMAL); m["model"] = {"tiny": {}}
+spec = spec_from_dict(m); plan = build_plan(spec); store = Store(tmp + "/store")
+cmd = lambda t: [sys.executable, "-c", body, first, str(store.root), t.stage, ",".join(t.keys)]
+launcher = LocalLauncher(spec, "spec.yaml", store, command=cmd)
+launcher.submit(pending_tasks(plan, store))
+try:
+    try:
+        launcher.wait(poll_s=0.05)
+    finally:
+        open(tmp + "/states.json", "w").write(json.dumps(launcher.states))
+    bad = [t for t, s in launcher.states.items() if s != "done"]
+    print(f"finished: {len(bad)} not done")
+    sys.exit(1 if bad else 0)
+except BrokenPipeError:
+    sys.exit(0)
+"""
+SLEEP = "import os, sys, time; open(sys.argv[1], 'a').write(f'{os.getpid()}\\n'); time.sleep(120)"
+PUBLISH = (
+    "import sys; from framework.store import Store\n"
+    "if sys.argv[3] == 'log' and sys.argv[1] == 'fail-log': sys.exit(3)\n"
+    "for k in sys.argv[4].split(','):\n"
+    "    with Store(sys.argv[2]).build(sys.argv[3], k): pass\n"
+)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def pids(path: Path) -> list[int]:
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def start_launcher(tmp_path: Path, body: str, pids_arg: str = "", **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-c", LAUNCHER, str(tmp_path), body, pids_arg or str(tmp_path / "pids")]
+    return subprocess.Popen(argv, env=env, cwd=REPO, **kw)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_to_the_launcher_stops_its_stage_processes(tmp_path, sig):
+    """Stage processes run in their own sessions: killed with the launcher alone, they would hold the GPUs."""
+    proc = start_launcher(tmp_path, SLEEP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not pids(tmp_path / "pids"):
+            assert time.monotonic() < deadline and proc.poll() is None, "no stage process started"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) != 0
+        children = pids(tmp_path / "pids")
+        assert children and not [p for p in children if alive(p)]
+        assert set(json.loads((tmp_path / "states.json").read_text()).values()) == {"cancelled"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in pids(tmp_path / "pids"):
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_a_reader_gone_from_its_stdout_does_not_end_the_sweep(tmp_path):
+    """`ablate run SPEC | tee log`, and tee dies with the ssh session: the launcher goes on, silently, to the end,
+    and a failed task still makes the exit status 1 (not the 0 a broken pipe maps to)."""
+    proc = start_launcher(tmp_path, PUBLISH, "fail-log", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader is gone: the next line printed breaks the pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1, err
+    states = json.loads((tmp_path / "states.json").read_text())
+    assert {s for t, s in states.items() if not t.startswith("log/")} == {"done"}
+    assert {s for t, s in states.items() if t.startswith("log/")} == {"failed"}
+    assert "BrokenPipeError" not in err
+
+
+def test_a_broken_pipe_in_the_echo_is_survived_and_signal_handlers_are_restored(minimal, tmp_path):
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    _, _, _, launcher, _ = make(minimal, tmp_path)
+
+    def echo(line: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    launcher.echo = echo
+    assert set(launcher.wait(poll_s=0.01).values()) == {"done"}
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_any_error_in_the_wait_stops_the_running_stage_processes(minimal, tmp_path):
+    _, _, _, launcher, _ = make(minimal, tmp_path)
+    launcher.command = lambda task: [sys.executable, "-c", "import time; time.sleep(120)"]
+    procs: list[subprocess.Popen] = []
+    start = launcher._start
+
+    def spy(task, gpus, cpu_slots=0):
+        try:
+            start(task, gpus, cpu_slots)
+        finally:
+            procs.extend(r.proc for r in launcher._running.values())
+
+    def echo(line: str) -> None:
+        if line.startswith("start"):
+            raise RuntimeError("the launcher's own bug")
+
+    launcher._start, launcher.echo = spy, echo
+    try:
+        with pytest.raises(RuntimeError, match="own bug"):
+            launcher.wait(poll_s=0.01)
+        assert procs and all(p.poll() is not None for p in procs)
+        assert not launcher._running and "pending" not in launcher.states.values()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+# ------------------------------------------------------------------------------------------------------ GPUs
+def test_visible_gpus_keeps_uuids_and_reads_gpu_indices_past_mig_lines(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8a1c3e2f,GPU-77fe0b1d")
+    assert visible_gpus("auto") == ["GPU-8a1c3e2f", "GPU-77fe0b1d"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
+    assert visible_gpus("auto") == [2, 3]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,0")  # CUDA stops at the first invalid entry
+    assert visible_gpus("auto") == [1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus("auto") == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(
+        "#!/bin/sh\ncat <<'EOF'\n"
+        "GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-8a1c3e2f)\n"
+        "  MIG 3g.40gb     Device  0: (UUID: MIG-0b7d)\n"
+        "  MIG 3g.40gb     Device  1: (UUID: MIG-4e21)\n"
+        "GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-77fe0b1d)\n"
+        "EOF\n"
+    )
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert visible_gpus("auto") == [0, 1]
+    assert visible_gpus([3, 5]) == [3, 5]
+
+
+def test_cpu_tasks_see_no_gpu_and_gpu_tasks_only_theirs(minimal, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    minimal["launcher"] = {"kind": "local", "local": {"gpus": [0, 1]}}
+    _, _, _, launcher, _ = make(minimal, tmp_path)
+    seen = tmp_path / "seen"
+    body = (
+        "import os, sys\n"
+        "open(sys.argv[5], 'a').write(sys.argv[3] + ' ' + repr(os.environ.get('CUDA_VISIBLE_DEVICES')) + '\\n')\n"
+    )
+    launcher.command = lambda t: [
+        sys.executable, "-c", body + PUBLISH, "-", str(launcher.store.root), t.stage, ",".join(t.keys), str(seen)
+    ]  # fmt: skip
+    assert set(launcher.wait(poll_s=0.01).values()) == {"done"}
+    by_stage: dict[str, set[str]] = {}
+    for line in seen.read_text().splitlines():
+        stage, value = line.split(" ", 1)
+        by_stage.setdefault(stage, set()).add(value)
+    assert {",".join(sorted(v.strip("'").split(","))) for v in by_stage["train"]} == {"0,1"}
+    assert by_stage["eval"] <= {"'0'", "'1'"}
+    for stage in ("model", "pool", "data", "log"):
+        assert by_stage[stage] == {"''"}, stage
+
+
+def test_a_pool_embedding_topics_with_a_model_keeps_the_gpus_it_sees():
+    def pool(annotate: dict) -> Task:
+        return Task("pool", [Job("pool", "k", [], {"annotate": annotate}, ["c"])])
+
+    assert uses_gpu_off_slot(pool({"topics": "cluster", "topic_clusters": {"embedder": "BAAI/bge-small-en"}}))
+    assert not uses_gpu_off_slot(pool({"topics": "cluster", "topic_clusters": {"embedder": "tfidf"}}))
+    assert not uses_gpu_off_slot(pool({"topics": "given", "topic_clusters": {"embedder": "BAAI/bge-small-en"}}))
+    assert not uses_gpu_off_slot(Task("data", [Job("data", "k", [], {}, ["c"])]))
