@@ -214,14 +214,6 @@ class FakeSlurm:
         return subprocess.CompletedProcess(cmd, rc, out, "")
 
 
-@pytest.fixture
-def fake_slurm(monkeypatch) -> FakeSlurm:
-    fake = FakeSlurm()
-    monkeypatch.setattr("launchers.slurm._run", fake)
-    monkeypatch.setattr("launchers.slurm.require", lambda *names: None)
-    return fake
-
-
 def sweep(minimal, tmp_path):
     minimal["seeds"] = [0]
     minimal["launcher"] = {"kind": "slurm"}

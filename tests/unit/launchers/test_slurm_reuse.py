@@ -17,11 +17,8 @@ from tests.unit.launchers.test_slurm import FakeSlurm
 
 
 @pytest.fixture
-def fake(monkeypatch) -> FakeSlurm:
-    slurm = FakeSlurm()
-    monkeypatch.setattr("launchers.slurm._run", slurm)
-    monkeypatch.setattr("launchers.slurm.require", lambda *names: None)
-    return slurm
+def fake(fake_slurm: FakeSlurm) -> FakeSlurm:
+    return fake_slurm
 
 
 def sweep(minimal, tmp_path, benchmarks=None):
