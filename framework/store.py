@@ -105,7 +105,7 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
     """Every file and directory under root on disk, so that a marker never outlives the data it vouches for."""
     for dirpath, _dirs, files in os.walk(root, onerror=_raise):
         for name in files:
@@ -403,7 +403,7 @@ class Store:
             **_origin(),
         }
         write_json_atomic(handle.dir / "manifest.json", record)
-        _fsync_tree(handle.dir)
+        fsync_tree(handle.dir)
         if not lock.held():  # judged dead by another host, which has taken over this work dir
             raise LockLost(f"{stage}/{key}: lost the build lock to another process; this build is not published")
         write_json_atomic(handle.dir / MARKER, {"stage": stage, "key": key, "finished": finished})

@@ -141,11 +141,12 @@ def _train(
     """Steps 4-5 of `run`: resume point, a clean slate, launch and wait. Returns the worker's report, the exit
     code, the checkpoint resumed from and when the workers were launched."""
     # Resume from the newest complete checkpoint of a previous attempt (same process layout), if any.
-    resume_from = resume_point(checkpoints, lay) if resumed else None
+    shards = _shard_layout(lay, worker_args)
+    resume_from = resume_point(checkpoints, shards) if resumed else None
     if resume_from is None:
         shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoints.mkdir(exist_ok=True)
-    (checkpoints / "layout.json").write_text(json.dumps(lay.to_dict()))
+    write_json_atomic(checkpoints / "layout.json", shards)
     worker_args["resume_from"] = str(resume_from) if resume_from else None
     for stale in (out / "model", out / "errors"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -164,7 +165,7 @@ def _train(
         rc = run_logged(cmd, worker_env(lay, os.environ), log)
     result = read_result(Path(worker_args["result"]))
     if result is None and signals:
-        newest = resume_point(checkpoints, lay)
+        newest = resume_point(checkpoints, shards)
         where = (
             f"stopped at step {newest.name.rsplit('-', 1)[1]} with a complete checkpoint ({newest}); running the "
             "stage again resumes from it"
@@ -177,13 +178,21 @@ def _train(
     return result, rc, resume_from, t_launch
 
 
-def resume_point(checkpoints: Path, lay: Layout) -> Path | None:
-    """The newest complete checkpoint written with this process layout (ZeRO shards are per rank)."""
+def _shard_layout(lay: Layout, worker_args: dict[str, Any]) -> dict[str, Any]:
+    """What a ZeRO checkpoint's files depend on: the ranks and the ZeRO settings (stage, offload). Neither is
+    part of the key, so an attempt may differ from the one that checkpointed."""
+    shards = {"world_size": lay.world_size, "zero": worker_args["deepspeed"].get("zero_optimization")}
+    return json.loads(json.dumps(shards))  # as read back from layout.json
+
+
+def resume_point(checkpoints: Path, shards: dict[str, Any]) -> Path | None:
+    """The newest complete checkpoint written with this shard layout; None (start over) after a change of
+    ranks or ZeRO settings, which would make every retry fail to load it."""
     try:
         previous = json.loads((checkpoints / "layout.json").read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if previous.get("world_size") != lay.world_size:
+    if {k: previous.get(k) for k in shards} != shards:
         return None
     done = [p for p in checkpoints.glob("checkpoint-*") if (p / COMPLETE).is_file()]
     return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)

@@ -110,12 +110,19 @@ def _trainer_classes() -> tuple[type, type, type]:
             self.paused = False
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            from framework.store import fsync_tree
+
+            root = Path(args.output_dir)
+            current = root / f"checkpoint-{state.global_step}"
+            # On disk before COMPLETE vouches for it: after a node crash, a marked checkpoint whose shards were
+            # still in a page cache would fail every retry that loads it.
+            if current.is_dir():
+                fsync_tree(current)
             if dist.is_initialized():
                 dist.barrier()
             if state.is_world_process_zero:
-                root = Path(args.output_dir)
-                current = root / f"checkpoint-{state.global_step}"
                 (current / COMPLETE).write_text(str(state.global_step))
+                fsync_tree(current)
                 for old in root.glob("checkpoint-*"):
                     if old != current and (old / COMPLETE).exists():
                         (old / COMPLETE).unlink()
