@@ -280,9 +280,13 @@ def cmd_exec(args: argparse.Namespace) -> int:
             print(f"{args.stage}/{key}: not done: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         print(f"{args.stage}/{key}: {'done' if ran else 'already done'} -> {store.path(args.stage, key)}")
-    if failures:  # the worst outcome decides the exit code: a failure, else a user error, else retry later
-        raise min(failures, key=lambda e: 2 if isinstance(e, RetryLater) else 1 if isinstance(e, USER_ERRORS) else 0)
-    return 0
+    if not failures:
+        return 0
+    print(f"{len(failures)} of {len(args.keys)} {args.stage} jobs not done (above)", file=sys.stderr)
+    # The worst outcome decides the exit code: a failure, else a user error, else retry later.
+    if any(not isinstance(e, (RetryLater, *USER_ERRORS)) for e in failures):
+        return 1
+    return 2 if any(isinstance(e, USER_ERRORS) for e in failures) else RetryLater.exit_code
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -185,6 +185,7 @@ def test_exec_runs_every_key_when_one_fails(write_spec, minimal, in_tmp, capsys,
     assert main(["exec", "eval", *evals, "--spec", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"eval/{evals[0]}: not done: RuntimeError: first job breaks" in err
+    assert err.count("first job breaks") == 1 and "1 of 2 eval jobs not done" in err  # said once, then counted
     assert calls == ["boom", evals[1]]  # the second job ran after the first failed
 
 
