@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -21,7 +22,7 @@ from framework.checkpoints import is_pruned
 from framework.errors import RetryLater, UserError
 from framework.execute import StageNotImplemented, execute, open_store, prepare, results_root
 from framework.hashing import content_key
-from framework.plan import Plan, build_plan
+from framework.plan import Plan, PlanError, build_plan
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
 from framework.stages import STAGE_ORDER, STAGES
 from framework.store import Store
@@ -33,7 +34,24 @@ PATH_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ERO
 
 def _load(path: str, *, strict: bool = True) -> tuple[LoadedSpec, Plan]:
     loaded = load_spec(path)
-    return loaded, build_plan(loaded.spec, loaded.path, strict=strict)
+    try:
+        return loaded, build_plan(loaded.spec, loaded.path, strict=strict)
+    except PlanError as e:
+        raise PlanError([_located(p, loaded) for p in e.problems]) from None
+
+
+_SPEC_PATH = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_][\w-]*|\[\d+\])*): ")
+
+
+def _located(problem: str, loaded: LoadedSpec) -> str:
+    """A plan problem that starts with a spec path (eval.benchmarks[0].path: ...) gets the file and line that set
+    it, as validation errors do: with includes, the field may come from another file."""
+    match = _SPEC_PATH.match(problem)
+    if not match:
+        return problem
+    loc = tuple(int(t[1:-1]) if t.startswith("[") else t for t in re.findall(r"\[\d+\]|[^.\[\]]+", match[1]))
+    hit = loaded.source.where(loc)
+    return f"{hit[0]}:{hit[1]}: {problem}" if hit else problem
 
 
 def spec_hash(loaded: LoadedSpec) -> str:

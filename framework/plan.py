@@ -88,6 +88,14 @@ def resolve_path(path: str, spec_dir: Path | None) -> Path | None:
     return None
 
 
+def searched(path: str, spec_dir: Path | None) -> str:
+    """Where resolve_path looked, for a "does not exist" message."""
+    if Path(os.path.expanduser(path)).is_absolute():
+        return ""
+    dirs = [str(Path.cwd())] + ([str(spec_dir)] if spec_dir is not None and spec_dir != Path.cwd() else [])
+    return f" (looked in {' and '.join(dirs)})"
+
+
 def toy_base_path() -> Path:
     return Path(__file__).parent / "toy" / "assets" / "base"
 
@@ -147,7 +155,7 @@ def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str
     if src.path is not None:
         p = resolve_path(src.path, spec_dir)
         if p is None:
-            problems.append(f"{where}.path: pool file {src.path!r} does not exist")
+            problems.append(f"{where}.path: pool file {src.path!r} does not exist{searched(src.path, spec_dir)}")
             ident["content"] = "missing"
         else:
             ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)
@@ -161,7 +169,7 @@ def benchmark_identity(b: BenchmarkSpec, spec_dir: Path | None, problems: list[s
     if b.path is not None:
         p = resolve_path(b.path, spec_dir)
         if p is None:
-            problems.append(f"{where}.path: benchmark file {b.path!r} does not exist")
+            problems.append(f"{where}.path: benchmark file {b.path!r} does not exist{searched(b.path, spec_dir)}")
             ident["content"] = "missing"
         else:
             ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)

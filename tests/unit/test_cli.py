@@ -201,3 +201,13 @@ def test_plan_reports_every_cell_that_cannot_be_built(write_spec, in_tmp, capsys
     err = capsys.readouterr().err
     assert "source=a,seed=0: after source=a: 0 traces left" in err and "no trace has source 'nope_a'" in err
     assert "source=b,seed=0: after source=b: 0 traces left" in err
+
+
+def test_a_missing_file_is_located_in_the_file_that_names_it(write_spec, minimal, in_tmp, capsys):
+    base = write_spec({"eval": {"benchmarks": [{"name": "aime24", "path": "nowhere/test.jsonl"}]}}, "base/b.yaml")
+    spec = {k: v for k, v in minimal.items() if k != "eval"}
+    path = write_spec({"include": "base/b.yaml", **spec}, "spec.yaml")
+    assert main(["plan", str(path), "--no-build"]) == 2
+    err = capsys.readouterr().err
+    assert f"{base}:4: eval.benchmarks[0].path: benchmark file 'nowhere/test.jsonl' does not exist" in err
+    assert f"(looked in {in_tmp})" in err  # the working directory, which is also the spec's here
