@@ -15,6 +15,7 @@ from typing import Any
 from framework.errors import UserError
 from framework.grid import Cell, arm_definition, expand
 from framework.hashing import content_key, file_digest, tree_digest
+from framework.redaction import redact_text
 from framework.spec.launch import tracking_uri_problem
 from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
 from framework.stages import STAGES
@@ -388,5 +389,11 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
             f"train: global_batch_size {spec.train.global_batch_size} does not divide n_examples {spec.n_examples}: "
             f"every epoch ends with a step of {last} examples"
             + (", the same ones each epoch (train.shuffle: once)" if spec.train.shuffle == "once" else "")
+        )
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if spec.tracking.uri and env_uri and env_uri != spec.tracking.uri:
+        notes.append(
+            f"tracking.uri in the spec ({redact_text(spec.tracking.uri)}) wins over MLFLOW_TRACKING_URI "
+            f"({redact_text(env_uri)}): runs are logged to the spec's"
         )
     return Plan(spec=spec, cells=cells, jobs=jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes)

@@ -282,3 +282,12 @@ def test_a_batch_the_slurm_train_jobs_gpus_cannot_split_is_a_plan_error(minimal)
         build_plan(spec_from_dict(minimal))
     minimal["launcher"] = {"kind": "local"}  # the GPUs visible where it runs: checked there, before launch
     build_plan(spec_from_dict(minimal))
+
+
+def test_a_spec_uri_that_overrides_the_environment_is_noted(minimal, monkeypatch):
+    minimal["tracking"] = {"uri": "http://spec-server:5000"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://site-server:5000")
+    notes = build_plan(spec_from_dict(minimal)).notes
+    assert any("wins over MLFLOW_TRACKING_URI (http://site-server:5000)" in n for n in notes)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://spec-server:5000")
+    assert not any("MLFLOW_TRACKING_URI" in n for n in build_plan(spec_from_dict(minimal)).notes)
