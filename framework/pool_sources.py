@@ -127,8 +127,10 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
     """Raw rows of one source and its default source label. `resolve(path)` finds local files."""
     columns = dict(src.columns)
     label = f"pool[{index}]"
+    split = src.split or "train"
     if src.preset is not None:
         preset = POOL_PRESETS.resolve(src.preset)
+        split = src.split or preset.split  # an explicit split, even 'train', is the one read
         columns = {**preset.columns, **columns}
         label = src.preset
         if src.preset == "toy" and src.path is None:
@@ -139,7 +141,6 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
             frame = _with_rows(pd.DataFrame(pool_rows(world, **opts)), "toy pool")
             return _select(frame, src, columns), label
         if src.path is None and src.hub is None:
-            split = src.split if src.split != "train" else preset.split
             return _select(read_hub(preset.hub, split, src), src, columns), label
     if src.path is not None:
         path = resolve(src.path)
@@ -148,11 +149,11 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
         frame = (
             read_file(path, src.format)
             if not (path.is_dir() and src.format in ("auto", "hf"))
-            else _load_dataset_dir(path, src.split)
+            else _load_dataset_dir(path, split)
         )
         label = label if src.preset else Path(src.path).stem
     else:
-        frame = read_hub(src.hub or "", src.split, src)
+        frame = read_hub(src.hub or "", split, src)
         label = src.hub or label
     return _select(frame, src, columns), label
 

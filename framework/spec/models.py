@@ -103,7 +103,9 @@ class PoolSourceSpec(SpecModel):
         description="A built-in layout: 'nemotron-math-human-reasoning', 'open-math-reasoning' or 'toy'. "
         "A preset fills `hub` and `columns`; a `path` alongside it loads the same layout from a local file.",
     )
-    split: str = Field("train", description="Dataset split (hub datasets and dataset directories).")
+    split: str | None = Field(
+        None, description="Dataset split (hub datasets and dataset directories); default: the preset's, else train."
+    )
     revision: str | None = Field(
         None,
         description="Hub revision (commit, tag or branch) of a hub dataset or preset; pin a commit so a new upload "

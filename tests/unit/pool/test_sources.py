@@ -370,3 +370,19 @@ def test_one_answer_spelled_two_ways_agrees_and_keeps_its_first_spelling(tmp_pat
     )
     pool, _ = load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
     assert list(pool["expected_answer"]) == ["1/2", "1/2", None]
+
+
+def test_a_preset_reads_its_own_split_unless_one_is_named(monkeypatch):
+    import framework.hub_data
+
+    asked = []
+
+    def hub(repo, split, **kwargs):
+        asked.append(split)
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(framework.hub_data, "read_hub_split", hub)
+    for source in ({"preset": "open-math-reasoning"}, {"preset": "open-math-reasoning", "split": "train"}):
+        with pytest.raises(PoolError):
+            load_pool(spec_with([source]), lambda p: None)
+    assert asked == ["cot", "train"]  # an explicit 'train' is no longer read as "the default"
