@@ -149,10 +149,13 @@ def token_budget_reference(spec: AblationSpec, definition: list[list]) -> list[A
 
 def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
     ident = src.model_dump(mode="json", exclude={"path", *(("revision",) if src.revision is None else ())})
+    ident["split"] = src.split or "train"  # the split read (keys made before it could be left out stay)
     if src.preset is not None:  # the preset's layout is part of what the source means
         from framework.registry import POOL_PRESETS
 
-        ident["preset_columns"] = dict(POOL_PRESETS.resolve(src.preset).columns)
+        preset = POOL_PRESETS.resolve(src.preset)
+        ident["preset_columns"] = dict(preset.columns)
+        ident["split"] = src.split or preset.split
     if src.path is not None:
         p = resolve_path(src.path, spec_dir)
         if p is None:
