@@ -68,3 +68,27 @@ def needed_again(plan: Plan, store: Store, todo: list[Job]) -> list[Job]:
         if d.startswith("train/") and is_pruned(store, d.split("/")[1])
     }
     return [plan.jobs[d] for d in sorted(wanted)]
+
+
+def stale_evaluations(plan: Plan, store: Store) -> list[str]:
+    """Evaluations made on an earlier build of their training (it was retrained after its checkpoint was deleted,
+    or forced). GPU training is not bitwise reproducible, so they describe other weights than the training's
+    metrics and the cell's newer evaluations: one line per training for the report's warnings."""
+    out = []
+    for train in plan.by_stage("train"):
+        current = (store.manifest("train", train.key) or {}).get("finished")
+        if current is None:
+            continue
+        stale = [
+            j.key
+            for j in _consumers(plan, train.id)
+            if (built := (store.manifest(j.stage, j.key) or {}).get("input_builds", {}).get(train.id))
+            and built != current
+        ]
+        if stale:
+            out.append(
+                f"{', '.join(train.cells)}: {len(stale)} evaluation(s) of {train.id} were made on an earlier build of "
+                f"it (retrained since): they describe other weights; `ablate exec eval {' '.join(stale)} --force` "
+                "re-evaluates them"
+            )
+    return out

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framework.checkpoints import is_pruned, prune_if_evaluated
+from framework.checkpoints import PRUNED, prune_if_evaluated
 from framework.errors import UserError
 from framework.plan import Job, Plan
 from framework.spec import LoadedSpec
@@ -89,12 +89,16 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
         "key": key,
         "code_version": STAGES[stage].version,
         "inputs": job.deps,
+        # Which build of each input: a training rebuilt later (pruned, or forced) is other weights.
+        "input_builds": {d: (store.manifest(*d.split("/")) or {}).get("finished") for d in job.deps},
         "config": job.config,
         "cells": job.cells,
         "spec": loaded.spec.name,
     }
-    rebuild = stage == "train" and is_pruned(store, key)  # deleted after its evaluations; a new one needs it
-    with store.build(stage, key, manifest, resume=stage == "train", replace=force or rebuild, wait=not force) as build:
+    # A training whose checkpoint was deleted after its evaluations is built again (a new one needs it); judged
+    # under the store lock, so two launchers never both retrain it, and resumed like any training.
+    redo = (lambda final: (final / PRUNED).is_file()) if stage == "train" else None
+    with store.build(stage, key, manifest, resume=stage == "train", replace=force, wait=not force, redo=redo) as build:
         if build is not None:
             fn(StageContext(loaded, plan, job, store, build))
     if stage == "eval":

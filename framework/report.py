@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from framework.checkpoints import stale_evaluations
 from framework.metrics import pass_at_k_from_samples
 from framework.mlflow_client import TrackingUnavailable
 from framework.report_plots import accuracy_by_level, length_vs_accuracy
@@ -369,6 +370,7 @@ def write_report(
 
     tables_of = ("arms", "levels", "effects", "comparisons", "baselines")
     sections, warnings, results = [], [], {k: [] for k in tables_of}
+    warnings += stale_evaluations(plan, store)
     cut = frame.drop_duplicates("train_key")
     for _, r in cut[cut["train_truncated"].fillna(0) > 0].iterrows():
         warnings.append(

@@ -32,7 +32,7 @@ import stat
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,14 @@ def fsync_tree(root: Path) -> None:
         for name in files:
             _fsync_file(os.path.join(dirpath, name))
         _fsync_dir(Path(dirpath))
+
+
+def _remove_marked(path: Path) -> None:
+    """Marker first, so that an interrupted delete never leaves a marked, partial copy."""
+    with contextlib.suppress(OSError):
+        (path / MARKER).unlink()
+        _fsync_dir(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _raise(exc: OSError) -> None:
@@ -314,6 +322,7 @@ class Store:
         resume: bool = False,
         keep_work_on_failure: bool = True,
         replace: bool = False,
+        redo: Callable[[Path], bool] | None = None,
     ) -> Iterator[Build | None]:
         """Build (stage, key) into a work dir and publish it; yield None if it is already done.
 
@@ -321,23 +330,33 @@ class Store:
         at most timeout_s (TimeoutError), and yield None if it succeeded or take over if it failed or died.
         replace=True (``--force``) builds even a done stage, from scratch (never resumed), and keeps the old result
         published until the new one replaces it: a rebuild that fails or is killed leaves the old result.
+        redo(published dir) -> True marks a done result as needing a rebuild (a pruned checkpoint). Unlike
+        replace, it is judged under the lock (two processes never both rebuild), and the rebuild resumes and is
+        recovered like a first build; the result it replaces stays published until then.
         A KeyboardInterrupt or SystemExit is an interruption, not a failure: no record, the work dir is kept.
         """
         lock = self._lock(stage, key)
-        if not self._acquire(lock, stage, key, wait=wait, poll_s=poll_s, timeout_s=timeout_s, replace=replace):
+        anyway = replace or redo is not None
+        if not self._acquire(lock, stage, key, wait=wait, poll_s=poll_s, timeout_s=timeout_s, replace=anyway):
             yield None
             return
+
+        def stale() -> bool:
+            return redo is not None and self.is_done(stage, key) and redo(self.path(stage, key))
+
         try:
+            swap = replace
             if not replace:
-                self._recover(stage, key)
-                if self.is_done(stage, key):  # finished by another process, or by one that died before its rename
+                self._recover(stage, key, replace=stale())
+                swap = stale()
+                if self.is_done(stage, key) and not swap:  # done by another process, or one that died before its rename
                     yield None
                     return
             handle = self._prepare(stage, key, manifest, resume and not replace)
             started, t0 = _now(), time.monotonic()
             try:
                 yield handle
-                self._publish(stage, key, handle, started, time.monotonic() - t0, lock, replace)
+                self._publish(stage, key, handle, started, time.monotonic() - t0, lock, swap)
             except (LockLost, KeyboardInterrupt, SystemExit):
                 # Lost: the work dir and the key's records belong to the builder that took the lock over.
                 # Interrupted: pending, not failed, and the work dir stays for a resume.
@@ -430,7 +449,7 @@ class Store:
                 os.rename(tomb, final)
                 raise
             _fsync_dir(final.parent)
-            shutil.rmtree(tomb, ignore_errors=True)  # a leftover is removed by clean_orphans
+            _remove_marked(tomb)  # a leftover (a file held open on NFS) goes with the next build of the key
         else:
             if final.exists():  # an unmarked directory (an interrupted copy, an older ablate's half publication)
                 shutil.rmtree(final)
@@ -441,12 +460,16 @@ class Store:
     def _tombstones(self, stage: str, key: str) -> list[Path]:
         return sorted(self.root.joinpath(stage).glob(f"{key}.*.replaced"))
 
-    def _recover(self, stage: str, key: str) -> None:
-        """Under the key's lock, finish what a dead builder left complete: publish its marked work dir, or failing
-        that, restore a replaced result whose successor never landed."""
+    def _recover(self, stage: str, key: str, *, replace: bool = False) -> None:
+        """Under the key's lock, finish what a dead builder left complete: publish its marked work dir (over the
+        published result when that one is being replaced), or failing that, restore a replaced result whose
+        successor never landed. Tombstones of a done result are removed."""
         if (self.work_path(stage, key) / MARKER).is_file():
-            self._rename_into_place(stage, key)
-        elif not self.is_done(stage, key):
+            self._rename_into_place(stage, key, replace=replace)
+        if self.is_done(stage, key):
+            for tomb in self._tombstones(stage, key):
+                _remove_marked(tomb)
+        else:
             final = self.path(stage, key)
             for tomb in self._tombstones(stage, key):
                 if (tomb / MARKER).is_file():

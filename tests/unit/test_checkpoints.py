@@ -91,3 +91,72 @@ def test_execute_prunes_after_an_evaluation_as_the_spec_says(tmp_path, monkeypat
     monkeypatch.setattr(execute_module, "stage_function", lambda stage: lambda ctx: None)
     assert execute(sw.loaded, sw.plan, sw.store, "eval", job.key)
     assert (sw.store.path("train", key) / "model").is_dir() is keep
+
+
+def _pruned_store(tmp_path: Path):
+    from framework.store import Store
+
+    store = Store(tmp_path / "store")
+    with store.build("train", "k1", resume=True) as b:
+        (b.dir / "model").mkdir()
+        (b.dir / "model" / "config.json").write_text('"v1"')
+    (store.path("train", "k1") / PRUNED).write_text("{}")
+    return store
+
+
+def _redo(final: Path) -> bool:
+    return (final / PRUNED).is_file()
+
+
+class Preempted(Exception):
+    pass
+
+
+def test_rebuilding_a_pruned_training_resumes_after_a_preemption(tmp_path: Path) -> None:
+    store = _pruned_store(tmp_path)
+    with pytest.raises(Preempted), store.build("train", "k1", resume=True, redo=_redo) as b:
+        assert b is not None and not b.resumed
+        (b.dir / "checkpoints" / "checkpoint-500").mkdir(parents=True)
+        raise Preempted
+    assert store.is_done("train", "k1")  # the pruned result stays published meanwhile
+    with store.build("train", "k1", resume=True, redo=_redo) as b:
+        assert b is not None and b.resumed and (b.dir / "checkpoints" / "checkpoint-500").is_dir()
+        (b.dir / "model").mkdir()
+        (b.dir / "model" / "config.json").write_text('"v2"')
+    assert (store.path("train", "k1") / "model" / "config.json").read_text() == '"v2"'
+    assert not is_pruned(store, "k1")
+    with store.build("train", "k1", resume=True, redo=_redo) as b:  # done, and no longer pruned
+        assert b is None
+
+
+def test_a_finished_rebuild_killed_before_its_swap_is_published_not_redone(tmp_path: Path) -> None:
+    from framework.store import MARKER
+
+    store = _pruned_store(tmp_path)
+    work = store.work_path("train", "k1")  # what the killed rebuild left: complete and marked
+    (work / "model").mkdir(parents=True)
+    (work / "model" / "config.json").write_text('"v2"')
+    (work / MARKER).write_text("{}")
+    with store.build("train", "k1", resume=True, redo=_redo) as b:
+        assert b is None
+    assert (store.path("train", "k1") / "model" / "config.json").read_text() == '"v2"'
+    assert not list(store.path("train", "k1").parent.glob("*.replaced"))
+
+
+def test_evaluations_of_an_earlier_build_of_a_retrained_checkpoint_are_named(tmp_path, monkeypatch) -> None:
+    from framework.checkpoints import stale_evaluations
+
+    sw = synthetic_sweep(tmp_path, seeds=(0,), eval={"benchmarks": ["aime24", "math-500"], "samples": 2})
+    key = _with_models(sw)[0]
+    first, second = _evals_of(sw, key)
+    monkeypatch.setattr(execute_module, "stage_function", lambda stage: lambda ctx: (ctx.out / "model").mkdir())
+    for job in (first, second):
+        sw.store.invalidate("eval", job.key)
+        execute(sw.loaded, sw.plan, sw.store, "eval", job.key)  # both on the first build
+    assert stale_evaluations(sw.plan, sw.store) == []
+    (sw.store.path("train", key) / PRUNED).write_text("{}")
+    sw.store.invalidate("eval", second.key)  # a new evaluation needs the checkpoint: trained again
+    execute(sw.loaded, sw.plan, sw.store, "train", key)
+    execute(sw.loaded, sw.plan, sw.store, "eval", second.key)
+    (line,) = stale_evaluations(sw.plan, sw.store)
+    assert f"1 evaluation(s) of train/{key} were made on an earlier build" in line and first.key in line
