@@ -451,14 +451,16 @@ def grade_many(
 
 
 def answer_text(value: object) -> str | None:
-    """An expected answer as text, None when missing. A column read with gaps holds 204 as 204.0 (and a pandas
-    3 text column holds None as NaN): neither may reach the grader as "204.0" or "nan"."""
-    if value is None:
+    """An expected answer as text, None when missing. A column read with gaps holds 204 as 204.0 (numpy's too),
+    and pandas holds a missing value as NaN, NA or NaT: none of them may reach the grader as "204.0" or "nan"."""
+    import numbers
+
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (str, bytes, list, tuple, dict)) and pd.isna(value)):
         return None
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer():
-            return str(int(value))
+    fractional = isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral))
+    if fractional and float(value).is_integer():
+        return str(int(value))
     text = str(value)
     return text if text.strip() else None

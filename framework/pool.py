@@ -62,11 +62,8 @@ def check_answers_agree(pool: pd.DataFrame, grader: str = "math") -> pd.DataFram
     from framework.grading import grade_many
 
     known = pool[pool["expected_answer"].notna()]
-    counts = known.groupby("problem_id")["expected_answer"].nunique()
-    spelled = {
-        pid: list(dict.fromkeys(known.loc[known["problem_id"] == pid, "expected_answer"]))
-        for pid in counts[counts > 1].index
-    }
+    groups = known.groupby("problem_id", sort=False)["expected_answer"].unique()  # one pass; first spelling first
+    spelled = {pid: list(answers) for pid, answers in groups.items() if len(answers) > 1}
     pairs = [(other, answers[0]) for answers in spelled.values() for other in answers[1:]]
     verdicts = iter(grade_many(pairs, grader=grader) if pairs else [])
     problems, first = [], {}
@@ -100,13 +97,13 @@ def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | Non
     """(answer, how it was found, verdict) per trace; the method tells a stated answer (boxed, "the answer is")
     from a number read off the end of a trace that may simply have stopped mid-thought."""
     from framework.extraction import extract_answer
-    from framework.grading import grade_many
+    from framework.grading import answer_text, grade_many
 
     fallbacks = spec.eval.grading.fallbacks
     found = [extract_answer(t, fallbacks=fallbacks) for t in pool["trace"]]
     answers, methods = [a for a, _ in found], [m for _, m in found]
     expected = pool["expected_answer"]
-    todo = [i for i, (a, e) in enumerate(zip(answers, expected)) if a is not None and _present(e)]
+    todo = [i for i, (a, e) in enumerate(zip(answers, expected)) if a is not None and answer_text(e) is not None]
     verdicts = grade_many(
         [(answers[i], pool["expected_answer"].iloc[i]) for i in todo],
         grader=spec.eval.grading.grader or "math",
@@ -117,11 +114,6 @@ def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | Non
     for i, v in zip(todo, verdicts):
         correct[i] = None if v.error else v.correct  # a timeout or a crashed grader: ungraded, not wrong
     return answers, methods, correct
-
-
-def _present(value: Any) -> bool:
-    """A known answer: pandas turns None into NaN in a text column, and NaN graded against is "wrong"."""
-    return value is not None and not (isinstance(value, float) and pd.isna(value)) and str(value).strip() != ""
 
 
 def pass_rates(path: Path) -> dict[str, float]:

@@ -161,7 +161,8 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
 def _select(frame: pd.DataFrame, src: PoolSourceSpec, columns: dict[str, str]) -> pd.DataFrame:
     """Row filter and limit, then rename mapped columns to the internal names (unmapped ones stay as metadata)."""
     if frame.empty:
-        raise PoolError(f"{src.path or src.hub or src.preset}: no rows (an empty file or split)")
+        what = f"the filter {src.filter} keeps no row" if src.filter else "no rows (an empty file or split)"
+        raise PoolError(f"{src.path or src.hub or src.preset}: {what}")
     where = frame["_where"].iloc[0].rsplit(" row", 1)[0].rsplit(":", 1)[0]
     missing = [
         f"{where}: column {col!r} (mapped to {field}) not found; columns: {sorted(c for c in frame.columns if c != '_where')}"

@@ -341,3 +341,15 @@ def test_bad_grader_name_fails_before_any_work() -> None:
 
 def test_empty_batch() -> None:
     assert grade_many([]) == []
+
+
+def test_answer_text_reads_every_missing_value_as_missing_and_integers_without_a_point():
+    import numpy as np
+    import pandas as pd
+
+    from framework.grading import answer_text
+
+    for missing in (None, float("nan"), np.nan, pd.NA, pd.NaT, "", "  "):
+        assert answer_text(missing) is None, missing
+    for value, text in ((204.0, "204"), (np.float32(204.0), "204"), (np.int64(3), "3"), (1.5, "1.5"), ("x", "x")):
+        assert answer_text(value) == text

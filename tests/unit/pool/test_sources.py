@@ -339,7 +339,7 @@ def test_empty_csv_cells_are_missing_values_not_labels(tmp_path):
     assert list(pool["expected_answer"]) == [None, "4"]
 
 
-def test_a_hub_split_is_read_alone_filtered_and_limited_before_pandas(tmp_path):
+def test_a_hub_split_is_read_alone_filtered_and_limited_before_pandas(tmp_path, monkeypatch):
     """A repository laid out as on the hub (README configs, one set of parquet files per split): only the asked
     split's files are read (the other split here is not even parquet), then the filter and limit."""
     from framework.hub_data import read_hub_split
@@ -357,6 +357,14 @@ def test_a_hub_split_is_read_alone_filtered_and_limited_before_pandas(tmp_path):
     frame = read_hub_split(str(repo), "cot", where={"problem_type": ["has_answer_extracted"]}, limit=2)
     assert list(frame["problem"]) == ["p0", "p2"]
     assert frame.attrs["hub"]["split"] == "cot" and frame.attrs["hub"]["commit"]
+    import framework.hub_data
+
+    monkeypatch.setattr(
+        framework.hub_data, "read_hub_split", lambda r, split, **kw: read_hub_split(str(repo), split, **kw)
+    )
+    spec = spec_with([{"hub": "org/omr", "split": "cot", "filter": {"problem_type": "no_such_type"}}])
+    with pytest.raises(PoolError, match=r"the filter \{'problem_type': 'no_such_type'\} keeps no row"):
+        load_pool(spec, lambda p: None)
 
 
 def test_one_answer_spelled_two_ways_agrees_and_keeps_its_first_spelling(tmp_path):
