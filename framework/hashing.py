@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
+
+from framework.file_lock import flocked
 
 KEY_LEN = 16  # hex chars = 64 bits: collisions are out of reach for any realistic sweep
 
@@ -20,7 +23,8 @@ def content_key(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()[:KEY_LEN]
 
 
-_FILE_CACHE: dict[tuple[str, int, int, int, int, int], str] = {}
+_FILE_CACHE: dict[tuple[str, int, int, int, int], str] = {}
+_SETTLED_S = 2.0  # a file changed more recently than this may change again within one timestamp tick
 
 
 def digest_cache_dir() -> Path:
@@ -31,10 +35,11 @@ def digest_cache_dir() -> Path:
     return base / "ablate" / "digests"
 
 
-def _stat_key(p: Path) -> tuple[str, int, int, int, int, int]:
+def _stat_key(p: Path) -> tuple[str, int, int, int, int]:
     # Any write changes ctime (which no tool can set back), so a stale digest cannot survive a rewrite in place.
+    # No device number: network file systems number their mounts per node, and the cache may be shared.
     st = p.stat()
-    return (str(p.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def file_digest(path: str | Path) -> str:
@@ -44,26 +49,36 @@ def file_digest(path: str | Path) -> str:
     if ck in _FILE_CACHE:
         return _FILE_CACHE[ck]
     entry = digest_cache_dir() / hashlib.sha256(repr(ck).encode("utf-8")).hexdigest()
+    with flocked(entry.with_name(entry.name + ".lock"), required=False):  # hashed once, not by each process
+        cached = _read_entry(entry)
+        if cached:
+            _FILE_CACHE[ck] = cached
+            return cached
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        # Kept only if the file did not change while it was read, and not so recently that a rewrite within the
+        # same timestamp tick (coarse clocks on some file systems) could leave its stat unchanged.
+        if _stat_key(p) == ck:
+            _FILE_CACHE[ck] = digest
+            if time.time() - ck[4] / 1e9 > _SETTLED_S:
+                _remember(entry, digest)
+        return digest
+
+
+def _read_entry(entry: Path) -> str:
     try:
-        cached = entry.read_text(encoding="ascii").strip()
+        text = entry.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
-        cached = ""
-    if len(cached) == 64:
-        _FILE_CACHE[ck] = cached
-        return cached
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = _FILE_CACHE[ck] = h.hexdigest()
-    _remember(entry, digest)
-    return digest
+        return ""
+    return text if len(text) == 64 else ""
 
 
 def _remember(entry: Path, digest: str) -> None:
     """Best effort: an unwritable cache only costs time. Written whole then renamed, so readers never see half."""
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
         tmp.write_text(digest, encoding="ascii")
         os.replace(tmp, entry)

@@ -15,12 +15,13 @@ does not go away within `SETTLE_S` (loading a built op holds it for milliseconds
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+from framework.file_lock import flocked
 
 BATON = "lock"  # torch.utils.cpp_extension's build lock, a file in the op's build directory
 SETTLE_S = 20.0
@@ -45,13 +46,8 @@ def needed_ops(*, gpu: bool, offload_optimizer: bool) -> list[str]:
 @contextlib.contextmanager
 def exclusive(directory: Path) -> Iterator[None]:
     """Hold the build directory's flock (released by the kernel however the holder ends)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".ablate-build.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with flocked(directory / ".ablate-build.lock"):
+        yield
 
 
 def clear_stale_baton(op_dir: Path, settle_s: float = SETTLE_S) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framework.errors import RetryLater
+from framework.file_lock import flocked
 from framework.redaction import redact_text
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def connect(uri: str) -> MlflowClient:
         if db is None:
             return MlflowClient(tracking_uri=uri)
         db.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(db.with_name(db.name + ".init-lock")):
+        with flocked(db.with_name(db.name + ".init-lock")):  # MLflow creates its tables unlocked
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # creates or migrates the tables, one process at a time
         return client
@@ -112,20 +113,6 @@ def connect(uri: str) -> MlflowClient:
         if (down := as_unavailable(e)) is None:
             raise
         raise down from e
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock beside a sqlite database. MLflow creates and migrates its tables without one, and two
-    stages opening a new database at once leave it half-migrated for good."""
-    import fcntl
-
-    with path.open("a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 _TRANSIENT = re.compile(
