@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from framework.spec.checks import check_factors, check_grid, check_names
 from framework.spec.errors import SpecError, SpecErrors, from_validation_error
-from framework.spec.fields import drop_default_nulls
+from framework.spec.fields import drop_default_nulls, null_rules
 from framework.spec.models import AblationSpec
 from framework.spec.yamlsrc import Source, SpecFileError, load_source
 
@@ -63,7 +63,7 @@ def _dedupe(errors: list[SpecError]) -> list[SpecError]:
 
 def load_spec(path: str | Path) -> LoadedSpec:
     """Read, merge includes, validate. Raises SpecFileError (unreadable) or SpecErrors (invalid)."""
-    source = load_source(path)
+    source = load_source(path, nulls=null_rules(AblationSpec))  # a null in a base reads as in the spec
     return LoadedSpec(spec=validate(source), path=Path(path), source=source)
 
 

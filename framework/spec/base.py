@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import types
 import typing
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, field_validator
 
 
 def _numbers_only(annotation: Any) -> bool:
@@ -21,6 +21,15 @@ def _numbers_only(annotation: Any) -> bool:
     if typing.get_origin(annotation) is list and len(args) == 1:
         return _numbers_only(args[0])
     return annotation in (int, float)
+
+
+def _unset_nulls(value: Any) -> Any:
+    return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
+
+# Arguments passed through verbatim (`train.extra_args`, to TrainingArguments) where `arg: ~` means "not set": the
+# key is dropped, so no None is passed on (in an include chain it also removes an earlier file's `arg`).
+PassThroughArgs = Annotated[dict[str, Any], BeforeValidator(_unset_nulls)]
 
 
 class SpecModel(BaseModel):

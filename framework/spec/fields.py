@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from framework.registry import suggest
-from framework.spec.yamlsrc import Loc
+from framework.spec.yamlsrc import Loc, NullRules
 
 
 def _unwrap(tp: Any) -> list[Any]:
@@ -57,13 +57,17 @@ def _step(tp: Any, part: Any) -> Any:
     return None
 
 
-def _model_at(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+def _type_at(root: type[BaseModel], loc: Loc) -> Any:
     tp: Any = root
     for part in loc:
         tp = _step(tp, part)
         if tp is None:
             return None
-    return next((m for m in _unwrap(tp) if is_model(m)), None)
+    return tp
+
+
+def _model_at(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    return next((m for m in _unwrap(_type_at(root, loc)) if is_model(m)), None)
 
 
 def _description(root: type[BaseModel], loc: Loc) -> str | None:
@@ -79,12 +83,19 @@ def fields_at(root: type[BaseModel], loc: Loc) -> list[str]:
 
 
 def drop_default_nulls(data: Any, tp: Any, *, override: bool = False) -> Any:
-    """Drop `key: ~` where `key` is a field of a schema model: a null there means "the default".
+    """Drop the nulls that mean "the default": `key: ~` where `key` is a field of a schema model.
 
-    In a map whose keys the user names (factors, levels, pool filter/columns, train.extra_args) a null is a value:
-    a level written `keep:` is a level without parameters, never a level that silently disappears. A model that
-    is such a map's value (`launcher.slurm.stages.eval`) overrides defaults set elsewhere, so there `qos: ~` is
-    kept: it means "no qos for this stage", not "the launcher's qos".
+    The loader applies this to each file before merging its includes (`null_rules`), so such a null is as if the
+    line were not written, in the top-level file and in an included base alike: the value comes from an earlier
+    file, else the field's default (to reset an inherited value, write the default itself).
+
+    Elsewhere a null is a value, kept:
+    - in a map whose keys the user names (factors, levels, pool filter, train.extra_args) a null entry is an entry:
+      a level written `keep:` is a level without parameters (a null that is such a map's model value becomes
+      `{}`), and `train.extra_args` drops its `arg: ~` when validated (`base.PassThroughArgs`: not set);
+    - a model that is such a map's value (`launcher.slurm.stages.eval`) overrides defaults set elsewhere, so there
+      `qos: ~` means "no qos for this stage", not "the launcher's qos" (`extra_sbatch: ~`: no extra line).
+    How a kept null merges with an earlier file's value: `null_means_none`.
     """
     members = _unwrap(tp)
     model = next((m for m in members if is_model(m)), None)
@@ -102,6 +113,29 @@ def drop_default_nulls(data: Any, tp: Any, *, override: bool = False) -> Any:
         if origin is list and isinstance(data, list) and any(is_model(m) for m in _unwrap(args[0])):
             return [drop_default_nulls(v, args[0]) for v in data]
     return data
+
+
+def null_means_none(root: type[BaseModel], loc: Loc) -> bool:
+    """Whether a null kept at `loc` is "none", which replaces what an earlier file set there: a field of a model that
+    is a user-named map's value (`launcher.slurm.stages.eval.qos`). Any other null left after `drop_default_nulls`
+    is a user-named entry (a level, an extra argument): over an earlier file's entry it removes that entry, else it
+    stays (a level without parameters)."""
+    if len(loc) < 2:
+        return False
+    model = _model_at(root, loc[:-1])
+    if model is None or loc[-1] not in model.model_fields:
+        return False
+    holder = _type_at(root, loc[:-2])
+    return any(typing.get_origin(m) is dict for m in _unwrap(holder)) and not any(
+        is_model(m) and loc[-2] in m.model_fields for m in _unwrap(holder)
+    )
+
+
+def null_rules(root: type[BaseModel]) -> NullRules:
+    """How `load_source` treats the nulls of each file of an include chain, from the schema `root`."""
+    return NullRules(
+        drop=functools.partial(drop_default_nulls, tp=root), means_none=functools.partial(null_means_none, root)
+    )
 
 
 @functools.cache
@@ -143,19 +177,88 @@ def _schema_section(root: type[BaseModel], parent: Loc, base: str) -> str:
     return "factors" if section.startswith("factors.") and not base else section
 
 
+# A misspelling close enough to win over the same key in an unrelated section (`learnin_rate`, `temprature`; not
+# `revision` for `precision`, 0.82).
+CLOSE = 0.85
+
+
+def _section(root: type[BaseModel], loc: Loc) -> str | None:
+    """`loc` written as `_homes` writes sections: `launcher.slurm.stages.<name>`, `pool[]` (None: not in the schema)."""
+    path, tp = "", root
+    for part in loc:
+        step = _step(tp, part)
+        if step is None:
+            return None
+        if isinstance(part, str) and any(is_model(m) and part in m.model_fields for m in _unwrap(tp)):
+            path = f"{path}.{part}" if path else part
+        else:
+            path += "[]" if isinstance(part, int) else ".<name>"
+        tp = step
+    return path
+
+
+def _related(home: str, section: str | None) -> bool:
+    """Whether `home` is `section`, inside it or one of its ancestors: a key written a level too high or too low."""
+    if section is None or not home or not section:
+        return True
+    return any(a == b or b.startswith((f"{a}.", f"{a}[")) for a, b in ((home, section), (section, home)))
+
+
+def _affixed(key: str, names: list[str]) -> list[str]:
+    """The names that begin or end with `key` (`gpus` -> gpus_per_node, `batch_size` -> micro_batch_size), closest
+    first; those it begins before those it ends. Not the names `key` contains (`seed` for `data_seed`)."""
+    if len(key) < 3:
+        return []
+    found = [n for n in names if n != key and n.startswith(key)] or [n for n in names if n != key and n.endswith(key)]
+    return sorted(found, key=lambda n: (-difflib.SequenceMatcher(None, key, n).ratio(), n))
+
+
+def _mean(names: list[str], where: str = "") -> str:
+    alternatives = " or ".join(f'"{n}"' for n in names[:2])
+    return f" (did you mean {alternatives}{f' {where}' if where else ''}?)"
+
+
+def _belongs(places: list[tuple[int, str]]) -> str:
+    shallowest = [_under(p) for d, p in places if d == places[0][0]]
+    return ": it belongs " + " or ".join([shallowest[0], *(p.removeprefix("under ") for p in shallowest[1:])])
+
+
 def unknown_key_hint(root: type[BaseModel], key: str, parent: Loc, schema: str | None = "") -> str:
-    """Where an unknown key belongs: a sibling it begins or ends (`gpus` -> `gpus_per_node`), then an exact field
-    elsewhere (top-level `epochs` -> `train:`), then a misspelt sibling, then a misspelt field elsewhere, else the
-    `ablate schema` section that lists the keys."""
+    """Where an unknown key belongs, nearest first:
+
+    1. a sibling it begins or ends (`gpus` -> `gpus_per_node`, `train.batch_size` -> `micro_batch_size` or
+       `global_batch_size`, top-level `seed` -> `seeds`); not a sibling the key merely contains (`data_seed`
+       under eval.sampling is no `seed`: it belongs at the top level);
+    2. the same field in a section inside this one or around it (top-level `epochs` -> `train:`, `eval.max_tokens`
+       -> `eval.sampling:`);
+    3. a sibling it misspells (`learnin_rate`);
+    4. a field of an enclosing section it begins, ends or misspells (`train.seed` -> the top-level `seeds`);
+    5. the same field in an unrelated section (`train.temperature` -> `eval.sampling:`): a close sibling or
+       enclosing field comes first, so `train.batch_size` is not sent to the embedder's batch size under
+       `annotate.topic_clusters`;
+    6. a sibling it loosely resembles, then a field elsewhere it misspells;
+    7. else the `ablate schema` section that lists the keys.
+    """
     homes = _homes(root)
     siblings = fields_at(root, parent)
-    if any(f.startswith(key) or key.startswith(f) for f in siblings):  # `gpus` beside `gpus_per_node`
-        hint = suggest(key, siblings)
-        if hint:
-            return hint
-    if key in homes:
-        places = [_under(p) for d, p in homes[key] if d == homes[key][0][0]]
-        return ": it belongs " + " or ".join([places[0], *(p.removeprefix("under ") for p in places[1:])])
+    near = _affixed(key, siblings)
+    if near:
+        return _mean(near)
+    here = _section(root, parent)
+    exact = homes.get(key, [])
+    related = [(d, p) for d, p in exact if _related(p, here)]
+    if related:
+        return _belongs(related)
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=CLOSE)
+    if close:
+        return _mean(close)
+    for n in range(len(parent) - 1, -1, -1):
+        names = fields_at(root, parent[:n])
+        near = _affixed(key, names) or difflib.get_close_matches(key, names, n=1, cutoff=CLOSE)
+        if near:
+            return _mean(near, _under(_section(root, parent[:n]) or ""))
+    if exact:
+        return _belongs(exact)
     hint = suggest(key, siblings)
     if hint:
         return hint

@@ -111,7 +111,15 @@ class SlurmStageResources(SpecModel):
         "D-HH:MM:SS (e.g. 04:00:00), or UNLIMITED.",
     )
     constraint: str | None = Field(None, description="Node features (-C).")
-    extra_sbatch: list[str] = Field(default_factory=list, description="Extra '#SBATCH' lines, verbatim.")
+    extra_sbatch: list[str] = Field(
+        default_factory=list, description="Extra '#SBATCH' lines, verbatim (under `stages:`, `~` is none there)."
+    )
+
+    @field_validator("extra_sbatch", mode="before")
+    @classmethod
+    def _none_is_no_line(cls, v: object) -> object:
+        """A stage override keeps its nulls ("none for this stage", `fields.drop_default_nulls`): no extra line."""
+        return [] if v is None else v
 
 
 class SlurmLauncherSpec(SlurmStageResources):
@@ -123,7 +131,9 @@ class SlurmLauncherSpec(SlurmStageResources):
     )
     container: str | None = Field(None, description="Command prefix that runs the job in a container.")
     stages: dict[Literal["model", "pool", "data", "train", "eval", "log"], SlurmStageResources] = Field(
-        default_factory=dict, description="Per-stage resource overrides."
+        default_factory=dict,
+        description="Per-stage resource overrides. There `field: ~` means none for that stage (no qos, no extra "
+        "#SBATCH line), in the spec and in an included base alike; leave the field out for the launcher's value.",
     )
     requeue: bool = Field(True, description="Requeue preempted or timed-out jobs (--requeue).")
     signal_seconds: int = Field(

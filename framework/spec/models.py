@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from framework.registry import suggest
-from framework.spec.base import SpecModel
+from framework.spec.base import PassThroughArgs, SpecModel
 from framework.spec.launch import LauncherSpec, TrackingSpec
 from framework.spec.names import NAME_RE, NAME_RULE, RESERVED_SWEEP_NAMES, is_name, normalize_levels, plain_name
 
@@ -395,8 +395,8 @@ class TrainSpec(SpecModel):
         description="Training processes per node: default = GPUs visible, or 2 on a CPU-only machine.",
     )
     nodes: int = Field(1, ge=1, description="Nodes per training job (multi-node via srun + torchrun).")
-    extra_args: dict[str, Any] = Field(
-        default_factory=dict, description="Extra transformers TrainingArguments, passed through verbatim."
+    extra_args: PassThroughArgs = Field(
+        default_factory=dict, description="Extra transformers TrainingArguments, verbatim; `arg: ~` leaves it unset."
     )
 
     @model_validator(mode="after")

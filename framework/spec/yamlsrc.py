@@ -5,6 +5,7 @@ The line map lets every validation error point at `file:line`, including keys in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 Loc = tuple[Any, ...]
+Pair = tuple[Any, yaml.Node, int, str | None]  # key, value node, line, alias the value was written as
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 STR_TAG = "tag:yaml.org,2002:str"
@@ -86,7 +88,9 @@ class _Indexer:
         self.problems: dict[str, None] = {}  # ordered, deduplicated
         self.sizes: dict[int, int] = {}  # values each walked collection expands to
         self.active: set[int] = set()  # collections on the current path: meeting one again is a recursive alias
-        self.checked: set[int] = set()  # mappings whose duplicate keys were looked for
+        # Each mapping's pairs with its `<<` merges applied, and the text of its lossy keys: a mapping merged in
+        # several places (`<<: [*a, *a]` chains) is resolved once, or a chain of n merges would cost 2**n.
+        self.merged: dict[int, tuple[list[Pair], dict[Any, str]]] = {}
 
     def walk(self, node: yaml.Node, loc: Loc, alias: str | None = None) -> int:
         """Record the lines under `loc`; return how many values `node` expands to."""
@@ -122,24 +126,31 @@ class _Indexer:
         use = self.loader.alias_uses.get(_child_key(parent, index))
         return ((use[1] if use else node.start_mark).line + 1), (use[0] if use else None)
 
-    def _items(self, node: yaml.SequenceNode) -> list[tuple[Any, yaml.Node, int, str | None]]:
+    def _items(self, node: yaml.SequenceNode) -> list[Pair]:
         return [(i, item, *self._use(node, i, item)) for i, item in enumerate(node.value)]
 
-    def _key(self, key_node: yaml.Node, loc: Loc) -> Any:
+    def _key(self, key_node: yaml.Node) -> Any:
         if not isinstance(key_node, yaml.ScalarNode):
             return f"<{key_node.id}>"  # constructing the document reports the unhashable key
         if key_node.tag in (STR_TAG, VALUE_TAG):  # PyYAML reads a `=` key as text too
             return key_node.value
-        key = self.loader.construct_object(key_node)
-        if key_node.tag in LOSSY_TAGS:
-            self.texts.setdefault((*loc, key), key_node.value)
-        return key
+        return self.loader.construct_object(key_node)
 
-    def _pairs(self, node: yaml.MappingNode, loc: Loc) -> list[tuple[Any, yaml.Node, int, str | None]]:
+    def _pairs(self, node: yaml.MappingNode, loc: Loc) -> list[Pair]:
         """(key, value node, line, alias) of a mapping with its `<<` merges applied: keys written in the mapping
-        override merged ones; only a key written twice in the same mapping is a duplicate."""
+        override merged ones; only a key written twice in the same mapping is a duplicate. Memoized by node."""
+        if id(node) not in self.merged:
+            self.merged[id(node)] = self._merge(node, loc)
+        pairs, lossy = self.merged[id(node)]
+        for key, text in lossy.items():
+            self.texts.setdefault((*loc, key), text)
+        return pairs
+
+    def _merge(self, node: yaml.MappingNode, loc: Loc) -> tuple[list[Pair], dict[Any, str]]:
         own: dict[Any, tuple[yaml.Node, int, str | None]] = {}
         merged: dict[Any, tuple[yaml.Node, int, str | None]] = {}
+        own_lossy: dict[Any, str] = {}
+        merged_lossy: dict[Any, str] = {}
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
@@ -151,15 +162,18 @@ class _Indexer:
                         continue
                     self.active.add(id(source))
                     merged.update({k: (v, ln, a) for k, v, ln, a in self._pairs(source, loc)})
+                    merged_lossy.update(self.merged[id(source)][1])
                     self.active.discard(id(source))
                 continue
-            key = self._key(key_node, loc)
-            if key in own and id(node) not in self.checked:  # a mapping merged in several places: report once
+            key = self._key(key_node)
+            if key in own:
                 where = f"{self.file}:{key_node.start_mark.line + 1}"
                 self.problems[f"{where}: duplicate key {format_path((*loc, key))}"] = None
+            if key_node.tag in LOSSY_TAGS:
+                own_lossy[key] = key_node.value
             own[key] = (value_node, key_node.start_mark.line + 1, self._use(node, key_node, value_node)[1])
-        self.checked.add(id(node))
-        return [(k, *v) for k, v in {**merged, **own}.items()]
+        pairs = [(k, *v) for k, v in {**merged, **own}.items()]
+        return pairs, {**merged_lossy, **own_lossy}
 
 
 def read_yaml(path: Path) -> Source:
@@ -196,27 +210,63 @@ def read_yaml(path: Path) -> Source:
     return Source(data=data, lines=index.lines, files=[path], texts=index.texts)
 
 
-def deep_merge(base: Any, override: Any) -> Any:
-    """Mappings merge key by key; anything else (lists included) replaces. A null override removes an inherited
-    key; a null for a key the base lacks stays (validation decides: a schema field's default, or a level with no
-    parameters)."""
+@dataclass(frozen=True)
+class NullRules:
+    """What a null means, which only the schema knows (`framework.spec.fields.null_rules`)."""
+
+    drop: Callable[[dict[str, Any]], dict[str, Any]]  # one file's data without the nulls that mean "the default"
+    means_none: Callable[[Loc], bool]  # whether a null left at this path replaces an earlier file's value
+
+
+def deep_merge(base: Any, override: Any, means_none: Callable[[Loc], bool] | None = None, loc: Loc = ()) -> Any:
+    """Mappings merge key by key; anything else (lists included) replaces.
+
+    A null override replaces the inherited value where `means_none(path)` says it is a value ("none": `qos: ~` in
+    a Slurm stage override); otherwise it removes the inherited key (a level or extra argument an earlier file
+    set), and a null for a key the base lacks stays (a level with no parameters). The nulls that mean "the
+    default" never get here: `load_source` drops them file by file (`NullRules.drop`)."""
     if isinstance(base, dict) and isinstance(override, dict):
         out = dict(base)
         for k, v in override.items():
-            if v is None and k in out:
+            if v is None and k in out and not (means_none and means_none((*loc, k))):
                 out.pop(k)
             elif k in out:
-                out[k] = deep_merge(out[k], v)
+                out[k] = deep_merge(out[k], v, means_none, (*loc, k))
             else:
                 out[k] = v
         return out
     return override
 
 
-def load_source(path: str | Path, _stack: tuple[Path, ...] = ()) -> Source:
+def _dropped(before: Any, after: Any, loc: Loc = ()) -> list[Loc]:
+    """The paths of `before` that `after` no longer has (the keys `NullRules.drop` dropped)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [p for k, v in before.items() for p in (_dropped(v, after[k], (*loc, k)) if k in after else [(*loc, k)])]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [p for i, (b, a) in enumerate(zip(before, after)) for p in _dropped(b, a, (*loc, i))]
+    return []
+
+
+def _without_default_nulls(source: Source, nulls: NullRules | None) -> Source:
+    """`source` without the nulls that mean "the default", nor a line for them (an error about such a key then
+    points at the file that did set it)."""
+    if nulls is None:
+        return source
+    data = nulls.drop(source.data)
+    gone = set(_dropped(source.data, data))
+    if gone:
+        source.lines = {k: v for k, v in source.lines.items() if not any(k[:n] in gone for n in range(1, len(k) + 1))}
+    source.data = data
+    return source
+
+
+def load_source(path: str | Path, _stack: tuple[Path, ...] = (), *, nulls: NullRules | None = None) -> Source:
     """Read a spec file and resolve its `include:` chain (paths relative to the including file).
 
-    Nulls are kept: only the schema knows which mean "the default" (`framework.spec.fields.drop_default_nulls`).
+    With `nulls` (`load_spec` passes the schema's), a file's `key: ~` acts on the files it includes, whichever
+    file it is in: a null that means "the default" removes the value they set (the field takes its default), a
+    null that means "none" (a Slurm stage override) replaces it. It never reaches the file that includes this
+    one, so a later sibling include cannot erase an earlier one's value. Without, every null is kept.
     """
     path = Path(path)
     try:
@@ -229,30 +279,33 @@ def load_source(path: str | Path, _stack: tuple[Path, ...] = ()) -> Source:
     own = read_yaml(path)
     includes = own.data.pop("include", None)
     if includes is None:
-        return own
+        return _without_default_nulls(own, nulls)
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         line = own.lines.get(("include",), (str(path), 0))[1]
         raise SpecFileError(f"{path}:{line}: include must be a path or a list of paths")
     merged = Source(data={})
+    means_none = nulls.means_none if nulls else None
     problems = []
     for i, inc in enumerate(includes):
         try:
-            base = load_source(path.parent / inc, (*_stack, resolved))
+            base = load_source(path.parent / inc, (*_stack, resolved), nulls=nulls)
         except SpecFileError as e:  # every include's problem at once, each saying where it was included
             where = own.lines.get(("include", i), own.lines.get(("include",), (str(path), 0)))
             problems.append(f"{e} (included from {where[0]}:{where[1]})")
             continue
-        merged.data = deep_merge(merged.data, base.data)
+        merged.data = deep_merge(merged.data, base.data, means_none)
         merged.lines.update(base.lines)
         merged.texts.update(base.texts)
         merged.files.extend(base.files)
     if problems:
         raise SpecFileError("\n".join(problems))
-    merged.data = deep_merge(merged.data, own.data)
+    # This file's nulls act on what its own includes set: "the default" removes their value, "none" replaces
+    # it. What is left then reads as in a file without includes; a sibling include never sees these nulls.
+    merged.data = deep_merge(merged.data, own.data, means_none)
     merged.lines.update({k: v for k, v in own.lines.items() if k[:1] != ("include",)})
     merged.texts.update(own.texts)
     merged.lines[()] = (str(path), 1)
     merged.files.append(path)
-    return merged
+    return _without_default_nulls(merged, nulls)

@@ -32,6 +32,24 @@ def test_a_misplaced_key_says_which_section_it_belongs_to(write_spec):
     assert errs["seed"][0] == "unknown key 'seed' (did you mean \"seeds\"?)"  # a sibling it begins comes first
 
 
+def test_a_close_sibling_or_enclosing_field_comes_before_the_same_key_in_an_unrelated_section(write_spec):
+    write_spec(HEAD + "launcher: {kind: slurm}\n", "base.yaml")
+    text = "include: base.yaml\ntrain: {batch_size: 4, seed: 1, warmup: 0.1}\n"
+    text += "eval: {max_tokens: 10, seed: 2}\nlauncher: {slurm: {gpu: 8, stages: {eval: {gpus: 1}}}}\n"
+    errs = {
+        k: v[0].removeprefix(f"unknown key '{k.rsplit('.', 1)[-1]}'") for k, v in errors_in(write_spec, text).items()
+    }
+    # not the embedder's batch size under annotate.topic_clusters, nor its seed: siblings the key ends, the
+    # top-level `seeds` the key begins
+    assert errs["train.batch_size"] == ' (did you mean "micro_batch_size" or "global_batch_size"?)'
+    assert errs["train.seed"] == ' (did you mean "seeds" at the top level?)'
+    assert errs["train.warmup"] == ' (did you mean "warmup_ratio"?)'
+    assert errs["eval.max_tokens"] == ": it belongs under `eval.sampling:`"  # inside eval: before `max_model_len`
+    assert errs["eval.seed"] == ": it belongs under `eval.sampling:`"  # not annotate.topic_clusters too
+    assert errs["launcher.slurm.gpu"] == ' (did you mean "gpus_per_node"?)'
+    assert errs["launcher.slurm.stages.eval.gpus"] == ' (did you mean "gpus_per_node"?)'
+
+
 def test_a_misspelt_key_still_gets_its_sibling_and_else_the_schema_section(write_spec):
     text = HEAD + "temprature: 0.6\ntrain: {learnin_rate: 1, frobnicate: 2}\nzzz: 1\n"
     errs = errors_in(write_spec, text)

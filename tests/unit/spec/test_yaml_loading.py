@@ -43,12 +43,11 @@ def test_a_factor_written_with_nothing_is_an_error_not_dropped(write_spec):
 
 
 def test_a_null_schema_field_means_its_default_and_a_null_in_a_user_map_is_kept(write_spec):
-    text = HEAD.replace("samples: 1", "samples: ~") + "train: {epochs: ~, extra_args: {report_to: ~}}\n"
+    text = HEAD.replace("samples: 1", "samples: ~") + "train: {epochs: ~}\n"
     text = text.replace("[{preset: toy}]", "[{preset: toy, filter: {topic: ~}, limit: ~}]")
     text += "factors:\n  keywords:\n    levels:\n      keep:\n      mask: {mode: replace, replacement: ~}\n"
     spec = load_spec(write_spec(text)).spec
     assert spec.eval.samples == 64 and spec.train.epochs == 3.0 and spec.pool[0].limit is None
-    assert spec.train.extra_args == {"report_to": None}
     assert spec.pool[0].filter == {"topic": None}
     assert spec.factors["keywords"].levels[1].params["replacement"] == "so"  # a level parameter's default
 
@@ -114,6 +113,14 @@ def test_nested_aliases_are_walked_once_and_an_alias_bomb_is_refused(write_spec)
     assert time.monotonic() - started < 5  # walking every alias path took minutes and gigabytes
     shared = HEAD + "x-s: &s {temperature: 0.5}\neval: {benchmarks: [toy], samples: 1, sampling: *s}\n"
     assert load_spec(write_spec(shared.replace("eval: {benchmarks: [toy], samples: 1}\n", ""))).spec
+
+
+def test_a_chain_of_merges_is_resolved_once_per_mapping(write_spec):
+    chain = ["x-0: &a0 {k0: 1}"] + [f"x-{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}], k{i}: 1}}" for i in range(1, 22)]
+    started = time.monotonic()
+    spec = load_spec(write_spec(HEAD + "\n".join(chain) + "\n"))
+    assert time.monotonic() - started < 5  # each `<<` re-resolved its sources: 2**21 walks, ~15 s
+    assert spec.source.data["x-21"] == {f"k{i}": 1 for i in range(22)}
 
 
 def test_a_symlink_loop_is_a_spec_file_error(tmp_path, capsys):
