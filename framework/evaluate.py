@@ -47,6 +47,18 @@ def model_source_for(ctx: StageContext) -> Any:
     return models.fetch(models.resolve(spec_model or ctx.spec.model, model_dir=model_dir, spec_dir=spec_dir))
 
 
+def _drop_engine(key: tuple[str, ...]) -> None:
+    """Free an engine before loading its replacement: two copies of a 32B model do not fit one GPU."""
+    import gc
+
+    del _ENGINES[key]
+    gc.collect()
+    if _has_cuda():
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -75,7 +87,9 @@ def generate_vllm(
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    key = ("vllm", str(model_dir))
+    key = ("vllm", str(model_dir), dtype)
+    if key in _ENGINES and _ENGINES[key].llm_engine.model_config.max_model_len < max_len:
+        _drop_engine(key)  # loaded for a benchmark with shorter prompts or answers: too short for this one
     if key not in _ENGINES:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         extra: dict[str, Any] = {}
@@ -165,7 +179,7 @@ def generate_hf(
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    key = ("hf", str(model_dir))
+    key = ("hf", str(model_dir), dtype)
     if key not in _ENGINES:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
         _ENGINES[key] = model.to("cuda" if _has_cuda() else "cpu").eval()

@@ -192,7 +192,9 @@ def resume_point(checkpoints: Path, shards: dict[str, Any]) -> Path | None:
         previous = json.loads((checkpoints / "layout.json").read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if {k: previous.get(k) for k in shards} != shards:
+    # A layout.json from before the ZeRO settings were recorded: its ranks are all it can vouch for.
+    compared = [k for k in shards if k in previous or k == "world_size"]
+    if any(previous.get(k) != shards[k] for k in compared):
         return None
     done = [p for p in checkpoints.glob("checkpoint-*") if (p / COMPLETE).is_file()]
     return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)

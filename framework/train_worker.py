@@ -110,19 +110,19 @@ def _trainer_classes() -> tuple[type, type, type]:
             self.paused = False
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            from framework.store import fsync_tree
+            from framework.store import fsync_tree, write_json_atomic
 
             root = Path(args.output_dir)
             current = root / f"checkpoint-{state.global_step}"
             # On disk before COMPLETE vouches for it: after a node crash, a marked checkpoint whose shards were
-            # still in a page cache would fail every retry that loads it.
-            if current.is_dir():
+            # still in a page cache would fail every retry that loads it. One process per node flushes what that
+            # node wrote (another node's files are clean in its cache).
+            if state.is_local_process_zero and current.is_dir():
                 fsync_tree(current)
             if dist.is_initialized():
                 dist.barrier()
             if state.is_world_process_zero:
-                (current / COMPLETE).write_text(str(state.global_step))
-                fsync_tree(current)
+                write_json_atomic(current / COMPLETE, state.global_step)
                 for old in root.glob("checkpoint-*"):
                     if old != current and (old / COMPLETE).exists():
                         (old / COMPLETE).unlink()
@@ -387,9 +387,12 @@ def train(args: dict[str, Any]) -> None:
             "sdpa_backends": sdpa_backends,
             "timings": {"setup_s": t_train - t_start, "train_s": t_save - t_train, "save_s": saved - t_save},
         }
-        tmp = Path(args["result"] + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1, default=str))
-        tmp.replace(args["result"])
+        # The report says "the model is complete": the model must be on disk before it, and it before its name
+        # (a node crash would otherwise leave a report vouching for shards lost with a page cache).
+        from framework.store import fsync_tree, write_json_atomic
+
+        fsync_tree(Path(args["model_dir"]))
+        write_json_atomic(Path(args["result"]), report)
 
 
 def main(argv: list[str]) -> None:

@@ -31,3 +31,10 @@ def test_other_ranks_or_zero_settings_start_over(tmp_path: Path) -> None:
     assert resume_point(root, {**shards, "world_size": 4}) is None
     assert resume_point(root, {**shards, "zero": {"stage": 3}}) is None  # offload turned off between attempts
     assert resume_point(tmp_path / "none", shards) is None
+
+
+def test_a_checkpoint_from_before_zero_settings_were_recorded_resumes_on_the_same_ranks(tmp_path: Path) -> None:
+    shards = {"world_size": 2, "zero": {"stage": 3}}
+    root = _checkpoints(tmp_path / "c", {"world_size": 2, "micro_batch_size": 1}, {5: True})
+    assert resume_point(root, shards) == root / "checkpoint-5"
+    assert resume_point(root, {**shards, "world_size": 4}) is None
