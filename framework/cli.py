@@ -566,7 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(args, [f"cannot use {e.filename}: {e.strerror}"], 2)
         return _fail(args, [f"{type(e).__name__}: {e}"], 1)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        with contextlib.suppress(OSError):  # after a hangup, stderr may be a terminal that is gone
+            print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:
         return _fail(args, [f"{type(e).__name__}: {e}"], 1)

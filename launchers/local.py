@@ -9,6 +9,7 @@ exit codes, decide success: a job that finished its outputs and then crashed at 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -31,21 +32,23 @@ from launchers.base import Task, exec_command, shell_join
 
 GpuId = int | str  # an index, or an opaque CUDA_VISIBLE_DEVICES entry such as GPU-<uuid> or MIG-<uuid>
 _NVIDIA_SMI_GPU = re.compile(r"^GPU (\d+):")
+_CUDA_DEVICE = re.compile(r"^(\d+|GPU-\S+|MIG-\S+)$")  # what CUDA accepts in CUDA_VISIBLE_DEVICES
 
 
 def visible_gpus(option: list[int] | str) -> list[GpuId]:
     """GPU ids to schedule on: the spec's list, else CUDA_VISIBLE_DEVICES, else what nvidia-smi lists.
 
-    CUDA_VISIBLE_DEVICES entries are kept as given (UUIDs too: they are passed on verbatim) up to the first
-    negative one, where CUDA stops enumerating. nvidia-smi's own index is read from each `GPU n:` line, since MIG
-    devices are listed on indented lines between them."""
+    CUDA_VISIBLE_DEVICES entries are kept as given (GPU-/MIG- UUIDs too: they are passed on verbatim) up to the
+    first one CUDA would not take (negative, or a word such as NoDevFiles, none or all, which mean no GPU), where
+    CUDA stops enumerating. nvidia-smi's own index is read from each `GPU n:` line, since MIG devices are listed on
+    indented lines between them."""
     if isinstance(option, list):
         return list(option)
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         ids: list[GpuId] = []
         for entry in (x.strip() for x in env.split(",")):
-            if not entry or entry.startswith("-"):
+            if not _CUDA_DEVICE.match(entry):
                 break
             ids.append(int(entry) if entry.isdigit() else entry)
         return ids
@@ -87,6 +90,8 @@ def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
 STOP_GRACE_S = 15.0
 TRAIN_STOP_GRACE_S = 600.0  # a ZeRO checkpoint of a large model takes minutes to write
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `kill`, a job scheduler's stop, a closed terminal or ssh session
+HELD_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
+_READER_GONE = (errno.EPIPE, errno.EIO)  # a pipe without reader; a terminal hung up (ssh session closed)
 
 
 class Terminated(KeyboardInterrupt):
@@ -137,45 +142,51 @@ class LocalLauncher:
 
     def cancel(self) -> None:
         """TERM every running task's process group, then KILL what is still alive after a grace period: long
-        enough for a training to write its checkpoint (which TERM asks for), unless Ctrl-C comes again."""
-        for r in self._running.values():
-            _signal_group(r.proc, signal.SIGTERM)
-        training = any(r.task.stage == "train" for r in self._running.values())
-        grace = TRAIN_STOP_GRACE_S if training else STOP_GRACE_S
-        if training:
-            self._say(f"waiting up to {grace:.0f} s for training to checkpoint (Ctrl-C again to kill it now)")
-        deadline = time.monotonic() + grace
-        try:
-            while any(r.proc.poll() is None for r in self._running.values()) and time.monotonic() < deadline:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass  # asked twice (or TERM/HUP again): kill now
-        for r in self._running.values():  # every KILL first: a signal arriving in between must not spare any
-            _signal_group(r.proc, signal.SIGKILL)
-        for tid, r in self._running.items():
-            r.proc.wait()
-            self.states[tid] = "cancelled"
-        self._running.clear()
-        for tid, state in self.states.items():
-            if state == "pending":
-                self.states[tid] = "cancelled"
+        enough for a training to write its checkpoint (which TERM asks for), unless Ctrl-C (or TERM, HUP) comes
+        again. Those signals are only noted meanwhile: a second one must not cut the stopping short and leave
+        children running in their own sessions."""
+        with _signals_held() as again:
+            for r in self._running.values():
+                _signal_group(r.proc, signal.SIGTERM)
+            try:
+                training = any(r.task.stage == "train" for r in self._running.values())
+                grace = TRAIN_STOP_GRACE_S if training else STOP_GRACE_S
+                if training:
+                    self._say(f"waiting up to {grace:.0f} s for training to checkpoint (Ctrl-C again to kill it now)")
+                deadline = time.monotonic() + grace
+                while not again and time.monotonic() < deadline:  # a signal again: kill now
+                    if all(r.proc.poll() is not None for r in self._running.values()):
+                        break
+                    time.sleep(0.2)
+            finally:
+                for r in self._running.values():  # every KILL first, then the waits
+                    _signal_group(r.proc, signal.SIGKILL)
+                for tid, r in self._running.items():
+                    r.proc.wait()
+                    self.states[tid] = "cancelled"
+                self._running.clear()
+                for tid, state in self.states.items():
+                    if state == "pending":
+                        self.states[tid] = "cancelled"
 
     def wait(self, poll_s: float = 0.2) -> dict[str, str]:
         """Run everything submitted; returns the final state of every task, never while one is pending or running.
 
         Whatever ends the wait early (Ctrl-C, SIGTERM, SIGHUP, any error) stops the running stage processes
-        first, then propagates: they run in their own sessions, so nothing else would stop them."""
+        first, then propagates: they run in their own sessions, so nothing else would stop them. cancel() runs in a
+        finally, so that not even a failing line of output (a terminal hung up) can skip it."""
         with _stop_signals_raise():
             try:
                 self._run(poll_s)
-            except KeyboardInterrupt as e:
-                why = f"got {e}" if isinstance(e, Terminated) else "interrupted"
-                self._say(f"{why}: stopping running stage jobs (a re-run resumes)")
-                self.cancel()
-                raise
             except BaseException as e:
-                self._say(f"launcher error ({type(e).__name__}): stopping running stage jobs (a re-run resumes)")
-                self.cancel()
+                if isinstance(e, KeyboardInterrupt):
+                    why = f"got {e}" if isinstance(e, Terminated) else "interrupted"
+                else:
+                    why = f"launcher error ({type(e).__name__})"
+                try:
+                    self._say(f"{why}: stopping running stage jobs (a re-run resumes)")
+                finally:
+                    self.cancel()
                 raise
         return self.status()
 
@@ -205,13 +216,16 @@ class LocalLauncher:
             time.sleep(poll_s)
 
     def _say(self, line: str) -> None:
-        """Print a status line. A reader that went away (`ablate run | tee log`, tee killed with the ssh session)
-        silences the launcher instead of ending it: the sweep goes on, its outcome in the store and exit status."""
+        """Print a status line. A reader that went away (`ablate run | tee log`, tee killed with the ssh session:
+        EPIPE; the terminal itself hung up: EIO) silences the launcher instead of ending it: the sweep goes on, or
+        is stopped cleanly, its outcome in the store and exit status."""
         if self._quiet:
             return
         try:
             self.echo(line)
-        except BrokenPipeError:
+        except OSError as e:
+            if e.errno not in _READER_GONE:
+                raise
             self._quiet = True
             if self.echo is print:
                 _detach_stdout()
@@ -221,18 +235,26 @@ class LocalLauncher:
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-        elif not uses_gpu_off_slot(task):
+        elif STAGES[task.stage].device != "gpu" and not uses_gpu_off_slot(task):
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU slot: no GPU another task was given, nor any other
+        # (A GPU-stage task without GPUs: none was found, so it sees what this process sees, as it always did.)
         log = self.logs[task.id]
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as f:
-            f.write(f"$ {shell_join(cmd)}\n")
-            f.flush()
-            proc = subprocess.Popen(
-                cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-            )
-        self._running[task.id] = Running(task, proc, gpus, log, time.monotonic(), cpu_slots)
-        self.states[task.id] = "running"
+        # A stop signal between the fork and the record would leave the child running unknown to cancel(): it is
+        # held until the child is recorded, then raised again.
+        got: list[int] = []
+        try:
+            with _signals_held() as got, log.open("a") as f:
+                f.write(f"$ {shell_join(cmd)}\n")
+                f.flush()
+                proc = subprocess.Popen(
+                    cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+                )
+                self._running[task.id] = Running(task, proc, gpus, log, time.monotonic(), cpu_slots)
+                self.states[task.id] = "running"
+        finally:
+            if got:
+                signal.raise_signal(got[0])
         self._say(
             f"start  {task.id}  ({', '.join(task.jobs[0].cells[:2])}{' ...' if len(task.jobs[0].cells) > 2 else ''})"
         )
@@ -279,9 +301,37 @@ def _stop_signals_raise() -> Iterator[None]:
     def raise_terminated(signum: int, frame: Any) -> None:
         raise Terminated(signum)
 
-    previous = {sig: signal.signal(sig, raise_terminated) for sig in STOP_SIGNALS}
+    # A signal ignored by whoever started us stays ignored: `nohup ablate run ... &` must outlive the ssh session.
+    previous = {
+        sig: signal.signal(sig, raise_terminated) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN
+    }
     try:
         yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """While inside, SIGINT, SIGTERM and SIGHUP are only noted, in the list yielded: for a section that a signal
+    must not cut short. Ignored ones stay ignored; the previous handlers are restored on the way out. Outside the
+    main thread (no handlers can be set there, and signals go to the main thread anyway) the list stays empty."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        got.append(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in HELD_SIGNALS:
+            handler = signal.getsignal(sig)
+            if handler is not None and handler != signal.SIG_IGN:  # None: set outside Python, cannot be restored
+                previous[sig] = signal.signal(sig, note)
+        yield got
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

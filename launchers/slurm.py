@@ -18,10 +18,14 @@ Choices, and why:
   task are cancelled by Slurm itself (`--kill-on-invalid-dep=yes`) instead of pending for ever.
 * A job is never submitted twice: `<store>/<stage>/<key>.slurm.json` records the job of every submitted key; a later
   `ablate run` reuses a recorded job that is still queued or running, under its name, for all the task's keys,
-  after the same jobs as now; otherwise it cancels that job before submitting anew (launchers/slurm_reuse.py).
-* Preemption: train jobs get `--signal=B:USR1@N`; a trap forwards USR1/TERM to the stage, waits for it to checkpoint
-  and exit 75, and only then requeues the job (`scontrol requeue`), if the job was not cancelled. Other stages cannot
-  checkpoint: no warning, USR1 ignored, and a failure is never requeued. See templates/job.sbatch.
+  after the same jobs as now; otherwise it cancels that job before submitting anew, or, if it has started, lets it
+  end and submits the new job after it (`afterany`; launchers/slurm_reuse.py).
+* Time limit: train jobs get `--signal=B:USR1@N`; a trap forwards it to the stage, waits for it to checkpoint and
+  exit 75, and only then requeues the job. Other stages cannot checkpoint: no warning, USR1 ignored. Preemption (TERM
+  while the job is still RUNNING) requeues any stage: each one resumes or starts over. A cancelled job is never
+  requeued. See templates/job.sbatch.
+* A pruned training (`train.keep_checkpoint: false`) submitted again for a new evaluation is not done until rebuilt
+  (launchers/slurm_done.py), in its job script as here.
 
 Only squeue, scontrol and scancel are read (sacct when accounting is available): nothing here needs slurmdbd.
 """
@@ -41,12 +45,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from framework.checkpoints import PRUNED
 from framework.errors import RetryLater, UserError
 from framework.plan import Plan
 from framework.spec.models import AblationSpec
 from framework.store import MARKER, Store, write_json_atomic
 from launchers.base import Task, exec_command, shell_join
-from launchers.slurm_reuse import ALIVE, QUEUED, RUNNING, is_ours, job_name, plan_reuse, topological
+from launchers.slurm_done import outputs_done, task_done
+from launchers.slurm_reuse import (
+    ALIVE,
+    QUEUED,
+    RUNNING,
+    ReusePlan,
+    is_ours,
+    job_name,
+    running_superseded,
+    settle_earlier_jobs,
+    topological,
+)
 from launchers.slurm_script import (
     CHECKPOINTED_EXIT,
     CHECKPOINTING_STAGES,
@@ -171,10 +187,6 @@ def read_record(store: Store, stage: str, key: str) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) and isinstance(rec.get("job_id"), int) else None
 
 
-def _outputs_done(store: Store, stage: str, keys: Iterable[str]) -> bool:
-    return all(store.is_done(stage, k) for k in keys)
-
-
 def task_state(info: Mapping[str, str] | None, done: bool, *, requeue: bool = True) -> tuple[str, str]:
     """(done | queued | running | failed | cancelled | deferred, detail) from the markers and what Slurm says of the
     job. deferred: the stage exited 75 (RetryLater, e.g. the tracking server was down); a later run retries it."""
@@ -289,6 +301,7 @@ class SlurmLauncher:
             signal_s=self.signal_s if checkpoints else None,
         )
         markers = [self._abs(self.store.path(task.stage, k) / MARKER) for k in task.keys]
+        pruned = [self._abs(self.store.path(task.stage, k) / PRUNED) for k in task.keys if task.stage == "train"]
         return render(
             TEMPLATE.read_text(encoding="utf-8"),
             {
@@ -311,6 +324,7 @@ class SlurmLauncher:
                 "env": "\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())) or "# (none)",
                 "requeue": "yes" if slurm.requeue else "no",
                 "markers": "\n".join(f"  {shlex.quote(str(m))}" for m in markers),
+                "pruned": "\n".join(f"  {shlex.quote(str(m))}" for m in pruned) or "  # (none: not a training)",
                 "command_echo": shlex.quote(f"$ {command}"),
                 "command": command,
             },
@@ -322,32 +336,35 @@ class SlurmLauncher:
     # ---- submit
     def submit(self, tasks: list[Task]) -> None:
         """Submit every task, dependencies first; a task whose job from an earlier run is still alive reuses that
-        job when it may (launchers/slurm_reuse.py), and the earlier jobs it may not reuse are cancelled first."""
+        job when it may (launchers/slurm_reuse.py); the others are cancelled first, or, started, waited for."""
         require("sbatch", "squeue", "scontrol", "scancel")
         for t in tasks:
             self.resources(t)  # resource errors before anything is submitted
         tasks = topological(tasks)
-        alive = self._reusable_jobs(tasks)
+        earlier = self._reusable_jobs(tasks)
         for task in tasks:
             self._tasks[task.id] = task
-            if task.id in alive:
-                self.jobs[task.id] = alive[task.id]
+            if task.id in earlier.reuse:
+                self.jobs[task.id] = earlier.reuse[task.id]
                 self.reused.add(task.id)
-                self.echo(f"queued  {task.id}  job {alive[task.id]} (already submitted by an earlier run)")
+                self.echo(f"queued  {task.id}  job {earlier.reuse[task.id]} (already submitted by an earlier run)")
             else:
                 deps = [self.jobs[d] for d in task.deps if d in self.jobs]
-                self.jobs[task.id] = self._sbatch(task, deps)
+                self.jobs[task.id] = self._sbatch(task, deps, earlier.running.get(task.id, {}))
             self.states[task.id] = "queued"
 
-    def _sbatch(self, task: Task, deps: list[int]) -> int:
+    def _sbatch(self, task: Task, deps: list[int], after: Mapping[int, str]) -> int:
+        """Submit a task after `deps` succeed and the superseded jobs `after` (id -> name) end, whatever way."""
         key = task.keys[0]
         path = self._abs(script_path(self.store, task.stage, key))
         path.parent.mkdir(parents=True, exist_ok=True)  # Slurm does not create the log's directory
         path.write_text(self.script(task), encoding="utf-8")
         path.chmod(0o755)
         cmd = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
-        if deps:
-            cmd.append("--dependency=afterok:" + ":".join(map(str, deps)))
+        dependency = [f"afterok:{':'.join(map(str, deps))}"] if deps else []
+        dependency += [f"afterany:{':'.join(map(str, sorted(after)))}"] if after else []
+        if dependency:
+            cmd.append("--dependency=" + ",".join(dependency))
         cmd.append(str(path))
         out = _run(cmd)
         if out.returncode != 0:
@@ -376,44 +393,40 @@ class SlurmLauncher:
             "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": shell_join(cmd),
             "previous_jobs": list(dict.fromkeys(previous))[:20],
+            # started before this job and left to end (never cancelled mid-work): tracked here until they do
+            "superseded_running": [{"job_id": j, "name": n} for j, n in sorted(after.items())],
         }
         for k in task.keys:
             write_json_atomic(record_path(self.store, task.stage, k), record)
-        self.echo(f"submit  {task.id}  job {job_id}" + (f" after {len(deps)} job(s)" if deps else ""))
+        waits = [f"{len(deps)} job(s)"] if deps else []
+        waits += [f"the end of job(s) {', '.join(map(str, sorted(after)))}"] if after else []
+        self.echo(f"submit  {task.id}  job {job_id}" + (f" after {' and '.join(waits)}" if waits else ""))
         return job_id
 
-    def _reusable_jobs(self, tasks: list[Task]) -> dict[str, int]:
-        """Task id -> the job of an earlier run it keeps; the earlier jobs no task keeps are cancelled here, before
+    def _reusable_jobs(self, tasks: list[Task]) -> ReusePlan:
+        """Which jobs of an earlier run the tasks keep; the superseded ones not started yet are cancelled here, before
         anything is submitted, so that none runs untracked beside its replacement."""
         records = {f"{t.stage}/{k}": rec for t in tasks for k in t.keys if (rec := read_record(self.store, t.stage, k))}
-        infos = squeue({r["job_id"] for r in records.values()}) if records else {}
-        plan = plan_reuse(self.spec.name, tasks, records, infos, lambda t: _outputs_done(self.store, t.stage, t.keys))
-        if plan.superseded:
-            self.echo(f"cancel  job(s) {', '.join(map(str, plan.superseded))} of an earlier run: superseded")
-            if not scancel(plan.superseded):
-                by_id = {r["job_id"]: r for r in records.values()}
-                after = squeue(plan.superseded)
-                left = [j for j in plan.superseded if after.get(j, {}).get("state") in _QUEUED]
-                left = [j for j in left if is_ours(self.spec.name, by_id[j], after[j])]
-                if left:
-                    raise UserError(
-                        f"scancel did not cancel the superseded job(s) {', '.join(map(str, left))}; nothing was "
-                        "submitted (cancel them, or let them end, and run again)"
-                    )
-        return plan.reuse
+        return settle_earlier_jobs(
+            self.spec.name,
+            tasks,
+            records,
+            squeue=squeue,
+            scancel=scancel,
+            done=lambda t: task_done(self.store, t, tasks),
+            echo=self.echo,
+            store_root=self.store.root,
+        )
 
     # ---- follow
     def refresh(self) -> list[tuple[str, str, str]]:
         """Poll Slurm once; return the (task id, new state, detail) of every task whose state changed."""
         open_tasks = [t for tid, t in self._tasks.items() if self.states.get(tid) not in TERMINAL]
-        done = {t.id: _outputs_done(self.store, t.stage, t.keys) for t in open_tasks}
+        done = {t.id: task_done(self.store, t, self._tasks.values()) for t in open_tasks}
         infos = _lookup((self.jobs[t.id] for t in open_tasks if not done[t.id]), _ended_badly)
         # A job may publish and leave the queue between the marker check and the lookup: look again, or a
         # finished stage would be recorded as failed for good.
-        done = {
-            tid: d or _outputs_done(self.store, self._tasks[tid].stage, self._tasks[tid].keys)
-            for tid, d in done.items()
-        }
+        done = {tid: d or task_done(self.store, self._tasks[tid], self._tasks.values()) for tid, d in done.items()}
         never = [
             jid for jid, i in infos.items() if i["state"] == "PENDING" and i["reason"] == "DependencyNeverSatisfied"
         ]
@@ -515,7 +528,7 @@ def slurm_states(plan: Plan, store: Store) -> dict[int, dict[str, Any]]:
     records = _recorded(plan, store)
     if not records:
         return {}
-    pending = {jid for jid, r in records.items() if not _outputs_done(store, r["stage"], r["keys"])}
+    pending = {jid for jid, r in records.items() if not outputs_done(store, r["stage"], r["keys"])}
     require("squeue", "scontrol")
     infos = _lookup(pending, _ended_badly)
     out: dict[int, dict[str, Any]] = {}
@@ -541,16 +554,19 @@ def slurm_states(plan: Plan, store: Store) -> dict[int, dict[str, Any]]:
 
 
 def cancel_sweep(plan: Plan, store: Store) -> list[int]:
-    """For `ablate cancel`: scancel every recorded job of the sweep that is still queued or running."""
+    """For `ablate cancel`: scancel every recorded job of the sweep that is still queued or running, superseded ones
+    left running included."""
     records = _recorded(plan, store)
     if not records:
         return []
     require("squeue", "scancel")
-    infos = squeue(records)
+    running = {j: name for r in records.values() for j, name in running_superseded(r).items() if j not in records}
+    infos = squeue({*records, *running})
     ids = sorted(  # only our jobs: a stale record's id may belong to another job by now
         jid
         for jid, info in infos.items()
-        if info["state"] in _QUEUED | _RUNNING and is_ours(plan.spec.name, records[jid], info)
+        if info["state"] in _QUEUED | _RUNNING
+        and (is_ours(plan.spec.name, records[jid], info) if jid in records else info["name"] == running[jid])
     )
     scancel(ids)
     return ids

@@ -19,8 +19,8 @@ from framework.spec.models import AblationSpec
 from framework.stages import STAGES
 
 # Stages that stop at a checkpoint on USR1/TERM and exit 75 (train.TrainingStopped) to be resumed. Only their jobs
-# get the time-limit warning and are requeued by their script: any other stage would just die of the signal and
-# restart from zero, again and again.
+# get the time-limit warning and are requeued after it: any other stage would just die of the signal and restart
+# from zero, again and again, each time it outruns its limit. (Preemption, a TERM, requeues any stage.)
 CHECKPOINTING_STAGES = frozenset({"train"})
 CHECKPOINTED_EXIT = RetryLater.exit_code  # TrainingStopped is a RetryLater
 

@@ -28,7 +28,17 @@ from framework.spec import load_spec, spec_from_dict
 from framework.stages import STAGES
 from framework.store import Store
 from launchers.base import Task, pending_tasks
-from launchers.slurm import SlurmLauncher, _recorded, cancel_sweep, run_slurm, scontrol_job, slurm_states, squeue
+from launchers.slurm import (
+    SlurmLauncher,
+    _recorded,
+    cancel_sweep,
+    read_record,
+    run_slurm,
+    scontrol_job,
+    slurm_states,
+    squeue,
+)
+from launchers.slurm_reuse import running_superseded
 from tests.integration.slurm_cluster import SlurmCluster, ensure_installed
 
 # A wedged job must fail its test, not hang the suite (the fixture's teardown still stops the cluster).
@@ -256,9 +266,9 @@ def test_cancel_stops_queued_and_running_jobs_without_requeue(slurm, minimal, tm
     assert cancel_sweep(plan, store) == []
 
 
-def test_a_stage_that_cannot_checkpoint_ignores_usr1_and_is_not_requeued(slurm, minimal, tmp_path):
-    """An eval job gets no time-limit warning, a USR1 sent all the same does not reach the stage, and a stage that
-    ends after a TERM is not requeued (it would restart from zero): Restarts stays 0."""
+def test_a_stage_that_cannot_checkpoint_ignores_usr1_and_is_requeued_when_preempted(slurm, minimal, tmp_path):
+    """An eval job gets no time-limit warning, and a USR1 sent all the same does not reach the stage; a TERM while
+    the job runs (preemption) requeues it, and it starts over to the end."""
     plan, store, events, launcher = make(minimal, tmp_path, slow=["__any__"])
     evaluation = next(t for t in pending_tasks(plan, store) if t.stage == "eval")
     task = Task("eval", evaluation.jobs)  # alone: its inputs do not matter to the stand-in command
@@ -273,10 +283,12 @@ def test_a_stage_that_cannot_checkpoint_ignores_usr1_and_is_not_requeued(slurm, 
     wait_for(lambda: "got SIGUSR1: ignored" in log.read_text(), what="the job script to ignore USR1")
     assert (scontrol_job(job) or {}).get("JobState") == "RUNNING" and "checkpointed" not in events.read_text()
     subprocess.run(["scancel", "--batch", "--signal=TERM", str(job)], check=True)
+    states = run.wait(poll_s=0.5)
+    assert states[task.id] == "done", run.reasons
     settled(job)
     info = scontrol_job(job)
-    assert info is not None and info["Restarts"] == "0" and info["JobState"] == "FAILED", info
-    assert "not requeued: the stage did not stop at a checkpoint" in log.read_text()
+    assert info is not None and info["Restarts"] == "1" and info["JobState"] == "COMPLETED", info
+    assert "requeued after SIGTERM" in log.read_text()
 
 
 def test_a_benchmark_added_cancels_the_queued_eval_jobs_it_supersedes(slurm, minimal, tmp_path):
@@ -304,6 +316,44 @@ def test_a_benchmark_added_cancels_the_queued_eval_jobs_it_supersedes(slurm, min
 
         wait_for(lambda: not live() & old, what="the superseded jobs to be cancelled")
         assert live() <= set(_recorded(plan2, store))
+    finally:
+        cancel_sweep(plan2, store)
+
+
+def test_a_benchmark_added_lets_a_running_eval_job_end_and_submits_after_it(slurm, minimal, tmp_path):
+    """An evaluation already running when a benchmark is added is not cancelled: it stays tracked, and the new
+    evaluation of the grown group starts once it has ended, whatever way (afterany, which Slurm takes beside
+    afterok), and finishes the group."""
+    minimal["eval"]["benchmarks"] = ["aime24"]
+    plan, store, _, _ = make(copy.deepcopy(minimal), tmp_path)
+    evaluation = next(t for t in pending_tasks(plan, store) if t.stage == "eval")
+    first_tid = evaluation.id.split("+")[0]
+    _, store, events, launcher = make(copy.deepcopy(minimal), tmp_path, slow=[first_tid])
+    first = launcher()
+    first.submit([Task("eval", evaluation.jobs)])  # alone: its inputs do not matter to the stand-in command
+    running = first.jobs[evaluation.id]
+    wait_for(lambda: events.exists() and "waiting" in events.read_text(), what="the evaluation to start")
+    minimal["eval"]["benchmarks"] = ["aime24", "aime25"]
+    plan2, store, events, launcher2 = make(copy.deepcopy(minimal), tmp_path, slow=[first_tid])
+    grown = next(t for t in pending_tasks(plan2, store) if t.stage == "eval" and evaluation.keys[0] in t.keys)
+    assert len(grown.keys) == 2
+    again = launcher2()
+    try:
+        again.submit([Task("eval", grown.jobs)])
+        new = again.jobs[grown.id]
+        assert new != running and f"afterany:{running}" in (scontrol_job(new) or {}).get("Dependency", "")
+        record = read_record(store, "eval", grown.keys[0])
+        assert record is not None and running in running_superseded(record)  # tracked: `ablate cancel` stops it
+        time.sleep(2)
+        assert (scontrol_job(running) or {}).get("JobState") == "RUNNING"
+        assert (scontrol_job(new) or {}).get("JobState") == "PENDING"
+        subprocess.run(["scancel", str(running)], check=True)  # it ends: the replacement starts
+        states = again.wait(poll_s=0.5)
+        assert states[grown.id] == "done", again.reasons
+        assert all(store.is_done("eval", k) for k in grown.keys)
+        ev = read_events(events)
+        ended = max(t for _, _, t, job in ev if job == str(running))
+        assert min(t for _, _, t, job in ev if job == str(new)) > ended
     finally:
         cancel_sweep(plan2, store)
 

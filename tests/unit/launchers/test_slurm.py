@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from framework.checkpoints import PRUNED, is_pruned
 from framework.errors import UserError
 from framework.plan import Job, build_plan
 from framework.spec import SpecErrors, spec_from_dict
@@ -179,6 +181,7 @@ class FakeSlurm:
         self.jobs: dict[int, str] = {}  # job id -> "STATE" or "STATE:Reason"
         self.names: dict[int, str] = {}  # job id -> job name, from the script's #SBATCH --job-name
         self.after: dict[int, set[int]] = {}  # job id -> the jobs it waits for (afterok)
+        self.after_any: dict[int, set[int]] = {}  # job id -> the jobs whose end, any end, it waits for (afterany)
         self.cancelled: list[int] = []
 
     def set(self, job_id: int, value: str) -> None:
@@ -190,8 +193,11 @@ class FakeSlurm:
             self.calls.append(args)
             out, self.jobs[self.next_id] = f"{self.next_id}\n", "PENDING:Dependency"
             script = Path(args[-1]).read_text()
-            deps = [a.removeprefix("--dependency=afterok:") for a in args if a.startswith("--dependency=afterok:")]
-            self.after[self.next_id] = {int(d) for d in deps[0].split(":")} if deps else set()
+            dependency = next((a.removeprefix("--dependency=") for a in args if a.startswith("--dependency=")), "")
+            kinds = dict(d.split(":", 1) for d in dependency.split(",") if d)
+            self.after[self.next_id] = {int(j) for j in kinds.pop("afterok", "").split(":") if j}
+            self.after_any[self.next_id] = {int(j) for j in kinds.pop("afterany", "").split(":") if j}
+            assert not kinds, f"unexpected dependency {dependency}"
             self.names[self.next_id] = script.split("#SBATCH --job-name=", 1)[1].split("\n", 1)[0]
             self.next_id += 1
         elif prog == "squeue":
@@ -376,20 +382,36 @@ if mode == "publish-then-abort":
     os.abort()
 if mode == "exit0":
     sys.exit(0)
+if mode == "rebuild":  # as framework/execute.py builds a training: a pruned one is built again
+    from framework.checkpoints import PRUNED
+    with store.build(stage, key, resume=True, redo=lambda final: (final / PRUNED).is_file()) as b:
+        open(sys.argv[5] + ".ran", "w").write("rebuilt" if b is not None else "skipped")
+    sys.exit(0)
 open(sys.argv[5] + ".started", "w").close()
 time.sleep(60)
 """
 
 
 def run_script(
-    minimal, tmp_path, mode: str, *, job_state: str = "RUNNING", sig: int | None = None, stage: str = "train", then=None
+    minimal,
+    tmp_path,
+    mode: str,
+    *,
+    job_state: str = "RUNNING",
+    sig: int | None = None,
+    stage: str = "train",
+    then=None,
+    store: Store | None = None,
+    key: str = "00aa11bb22cc33dd",
+    requeue: bool = True,
+    restarts: int = 0,
 ):
     """Run a job script with bash as Slurm would (SLURM_* set), with a fake scontrol that logs its calls; `sig`,
     then `then` a second later, go to the batch shell once the stage runs."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    minimal["launcher"] = {"kind": "slurm"}
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"requeue": requeue}}
     spec = spec_from_dict(minimal)
-    store = Store(tmp_path / "store")
+    store = store or Store(tmp_path / "store")
     got = tmp_path / "signal"
     launcher = SlurmLauncher(
         spec,
@@ -398,7 +420,7 @@ def run_script(
         env={},
         command=lambda t: [sys.executable, "-c", STAGE, str(store.root), t.stage, t.keys[0], mode, str(got)],
     )
-    t = task(stage, "00aa11bb22cc33dd")
+    t = task(stage, key)
     path = tmp_path / "job.sbatch"
     path.write_text(launcher.script(t))
     bin_dir = tmp_path / "bin"
@@ -414,6 +436,7 @@ def run_script(
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "SLURM_JOB_ID": "42",
         "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_RESTART_COUNT": str(restarts),
         "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
     }
     proc = subprocess.Popen(["bash", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -437,23 +460,49 @@ def test_script_forwards_the_signal_and_requeues_an_interrupted_stage(minimal, t
     assert "show hostnames node[1-2]" in calls  # MASTER_ADDR: the first node of the allocation
 
 
-def test_script_does_not_requeue_a_cancelled_job(minimal, tmp_path):
-    rc, out, calls, got, _ = run_script(minimal, tmp_path, "checkpoint", job_state="COMPLETING", sig=signal.SIGTERM)
+@pytest.mark.parametrize("stage", ["train", "eval"])
+def test_script_does_not_requeue_a_cancelled_job(minimal, tmp_path, stage):
+    rc, out, calls, got, _ = run_script(
+        minimal, tmp_path, "checkpoint", job_state="COMPLETING", sig=signal.SIGTERM, stage=stage
+    )
     assert got == "SIGTERM"
     assert "requeue" not in calls and rc == 75, out
     assert "not requeued: JobState=COMPLETING" in out
 
 
 def test_script_never_requeues_a_stage_that_did_not_stop_at_a_checkpoint(minimal, tmp_path):
-    """A signalled training that fails (exit 1, not 75) is a failure to report, not a restart from zero."""
+    """A training that fails after the time-limit warning (exit 1, not 75) is a failure to report, not a restart
+    from zero."""
     rc, out, calls, got, _ = run_script(minimal, tmp_path, "sleep", sig=signal.SIGUSR1)
     assert got == "SIGUSR1" and "requeue" not in calls and rc == 1, out
     assert "not requeued: the stage did not stop at a checkpoint (exit 1, not 75)" in out
 
 
-def test_a_stage_that_cannot_checkpoint_gets_no_usr1_and_is_never_requeued(minimal, tmp_path):
-    """eval (like data, pool, log) has no USR1 handler: the warning would kill it, and the requeue restart it from
-    zero up to max_requeues times. It gets no --signal, ignores a USR1 all the same, and dies of TERM for good."""
+@pytest.mark.parametrize("stage", ["train", "eval"])
+def test_script_requeues_any_stage_preempted_while_running(minimal, tmp_path, stage):
+    """TERM while the job is still RUNNING is a preemption: whatever the stage did with it (a training that could
+    not checkpoint, an evaluation that cannot), it is requeued, and resumes or starts over."""
+    rc, out, calls, got, _ = run_script(minimal, tmp_path, "sleep", sig=signal.SIGTERM, stage=stage)
+    assert got == "SIGTERM" and "requeue 42" in calls and rc == 0, out
+    assert "requeued after SIGTERM" in out
+
+
+@pytest.mark.parametrize(
+    ("requeue", "restarts", "why"),
+    [(False, 0, "requeue is disabled for this sweep"), (True, 20, "already restarted 20 times (limit 20)")],
+)
+def test_a_preempted_stage_is_not_requeued_when_requeue_is_off_or_used_up(minimal, tmp_path, requeue, restarts, why):
+    rc, out, calls, got, _ = run_script(
+        minimal, tmp_path, "sleep", sig=signal.SIGTERM, stage="eval", requeue=requeue, restarts=restarts
+    )
+    assert got == "SIGTERM" and "requeue 42" not in calls and rc == 1, out
+    assert f"not requeued: {why}" in out
+
+
+def test_a_stage_that_cannot_checkpoint_ignores_usr1_and_is_requeued_only_when_preempted(minimal, tmp_path):
+    """eval (like data, pool, log) has no USR1 handler: the warning would kill it, and a requeue after it restart it
+    from zero each time it outruns its limit. It gets no --signal and ignores a USR1 all the same; a TERM while it
+    runs (preemption) still requeues it."""
     minimal["launcher"] = {"kind": "slurm"}
     launcher = SlurmLauncher(spec_from_dict(minimal), "spec.yaml", Store(tmp_path / "s"), env={})
     assert "#SBATCH --signal" not in launcher.script(task("eval", "00aa11bb22cc33dd"))
@@ -462,7 +511,7 @@ def test_a_stage_that_cannot_checkpoint_gets_no_usr1_and_is_never_requeued(minim
         minimal, tmp_path / "run", "checkpoint", stage="eval", sig=signal.SIGUSR1, then=signal.SIGTERM
     )
     assert "got SIGUSR1: ignored" in out and got == "SIGTERM", out  # the stage never saw the USR1
-    assert "requeue" not in calls and rc == 75 and "did not stop at a checkpoint" in out, out
+    assert "requeue 42" in calls and rc == 0 and "requeued after SIGTERM" in out, out
 
 
 def test_script_exit_status_follows_the_markers(minimal, tmp_path):
@@ -493,3 +542,40 @@ def test_wait_keeps_following_through_a_few_failed_polls(minimal, tmp_path, fake
     launcher.states = {t.id: "queued" for t in tasks}
     with pytest.raises(UserError, match="down"):
         launcher.wait(poll_s=0)
+
+
+# ------------------------------------------------------------------- train.keep_checkpoint: false on Slurm
+def test_a_pruned_training_submitted_again_is_rebuilt_not_taken_for_done(minimal, tmp_path, fake_slurm):
+    """A benchmark added after a checkpoint was pruned: pending_tasks submits its training again before the new
+    evaluation. Its SUCCESS marker is still there (with PRUNED.json): neither refresh() nor the job script may take
+    it for done, or the evaluation would run without a model. Once rebuilt, and even once pruned again after the
+    evaluation, it is done."""
+    minimal["train"] = {"keep_checkpoint": False}
+    plan, store, launcher = sweep(minimal, tmp_path)
+    for job in plan.jobs.values():
+        with store.build(job.stage, job.key) as b:
+            assert b is not None
+    ev = next(j for j in plan.jobs.values() if j.stage == "eval" and any(d.startswith("train/") for d in j.deps))
+    train_key = next(d for d in ev.deps if d.startswith("train/")).split("/")[1]
+    (store.path("train", train_key) / PRUNED).write_text("{}")
+    shutil.rmtree(store.path("eval", ev.key))  # the new benchmark's evaluation, not run yet
+    tasks = pending_tasks(plan, store)
+    train = next(t for t in tasks if t.stage == "train")
+    evaluation = next(t for t in tasks if t.stage == "eval")
+    assert train.keys == [train_key] and train.id in evaluation.deps
+    launcher.submit(tasks)
+    assert launcher.refresh() == [] and launcher.states[train.id] == "queued"
+    fake_slurm.set(launcher.jobs[train.id], "RUNNING")
+    assert launcher.refresh() == [(train.id, "running", "")]
+
+    rc, out, _, _, _ = run_script(minimal, tmp_path / "job", "rebuild", store=store, key=train_key)
+    assert "outputs already complete" not in out and rc == 0, out
+    assert (tmp_path / "job" / "signal.ran").read_text() == "rebuilt" and not is_pruned(store, train_key)
+    # the evaluation ran and pruned the checkpoint again before the launcher polled: both are done
+    with store.build("eval", ev.key) as b:
+        assert b is not None
+    (store.path("train", train_key) / PRUNED).write_text("{}")
+    fake_slurm.set(launcher.jobs[train.id], "COMPLETED")
+    fake_slurm.set(launcher.jobs[evaluation.id], "COMPLETED")
+    changes = {tid: state for tid, state, _ in launcher.refresh()}
+    assert changes[train.id] == "done" and changes[evaluation.id] == "done"

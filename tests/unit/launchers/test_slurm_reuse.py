@@ -12,7 +12,7 @@ from framework.spec import spec_from_dict
 from framework.store import Store
 from launchers.base import pending_tasks
 from launchers.slurm import SlurmLauncher, _recorded, cancel_sweep, record_path
-from launchers.slurm_reuse import ALIVE
+from launchers.slurm_reuse import ALIVE, running_superseded
 from tests.unit.launchers.test_slurm import FakeSlurm
 
 
@@ -32,14 +32,21 @@ def sweep(minimal, tmp_path, benchmarks=None):
     return plan, store, SlurmLauncher(spec, tmp_path / "spec.yaml", store, echo=lambda *a: None)
 
 
-def dependency_of(argv: list[str]) -> set[int]:
-    dep = [a for a in argv if a.startswith("--dependency=afterok:")]
-    return {int(x) for x in dep[0].removeprefix("--dependency=afterok:").split(":")} if dep else set()
+def dependency_of(argv: list[str], kind: str = "afterok") -> set[int]:
+    dependency = next((a.removeprefix("--dependency=") for a in argv if a.startswith("--dependency=")), "")
+    kinds = dict(d.split(":", 1) for d in dependency.split(",") if d)
+    return {int(x) for x in kinds.get(kind, "").split(":") if x}
+
+
+def tracked_jobs(plan, store) -> set[int]:
+    """The jobs `ablate cancel` and a later run know of: recorded ones, and superseded ones left running."""
+    records = _recorded(plan, store)
+    return set(records) | {j for r in records.values() for j in running_superseded(r)}
 
 
 def untracked_live_jobs(fake: FakeSlurm, plan, store) -> set[int]:
     live = {j for j, v in fake.jobs.items() if v.split(":")[0] in ALIVE}
-    return live - set(_recorded(plan, store))
+    return live - tracked_jobs(plan, store)
 
 
 def test_dependents_of_a_resubmitted_task_are_resubmitted_not_reused(minimal, tmp_path, fake):
@@ -107,3 +114,47 @@ def test_dependencies_are_submitted_first_whatever_the_order_given(minimal, tmp_
     by_job = {launcher.jobs[t.id]: t for t in tasks}
     for argv, job in zip(fake.calls, sorted(by_job), strict=True):
         assert dependency_of(argv) == {launcher.jobs[d] for d in by_job[job].deps}
+
+
+def test_a_benchmark_added_never_cancels_a_running_eval_job_but_submits_after_it(minimal, tmp_path, fake):
+    """An evaluation hours into generation when a benchmark is added: cancelling it would throw that work away. It
+    runs on, tracked; its replacement (all the benchmarks) starts once it ends (afterany) and skips what it finished.
+    The evaluations not started yet are cancelled and replaced at once."""
+    plan, store, first = sweep(minimal, tmp_path, ["aime24"])
+    first.submit(pending_tasks(plan, store))
+    for job in plan.jobs.values():
+        if job.stage in ("model", "pool", "data", "train"):
+            with store.build(job.stage, job.key) as b:
+                assert b is not None
+    old_evals = {tid: j for tid, j in first.jobs.items() if tid.startswith("eval/")}
+    running_tid, *queued_tids = sorted(old_evals)
+    running = old_evals[running_tid]
+    fake.set(running, "RUNNING")
+
+    def replacement(launcher: SlurmLauncher) -> int:
+        return next(j for tid, j in launcher.jobs.items() if tid.split("+")[0] == running_tid)
+
+    plan, store, again = sweep(minimal, tmp_path, ["aime24", "aime25"])
+    tasks = pending_tasks(plan, store)
+    again.submit(tasks)
+    assert running not in fake.cancelled and fake.jobs[running] == "RUNNING"
+    assert queued_tids and {old_evals[t] for t in queued_tids} <= set(fake.cancelled)
+    old_log = next(j for tid, j in first.jobs.items() if tid.startswith("log/") and fake.after[j] & {running})
+    assert old_log in fake.cancelled  # a log of the old group (a key no longer planned) waiting for it: gone
+    new = replacement(again)
+    assert fake.after_any[new] == {running} and fake.after[new] == set()  # its training is done
+    assert all(not fake.after_any[j] for tid, j in again.jobs.items() if j != new)
+    assert untracked_live_jobs(fake, plan, store) == set()
+    for t in (t for t in tasks if t.stage == "eval" and again.jobs[t.id] == new):
+        for key in t.keys:
+            rec = json.loads(record_path(store, "eval", key).read_text())
+            assert rec["superseded_running"] == [{"job_id": running, "name": fake.names[running]}]
+
+    # A third run, another benchmark added while the first job still runs: the second one (not started) is
+    # cancelled, and the third waits for the running one all the same.
+    plan, store, third = sweep(minimal, tmp_path, ["aime24", "aime25", "math-500"])
+    third.submit(pending_tasks(plan, store))
+    assert new in fake.cancelled and running not in fake.cancelled
+    assert fake.after_any[replacement(third)] == {running}
+    assert untracked_live_jobs(fake, plan, store) == set()
+    assert running in cancel_sweep(plan, store)  # `ablate cancel` stops it too
