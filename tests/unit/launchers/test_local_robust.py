@@ -198,20 +198,13 @@ def test_a_reader_gone_in_the_echo_is_survived_and_signal_handlers_are_restored(
 def test_any_error_in_the_wait_stops_the_running_stage_processes(minimal, tmp_path):
     _, _, _, launcher, _ = make(minimal, tmp_path)
     launcher.command = lambda task: [sys.executable, "-c", "import time; time.sleep(120)"]
-    procs: list[subprocess.Popen] = []
-    start = launcher._start
-
-    def spy(task, gpus, cpu_slots=0):
-        try:
-            start(task, gpus, cpu_slots)
-        finally:
-            procs.extend(r.proc for r in launcher._running.values())
+    procs = spy_on_procs(launcher)
 
     def echo(line: str) -> None:  # fails again on the line saying it stops: cancel() must run all the same
         if line.startswith("start") or "stopping" in line:
             raise RuntimeError("the launcher's own bug")
 
-    launcher._start, launcher.echo = spy, echo
+    launcher.echo = echo
     try:
         with pytest.raises(RuntimeError, match="own bug"):
             launcher.wait(poll_s=0.01)
@@ -339,9 +332,8 @@ def test_visible_gpus_keeps_uuids_and_reads_gpu_indices_past_mig_lines(monkeypat
     assert visible_gpus([3, 5]) == [3, 5]
 
 
-def test_cpu_tasks_see_no_gpu_and_gpu_tasks_only_theirs(minimal, tmp_path, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    minimal["launcher"] = {"kind": "local", "local": {"gpus": [0, 1]}}
+def devices_seen_by_stage(minimal, tmp_path) -> dict[str, set[str]]:
+    """Run the sweep with stand-in stages that record the CUDA_VISIBLE_DEVICES each was given, by stage."""
     _, _, _, launcher, _ = make(minimal, tmp_path)
     seen = tmp_path / "seen"
     body = (
@@ -356,6 +348,13 @@ def test_cpu_tasks_see_no_gpu_and_gpu_tasks_only_theirs(minimal, tmp_path, monke
     for line in seen.read_text().splitlines():
         stage, value = line.split(" ", 1)
         by_stage.setdefault(stage, set()).add(value)
+    return by_stage
+
+
+def test_cpu_tasks_see_no_gpu_and_gpu_tasks_only_theirs(minimal, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    minimal["launcher"] = {"kind": "local", "local": {"gpus": [0, 1]}}
+    by_stage = devices_seen_by_stage(minimal, tmp_path)
     assert {",".join(sorted(v.strip("'").split(","))) for v in by_stage["train"]} == {"0,1"}
     assert by_stage["eval"] <= {"'0'", "'1'"}
     for stage in ("model", "pool", "data", "log"):
@@ -366,20 +365,7 @@ def test_without_gpus_found_gpu_tasks_keep_the_environment_and_cpu_tasks_see_non
     """No GPU found (NoDevFiles from a scheduler): a training or evaluation still sees the environment it always
     did, rather than CUDA_VISIBLE_DEVICES="" forcing it off any GPU; the CPU stages see none."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "NoDevFiles")
-    _, _, _, launcher, _ = make(minimal, tmp_path)
-    seen = tmp_path / "seen"
-    body = (
-        "import os, sys\n"
-        "open(sys.argv[5], 'a').write(sys.argv[3] + ' ' + repr(os.environ.get('CUDA_VISIBLE_DEVICES')) + '\\n')\n"
-    )
-    launcher.command = lambda t: [
-        sys.executable, "-c", body + PUBLISH, "-", str(launcher.store.root), t.stage, ",".join(t.keys), str(seen)
-    ]  # fmt: skip
-    assert set(launcher.wait(poll_s=0.01).values()) == {"done"}
-    by_stage: dict[str, set[str]] = {}
-    for line in seen.read_text().splitlines():
-        stage, value = line.split(" ", 1)
-        by_stage.setdefault(stage, set()).add(value)
+    by_stage = devices_seen_by_stage(minimal, tmp_path)
     assert by_stage["train"] == by_stage["eval"] == {"'NoDevFiles'"}
     for stage in ("model", "pool", "data", "log"):
         assert by_stage[stage] == {"''"}, stage
