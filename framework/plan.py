@@ -217,16 +217,27 @@ def _benchmark_hub(b: BenchmarkSpec) -> str | None:
 
 def launch_problems(spec: AblationSpec) -> list[str]:
     """What the launcher would refuse only once the earlier stages had run: a Slurm train job whose GPUs cannot
-    split the global batch (or whose node count contradicts train.nodes), or local GPU ids that cannot."""
+    split the global batch (or whose node count contradicts train.nodes), a Slurm eval job with fewer GPUs than
+    vLLM's parallel sizes, or local GPU ids that cannot split the batch."""
     from framework.train_config import TrainConfigError, layout
 
+    problems: list[str] = []
     if spec.launcher.kind == "slurm":
         from launchers.slurm_script import stage_resources
 
         try:
             gpus, where = stage_resources(spec, "train").gpus_per_node, "the Slurm train job's GPUs per node"
+            ev = stage_resources(spec, "eval")
         except UserError as e:
             return [str(e)]
+        need = spec.eval.tensor_parallel_size * spec.eval.data_parallel_size
+        if spec.eval.benchmarks and 0 < ev.nodes * ev.gpus_per_node < need:
+            # vLLM would fail for want of GPUs the job does not have, after every training of the sweep (a job
+            # with none evaluates on CPU).
+            problems.append(
+                f"eval: tensor_parallel_size x data_parallel_size = {need} GPUs, but the Slurm eval job gets "
+                f"{ev.nodes * ev.gpus_per_node} (set launcher.slurm.stages.eval.gpus_per_node)"
+            )
     elif isinstance(spec.launcher.local.gpus, list):
         gpus, where = len(spec.launcher.local.gpus), "launcher.local.gpus"
     else:  # the GPUs visible where it runs: checked before any process starts
@@ -234,8 +245,8 @@ def launch_problems(spec: AblationSpec) -> list[str]:
     try:
         layout(spec.train, gpus=gpus)
     except TrainConfigError as e:
-        return [f"train: {e} ({gpus} from {where})"]
-    return []
+        problems.append(f"train: {e} ({gpus} from {where})")
+    return problems
 
 
 def configured_tracking_uri(spec: AblationSpec) -> str | None:

@@ -291,3 +291,13 @@ def test_a_spec_uri_that_overrides_the_environment_is_noted(minimal, monkeypatch
     assert any("wins over MLFLOW_TRACKING_URI (http://site-server:5000)" in n for n in notes)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://spec-server:5000")
     assert not any("MLFLOW_TRACKING_URI" in n for n in build_plan(spec_from_dict(minimal)).notes)
+
+
+def test_a_slurm_eval_job_with_fewer_gpus_than_vllm_needs_is_a_plan_problem(minimal):
+    minimal["eval"]["tensor_parallel_size"] = 8
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"gpus_per_node": 4, "stages": {"train": {"gpus_per_node": 4}}}}
+    minimal["train"] = {"global_batch_size": 4}
+    with pytest.raises(PlanError, match=r"eval: tensor_parallel_size x data_parallel_size = 8 GPUs, but the Slurm"):
+        build_plan(spec_from_dict(minimal))
+    minimal["launcher"]["slurm"]["stages"]["eval"] = {"gpus_per_node": 8}
+    build_plan(spec_from_dict(minimal))
