@@ -15,16 +15,14 @@ from framework.registry import suggest
 from framework.spec.base import PassThroughArgs, SpecModel
 from framework.spec.launch import LauncherSpec, TrackingSpec
 from framework.spec.names import NAME_RE, NAME_RULE, RESERVED_SWEEP_NAMES, is_name, normalize_levels, plain_name
+from framework.spec.pool import (  # re-exported: the spec's types are imported from here
+    DEFAULT_REFLECTION_KEYWORDS,  # noqa: F401
+    POOL_FIELDS,  # noqa: F401
+    AnnotateSpec,
+    PoolSourceSpec,
+    TopicClusterSpec,  # noqa: F401
+)
 
-DEFAULT_REFLECTION_KEYWORDS = [
-    "wait",
-    "but wait",
-    "let me check",
-    "let me verify",
-    "alternatively",
-    "hmm",
-    "double-check",
-]
 DEFAULT_USER_TEMPLATE = (
     "Solve the following math problem. Make sure to put the answer (and only answer) inside \\boxed{{}}.\n\n{problem}"
 )
@@ -84,124 +82,6 @@ class ModelSpec(SpecModel):
         if self.name_or_path and self.name_or_path.startswith("toy:") and self.name_or_path != "toy:base":
             raise ValueError(f"unknown toy model {self.name_or_path!r}: the toy world ships one base model, 'toy:base'")
         return self
-
-
-# ---------------------------------------------------------------------------------------------- pool
-POOL_FIELDS = ("problem_id", "problem", "trace", "source", "expected_answer", "difficulty", "pass_rate", "topic")
-
-
-class PoolSourceSpec(SpecModel):
-    """One source of traces; several are concatenated into the sweep's pool."""
-
-    path: str | None = Field(
-        None,
-        description="Local file (.jsonl, .json, .parquet, .csv) or a local Hugging Face dataset directory.",
-    )
-    hub: str | None = Field(None, description="Hugging Face dataset id, loaded with `datasets`.")
-    preset: str | None = Field(
-        None,
-        description="A built-in layout: 'nemotron-math-human-reasoning', 'open-math-reasoning' or 'toy'. "
-        "A preset fills `hub` and `columns`; a `path` alongside it loads the same layout from a local file.",
-    )
-    split: str | None = Field(
-        None, description="Dataset split (hub datasets and dataset directories); default: the preset's, else train."
-    )
-    revision: str | None = Field(
-        None,
-        description="Hub revision (commit, tag or branch) of a hub dataset or preset; pin a commit so a new upload "
-        "cannot change the pool under the same key. Default: the latest (the commit read is recorded).",
-    )
-    format: Literal["auto", "jsonl", "json", "parquet", "csv", "hf"] = Field(
-        "auto", description="File format; auto = by extension."
-    )
-    columns: dict[str, str] = Field(
-        default_factory=dict,
-        description="Map of internal field -> column in this source. Internal fields: "
-        + ", ".join(POOL_FIELDS)
-        + ". Unmapped columns are kept as free metadata.",
-    )
-    source: str | None = Field(None, description="Constant `source` label for every trace when no column holds one.")
-    filter: dict[str, Any] = Field(
-        default_factory=dict, description="Keep only rows whose column equals the value (or is in the list)."
-    )
-    limit: int | None = Field(None, ge=1, description="Read at most this many rows (for quick trials).")
-    options: dict[str, Any] = Field(default_factory=dict, description="Preset-specific options (e.g. toy seed).")
-
-    @field_validator("columns")
-    @classmethod
-    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(v) - set(POOL_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown internal field(s) {unknown}; valid: {list(POOL_FIELDS)}")
-        return v
-
-    @model_validator(mode="after")
-    def _one_location(self) -> PoolSourceSpec:
-        given = [k for k in ("path", "hub", "preset") if getattr(self, k) is not None]
-        if not given:
-            raise ValueError("a pool source needs one of 'path', 'hub' or 'preset'")
-        if self.path is not None and self.hub is not None:
-            raise ValueError("give 'path' or 'hub', not both")
-        if self.revision is not None and (self.path is not None or self.preset == "toy"):
-            raise ValueError("'revision' pins a hub dataset; a local path or the toy preset has none")
-        if self.options:
-            if self.preset != "toy" or self.path is not None:
-                raise ValueError("options apply only to the toy preset generated in code (preset: toy, no path)")
-            import inspect
-
-            from framework.registry import suggest
-            from framework.toy.world import pool_rows
-
-            known = ["world_seed", *(p for p in inspect.signature(pool_rows).parameters if p != "world")]
-            bad = [f"{k!r}{suggest(str(k), known)}" for k in self.options if k not in known]
-            if bad:
-                raise ValueError(f"unknown toy pool option(s) {', '.join(bad)}; known: {', '.join(known)}")
-        return self
-
-
-class TopicClusterSpec(SpecModel):
-    """How topics are made when the pool gives none: distinct problems embedded, then clustered (spherical k-means)."""
-
-    embedder: str = Field(
-        "tfidf",
-        description="'tfidf' (word TF-IDF, no model), 'base' (the base model's mean-pooled hidden states) or a hub "
-        "id / local directory of a transformers encoder (mean-pooled last hidden states).",
-    )
-    n_topics: int = Field(8, ge=2, description="Number of clusters, i.e. topics (named cluster-0, cluster-1, ...).")
-    seed: int = Field(0, description="Seed of the k-means++ initialisation.")
-    restarts: int = Field(4, ge=1, description="k-means runs from different seeds; the most cohesive one is kept.")
-    batch_size: int = Field(32, ge=1, description="Problems per forward pass (model embedders).")
-    max_length: int = Field(512, ge=8, description="Tokens of a problem that the model embedder reads.")
-
-
-class AnnotateSpec(SpecModel):
-    """What the pool stage computes for every trace, once per sweep."""
-
-    reflection_keywords: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_REFLECTION_KEYWORDS),
-        description="Reflection phrases counted in traces (and in evaluation outputs); matched case-insensitively "
-        "on word boundaries.",
-    )
-    grading_timeout_s: float = Field(5.0, gt=0, description="Time limit for grading one trace's final answer.")
-    topics: Literal["given", "none", "cluster"] = Field(
-        "given",
-        description="Where trace topics come from: a column of the pool ('given'), nowhere, or clusters of problem "
-        "embeddings ('cluster', see topic_clusters; a given topic is kept as `topic_given`).",
-    )
-    topic_clusters: TopicClusterSpec = Field(
-        default_factory=TopicClusterSpec, description="Embedding and clustering settings for topics: cluster."
-    )
-    pass_rates: str | None = Field(
-        None,
-        description="Parquet/JSONL of a reference model's sampled results (problem_id, correct) from which the "
-        "estimated difficulty (1 - pass rate) is computed; it takes precedence over a pool's own pass_rate column.",
-    )
-    exclude_eval_problems: bool = Field(
-        False,
-        description="Drop pool traces whose problem (case and whitespace aside) is a problem of an evaluated "
-        "benchmark. The pool then depends on the benchmarks, so adding one re-runs every cell; without it the "
-        "eval stage still names the benchmark problems a checkpoint was trained on.",
-    )
 
 
 # ------------------------------------------------------------------------------------------- factors
