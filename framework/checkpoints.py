@@ -38,7 +38,8 @@ def prune_if_evaluated(plan: Plan, store: Store, eval_job: Job, *, keep: bool) -
         stage, key = dep.split("/")
         if stage != "train" or not store.is_done(stage, key) or is_pruned(store, key):
             continue
-        if not all(store.is_done(j.stage, j.key) for j in _consumers(plan, dep)):
+        readers = _consumers(plan, dep)
+        if not all(store.is_done(j.stage, j.key) for j in readers):
             continue
         with store.locked(stage, key) as held:
             if not held or not store.is_done(stage, key) or is_pruned(store, key):
@@ -48,7 +49,7 @@ def prune_if_evaluated(plan: Plan, store: Store, eval_job: Job, *, keep: bool) -
             record: dict[str, Any] = {
                 "pruned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "bytes_freed": freed,
-                "after": sorted(j.id for j in _consumers(plan, dep)),
+                "after": sorted(j.id for j in readers),
             }
             # The note first: a crash mid-delete leaves a checkpoint known to be incomplete, never a silent one.
             (store.path(stage, key) / PRUNED).write_text(json.dumps(record, indent=1), encoding="utf-8")
@@ -74,6 +75,10 @@ def stale_evaluations(plan: Plan, store: Store) -> list[str]:
     """Evaluations made on an earlier build of their training (it was retrained after its checkpoint was deleted,
     or forced). GPU training is not bitwise reproducible, so they describe other weights than the training's
     metrics and the cell's newer evaluations: one line per training for the report's warnings."""
+    readers: dict[str, list[Job]] = {}  # one pass over the plan, not one per training (10,000-cell sweeps)
+    for job in plan.by_stage("eval"):
+        for dep in job.deps:
+            readers.setdefault(dep, []).append(job)
     out = []
     for train in plan.by_stage("train"):
         current = (store.manifest("train", train.key) or {}).get("finished")
@@ -81,7 +86,7 @@ def stale_evaluations(plan: Plan, store: Store) -> list[str]:
             continue
         stale = [
             j.key
-            for j in _consumers(plan, train.id)
+            for j in readers.get(train.id, [])
             if (built := (store.manifest(j.stage, j.key) or {}).get("input_builds", {}).get(train.id))
             and built != current
         ]

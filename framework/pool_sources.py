@@ -207,7 +207,9 @@ def conform(frame: pd.DataFrame, label: str, constant_source: str | None) -> pd.
     out = frame.copy()
     for field in ("source", *OPTIONAL_TEXT):  # an empty CSV cell or JSON "" is a missing value, not a label
         if field in out.columns:
-            out[field] = pd.Series([None if _missing(v) else v for v in out[field]], index=out.index, dtype=object)
+            out[field] = pd.Series(
+                [None if answer_text(v) is None else v for v in out[field]], index=out.index, dtype=object
+            )
     out["problem"] = out["problem"].astype(str)
     out["trace"] = out["trace"].astype(str)
     if "source" not in out.columns:
@@ -223,16 +225,10 @@ def conform(frame: pd.DataFrame, label: str, constant_source: str | None) -> pd.
             out[field] = None
     out["pass_rate"] = pd.to_numeric(out["pass_rate"], errors="coerce").astype("float64")  # "n/a" -> missing
     out["expected_answer"] = pd.Series([answer_text(v) for v in out["expected_answer"]], index=out.index, dtype=object)
-    out["topic"] = pd.Series([None if _missing(v) else str(v) for v in out["topic"]], index=out.index, dtype=object)
+    out["topic"] = pd.Series(
+        [None if answer_text(v) is None else str(v) for v in out["topic"]], index=out.index, dtype=object
+    )
     return out[[*POOL_FIELDS, *(c for c in out.columns if c not in POOL_FIELDS)]]
 
 
 OPTIONAL_TEXT = ("expected_answer", "difficulty", "topic")
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return value.strip() == ""
-    return bool(isinstance(value, float) and pd.isna(value))
