@@ -188,8 +188,10 @@ def _search(client: MlflowClient, exp_id: str, filters: Mapping[str, str]) -> li
 
 def find_sweep_run(client: MlflowClient, exp_id: str, sweep: str, store: str, *, create: bool = True) -> str | None:
     """The parent run of the sweep named `sweep` whose results are in the store with identity `store`:
-    searched, else created. Two stages may both create one; both then search again and keep the oldest, moving
-    any children of the others to it and deleting the others."""
+    searched, else created. Only one process at a time may call this for a store with `create=True` (the
+    tracking stage holds the store's election lock, see `framework.tracking.sweep_run`): two creators would each
+    make a parent run, and the one that cleans up the other's would delete a run its maker is still finishing.
+    Duplicates left by older versions, or by hand, collapse into the oldest: their children move to it."""
     tags = {"ablate.sweep": sweep, "ablate.store": store, "ablate.role": "sweep"}
     found = _search(client, exp_id, tags)
     if not found:
@@ -202,7 +204,7 @@ def find_sweep_run(client: MlflowClient, exp_id: str, sweep: str, store: str, *,
     for extra in found[1:]:
         for child in _search(client, exp_id, {"mlflow.parentRunId": extra.info.run_id}):
             client.set_tag(child.info.run_id, "mlflow.parentRunId", keep)
-        with contextlib.suppress(Exception):  # a concurrent stage may have deleted it already
+        with contextlib.suppress(Exception):  # a stage of an older version may have deleted it already
             client.delete_run(extra.info.run_id)
     return keep
 

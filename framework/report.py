@@ -456,7 +456,7 @@ def _attach(
     uri = tracking_uri(configured, store.root.parent.parent)
     experiment = spec.tracking.experiment or spec.name
     try:
-        run_id = log_report(uri, experiment, spec.name, store.identity(), out_dir, files, current)
+        run_id = log_report(uri, experiment, spec.name, store, out_dir, files, current)
     except TrackingUnavailable as e:
         return f"MLflow: not reachable, report not attached ({e}). Re-run `ablate report` once it is."
     return f"MLflow: attached to the sweep's parent run `{run_id}` in experiment `{experiment}`."

@@ -11,6 +11,7 @@ Layout of one stage run under ``<root>/<stage>/``:
 * ``<key>.log``        reserved for launchers
 * ``<root>/.clock``    touched to read the file system's clock, against which heartbeats are aged
 * ``<root>/.store-id`` a random id made once, by which tracking tells apart sweeps of the same name
+* ``<root>/.locks/<name>.lock`` a store-wide lock for short critical sections (``Store.mutex``)
 
 A process killed at any moment leaves either an unmarked work dir (redone), a marked one (published by the next
 run), or the published output. A forced rebuild keeps the old output published until the new one is complete.
@@ -195,6 +196,26 @@ class Store:
             return
         try:
             yield True
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def mutex(self, name: str, *, poll_s: float = 0.1, timeout_s: float = 600.0) -> Iterator[None]:
+        """A short critical section shared by every process of this store, on any host: waits for the holder and
+        breaks the lock of a dead one as build locks do. For decisions that must be taken once per store, such as
+        electing the sweep's parent run in MLflow, which concurrent log stages would otherwise each create."""
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"invalid lock name: {name!r}")
+        path = self.root / ".locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _Lock(path, self.heartbeat_s, self.stale_after_s)
+        deadline = time.monotonic() + timeout_s
+        while (holder := lock.acquire()) is not None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the store's {name} lock is still held by {holder} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+        try:
+            yield
         finally:
             lock.release()
 

@@ -387,8 +387,7 @@ def log_cell(
         try:
             exp_id = experiment_id(client, experiment, uri)
             store_id = store.identity()
-            parent = find_sweep_run(client, exp_id, spec.name, store_id)
-            assert parent is not None
+            parent = sweep_run(client, exp_id, spec.name, store)
             run, created, superseded = child_run(
                 client, exp_id, parent, cell, spec.name, store_id, results_key, record.built
             )
@@ -407,9 +406,9 @@ def log_cell(
                 (staged / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(path, staged / name)
             client.log_artifacts(run_id, str(staged))
-            if client.get_run(parent).info.lifecycle_stage != "active":  # lost a race for the parent run
-                parent = find_sweep_run(client, exp_id, spec.name, store_id)
-            if run.data.tags.get("mlflow.parentRunId") != parent:  # its old parent was deleted or lost a race
+            if client.get_run(parent).info.lifecycle_stage != "active":  # deleted by hand meanwhile
+                parent = sweep_run(client, exp_id, spec.name, store)
+            if run.data.tags.get("mlflow.parentRunId") != parent:  # its old parent was deleted
                 client.set_tag(run_id, "mlflow.parentRunId", parent)
             client.set_terminated(run_id, "FINISHED")
         except Exception as e:
@@ -464,11 +463,21 @@ def run(ctx: StageContext) -> None:
     ctx.build.manifest["mlflow"] = {k: result[k] for k in ("experiment_id", "parent_run_id", "run_id")}
 
 
+def sweep_run(client: MlflowClient, exp_id: str, sweep: str, store: Store) -> str:
+    """The sweep's parent run, found or created by one process at a time (the store's election lock, shared by
+    every host that writes to the store): concurrent log stages of a sweep are the normal case on a cluster."""
+    lock = "mlflow-parent-" + hashlib.sha256(f"{exp_id}\0{sweep}".encode()).hexdigest()[:16]
+    with store.mutex(lock):
+        parent = find_sweep_run(client, exp_id, sweep, store.identity())
+    assert parent is not None
+    return parent
+
+
 def log_report(
     uri: str,
     experiment: str,
     sweep: str,
-    store: str,
+    store: Store,
     root: Path,
     files: Iterable[Path],
     current: Mapping[str, str] | None = None,
@@ -480,10 +489,9 @@ def log_report(
         client = connect(uri)
         try:
             exp_id = experiment_id(client, experiment, uri)
-            parent = find_sweep_run(client, exp_id, sweep, store)
-            assert parent is not None
+            parent = sweep_run(client, exp_id, sweep, store)
             if current:
-                mark_current_runs(client, exp_id, sweep, store, current)
+                mark_current_runs(client, exp_id, sweep, store.identity(), current)
             for f in files:
                 rel = Path(f).parent.relative_to(root)
                 client.log_artifact(parent, str(f), "report" if rel == Path(".") else f"report/{rel.as_posix()}")

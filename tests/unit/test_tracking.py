@@ -3,6 +3,7 @@ idempotence, superseded results, redaction of secrets, batching limits and fast 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -287,6 +288,64 @@ def test_duplicate_parent_runs_collapse_into_the_oldest(tmp_path, template_db):
     assert client.get_run(child).data.tags["mlflow.parentRunId"] == first
     assert find_sweep_run(client, exp, "missing", "st", create=False) is None
     assert find_sweep_run(client, exp, "s", "another-store", create=False) is None  # same name, other results
+
+
+def test_concurrent_elections_of_the_parent_run_never_delete_a_run_being_finished(tmp_path, template_db):
+    """Two log stages find no parent run and both create one; the second creator cleans up the first's while its
+    maker is still finishing it (set_terminated on a deleted run raises). The interleaving is forced, so the test
+    fails without the store's election lock every time, not only under load; with the lock it only waits."""
+    import threading
+
+    from framework.tracking import sweep_run
+
+    db = tmp_path / "m.db"
+    shutil.copy(template_db, db)
+    exp = MlflowClient(f"sqlite:///{db}").create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    store = Store(tmp_path / "store")
+    both_searched = threading.Barrier(2, timeout=1.0)
+    second_created, second_done = threading.Event(), threading.Event()
+
+    def racer(name: str, out: dict) -> None:
+        client = MlflowClient(f"sqlite:///{db}")
+        search, create = client.search_runs, client.create_run
+        searched = []
+
+        def search_runs(*a, **kw):
+            if not searched:  # both look before either creates
+                searched.append(True)
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    both_searched.wait()
+            return search(*a, **kw)
+
+        def create_run(*a, **kw):
+            if name == "second":
+                run = create(*a, **kw)
+                second_created.set()
+                return run
+            second_created.wait(1.0)  # created after the second's, so the second keeps its own and deletes ours
+            run = create(*a, **kw)
+            second_done.wait(2.0)  # ... before we finish ours
+            return run
+
+        client.search_runs, client.create_run = search_runs, create_run
+        try:
+            out[name] = sweep_run(client, exp, "s", store)
+        except Exception as e:  # reported by the assertion below
+            out[name] = e
+        finally:
+            if name == "second":
+                second_done.set()
+
+    out: dict = {}
+    threads = [threading.Thread(target=racer, args=(n, out)) for n in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(isinstance(v, Exception) for v in out.values()), out
+    assert out["first"] == out["second"]
+    parents = MlflowClient(f"sqlite:///{db}").search_runs([exp], filter_string="tags.`ablate.role` = 'sweep'")
+    assert [r.info.run_id for r in parents] == [out["first"]]
 
 
 def test_batches_respect_mlflow_limits():
