@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from framework.errors import UserError
+from framework.errors import PoolValueError, UserError
 from framework.pool import read_pool
 from framework.registry import FACTORS
 from framework.store import write_json_atomic
@@ -83,7 +83,7 @@ def build_training_set(
     try:
         budget = token_budget(pool, config["arm"], spec, config["seed"], **kw)
         sel = select(pool, _arm(config["arm"]), config["n_examples"], config["seed"], token_budget=budget, **kw)
-    except TooFewTraces as e:
+    except (TooFewTraces, PoolValueError) as e:  # the pool cannot serve the cell; any other error is a bug
         who = ", ".join(cells or []) or "cell"
         raise DataError(f"{who}: {e}") from None
     frame = sel.frame.sort_values("example_index").reset_index(drop=True)

@@ -12,6 +12,11 @@ class UserError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class PoolValueError(UserError):
+    """Pool values a factor's rule cannot use (text difficulty labels for a numeric band, no value at all): the
+    pool loads, since only this rule needs them, and the message names the row and how to fix it."""
+
+
 class RetryLater(Exception):
     """A stage that could not run now for a reason outside the sweep (e.g. the tracking server is down).
 

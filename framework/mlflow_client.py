@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from framework.errors import RetryLater
+from framework.errors import RetryLater, UserError
 from framework.file_lock import flocked
 from framework.redaction import redact_text
 
@@ -94,17 +94,22 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def connect(uri: str) -> MlflowClient:
-    """A client for `uri`: an HTTP server must answer a probe first (TrackingUnavailable otherwise); a sqlite
-    file gets its directory created."""
+    """A client for `uri`: an HTTP server must answer a probe first (TrackingUnavailable otherwise). A sqlite
+    database is created in a directory that exists, never in a new one: a typo in the path would start an empty
+    history beside the user's (the default database's directory holds the results, so it exists by now)."""
     from mlflow import MlflowClient
 
     if uri.startswith(("http://", "https://")):
         _probe(uri)
     db = sqlite_path(uri)
+    if db is not None and not db.parent.is_dir():
+        raise UserError(
+            f"tracking URI {redact_text(uri)!r}: directory {db.parent} does not exist (a mistyped path would start "
+            "a new, empty MLflow database); fix the path or create the directory"
+        )
     try:
         if db is None:
             return MlflowClient(tracking_uri=uri)
-        db.parent.mkdir(parents=True, exist_ok=True)
         with flocked(db.with_name(db.name + ".init-lock")):  # MLflow creates its tables unlocked
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # creates or migrates the tables, one process at a time

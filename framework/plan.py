@@ -148,7 +148,9 @@ def token_budget_reference(spec: AblationSpec, definition: list[list]) -> list[A
 
 
 def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
-    ident = src.model_dump(mode="json", exclude={"path", *(("revision",) if src.revision is None else ())})
+    default_rule = src.missing_rule() == src.default_missing_rule()
+    unset = (("revision",) if src.revision is None else ()) + (("on_missing",) if default_rule else ())
+    ident = src.model_dump(mode="json", exclude={"path", *unset})  # the defaults keep the keys made before them
     ident["split"] = src.split or "train"  # the split read (keys made before it could be left out stay)
     if src.preset is not None:  # the preset's layout is part of what the source means
         from framework.registry import POOL_PRESETS
@@ -262,6 +264,24 @@ def configured_tracking_uri(spec: AblationSpec) -> str | None:
     return None
 
 
+def tracking_dir_problem(spec: AblationSpec, results_base: str | Path | None = None) -> str | None:
+    """A configured sqlite database in a directory that does not exist: a typo there would start a new, empty
+    history, so it is refused before anything runs. The results base is exempt (the sweep creates it): the one
+    the sweep uses, `results_base` (--results-dir) if given, else $ABLATE_RESULTS_DIR, else the spec's."""
+    uri = configured_tracking_uri(spec)
+    if uri is None or not uri.startswith("sqlite:///"):
+        return None
+    folder = Path(uri[len("sqlite:///") :].split("?", 1)[0]).parent
+    results = Path(results_base or os.environ.get("ABLATE_RESULTS_DIR") or spec.results_dir)
+    if folder.is_dir() or folder.resolve() == results.resolve():
+        return None
+    where = "tracking.uri" if spec.tracking.uri else "MLFLOW_TRACKING_URI"
+    return (
+        f"{where}: {redact_text(uri)!r} names a database in {folder}, a directory that does not exist (a mistyped "
+        "path would start a new, empty MLflow history); fix the path or create the directory"
+    )
+
+
 def tracking_uri(configured: str | None, results_base: Path) -> str:
     """The URI to log to. The default is `<results base>/mlflow.db` as an absolute path: the base the results
     actually use (--results-dir, $ABLATE_RESULTS_DIR or the spec), whatever directory a stage runs in."""
@@ -269,11 +289,18 @@ def tracking_uri(configured: str | None, results_base: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- plan
-def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, strict: bool = True) -> Plan:
+def build_plan(
+    spec: AblationSpec,
+    spec_path: str | Path | None = None,
+    *,
+    strict: bool = True,
+    results_base: str | Path | None = None,
+) -> Plan:
     """Expand the spec and key every stage job. Cheap: hashes configs and small files, loads nothing heavy.
 
-    strict=False (for `ablate validate`) turns missing local files into warnings: a spec written for a cluster
-    validates on a laptop that lacks the cluster's data.
+    strict=False (for `ablate validate`) turns missing local files and directories into warnings: a spec written
+    for a cluster validates on a laptop that lacks the cluster's data. `results_base` is the results root the
+    command uses (--results-dir), when it overrides $ABLATE_RESULTS_DIR and the spec.
     """
     spec_dir = Path(spec_path).resolve().parent if spec_path else None
     problems: list[str] = []
@@ -393,6 +420,7 @@ def build_plan(spec: AblationSpec, spec_path: str | Path | None = None, *, stric
     trains = any(j.stage == "train" for j in jobs.values())
     if trains:
         problems += launch_problems(spec)
+    problems += [p for p in [tracking_dir_problem(spec, results_base)] if p]
     problems = list(dict.fromkeys(problems))
     if problems and strict:
         raise PlanError(problems)

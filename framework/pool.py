@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from framework.pool_sources import PoolError, conform, read_source
+from framework.pool_sources import PoolError, conform, difficulty_labels, read_source, storable
 from framework.store import write_json_atomic
 
 if TYPE_CHECKING:
@@ -38,13 +38,17 @@ def trace_id(source: str, problem_id: str, trace: str) -> str:
 
 def load_pool(spec: AblationSpec, resolve: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """All sources in the pool schema, concatenated and checked; the report says what was dropped."""
-    frames, hub_data = [], []
+    frames, hub_data, missing = [], [], {}
     for i, src in enumerate(spec.pool):
-        raw, label = read_source(src, i, resolve)
+        raw, label, columns = read_source(src, i, resolve)
         if "hub" in raw.attrs:  # which commit of a hub dataset this source read
             hub_data.append({"source": f"pool[{i}]", **raw.attrs["hub"]})
-        frames.append(conform(raw, label, src.source))
+        frame, gaps = conform(raw, label, src, columns)
+        frames.append(frame)
+        if gaps:  # what on_missing dropped or kept
+            missing[f"pool[{i}]"] = gaps
     pool = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    pool = storable(difficulty_labels(pool))
     pool = check_answers_agree(pool, spec.eval.grading.grader or "math")
     pool.insert(
         0, "trace_id", [trace_id(s, p, t) for s, p, t in zip(pool["source"], pool["problem_id"], pool["trace"])]
@@ -52,7 +56,9 @@ def load_pool(spec: AblationSpec, resolve: Any) -> tuple[pd.DataFrame, dict[str,
     before = len(pool)
     pool = pool.drop_duplicates("trace_id", keep="first").reset_index(drop=True)
     pool = pool.rename(columns={"_where": "origin"})
-    return pool, {"rows_read": before, "duplicate_traces_dropped": before - len(pool), "hub_data": hub_data}
+    dropped = sum(g["rows"] for g in missing.values() if g["on_missing"] == "drop")
+    report = {"rows_read": before, "duplicate_traces_dropped": before - len(pool), "hub_data": hub_data}
+    return pool, {**report, "missing_dropped": dropped, "missing_values": missing}
 
 
 def check_answers_agree(pool: pd.DataFrame, grader: str = "math") -> pd.DataFrame:
@@ -259,7 +265,8 @@ def run(ctx: StageContext) -> None:
     tokenizer.save_pretrained(str(ctx.out / "tokenizer"))  # data cells re-count tokens after rewriting traces
     stats = {**pool_stats(pool), **report}
     write_json_atomic(ctx.out / "stats.json", stats)
-    ctx.build.manifest["pool"] = {k: stats[k] for k in ("traces", "problems", "by_source", "graded", "hub_data")}
+    keys = ("traces", "problems", "by_source", "graded", "hub_data", "missing_dropped")
+    ctx.build.manifest["pool"] = {k: stats[k] for k in keys}
 
 
 def load_pool_tokenizer(stage_dir: Path) -> Any:

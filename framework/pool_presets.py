@@ -12,6 +12,8 @@ class PoolPreset:
     split: str = "train"
     columns: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    # `on_missing` when the source sets none: released data known to lack some answers keeps those rows ungraded
+    on_missing: str = "error"
 
 
 NEMOTRON_MATH_HUMAN_REASONING = PoolPreset(
@@ -24,6 +26,7 @@ NEMOTRON_MATH_HUMAN_REASONING = PoolPreset(
         "expected_answer": "expected_answer",
     },
     description="Human-written solutions (human_stage1..4) and QwQ-32B-Preview traces of the same problems.",
+    on_missing="keep",
 )
 OPEN_MATH_REASONING = PoolPreset(
     "open-math-reasoning",
@@ -40,5 +43,6 @@ OPEN_MATH_REASONING = PoolPreset(
     # math), a difficulty tier rather than a subject; diversity studies cluster problems (annotate.topics).
     description="NeMo-Skills layout; pass_rate is the 72B TIR pass rate (difficulty `by: pass_rate` = 1 - it); "
     "traces from DeepSeek-R1 and QwQ-32B (source).",
+    on_missing="keep",
 )
 TOY = PoolPreset("toy", hub=None, description="The toy world's traces, generated in code (options: seed, sizes).")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from framework.errors import PoolValueError
 from framework.factors.base import Factor, FactorContext
 from framework.factors.length import band_report, rank_bins
 from framework.spec.base import SpecModel
@@ -33,21 +35,43 @@ class Params(SpecModel):
             raise ValueError("give 'bins' and 'bin' together")
         if self.bins is not None and self.bin is not None and self.bin >= self.bins:
             raise ValueError(f"bin {self.bin} out of range for {self.bins} bins")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} > max {self.max:g}: the band is empty (swap them)")
         rules = [self.values is not None, self.min is not None or self.max is not None, self.bins is not None]
         if sum(rules) > 1:
             raise ValueError("use one of 'values', 'min'/'max' or 'bins'/'bin'")
         return self
 
 
+LEVEL_TEXT = re.compile(r"level\s*[-_:]?\s*(.*)", re.IGNORECASE | re.DOTALL)
+# Written where a label is unknown ("n/a", "?", MATH's "Level ?"): missing, like an empty cell.
+MISSING_LABELS = frozenset({"", "?", "??", "-", "n/a", "na", "none", "null", "nan"})
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def label_key(value: Any) -> float | str | None:
-    """Comparable form of a label: numbers (and numeric strings) as floats so 5, 5.0 and "5" match; else the text."""
+    """Comparable form of a label: numbers, numeric text and "Level N" (MATH's labels, any case) as floats, so 5,
+    5.0, "5" and "Level 5" match and order; a missing marker (MISSING_LABELS, "Level ?") as None; any other text
+    as itself, a category."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value).strip()
-    return number if math.isfinite(number) else str(value).strip()
+    if not isinstance(value, str):
+        number = _number(value)
+        return number if number is not None else str(value).strip()
+    text = value.strip()
+    level = LEVEL_TEXT.fullmatch(text)
+    rest = level.group(1).strip() if level else text
+    if rest.lower() in MISSING_LABELS:
+        return None
+    number = _number(rest)
+    return number if number is not None else text
 
 
 def _raw(frame: pd.DataFrame, by: str) -> pd.Series:
@@ -57,13 +81,20 @@ def _raw(frame: pd.DataFrame, by: str) -> pd.Series:
     return (1.0 - pd.to_numeric(frame["pass_rate"], errors="coerce").astype("float64")).round(12)
 
 
-def _numeric(raw: pd.Series, by: str) -> pd.Series:
+def _numeric(raw: pd.Series, by: str, origin: pd.Series | None = None) -> pd.Series:
     """Numeric difficulty for ranges and bins; text labels cannot be ordered, so they are an error, not NaN."""
-    numeric = pd.to_numeric(raw.map(label_key), errors="coerce").astype("float64")
-    bad = raw.notna() & numeric.isna()
+    keys = raw.map(label_key)
+    numeric = pd.Series([k if isinstance(k, float) else np.nan for k in keys], index=raw.index, dtype="float64")
+    bad = keys.notna() & numeric.isna()
     if bad.any():
         example = raw[bad].iloc[0]
-        raise ValueError(f"difficulty by={by}: label {example!r} is not numeric; use 'values' for categorical labels")
+        where = f"{origin[bad].iloc[0]}: " if origin is not None else ""
+        more = f" (and {int(bad.sum()) - 1} more rows)" if bad.sum() > 1 else ""
+        raise PoolValueError(
+            f"{where}difficulty by={by}: label {example!r}{more} is not a number, so min/max and bins cannot order "
+            "it; select categorical labels with 'values', or give every row a number (\"Level 3\" reads as 3; "
+            'map words like easy/medium/hard to 1/2/3 in the file; "n/a", "?" and "Level ?" are missing)'
+        )
     return numeric
 
 
@@ -87,15 +118,16 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     if not has_rule:
         ctx.report.update({"by": params.by, "rule": None})
         return frame
-    if len(frame) and raw.isna().all():
+    keys = raw.map(label_key)
+    if len(frame) and keys.isna().all():
         column = "difficulty" if params.by == "label" else "pass_rate (a pool column, or annotate.pass_rates)"
-        raise ValueError(f"difficulty level {level!r}: no trace has a {column} value")
+        raise PoolValueError(f"difficulty level {level!r}: no trace has a {column} value")
     if params.values is not None:
         wanted = [label_key(v) for v in params.values]
-        keep = raw.map(lambda v: (k := label_key(v)) is not None and k in wanted).astype(bool)
-        ctx.report.update({"by": params.by, "rule": "values", "missing": int(raw.isna().sum())})
+        keep = keys.map(lambda k: k is not None and k in wanted).astype(bool)
+        ctx.report.update({"by": params.by, "rule": "values", "missing": int(keys.isna().sum())})
         return frame[keep]
-    values = _numeric(raw, params.by)
+    values = _numeric(raw, params.by, frame["origin"] if "origin" in frame.columns else None)
     extra: dict[str, int] = {}
     if params.bins is not None:
         problems = frame["problem_id"].astype(str)

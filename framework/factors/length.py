@@ -32,7 +32,9 @@ class Params(SpecModel):
         if self.bins is not None and (self.min_tokens is not None or self.max_tokens is not None):
             raise ValueError("use 'bins'/'bin' or 'min_tokens'/'max_tokens', not both")
         if self.min_tokens is not None and self.max_tokens is not None and self.min_tokens > self.max_tokens:
-            raise ValueError("min_tokens > max_tokens")
+            raise ValueError(
+                f"min_tokens {self.min_tokens} > max_tokens {self.max_tokens}: the range is empty (swap them)"
+            )
         return self
 
 

@@ -52,7 +52,22 @@ class PoolSourceSpec(SpecModel):
         + ", ".join(POOL_FIELDS)
         + ". Unmapped columns are kept as free metadata.",
     )
-    source: str | None = Field(None, description="Constant `source` label for every trace when no column holds one.")
+    source: str | None = Field(
+        None,
+        description="Constant `source` label for every trace when no column holds one, and for the rows whose "
+        "source column is empty. Without it and without a source column, the label is the file's stem, the hub id "
+        "or the preset's name.",
+    )
+    on_missing: Literal["error", "drop", "keep"] | None = Field(
+        None,
+        description="A row without a value for a field this source provides (problem, trace, problem_id, source "
+        "without a `source:` label, expected_answer): 'error' names each file:line; 'drop' leaves such rows out "
+        "(counted in the pool's stats.json, `missing_values`); 'keep' keeps them ungraded without an answer, "
+        "with an id from the problem text, labelled as `source:` says (an empty problem or trace is never kept). "
+        "Default: the preset's rule ('keep' for nemotron-math-human-reasoning and open-math-reasoning, whose "
+        "released rows lack some answers), else 'error'. A missing difficulty, topic or pass_rate is never an "
+        "error: the factor filtering on it drops such rows and counts them.",
+    )
     filter: dict[str, Any] = Field(
         default_factory=dict, description="Keep only rows whose column equals the value (or is in the list)."
     )
@@ -66,6 +81,23 @@ class PoolSourceSpec(SpecModel):
         if unknown:
             raise ValueError(f"unknown internal field(s) {unknown}; valid: {list(POOL_FIELDS)}")
         return v
+
+    def missing_rule(self) -> str:
+        """The `on_missing` in force: the source's own, else its preset's, else 'error'."""
+        if self.on_missing is not None:
+            return self.on_missing
+        return self.default_missing_rule()
+
+    def default_missing_rule(self) -> str:
+        """A preset of released data keeps the rows it is known to leave incomplete; a user's own file errs."""
+        if self.preset is None:
+            return "error"
+        from framework.registry import POOL_PRESETS, ResolveError
+
+        try:
+            return str(getattr(POOL_PRESETS.resolve(self.preset), "on_missing", "error"))
+        except ResolveError:  # an unknown preset is reported by the spec checks, with suggestions
+            return "error"
 
     @model_validator(mode="after")
     def _one_location(self) -> PoolSourceSpec:

@@ -184,7 +184,11 @@ def read_yaml(path: Path) -> Source:
         raise SpecFileError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecFileError(f"{path}: cannot read ({e})") from None
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:  # a control character, refused before parsing starts
+        line = text[: e.position].count("\n") + 1
+        raise SpecFileError(f"{path}:{line}: invalid YAML: {e.reason} (character {e.character!r})") from None
     index = _Indexer(loader, str(path))
     index.lines[()] = (str(path), 1)
     try:

@@ -29,6 +29,7 @@ FAKE_SECRET = "hf_" + "Zq8" * 12  # shaped like a Hugging Face token; must never
 
 
 def synthetic_spec(tmp: Path, *, uri: str | None = None, seeds: tuple[int, ...] = (0, 1), **extra: Any) -> dict:
+    (tmp / "mlflow").mkdir(parents=True, exist_ok=True)  # a sqlite URI's directory must exist (no typo's new db)
     data: dict[str, Any] = {
         "name": "synth",
         "description": "Does the trace source matter, and does the word 'wait'?",

@@ -223,7 +223,7 @@ def test_secrets_never_reach_params_tags_or_artifacts(tmp_path, template_db, mon
     assert not any(s in dumped for s in secrets)
     env = json.loads((out / "env.json").read_text())["env"]
     assert env["HF_TOKEN"] == REDACTED and env["MLFLOW_TRACKING_PASSWORD"] == REDACTED
-    assert env["ABLATE_NOTE"] == f"key {REDACTED} in a note"
+    assert "ABLATE_NOTE" not in env  # recorded by an explicit list of names, not by prefix
     assert REDACTED in (out / "generations" / "aime24.jsonl").read_text()
     assert not any(s in json.dumps(records) for s in secrets)  # run.json in the store
 
@@ -270,8 +270,12 @@ def test_default_uri_is_a_sqlite_file_under_results(in_tmp, template_db, monkeyp
             return []
 
     monkeypatch.setattr(mlflow, "MlflowClient", Fake)
-    assert connect("sqlite:///fresh/nested/mlflow.db").uri == "sqlite:///fresh/nested/mlflow.db"
-    assert (in_tmp / "fresh" / "nested").is_dir()
+    # A database in a directory that does not exist is a typo, not a new history: refused, nothing created.
+    with pytest.raises(UserError, match=r"'sqlite:///fresh/nested/mlflow.db': directory fresh/nested does not exist"):
+        connect("sqlite:///fresh/nested/mlflow.db")
+    assert not (in_tmp / "fresh").exists()
+    (in_tmp / "fresh").mkdir()
+    assert connect("sqlite:///fresh/mlflow.db").uri == "sqlite:///fresh/mlflow.db"
 
 
 def test_duplicate_parent_runs_collapse_into_the_oldest(tmp_path, template_db):

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from framework.errors import PoolValueError
 from framework.factors.base import FactorContext
-from framework.factors.difficulty import Params, apply
+from framework.factors.difficulty import Params, apply, label_key
 
 
 def _ctx() -> FactorContext:
@@ -52,9 +53,42 @@ def test_no_rule_keeps_every_row_including_missing() -> None:
     assert out["trace_id"].tolist() == ["t00", "t01", "t02"]
 
 
-def test_text_labels_cannot_be_ranged() -> None:
-    with pytest.raises(ValueError, match="'Level 5' is not numeric"):
-        _keep(_pool([1, "Level 5"]), min=1)
+def test_text_labels_cannot_be_ranged_and_say_where_they_are() -> None:
+    """A user error (exit 2) naming the row, not a ValueError that a caller could mistake for a bug or miss."""
+    frame = _pool([1, "hard", "easy"]).assign(origin=["p.jsonl:1", "p.jsonl:2", "p.jsonl:3"])
+    with pytest.raises(
+        PoolValueError,
+        match=r"p.jsonl:2: difficulty by=label: label 'hard' \(and 1 more rows\) is not a number.*'values'",
+    ):
+        _keep(frame, min=1)
+    with pytest.raises(PoolValueError, match=r"p.jsonl:2: .*easy/medium/hard to 1/2/3"):
+        _keep(frame, bins=2, bin=0)
+    assert _keep(frame, values=["hard"]) == ["t01"]  # categories are selected by value
+
+
+def test_level_n_labels_read_as_their_number() -> None:
+    """MATH labels its problems "Level 1".."Level 5": a documented rule orders them, whatever the case."""
+    frame = _pool(["Level 1", "level 3", "LEVEL-5", 4])
+    assert _keep(frame, min=3, max=4) == ["t01", "t03"]
+    assert _keep(frame, values=[5]) == ["t02"]
+    with pytest.raises(PoolValueError, match="'Level x' is not a number"):
+        _keep(_pool(["Level 1", "Level x"]), max=2)
+
+
+@pytest.mark.parametrize("marker", ["Level ?", "n/a", "N/A", "?", "none", "null", "nan", "-", " ", "level n/a"])
+def test_missing_markers_are_missing_labels_not_text(marker) -> None:
+    """MATH-derived data writes "Level ?" where the level is unknown: a missing label, dropped by a rule and
+    counted, never an error and never a category."""
+    assert label_key(marker) is None
+    frame = _pool(["Level 1", marker, "Level 4"])
+    ctx = _ctx()
+    assert apply(frame, "lvl", Params(max=2), ctx)["trace_id"].tolist() == ["t00"]
+    assert ctx.report["missing"] == 1
+    ctx = _ctx()
+    assert apply(frame, "lvl", Params(values=[4]), ctx)["trace_id"].tolist() == ["t02"]
+    assert ctx.report["missing"] == 1
+    with pytest.raises(PoolValueError, match="no trace has a difficulty"):
+        _keep(_pool([marker, None]), min=1)
 
 
 def test_bins_split_ties_by_trace_id_into_near_equal_bins() -> None:
@@ -98,9 +132,9 @@ def test_pass_rate_is_inverted_and_rounded() -> None:
 
 
 def test_rule_on_an_empty_column_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no trace has a pass_rate"):
+    with pytest.raises(PoolValueError, match="no trace has a pass_rate"):
         _keep(_pool([1, 2], pass_rate=[None, None]), by="pass_rate", min=0.5)
-    with pytest.raises(ValueError, match="no trace has a difficulty"):
+    with pytest.raises(PoolValueError, match="no trace has a difficulty"):
         _keep(_pool([None, None]), values=[1])
 
 

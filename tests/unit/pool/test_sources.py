@@ -59,6 +59,38 @@ def test_unfamiliar_columns_load_through_a_mapping(tmp_path, fmt):
     assert "origin" in pool.columns  # where each trace came from, for the user
 
 
+@pytest.mark.parametrize("orient", [None, "columns", "index", "records", "split", "table"])
+def test_json_written_by_pandas_loads_in_every_table_layout(tmp_path, orient):
+    """`df.to_json(path)` writes {column: {index: value}} by default: a user's pandas export must load as the
+    rows it holds, whatever orient wrote it, with numbers left as they were."""
+    frame = pd.DataFrame([{**r, "n": i} for i, r in enumerate(ROWS)])
+    frame.to_json(tmp_path / "pool.json", **({"orient": orient} if orient else {}))
+    pool, _ = load_pool(spec_with([{"path": "pool.json", "columns": MAPPING}]), resolver(tmp_path))
+    assert list(pool["problem"]) == [r["question"] for r in ROWS]
+    assert list(pool["source"]) == ["qwq", "human", "qwq"] and list(pool["expected_answer"]) == ["2", "5", "5"]
+    assert list(pool["n"]) == [0, 1, 2]
+
+
+def test_json_columns_with_gaps_and_an_unreadable_layout(tmp_path):
+    """A column without an index entry is a missing value of that row; a bare array of arrays (orient=values)
+    names no columns and is refused with the layouts that load."""
+    data = {"problem": {"0": "q0", "1": "q1"}, "trace": {"0": "t0", "1": "t1"}, "expected_answer": {"0": "1"}}
+    (tmp_path / "gap.json").write_text(json.dumps(data))
+    pool, report = load_pool(spec_with([{"path": "gap.json", "on_missing": "keep"}]), resolver(tmp_path))
+    assert list(pool["expected_answer"]) == ["1", None] and report["missing_values"]["pool[0]"]["rows"] == 1
+    by_id = {"p-a": {"question": "q0", "output": "t0"}, "p-b": {"question": "q1", "output": "t1"}}  # rows by id
+    (tmp_path / "ids.json").write_text(json.dumps(by_id))
+    columns = {"problem": "question", "trace": "output"}
+    pool, _ = load_pool(spec_with([{"path": "ids.json", "columns": columns}]), resolver(tmp_path))
+    assert list(pool["problem"]) == ["q0", "q1"] and list(pool["trace"]) == ["t0", "t1"]
+    pd.DataFrame(ROWS).to_json(tmp_path / "values.json", orient="values")
+    with pytest.raises(PoolError, match=r"row 0: expected a JSON object, got list"):
+        load_pool(spec_with([{"path": "values.json", "columns": MAPPING}]), resolver(tmp_path))
+    (tmp_path / "scalar.json").write_text('{"problem": 3}')
+    with pytest.raises(PoolError, match=r"or a table written by pandas' to_json, got dict"):
+        load_pool(spec_with([{"path": "scalar.json"}]), resolver(tmp_path))
+
+
 def test_nemotron_preset_layout_from_a_local_file(tmp_path):
     write_jsonl(
         tmp_path / "nemo.jsonl",
@@ -310,7 +342,7 @@ def test_a_trace_without_an_expected_answer_is_ungraded_end_to_end(tmp_path):
         {"problem": "p4", "trace": "\\boxed{9}", "expected_answer": ""},
     ]
     write_jsonl(tmp_path / "p.jsonl", rows)
-    spec = spec_with([{"path": "p.jsonl"}])
+    spec = spec_with([{"path": "p.jsonl", "on_missing": "keep"}])
     pool, _ = load_pool(spec, resolver(tmp_path))
     _, _, correct = grade_traces(pool, spec)
     assert correct == [True, None, None, None]
@@ -323,7 +355,7 @@ def test_integer_answers_with_gaps_stay_exact_text(tmp_path):
         {"problem": "p3", "trace": "t", "expected_answer": 12345678901234567},
     ]
     write_jsonl(tmp_path / "p.jsonl", rows)
-    pool, _ = load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
+    pool, _ = load_pool(spec_with([{"path": "p.jsonl", "on_missing": "keep"}]), resolver(tmp_path))
     assert list(pool["expected_answer"]) == ["3", None, "12345678901234567"]
 
 
@@ -334,7 +366,7 @@ def test_empty_csv_cells_are_missing_values_not_labels(tmp_path):
             {"problem": "p2", "trace": "t", "source": "x", "expected_answer": "4"},
         ]
     ).to_csv(tmp_path / "p.csv", index=False)
-    pool, _ = load_pool(spec_with([{"path": "p.csv", "source": "human"}]), resolver(tmp_path))
+    pool, _ = load_pool(spec_with([{"path": "p.csv", "source": "human", "on_missing": "keep"}]), resolver(tmp_path))
     assert list(pool["source"]) == ["human", "x"]
     assert list(pool["expected_answer"]) == [None, "4"]
 
@@ -376,7 +408,7 @@ def test_one_answer_spelled_two_ways_agrees_and_keeps_its_first_spelling(tmp_pat
             {"problem_id": "b", "problem": "r", "trace": "t3", "expected_answer": None},
         ],
     )
-    pool, _ = load_pool(spec_with([{"path": "p.jsonl"}]), resolver(tmp_path))
+    pool, _ = load_pool(spec_with([{"path": "p.jsonl", "on_missing": "keep"}]), resolver(tmp_path))
     assert list(pool["expected_answer"]) == ["1/2", "1/2", None]
 
 

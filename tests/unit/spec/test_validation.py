@@ -219,3 +219,70 @@ def test_a_yaml_boolean_is_not_taken_for_a_number(minimal, write_spec):
         "eval.sampling.temperature": "expected a number, got the boolean false",
     }
     assert "s.yaml:" in str(info.value)  # located in the file like every other error
+
+
+def test_an_inverted_range_is_an_error_at_its_yaml_path(write_spec):
+    path = write_spec(
+        """name: inverted
+model: {name_or_path: m/m}
+pool: [{path: p.jsonl}]
+factors:
+  difficulty:
+    levels:
+      hard: {min: 4, max: 2}
+      easy: {min: 1, max: 1}
+  length:
+    levels:
+      short: {min_tokens: 900, max_tokens: 100}
+"""
+    )
+    with pytest.raises(SpecErrors) as info:
+        load_spec(path)
+    errs = {e.path: e for e in info.value.errors}
+    assert "min 4 > max 2" in errs["factors.difficulty.levels.hard"].message
+    assert errs["factors.difficulty.levels.hard"].line == 7
+    assert "min_tokens 900 > max_tokens 100" in errs["factors.length.levels.short"].message
+    assert len(errs) == 2  # min == max is a band of one value
+
+
+def test_a_sqlite_database_in_a_missing_directory_is_refused_by_plan_and_a_warning_of_validate(
+    minimal, write_spec, in_tmp, monkeypatch, capsys
+):
+    """A typo in the database's directory would start a new, empty history: `plan` exits 2 naming the URI and the
+    directory, before anything runs. `validate` only warns, as for missing data: a cluster spec naming a
+    cluster path validates on a laptop. The default database and one in the results root are not refused."""
+    from framework.cli import main
+
+    path = write_spec({**minimal, "tracking": {"uri": "sqlite:///reslts/mlflow.db"}})
+    assert main(["plan", str(path), "--no-build"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and "tracking.uri: 'sqlite:///reslts/mlflow.db'" in err and "in reslts," in err
+    assert "Traceback" not in err
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "tracking.uri: 'sqlite:///reslts/mlflow.db'" in err and "error:" not in err
+    assert not (in_tmp / "reslts").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///nowhere/m.db")
+    assert main(["plan", str(write_spec(minimal, "env.yaml")), "--no-build"]) == 2
+    assert "MLFLOW_TRACKING_URI: 'sqlite:///nowhere/m.db'" in capsys.readouterr().err
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    fine = {**minimal, "results_dir": "out", "tracking": {"uri": "sqlite:///out/mlflow.db"}}
+    assert main(["validate", str(write_spec(fine, "fine.yaml")), str(write_spec(minimal, "default.yaml"))]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_the_results_root_the_command_uses_is_exempt_from_the_tracking_directory_check(minimal, in_tmp, monkeypatch):
+    """The sweep creates its results root: a database there is no typo, whether the root comes from the spec,
+    $ABLATE_RESULTS_DIR or --results-dir (`results_base`)."""
+    from framework.plan import PlanError, build_plan
+    from framework.spec import spec_from_dict
+
+    spec = spec_from_dict({**minimal, "tracking": {"uri": "sqlite:///scratch/res/mlflow.db"}})
+    with pytest.raises(PlanError, match="scratch/res"):
+        build_plan(spec)
+    assert build_plan(spec, results_base="scratch/res").cells  # --results-dir scratch/res
+    assert build_plan(spec, results_base=in_tmp / "scratch" / "res").cells
+    monkeypatch.setenv("ABLATE_RESULTS_DIR", "scratch/res")
+    assert build_plan(spec).cells
+    with pytest.raises(PlanError, match="scratch/res"):  # --results-dir elsewhere wins over the variable
+        build_plan(spec, results_base="elsewhere")
