@@ -2,7 +2,9 @@
 
 The store, not MLflow, is the source: a report works offline, mid-sweep (cells not evaluated yet are listed as
 such) and without a tracking server. When tracking is reachable the report files are also attached to the sweep's
-parent run. Column names follow docs/results-schema.md; the statistics are those of `framework.stats`.
+parent run. Column names follow docs/results-schema.md; the statistics are those of `framework.stats`. Every
+file is written through `framework.redaction` (the spec's description, warnings and cell names are user text),
+and uploaded through it again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 from framework.checkpoints import stale_evaluations
 from framework.metrics import pass_at_k_from_samples
 from framework.mlflow_client import TrackingUnavailable
+from framework.redaction import write_csv, write_text
 from framework.report_plots import accuracy_by_level, length_vs_accuracy
 from framework.stats import (
     ARM_COLUMNS,
@@ -362,7 +365,7 @@ def write_report(
     tables.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
     frame = report_frame(plan, store)
-    frame.to_csv(tables / "cells.csv", index=False)
+    write_csv(frame, tables / "cells.csv")
     columns = report_factor_columns(spec.factors)
     factors = [columns[f] for f in spec.factors]
     levels = {f: [lv.name for lv in fs.levels] for f, fs in spec.factors.items()}
@@ -404,7 +407,7 @@ def write_report(
     for name, parts in results.items():
         if parts:
             df = pd.concat(parts, ignore_index=True)
-            df[["benchmark", *[c for c in df.columns if c != "benchmark"]]].to_csv(tables / f"{name}.csv", index=False)
+            write_csv(df[["benchmark", *[c for c in df.columns if c != "benchmark"]]], tables / f"{name}.csv")
 
     files = sorted(p for p in [*tables.glob("*.csv"), *plots_dir.glob("*.png")])
     tracking_line = "MLflow: not attempted (tracking disabled for this report)."
@@ -432,7 +435,7 @@ def write_report(
     body += ["## Files", "", *[f"- [{p.relative_to(out_dir)}]({p.relative_to(out_dir)})" for p in files], ""]
     body += [tracking_line, ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(body), encoding="utf-8")
+    write_text(path, "\n".join(body))
     if track and tracking_line.startswith("MLflow: attached"):
         _attach(loaded, plan, store, [path], out_dir)
     return path

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framework.errors import RetryLater
+from framework.errors import RetryLater, UserError
+from framework.redaction import redact, redact_records
 from framework.store_locks import _BREAK_TURN_S, HOST, LockBusy, LockLost, _fs_now, _is_stale, _Lock, _now, _read_lock
 
 __all__ = ["MARKER", "Build", "LockBusy", "LockLost", "StageStatus", "Store", "write_json_atomic"]
@@ -154,6 +155,19 @@ class Build:
     resumed: bool = False  # True when a previous attempt's work dir was kept (resume=True)
 
 
+def _check_root(root: Path) -> None:
+    """A file where the results directory should be is the user's to move: said before any build starts, not
+    as a launcher error halfway through a run."""
+    for p in (root, *root.parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            raise UserError(
+                f"the results directory {p} is not a directory (a file or a broken link is there); move it, or "
+                "choose another place with results_dir, --results-dir or $ABLATE_RESULTS_DIR"
+            )
+
+
 class Store:
     """Stage outputs under ``root``, addressed by (stage, key), each built at most once at a time."""
 
@@ -165,6 +179,7 @@ class Store:
         self.root = Path(root)
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
+        _check_root(self.root)
 
     def _entry(self, stage: str, key: str, suffix: str) -> Path:
         for name in (stage, key):
@@ -308,6 +323,21 @@ class Store:
             return set()
         return {p.name for p in stage_dir.iterdir() if _NAME.fullmatch(p.name) and (p / MARKER).is_file()}
 
+    # Every entry status() reads besides the result itself: a key with none of them is pending.
+    _STATUS_SUFFIXES = ("", ".work", ".lock", ".failed.json")
+
+    def statuses(self, stage: str, keys: list[str]) -> dict[str, StageStatus]:
+        """status() of many keys of a stage from one listing of its directory: a key without an entry there is
+        pending at no further cost (a 10,000-cell sweep's status made four file look-ups per job)."""
+        try:
+            names = set(os.listdir(self.root / stage))
+        except (FileNotFoundError, NotADirectoryError):
+            names = set()
+        return {
+            k: self.status(stage, k) if any(k + s in names for s in self._STATUS_SUFFIXES) else StageStatus("pending")
+            for k in keys
+        }
+
     def status(self, stage: str, key: str) -> StageStatus:
         if self.is_done(stage, key):
             return StageStatus("done", path=self.path(stage, key))
@@ -442,7 +472,8 @@ class Store:
             "resumed": handle.resumed,
             **_origin(),
         }
-        write_json_atomic(handle.dir / "manifest.json", record)
+        write_json_atomic(handle.dir / "manifest.json", redact(record))
+        redact_records(handle.dir)  # stats, metrics, logs: what a person reads or copies is free of secrets
         fsync_tree(handle.dir)
         if not lock.held():  # judged dead by another host, which has taken over this work dir
             raise LockLost(f"{stage}/{key}: lost the build lock to another process; this build is not published")
@@ -512,7 +543,7 @@ class Store:
             **_origin(),
         }
         try:
-            write_json_atomic(self._entry(stage, key, ".failed.json"), info)
+            write_json_atomic(self._entry(stage, key, ".failed.json"), redact(info))
         except OSError:  # never mask the build's own error
             log.exception("could not record the failure of %s/%s", stage, key)
 
@@ -540,6 +571,70 @@ class Store:
             found.append(final)
         leftovers = [*stage_dir.glob(f"{key}.lock.*.stale"), *stage_dir.glob(f"{key}.lock.break")]
         return found + sorted(leftovers) + self._tombstones(stage, key) + sorted(stage_dir.glob(f".{key}.*.tmp"))
+
+    def unplanned_leftovers(self, stage: str, key: str) -> list[Path]:
+        """What a key that no plan needs any more leaves besides a done result (kept: a spec edited back would
+        want it): its work dir, failure record, log and Slurm job record, and what dead builds left."""
+        found = self._orphans(stage, key)
+        if not self.is_done(stage, key):
+            extra = (".failed.json", ".log", ".slurm.json")
+            found += [p for p in (self._entry(stage, key, s) for s in extra) if p.exists()]
+        return found
+
+    def _kept_for_later(self, stage: str, key: str) -> str:
+        """Why an unplanned key's leftovers may still be wanted by a job no lock shows ("" if by none): a Slurm job
+        holds no lock while it is queued, nor a training deferred at a checkpoint until its requeued job starts,
+        and that work dir is the checkpoint it resumes from."""
+        if self._entry(stage, key, ".slurm.json").exists():
+            return "a Slurm job was submitted for it and may be queued or requeued (see squeue); --force removes it"
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if json.loads(self._entry(stage, key, ".failed.json").read_text(encoding="utf-8")).get("retry_later"):
+                return "deferred: a re-run or a requeued job resumes from its work dir; --force removes it"
+        return ""
+
+    def clean_unplanned(
+        self, planned: set[str], *, delete: bool, force: bool = False
+    ) -> tuple[list[Path], dict[str, str]]:
+        """Leftovers of the keys outside `planned` (job ids, "stage/key"), removed when `delete`; and the job ids
+        kept, with why: a live process holds their lock, or (unless `force`) a queued or deferred job may resume
+        from them. Each key is cleaned under its lock, as in clean_orphans; a dry run takes no lock and changes
+        nothing, so it keeps every locked key."""
+        found: list[Path] = []
+        kept: dict[str, str] = {}
+        stage_dirs = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        for stage_dir in (d for d in stage_dirs if _NAME.fullmatch(d.name)):
+            stage = stage_dir.name
+            keys = {p.name.lstrip(".").split(".")[0] for p in stage_dir.iterdir()}
+            for key in sorted(k for k in keys if _NAME.fullmatch(k) and f"{stage}/{k}" not in planned):
+                job = f"{stage}/{key}"
+                if not force and (why := self._kept_for_later(stage, key)):
+                    kept[job] = why
+                    continue
+                locked = self._entry(stage, key, ".lock").exists()
+                if not delete:
+                    if locked:
+                        kept[job] = "its lock is held (a build may be running; --yes breaks only an expired lock)"
+                    else:
+                        found += self.unplanned_leftovers(stage, key)
+                    continue
+                if not locked and not self.unplanned_leftovers(stage, key):
+                    continue
+                lock = self._lock(stage, key)
+                if lock.acquire() is not None:
+                    kept[job] = "its lock is held by a build that is running"
+                    continue
+                try:
+                    if not force and (why := self._kept_for_later(stage, key)):  # deferred since the first look
+                        kept[job] = why
+                        continue
+                    self._recover(stage, key)  # a complete build that died before its rename is published, kept
+                    paths = self.unplanned_leftovers(stage, key)
+                    found += paths
+                    for p in paths:
+                        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                finally:
+                    lock.release()
+        return found, kept
 
     def clean_orphans(self) -> list[Path]:
         """Remove what dead builds left: work dirs, unmarked outputs, stale locks, tombstones, temp files.

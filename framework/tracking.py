@@ -16,9 +16,12 @@ Availability. An unreachable tracking server raises `TrackingUnavailable` within
 MLflow's own HTTP retries turned down for the stage); `ablate exec` exits 75 (EX_TEMPFAIL) for it so a launcher
 defers the stage to its next run instead of failing the sweep.
 
-Secrets never reach MLflow: values under keys that name a secret (token, password, api_key, ...) and strings
-shaped like known credentials (hf_..., sk-..., ghp_..., AKIA..., URL passwords) are redacted in params, tags,
-the logged spec, the environment snapshot and every text artifact.
+Secrets never reach MLflow. Params and tags are redacted as they are gathered, and every artifact (the cell's
+files here, the report in `log_report`) is uploaded by `framework.redaction.log_artifacts`, which copies each
+file redacted by its kind before it leaves: a new artifact cannot skip it. Redaction is by name (a value under a
+key or assignment that names a secret: `*_KEY`, `*_TOKEN`, `*PASSWORD*`, `Authorization`, `--api-key`, ...,
+whatever the value looks like) and by shape (hf_..., sk-..., ghp_..., AKIA..., URL passwords); the environment
+snapshot holds only the variables of an explicit list of names. See `framework.redaction`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import json
 import math
 import posixpath
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,8 +40,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from framework.errors import UserError
 from framework.hashing import content_key
@@ -57,7 +57,7 @@ from framework.mlflow_client import (
     mark_current_runs,
     sqlite_path,
 )
-from framework.redaction import environment_snapshot, redact, redact_text
+from framework.redaction import environment_snapshot, log_artifacts, redact, redact_text, write_json, write_yaml
 from framework.store import write_json_atomic
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class CellRecord:
     params: dict[str, str]
     tags: dict[str, str]
     metrics: list[tuple[str, float, int, int]]  # key, value, timestamp ms, step
-    files: dict[str, Path]  # artifact path -> staged local file
+    files: dict[str, Path]  # artifact path -> local file (staged, or in the store); uploaded redacted
     eval_warnings: list[str]
     built: str  # when the train and eval results were built (see results_built)
 
@@ -160,40 +160,19 @@ def _git_cached(path: str) -> tuple[tuple[str, str], ...]:
     return (("mlflow.source.git.commit", commit), ("ablate.git_dirty", str(bool(dirty)).lower()))
 
 
-def _redact_jsonl(src: Path, dst: Path) -> None:
-    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
-        for line in fin:
-            fout.write(redact_text(line))
-
-
-def _write_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(redact(obj), indent=2, default=str) + "\n", encoding="utf-8")
-    return path
-
-
 def _generations(samples: Path, how: str, n: int, dst: Path) -> Path | None:
-    """All generations (parquet, redacted batch by batch: an eval of a 32B model can hold GBs of text), or a
-    sample of n: one response per problem first, problems in a stable hashed order, so the sample is spread over
-    the benchmark and the same on every re-log."""
+    """All generations (the stored parquet itself: the upload redacts it batch by batch, an eval of a 32B model
+    can hold GBs of text), or a sample of n: one response per problem first, problems in a stable hashed order,
+    so the sample is spread over the benchmark and the same on every re-log."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if how == "none" or not samples.is_file():
         return None
+    if how == "all":
+        return samples
     dst.parent.mkdir(parents=True, exist_ok=True)
     source = pq.ParquetFile(samples)
-    if how == "all":
-        out = dst.with_suffix(".parquet")
-        with pq.ParquetWriter(out, source.schema_arrow) as writer:
-            for batch in source.iter_batches():
-                table = pa.Table.from_batches([batch])
-                for i, field in enumerate(table.schema):
-                    if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-                        redacted = [redact_text(v) if v is not None else None for v in table.column(i).to_pylist()]
-                        table = table.set_column(i, field, pa.array(redacted, type=field.type))
-                writer.write_table(table)
-        return out
     keys = source.read(columns=["problem_id", "sample_index"]).to_pandas()
     rank = keys["problem_id"].astype(str).map(lambda s: hashlib.sha1(s.encode()).hexdigest())
     chosen = keys.assign(_rank=rank).sort_values(["sample_index", "_rank"], kind="mergesort").index[:n]
@@ -206,9 +185,15 @@ def _generations(samples: Path, how: str, n: int, dst: Path) -> Path | None:
         for i, row in zip(local, batch.take(pa.array(local, type=pa.int64())).to_pylist()):
             rows[position[start + i]] = row
         start += batch.num_rows
-    out = dst.with_suffix(".jsonl")
-    out.write_text("".join(json.dumps(redact(r), default=str) + "\n" for r in rows), encoding="utf-8")
-    return out
+    dst.write_text("".join(json.dumps(redact(r), default=str) + "\n" for r in rows), encoding="utf-8")
+    return dst
+
+
+def _staged_name(bench: str) -> str:
+    """A file name for a benchmark's staged sample: its name where that is one, else its name made safe plus a
+    hash (`pkg.mod:a` and `pkg.mod:b` must not share a file, as Path.with_suffix would have them)."""
+    safe = re.sub(r"[^\w.-]", "_", bench)
+    return f"{safe}.jsonl" if safe == bench else f"{safe}-{hashlib.sha1(bench.encode()).hexdigest()[:8]}.jsonl"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -269,13 +254,10 @@ def gather(
     metrics: list[tuple[str, float, int, int]] = []
     manifests: dict[str, dict[str, Any] | None] = {}  # train and eval jobs, read once for timestamps and built
     files: dict[str, Path] = {}
-    spec_file = staging / "spec.yaml"
-    spec_file.write_text(
-        yaml.safe_dump(redact(spec.model_dump(mode="json")), sort_keys=False, allow_unicode=True), encoding="utf-8"
-    )
-    files["spec.yaml"] = spec_file
-    files["env.json"] = _write_json(staging / "env.json", environment_snapshot())
-    files["cell.json"] = _write_json(
+    # Files are staged or named in the store as they are: log_artifacts redacts each on its way to MLflow.
+    files["spec.yaml"] = write_yaml(staging / "spec.yaml", spec.model_dump(mode="json"))
+    files["env.json"] = write_json(staging / "env.json", environment_snapshot())
+    files["cell.json"] = write_json(
         staging / "cell.json",
         {"id": cell.id, "key": cell.key, "levels": cell.level_map, "seed": cell.seed, "baseline": cell.baseline}
         | {"jobs": {s: js for s, js in stages.items() if js}},
@@ -285,9 +267,7 @@ def gather(
         d = store.path(*job.split("/"))
         for name in ("train.jsonl", "stats.json"):
             if (d / name).is_file():
-                (staging / "data").mkdir(exist_ok=True)
-                _redact_jsonl(d / name, staging / "data" / name)
-                files[f"data/{name}"] = staging / "data" / name
+                files[f"data/{name}"] = d / name
 
     for job in train_jobs:
         d = store.path(*job.split("/"))
@@ -303,7 +283,7 @@ def gather(
         scalars = {k: v for k, v in train.items() if k != "loss_curve"}
         metrics.extend((metric_key("train", k), v, ts, 0) for k, v in _numbers(scalars, ""))
         if train:
-            files["train/metrics.json"] = _write_json(staging / "train" / "metrics.json", train)
+            files["train/metrics.json"] = d / "metrics.json"
 
     warnings: list[str] = []
     how, n_gen = tracking["log_generations"], int(tracking["generation_sample"])
@@ -319,10 +299,10 @@ def gather(
         metrics.extend((metric_key(bench, name), value, ts, 0) for name, value in values.items())
         warnings.extend(f"{bench}: {w}" for w in result.get("warnings", []))
         if result:
-            files[f"eval/{bench}/metrics.json"] = _write_json(staging / "eval" / bench / "metrics.json", result)
-        gen = _generations(d / "samples.parquet", how, n_gen, staging / "generations" / bench)
+            files[f"eval/{bench}/metrics.json"] = d / "metrics.json"
+        gen = _generations(d / "samples.parquet", how, n_gen, staging / "generations" / _staged_name(bench))
         if gen is not None:
-            files[f"generations/{gen.name}"] = gen
+            files[f"generations/{bench}{gen.suffix}"] = gen
     if warnings:
         tags["ablate.eval_warnings"] = _clip("\n".join(redact_text(w) for w in warnings), MAX_TAG_LEN)
     tags = {k: _clip(redact_text(v), MAX_TAG_LEN) for k, v in tags.items()}
@@ -401,11 +381,7 @@ def log_cell(
                 tags["ablate.param_conflicts"] = _clip(",".join(conflicts), MAX_TAG_LEN)
             metrics = [Metric(k, v, ts, step) for k, v, ts, step in record.metrics]
             calls = log_batched(client, run_id, metrics, params, [RunTag(k, v) for k, v in tags.items()])
-            staged = Path(tmp) / "artifacts"
-            for name, path in record.files.items():
-                (staged / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(path, staged / name)
-            client.log_artifacts(run_id, str(staged))
+            log_artifacts(client, run_id, record.files)
             if client.get_run(parent).info.lifecycle_stage != "active":  # deleted by hand meanwhile
                 parent = sweep_run(client, exp_id, spec.name, store)
             if run.data.tags.get("mlflow.parentRunId") != parent:  # its old parent was deleted
@@ -492,9 +468,7 @@ def log_report(
             parent = sweep_run(client, exp_id, sweep, store)
             if current:
                 mark_current_runs(client, exp_id, sweep, store.identity(), current)
-            for f in files:
-                rel = Path(f).parent.relative_to(root)
-                client.log_artifact(parent, str(f), "report" if rel == Path(".") else f"report/{rel.as_posix()}")
+            log_artifacts(client, parent, {f"report/{Path(f).relative_to(root).as_posix()}": Path(f) for f in files})
         except Exception as e:
             if (down := as_unavailable(e)) is None:
                 raise

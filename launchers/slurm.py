@@ -38,6 +38,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from typing import Any
 from framework.checkpoints import PRUNED
 from framework.errors import RetryLater, UserError
 from framework.plan import Plan
+from framework.redaction import redact_log
 from framework.spec.models import AblationSpec
 from framework.store import MARKER, Store, write_json_atomic
 from launchers.base import Task, exec_command, shell_join
@@ -67,9 +69,11 @@ from launchers.slurm_script import (
     CHECKPOINTED_EXIT,
     CHECKPOINTING_STAGES,
     StageResources,
+    redact_log_command,
     render,
     sbatch_directives,
     stage_resources,
+    write_private,
 )
 
 TEMPLATE = Path(__file__).parent / "templates" / "job.sbatch"
@@ -327,6 +331,9 @@ class SlurmLauncher:
                 "pruned": "\n".join(f"  {shlex.quote(str(m))}" for m in pruned) or "  # (none: not a training)",
                 "command_echo": shlex.quote(f"$ {command}"),
                 "command": command,
+                "redact_log": redact_log_command(
+                    self.python or sys.executable, self._abs(self.store.log_path(task.stage, key)), slurm.container
+                ),
             },
         )
 
@@ -358,8 +365,7 @@ class SlurmLauncher:
         key = task.keys[0]
         path = self._abs(script_path(self.store, task.stage, key))
         path.parent.mkdir(parents=True, exist_ok=True)  # Slurm does not create the log's directory
-        path.write_text(self.script(task), encoding="utf-8")
-        path.chmod(0o755)
+        write_private(path, self.script(task))
         cmd = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
         dependency = [f"afterok:{':'.join(map(str, deps))}"] if deps else []
         dependency += [f"afterany:{':'.join(map(str, sorted(after)))}"] if after else []
@@ -481,7 +487,9 @@ class SlurmLauncher:
         if state == "failed":
             self.echo(f"FAILED  {tid}  job {job}: {detail}")
             task = self._tasks[tid]
-            for line in _tail(self.store.log_path(task.stage, task.keys[0]), 5):
+            log = self.store.log_path(task.stage, task.keys[0])
+            redact_log(log)  # a job killed outright never ran its own redaction
+            for line in _tail(log, 5):
                 self.echo(f"        | {line}")
             return
         suffix = {"queued": f" ({detail})", "running": f" on {detail}"}.get(state, f": {detail}")

@@ -6,6 +6,7 @@ Kept apart from the launcher so the resource rules (launcher defaults, per-stage
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -126,3 +127,25 @@ def render(template: str, values: Mapping[str, str]) -> str:
         return values[m.group(1)]
 
     return re.sub(r"\{\{(\w+)\}\}", sub, template)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a job script readable by its owner only (0700), from its first byte: it holds launcher.slurm.setup,
+    which may export a secret the job needs, and scripts are kept on a shared filesystem."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o700)  # O_CREAT's mode does not apply to a file left by a crash
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def redact_log_command(python: str, log: Path, container: str | None) -> str:
+    """The shell command with which a job redacts its own log as it ends (framework.redaction, in the
+    environment the stage runs in)."""
+    command = " ".join(shlex.quote(c) for c in (python, "-m", "framework.redaction", str(log)))
+    return f"{container} {command}" if container else command

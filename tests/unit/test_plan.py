@@ -301,3 +301,12 @@ def test_a_slurm_eval_job_with_fewer_gpus_than_vllm_needs_is_a_plan_problem(mini
         build_plan(spec_from_dict(minimal))
     minimal["launcher"]["slurm"]["stages"]["eval"] = {"gpus_per_node": 8}
     build_plan(spec_from_dict(minimal))
+
+
+def test_a_setup_line_that_holds_a_secret_is_noted_without_the_secret(minimal):
+    key = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
+    setup = ["module load cuda", f"export WANDB_API_KEY={key}", "export HF_TOKEN=$(cat ~/.hf_token)"]
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"setup": setup}}
+    notes = [n for n in build_plan(spec_from_dict(minimal)).notes if "launcher.slurm.setup" in n]
+    assert len(notes) == 1 and notes[0].startswith("launcher.slurm.setup[1] (export WANDB_API_KEY=[REDACTED])")
+    assert key not in notes[0] and "$(cat ~/.x)" in notes[0]

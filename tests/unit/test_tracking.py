@@ -436,3 +436,24 @@ def test_a_sample_of_generations_is_read_batch_by_batch_in_its_stable_order(tmp_
     order = sorted(range(n_problems), key=lambda i: hashlib.sha1(f"p{i}".encode()).hexdigest())
     assert [r["problem_id"] for r in rows[:1500]] == [f"p{i}" for i in order]
     assert all(r["text"] == f"response {int(r['problem_id'][1:]) * k + r['sample_index']}" for r in rows)
+
+
+def test_benchmarks_whose_names_share_a_stem_stage_their_generations_apart(tmp_path, template_db):
+    from framework.tracking import gather
+
+    benches = ["framework.benchmarks:AIME24", "framework.benchmarks:AIME25"]  # one stem: "framework"
+    eval_ = {"benchmarks": benches, "samples": 4, "sampling": {"max_tokens": 512}}
+    sw = fresh_sweep(tmp_path, template_db, seeds=(0,), eval=eval_)
+    cell = next(c for c in sw.plan.cells if c.baseline == "base")
+    tracking = {"log_generations": "sample", "generation_sample": 5}
+    record = gather(sw.loaded, sw.plan, sw.store, cell, tracking, tmp_path / "staging")
+    staged = {b: record.files[f"generations/{b}.jsonl"] for b in benches}
+    assert len(set(staged.values())) == 2
+    for job in sw.plan.cell_jobs[cell.id]["eval"]:
+        bench = sw.plan.jobs[job].config["benchmark"]["name"]
+        own = pd.read_parquet(sw.store.path(*job.split("/")) / "samples.parquet")
+        own = own.set_index(["problem_id", "sample_index"])
+        rows = [json.loads(line) for line in staged[bench].read_text().splitlines()]
+        assert len(rows) == 5
+        assert all(r["answer"] == own.loc[(r["problem_id"], r["sample_index"]), "answer"] for r in rows)
+    assert staged[benches[0]].read_text() != staged[benches[1]].read_text()
