@@ -1,7 +1,8 @@
 """The `ablate` command line.
 
 Exit codes: 0 success; 1 a stage failed; 2 a user error (bad spec, missing file, unknown key), reported as one
-line per problem without a traceback (`--debug` shows it); 3 a stage that is not implemented yet; 130 interrupted.
+line per problem without a traceback (`--debug` shows it); 3 a stage that is not implemented yet; 75 (EX_TEMPFAIL)
+work deferred (`ablate run` with a stage that exited 75, or waits on one: the next run finishes it); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ USER_ERRORS = (SpecErrors, SpecFileError, UserError)
 PATH_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EEXIST}
 
 
-def _load(path: str, *, strict: bool = True) -> tuple[LoadedSpec, Plan]:
+def _load(path: str, *, strict: bool = True, results_dir: str | None = None) -> tuple[LoadedSpec, Plan]:
+    """The spec and its plan; `results_dir` is the command's --results-dir, which the plan's checks must see."""
     loaded = load_spec(path)
     try:
-        return loaded, build_plan(loaded.spec, loaded.path, strict=strict)
+        return loaded, build_plan(loaded.spec, loaded.path, strict=strict, results_base=results_dir)
     except PlanError as e:
         raise PlanError([_located(p, loaded) for p in e.problems]) from None
 
@@ -83,7 +85,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def plan_summary(loaded: LoadedSpec, plan: Plan, results_dir: str | None) -> dict[str, Any]:
     """The machine-readable plan (`ablate plan --json`): cells, their stage jobs, and which are done."""
     store = open_store(loaded, results_dir)
-    done = {jid: store.is_done(j.stage, j.key) for jid, j in plan.jobs.items()}
+    done_keys = {s: store.done_keys(s) for s in STAGE_ORDER}  # a listing per stage, not a look-up per job
+    done = {jid: j.key in done_keys[j.stage] for jid, j in plan.jobs.items()}
     counts = {
         s: {"jobs": len(plan.by_stage(s)), "done": sum(done[j.id] for j in plan.by_stage(s))} for s in STAGE_ORDER
     }
@@ -132,10 +135,11 @@ def _stdout_to_stderr() -> Iterator[None]:
 def data_stats(plan: Plan, store: Store) -> dict[str, dict[str, Any]]:
     """Per cell: its training set's statistics (for cells whose data stage is done)."""
     out = {}
+    done = store.done_keys("data")
     for cell in plan.cells:
         for jid in plan.cell_jobs[cell.id]["data"]:
             stage, key = jid.split("/")
-            if store.is_done(stage, key):
+            if key in done:
                 out[cell.id] = json.loads((store.path(stage, key) / "stats.json").read_text())
     return out
 
@@ -153,7 +157,7 @@ def topic_clusters(plan: Plan, store: Store) -> dict[str, Any]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    loaded, plan = _load(args.spec)
+    loaded, plan = _load(args.spec, results_dir=args.results_dir)
     store = open_store(loaded, args.results_dir)
     if args.build:
         with _stdout_to_stderr():  # stage output must not corrupt `--json`
@@ -165,21 +169,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    from rich.console import Console
+    from rich.text import Text
+
+    from framework import sweep_view
+
+    states = {j["id"]: "done" if j["done"] else "pending" for j in summary["jobs"]}
+    console = _console(args)
+    spec = loaded.spec
+    console.print(Text.assemble((spec.name, "bold"), f" — {spec.description or 'no description'}"))
+    console.print(f"results: {summary['results']}", highlight=False)
+    if args.wide:
+        console.print(sweep_view.summary_text(plan, states))
+        _print_lines(sweep_view.wide_plan_lines(plan, states))
+    else:
+        console.print(sweep_view.sweep_view(plan, states, width=console.width))
     from rich.table import Table
 
-    console = Console()
-    spec = loaded.spec
-    console.print(f"[bold]{spec.name}[/bold] — {spec.description or 'no description'}")
-    console.print(f"results: {summary['results']}")
-    table = Table("cell", "key", *[s for s in STAGE_ORDER], title=f"{len(plan.cells)} cells")
-    for c in summary["cells"]:
-        row = []
-        for s in STAGE_ORDER:
-            jobs = c["stages"][s]
-            row.append(" ".join(("✓" if j["done"] else "·") + j["key"][:6] for j in jobs) if jobs else "—")
-        table.add_row(c["id"], c["key"][:8], *row)
-    console.print(table)
     for report in summary["topic_clusters"].values():
         purity = report.get("purity_against_given")
         tt = Table(
@@ -194,32 +199,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
             tt.add_row(name, str(c["problems"]), " ".join(c["top_terms"]), c["example"][:80])
         console.print(tt)
     if summary["data"]:
-        dt = Table(
-            "cell", "examples", "tokens mean", "keyword rate", "correct", "sources", "topics", title="training sets"
-        )
-        for cid, st in summary["data"].items():
-            correct = "—" if st["correct_rate"] is None else f"{st['correct_rate']:.2f}"
-            mix = lambda m: " ".join(f"{k}:{v}" for k, v in m.items())  # noqa: E731
-            dt.add_row(
-                cid,
-                str(st["examples"]),
-                f"{st['tokens']['mean']:.0f}",
-                f"{st['keyword_rate']:.2f}",
-                correct,
-                mix(st["source_mix"]),
-                mix(st["topic_mix"]),
-            )
-        console.print(dt)
-    counts = ", ".join(f"{s} {v['done']}/{v['jobs']}" for s, v in summary["counts"].items() if v["jobs"])
-    console.print(f"stage jobs done/total (shared jobs counted once): {counts}")
+        rows = len(summary["data"]) if args.wide else sweep_view.MAX_ROWS
+        console.print(*sweep_view.data_table(plan, summary["data"], max_rows=rows))
     for n in plan.notes:
         print(f"note: {n}", file=sys.stderr)
     return 0
 
 
+def _console(args: argparse.Namespace) -> Any:
+    """A terminal's console; under --wide one that never cuts a line (the terminal wraps it instead)."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True) if args.wide else Console()
+
+
+def _print_lines(lines: list[str]) -> None:
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
+
+
 # --------------------------------------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
-    loaded, plan = _load(args.spec)
+    loaded, plan = _load(args.spec, results_dir=args.results_dir)
     store = open_store(loaded, args.results_dir)
     queued: dict[tuple[str, str], dict[str, Any]] = {}
     if shutil.which("squeue"):
@@ -228,13 +229,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         for info in slurm_states(plan, store).values():
             for key in info["keys"]:
                 queued[(info["stage"], key)] = info
+    # One listing per stage: looking up each job's files made a 10,000-cell status take most of a minute.
+    found = {s: store.statuses(s, [j.key for j in plan.by_stage(s)]) for s in STAGE_ORDER}
+    logs = {s: str(store.root / s) for s in STAGE_ORDER}
     rows = []
     for cell in plan.cells:
         for stage in STAGE_ORDER:
             for jid in plan.cell_jobs[cell.id][stage]:
                 key = jid.split("/")[1]
-                st = store.status(stage, key)
+                st = found[stage][key]
                 state, detail = st.state, st.detail
+                if state == "running":  # whose job: a live run's, or one left by a run that is gone
+                    from launchers.local import running_detail
+
+                    detail = running_detail(store, stage, key, detail)
                 if stage == "train" and state == "done" and is_pruned(store, key):
                     detail = "checkpoint deleted after its evaluations (keep_checkpoint: false)"
                 slurm = queued.get((stage, key))
@@ -247,29 +255,22 @@ def cmd_status(args: argparse.Namespace) -> int:
                         "key": key,
                         "state": state,
                         "detail": detail,
-                        "log": str(store.log_path(stage, key)),
+                        "log": f"{logs[stage]}/{key}.log",  # store.log_path(stage, key), without a Path per row
                         "slurm_job": slurm["job_id"] if slurm else None,
                     }
                 )
     if args.json:
         print(json.dumps({"name": loaded.spec.name, "stages": rows}, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from framework import sweep_view
 
-    table = Table("cell", "stage", "key", "state", "detail", title=loaded.spec.name)
-    colors = {
-        "done": "green",
-        "running": "cyan",
-        "queued": "blue",
-        "deferred": "yellow",
-        "failed": "red",
-        "cancelled": "red",
-    }
-    for r in rows:
-        color = colors.get(r["state"], "dim")
-        table.add_row(r["cell"], r["stage"], r["key"][:8], f"[{color}]{r['state']}[/]", r["detail"])
-    Console().print(table)
+    if args.wide:
+        _print_lines(sweep_view.wide_status_lines(plan, rows))
+        return 0
+    states = {f"{r['stage']}/{r['key']}": r["state"] for r in rows}
+    details = {f"{r['stage']}/{r['key']}": f"{r['detail']} (log: {r['log']})".lstrip() for r in rows if r["detail"]}
+    console = _console(args)
+    console.print(sweep_view.sweep_view(plan, states, details=details, width=console.width))
     return 0
 
 
@@ -285,7 +286,7 @@ def _full_key(plan: Plan, stage: str, key: str) -> str:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    loaded, plan = _load(args.spec)
+    loaded, plan = _load(args.spec, results_dir=args.results_dir)
     store = open_store(loaded, args.results_dir)
     failures: list[Exception] = []
     for key in [_full_key(plan, args.stage, k) for k in args.keys]:
@@ -308,18 +309,28 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    """Stop the sweep wherever it runs: this host's local runs and the stage jobs left by runs that are gone (each
+    waited for, a training given time to checkpoint), then its queued and running Slurm jobs."""
+    from launchers.local import cancel_local
     from launchers.slurm import cancel_sweep
 
-    loaded, plan = _load(args.spec)
-    ids = cancel_sweep(plan, open_store(loaded, args.results_dir))
-    print(f"cancelled {len(ids)} Slurm job(s): {' '.join(map(str, ids))}" if ids else "nothing queued or running")
+    loaded, plan = _load(args.spec, results_dir=args.results_dir)
+    store = open_store(loaded, args.results_dir)
+    pids = cancel_local(store)
+    if pids:
+        print(f"stopped {len(pids)} local process(es): {' '.join(map(str, pids))}")
+    ids = cancel_sweep(plan, store)
+    if ids:
+        print(f"cancelled {len(ids)} Slurm job(s): {' '.join(map(str, ids))}")
+    if not pids and not ids:
+        print("nothing queued or running")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from framework.report import write_report
 
-    loaded, plan = _load(args.spec)
+    loaded, plan = _load(args.spec, results_dir=args.results_dir)
     store = open_store(loaded, args.results_dir)
     if not any(store.is_done(*job.split("/")) for cell in plan.cells for job in plan.cell_jobs[cell.id]["eval"]):
         raise UserError(
@@ -364,15 +375,23 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ run
+RUN_EXIT_CODES = (
+    "exit status: 0 every stage job done; 1 a stage job failed (its dependents were skipped); 2 a user error; "
+    "75 deferred: a stage could not run now (the tracking server is down, a training stopped at a checkpoint) "
+    "and the next `ablate run` finishes it; 130 interrupted"
+)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """validate -> plan -> launch every job not done (in dependency order) -> report."""
     import importlib.util
 
-    from launchers.base import pending_tasks
+    from launchers.base import pending_tasks, run_exit_code
 
-    loaded, plan = _load(args.spec)
+    loaded, plan = _load(args.spec, results_dir=args.results_dir)
     store = open_store(loaded, args.results_dir)
     tasks = pending_tasks(plan, store)
+    code = 0
     kind = args.launcher or loaded.spec.launcher.kind
     print(
         f"{loaded.spec.name}: {len(plan.cells)} cells, {len(plan.jobs)} stage jobs, {len(tasks)} tasks to run ({kind})"
@@ -392,6 +411,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             launcher = run_local(loaded.spec, args.spec, store, tasks, args.results_dir)
         states = launcher.status()
+        code = run_exit_code(tasks, states)
         bad = {t: s for t, s in states.items() if s not in ("done", "deferred")}
         done = sum(s == "done" for s in states.values())
         deferred = [t for t, s in states.items() if s == "deferred"]
@@ -400,13 +420,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  deferred  {tid}: {launcher.reasons.get(tid, '')} (re-run `ablate run` later to finish it)")
         for tid, state in bad.items():
             print(f"  {state:9s} {tid}: {launcher.reasons.get(tid, '')}")
-        if bad:
+        if code == 1:
             return 1
     if importlib.util.find_spec("framework.report") is not None and not args.no_report:
         from framework.report import write_report
 
         out = write_report(loaded, plan, store, results_root(loaded, args.results_dir))
         print(f"report: {out}")
+    if code == RetryLater.exit_code:
+        print(f"incomplete: deferred work remains; exit {code} (the next `ablate run` finishes it)", file=sys.stderr)
+        return code
     return 0
 
 
@@ -417,7 +440,7 @@ EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 def cmd_data(args: argparse.Namespace) -> int:
     from framework.data import read_training_set
 
-    loaded, plan = _load(args.spec)
+    loaded, plan = _load(args.spec, results_dir=args.results_dir)
     store = open_store(loaded, args.results_dir)
     cell = next((c for c in plan.cells if c.id == args.cell or (args.cell and c.key.startswith(args.cell))), None)
     if cell is None:
@@ -481,6 +504,80 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Leftovers of stage keys that this spec's plan no longer has (the spec was edited since they failed or
+    died): work dirs, failure records, logs, temporaries. Done results are kept; a dry run unless --yes."""
+    # Only a plan that builds says which keys are still needed.
+    loaded, plan = _load(args.spec, results_dir=args.results_dir)
+    store = open_store(loaded, args.results_dir)
+    if args.yes:
+        _refuse_while_running(store, args.spec, force=args.force)
+    listed, kept = store.clean_unplanned(set(plan.jobs), delete=False, force=args.force)
+    sizes = {p: _disk_usage(p) for p in listed}  # measured before anything goes
+    if args.yes:
+        found, kept = store.clean_unplanned(set(plan.jobs), delete=True, force=args.force)
+    else:
+        found = listed
+    verb = "removed" if args.yes else "would remove"
+    for p in found:
+        print(f"{verb}  {p}" + (f"  ({_human(sizes[p])})" if p in sizes else ""))
+    for job, why in kept.items():
+        print(f"kept    {job}: {why}")
+    freed = _human(sum(sizes.get(p, 0) for p in found))
+    print(f"{verb} {len(found)} leftover(s) of keys not in the plan of {loaded.spec.name}: {freed}")
+    if found and not args.yes:
+        print(f"`ablate clean {args.spec} --yes` deletes them")
+    return 0
+
+
+def _refuse_while_running(store: Store, spec: str, *, force: bool) -> None:
+    """A run of any spec sharing this store may be about to build a key this plan lacks: its job writes the log
+    first and takes the lock only once it has loaded the spec, and a deferred job resumes from a work dir. Runs on
+    this host are known to be going; one recorded by another host may have been killed there (--force)."""
+    from framework.live_runs import live_runs, other_host_runs
+
+    problems = [
+        f"a local run of this sweep is going (pid {pid}, {r.get('spec', '?')}, since {r.get('started', '?')}): "
+        f"clean once it has ended (`ablate cancel {spec}` stops it)"
+        for pid, r in live_runs(store).items()
+    ]
+    if not force:
+        problems += [
+            f"a run of this sweep on host {r.get('host', '?')} (pid {r['pid']}, since {r.get('started', '?')}) is "
+            "recorded and may still be going: clean once it has ended, or with --force if it has"
+            for r in other_host_runs(store)
+        ]
+    if problems:
+        raise UserError([f"ablate clean --yes: {p}" for p in problems])
+
+
+def _disk_usage(path: os.PathLike[str] | str) -> int:
+    """Bytes under `path`, links not followed; what vanishes meanwhile (a build's temporaries) counts as 0."""
+    from pathlib import Path
+
+    def size(p: Path) -> int:
+        with contextlib.suppress(OSError):
+            return p.lstat().st_size if p.is_file() or p.is_symlink() else 0
+        return 0
+
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return size(path)
+    total = 0
+    with contextlib.suppress(OSError):  # the directory itself gone
+        for p in path.rglob("*"):
+            total += size(p)
+    return total
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description="Data-ablation experiments on LLM reasoning.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -501,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("spec", metavar="SPEC")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--results-dir", help="override the results root (default: the spec's results_dir)")
+        p.add_argument("--wide", action="store_true", help="every cell (and job) in full, however many")
         if name == "plan":
             p.add_argument(
                 "--no-build",
@@ -509,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="do not build the cheap CPU stages (tiny model, pool, data)",
             )
     p = command("run", cmd_run, "run a sweep: every stage job not done yet, in dependency order, then the report")
+    p.epilog = RUN_EXIT_CODES
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--launcher", choices=["local", "slurm"], help="override the spec's launcher.kind")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
@@ -527,8 +626,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="where to write it (default: the shipped toy:base, inside the package)")
-    p = command("cancel", cmd_cancel, "cancel a sweep's queued and running Slurm jobs")
+    p = command(
+        "cancel",
+        cmd_cancel,
+        "stop a sweep: its local runs and stage jobs on this host (waited for), its queued and running Slurm jobs",
+    )
     p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--results-dir")
+    p = command("clean", cmd_clean, "list (or with --yes delete) what failed builds of keys no longer planned left")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--yes", action="store_true", help="delete them (default: only list them and their size)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also the leftovers of keys a Slurm job was submitted for or a deferred job resumes from, and despite "
+        "runs recorded by other hosts (never while a run on this host goes, nor under a live lock)",
+    )
     p.add_argument("--results-dir")
     p = command("data", cmd_data, "print or export a cell's training set (builds it if needed)")
     p.add_argument("spec", metavar="SPEC")

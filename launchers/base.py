@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from framework.checkpoints import needed_again
+from framework.errors import RetryLater
 from framework.plan import Job, Plan
 from framework.store import Store
 
@@ -81,6 +82,27 @@ def pending_tasks(plan: Plan, store: Store, *, group_evals: bool = True) -> list
         deps = {by_job[d].id for j in task.jobs for d in j.deps if d in by_job}
         task.deps = sorted(deps)
     return tasks
+
+
+def unfinished_on_their_own(tasks: list[Task], states: dict[str, str]) -> list[str]:
+    """The tasks that ended without their outputs for a reason of their own: failed, or cancelled or skipped while
+    every task they wait for was done (a user's scancel, say). A task skipped or cancelled because a dependency did
+    not finish is not one: it shares that dependency's fate, so a deferred training's evaluations are deferred too."""
+    finished = ("done", "deferred")
+    return [
+        t.id
+        for t in tasks
+        if states.get(t.id, "pending") not in finished and all(states.get(d) == "done" for d in t.deps)
+    ]
+
+
+def run_exit_code(tasks: list[Task], states: dict[str, str]) -> int:
+    """`ablate run`'s exit status: 1 if a task did not finish on its own account, else 75 (EX_TEMPFAIL) if any
+    task is not done (deferred, or waiting on a deferred one: the next run finishes it), else 0. A script or a
+    Slurm wrapper must never take a sweep with cells still missing for a complete one."""
+    if unfinished_on_their_own(tasks, states):
+        return 1
+    return RetryLater.exit_code if any(states.get(t.id) != "done" for t in tasks) else 0
 
 
 class Launcher(Protocol):

@@ -1,7 +1,8 @@
 """Run a sweep's stage jobs on this machine, in dependency order, with a pool of GPU or CPU slots.
 
 Each task is a subprocess in its own session (so Ctrl-C, SIGTERM or SIGHUP reaches the launcher, which stops
-children cleanly and a re-run resumes), with its log in the store, and sees only the GPUs it was given (none for a
+children cleanly and a re-run resumes; a reaper stops them if the launcher is killed outright, see
+local_reaper.py), with its log in the store, and sees only the GPUs it was given (none for a
 CPU task, see uses_gpu_off_slot). A failed task fails only the tasks that depend on it. The store's markers, not
 exit codes, decide success: a job that finished its outputs and then crashed at exit is done.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -24,11 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import RetryLater
+from framework.live_runs import RUNS_DIR, live_runs
+from framework.live_runs import process_alive as _alive
+from framework.redaction import redact_log
 from framework.spec.models import AblationSpec
 from framework.stages import STAGES
-from framework.store import Store
+from framework.store import Store, write_json_atomic
+from framework.store_locks import HOST
 from framework.train_config import processes_per_node
 from launchers.base import Task, exec_command, shell_join
+from launchers.local_reaper import group_alive, process_start
 
 GpuId = int | str  # an index, or an opaque CUDA_VISIBLE_DEVICES entry such as GPU-<uuid> or MIG-<uuid>
 _NVIDIA_SMI_GPU = re.compile(r"^GPU (\d+):")
@@ -130,6 +137,9 @@ class LocalLauncher:
     _tasks: list[Task] = field(default_factory=list)
     _running: dict[str, Running] = field(default_factory=dict)
     _quiet: bool = False  # the reader of our output is gone: keep scheduling, stop printing
+    _reaper: subprocess.Popen | None = None  # stops the stage jobs if this process dies (launchers/local_reaper.py)
+    _reaper_fd: int | None = None  # the only write end of the reaper's pipe
+    _record: Path | None = None  # this run in the store's list of live runs (`ablate cancel` reads it)
 
     def submit(self, tasks: list[Task]) -> None:
         self._tasks = list(tasks)
@@ -163,6 +173,8 @@ class LocalLauncher:
                     _signal_group(r.proc, signal.SIGKILL)
                 for tid, r in self._running.items():
                     r.proc.wait()
+                    redact_log(r.log)
+                    self._tell({"end": r.proc.pid})
                     self.states[tid] = "cancelled"
                 self._running.clear()
                 for tid, state in self.states.items():
@@ -177,6 +189,7 @@ class LocalLauncher:
         finally, so that not even a failing line of output (a terminal hung up) can skip it."""
         with _stop_signals_raise():
             try:
+                self._guard()
                 self._run(poll_s)
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):
@@ -188,7 +201,50 @@ class LocalLauncher:
                 finally:
                     self.cancel()
                 raise
+            finally:
+                self._unguard()
         return self.status()
+
+    def _guard(self) -> None:
+        """Start the reaper that stops our stage jobs if this process is killed outright, and list this run among
+        the store's live runs, for `ablate cancel` and for other runs that find its jobs holding a lock."""
+        r, w = os.pipe()
+        try:
+            self._reaper = subprocess.Popen(
+                [sys.executable, "-I", str(Path(__file__).with_name("local_reaper.py")), str(os.getpid())],
+                stdin=r,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a kill of our process group or session must not reach it
+            )
+        except BaseException:
+            os.close(w)
+            raise
+        finally:
+            os.close(r)
+        os.set_blocking(w, False)  # a reaper that stopped reading must never stall the sweep
+        self._reaper_fd = w
+        self._record = register_run(self.store, str(self.spec_path))
+
+    def _unguard(self) -> None:
+        """Every stage job has been reaped or stopped: the reaper finds none at the end of file, and exits."""
+        if self._record is not None:
+            self._record.unlink(missing_ok=True)
+            self._record = None
+        if self._reaper_fd is not None:
+            os.close(self._reaper_fd)
+            self._reaper_fd = None
+        if self._reaper is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._reaper.wait(timeout=10)
+            self._reaper = None
+
+    def _tell(self, message: dict[str, Any]) -> None:
+        """One line to the reaper. Never blocks nor fails the sweep: a reaper gone only loses the guard."""
+        if self._reaper_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._reaper_fd, (json.dumps(message) + "\n").encode())
 
     def _run(self, poll_s: float) -> None:
         gpus_free = visible_gpus(self.spec.launcher.local.gpus)
@@ -198,6 +254,7 @@ class LocalLauncher:
             for tid in list(self._running):
                 r = self._running[tid]
                 if r.proc.poll() is not None:
+                    self._tell({"end": r.proc.pid})
                     self._finish(r)
                     del self._running[tid]
                     gpus_free.extend(r.gpus)
@@ -240,6 +297,7 @@ class LocalLauncher:
         # (A GPU-stage task without GPUs: none was found, so it sees what this process sees, as it always did.)
         log = self.logs[task.id]
         log.parent.mkdir(parents=True, exist_ok=True)
+        held = [(key, h) for key in task.keys if (h := self._builder_of(task.stage, key))]
         # A stop signal between the fork and the record would leave the child running unknown to cancel(): it is
         # held until the child is recorded, then raised again.
         got: list[int] = []
@@ -252,14 +310,26 @@ class LocalLauncher:
                 )
                 self._running[task.id] = Running(task, proc, gpus, log, time.monotonic(), cpu_slots)
                 self.states[task.id] = "running"
+                grace = TRAIN_STOP_GRACE_S if task.stage == "train" else STOP_GRACE_S
+                self._tell({"start": proc.pid, "ticks": process_start(proc.pid), "grace": grace, "log": str(log)})
         finally:
             if got:
                 signal.raise_signal(got[0])
         self._say(
             f"start  {task.id}  ({', '.join(task.jobs[0].cells[:2])}{' ...' if len(task.jobs[0].cells) > 2 else ''})"
         )
+        for key, h in held:  # it waits for that build to end: never silently
+            self._say(f"waiting on {task.stage}/{key} ({h})")
+
+    def _builder_of(self, stage: str, key: str) -> str:
+        """Who builds (stage, key) now, if anyone: a job of this host's (and of which run), or one elsewhere."""
+        if (h := lock_holder(self.store, stage, key)) is not None:
+            return h.describe()
+        status = self.store.status(stage, key)
+        return status.detail if status.state == "running" else ""
 
     def _finish(self, r: Running) -> None:
+        redact_log(r.log)  # before its tail is shown: an error may quote a URL with its password
         done = all(self.store.is_done(r.task.stage, k) for k in r.task.keys)
         took = time.monotonic() - r.started
         if done:
@@ -358,6 +428,111 @@ def _tail(path: Path, n: int) -> list[str]:
         return []
 
 
+# ---- live runs and the stage jobs they started, for `ablate cancel` and for a run that finds a lock held
+# (the records are read by framework/live_runs.py, which `ablate clean` uses too)
+def register_run(store: Store, spec_path: str) -> Path:
+    """Record this process as a live local run of the store's sweep; the caller removes the record at its end (a
+    record left by a killed run names a dead pid, which readers skip)."""
+    path = store.root / RUNS_DIR / f"{HOST}.{os.getpid()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob(f"{HOST}.*.json"):  # left by killed runs
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            rec = json.loads(old.read_text())
+            if not _alive(int(rec["pid"]), rec.get("pid_start")):
+                old.unlink(missing_ok=True)
+    record = {"pid": os.getpid(), "pid_start": process_start(os.getpid()), "host": HOST, "spec": spec_path}
+    write_json_atomic(path, {**record, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return path
+
+
+@dataclass
+class Holder:
+    """A live process on this host that holds a stage's build lock, and the run that started it."""
+
+    stage: str
+    key: str
+    pid: int
+    started: str
+    run: int | None  # pid of the live local run whose job it is; None: that run is gone, or it was run by hand
+    leader: bool  # it leads its own process group (as the local launcher starts stage jobs)
+
+    def describe(self) -> str:
+        by = f"a run still going (pid {self.run})" if self.run else "an earlier run"
+        return f"pid {self.pid}, started by {by} at {self.started}"
+
+
+def _holder(store: Store, stage: str, key: str, lock: Path, runs: dict[int, dict[str, Any]]) -> Holder | None:
+    try:
+        owner = json.loads(lock.read_text())
+        pid, start = int(owner["pid"]), owner.get("pid_start")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if owner.get("host") != HOST or not _alive(pid, start):
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        parent, group = int(fields[1]), int(fields[2])
+    except (OSError, IndexError, ValueError):
+        parent, group = 0, 0
+    return Holder(stage, key, pid, str(owner.get("started", "?")), parent if parent in runs else None, group == pid)
+
+
+def lock_holder(store: Store, stage: str, key: str) -> Holder | None:
+    """Who on this host holds (stage, key)'s build lock, if a live process does."""
+    return _holder(store, stage, key, store.path(stage, key).with_name(f"{key}.lock"), live_runs(store))
+
+
+def live_holders(store: Store) -> list[Holder]:
+    """Every live process on this host holding a build lock of the store, whatever plan its keys came from."""
+    runs = live_runs(store)
+    found = []
+    for lock in sorted(store.root.glob("*/*.lock")):
+        stage, key = lock.parent.name, lock.name[: -len(".lock")]
+        if (h := _holder(store, stage, key, lock, runs)) is not None:
+            found.append(h)
+    return found
+
+
+def running_detail(store: Store, stage: str, key: str, detail: str) -> str:
+    """What `ablate status` says of a build in progress: on this host, whose job it is (a run still going, or an
+    earlier one that is gone, which `ablate cancel` stops); elsewhere, the lock's own description."""
+    h = lock_holder(store, stage, key)
+    if h is None:
+        return detail
+    return h.describe() + ("" if h.run else "; its run is gone: `ablate cancel` stops it")
+
+
+def cancel_local(store: Store, echo: Any = print, poll_s: float = 0.2) -> list[int]:
+    """`ablate cancel` on this host: TERM every live local run of the sweep (each stops its stage jobs as on
+    Ctrl-C) and every stage job whose run is gone (its whole process group), then wait for all of them; KILL
+    what outlives its grace (a training's is long: it writes its checkpoint). Returns the pids signalled."""
+    runs = live_runs(store)
+    orphans = [h for h in live_holders(store) if h.run is None]
+    targets: dict[int, tuple[str, float]] = {pid: (f"run pid {pid}", TRAIN_STOP_GRACE_S + 60) for pid in runs}
+    for h in orphans:
+        grace = TRAIN_STOP_GRACE_S if h.stage == "train" else STOP_GRACE_S
+        targets[h.pid] = (f"{h.stage}/{h.key} (pid {h.pid}, started by an earlier run at {h.started})", grace)
+    groups = {h.pid for h in orphans if h.leader}  # a job the launcher started: its whole group (torchrun, vLLM)
+
+    def kill(pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            (os.killpg if pid in groups else os.kill)(pid, sig)
+
+    for pid, (what, _) in targets.items():
+        echo(f"stopping {what}")
+        kill(pid, signal.SIGTERM)
+    t0, left = time.monotonic(), dict(targets)
+    if any(grace > STOP_GRACE_S for _, grace in left.values()):
+        echo("waiting for them to stop (a training writes its checkpoint first)")
+    while left:
+        left = {p: t for p, t in left.items() if (group_alive(p) if p in groups else _alive(p, None))}
+        for pid in [p for p, (_, grace) in left.items() if time.monotonic() - t0 >= grace]:
+            kill(pid, signal.SIGKILL)
+            del left[pid]
+        time.sleep(poll_s)
+    return sorted(targets)
+
+
 def run_local(
     spec: AblationSpec,
     spec_path: str | Path,
@@ -366,9 +541,13 @@ def run_local(
     results_dir: str | None = None,
     echo: Any = print,
 ) -> LocalLauncher:
+    from framework.sweep_view import live_run
+
     launcher = LocalLauncher(spec, spec_path, store, results_dir, echo=echo)
     launcher.submit(tasks)
-    launcher.wait()
+    # In a terminal, _say's lines scroll above a live table of the tasks; elsewhere (logs, Slurm) they stay plain.
+    with live_run(launcher, tasks, store):
+        launcher.wait()
     return launcher
 
 

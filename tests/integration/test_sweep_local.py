@@ -118,12 +118,13 @@ def test_killed_sweep_resumes_concurrently_and_builds_each_stage_once(tmp_path: 
     # 3. Two runs at once finish the sweep.
     a, b = start(tmp_path), start(tmp_path)
     out_a, out_b = a.communicate(timeout=1500)[0], b.communicate(timeout=1500)[0]
-    assert a.returncode == 0, out_a[-3000:]
-    assert b.returncode == 0, out_b[-3000:]
+    # 75: a log stage deferred on a locked sqlite file; the run says so, and the next one retries it
+    assert a.returncode in (0, 75), out_a[-3000:]
+    assert b.returncode in (0, 75), out_b[-3000:]
 
     plan = plan_json(tmp_path)
-    if not all(j["done"] for j in plan["jobs"]):  # a log stage deferred on a locked sqlite file: retried
-        assert "deferred" in out_a + out_b, out_a[-2000:] + out_b[-2000:]
+    if not all(j["done"] for j in plan["jobs"]):  # work is missing: a run said so, in its output and its status
+        assert "deferred" in out_a + out_b and 75 in (a.returncode, b.returncode), out_a[-2000:] + out_b[-2000:]
         subprocess.run(
             [sys.executable, "-m", "framework.cli", "run", "spec.yaml"],
             cwd=tmp_path,

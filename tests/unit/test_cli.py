@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,7 +133,7 @@ def test_unusable_paths_and_uris_are_user_errors(write_spec, minimal, in_tmp, ca
     blocker = in_tmp / "a-file"
     blocker.write_text("")
     assert main(["plan", str(path), "--results-dir", str(blocker)]) == 2
-    assert f"cannot use {blocker}/mini" in capsys.readouterr().err
+    assert f"the results directory {blocker} is not a directory" in capsys.readouterr().err
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "::garbage::")
     assert main(["ui", str(path)]) == 2
     assert "MLFLOW_TRACKING_URI: tracking URI '::garbage::' is not a URI" in capsys.readouterr().err
@@ -211,3 +212,33 @@ def test_a_missing_file_is_located_in_the_file_that_names_it(write_spec, minimal
     err = capsys.readouterr().err
     assert f"{base}:4: eval.benchmarks[0].path: benchmark file 'nowhere/test.jsonl' does not exist" in err
     assert f"(looked in {in_tmp})" in err  # the working directory, which is also the spec's here
+
+
+def test_plan_of_toy_paper_reads_in_an_80_column_terminal(in_tmp, capsys, monkeypatch):
+    from framework.spec import load_spec
+
+    monkeypatch.setenv("COLUMNS", "80")
+    spec = Path(__file__).resolve().parents[2] / "ablations" / "toy-paper.yaml"
+    assert main(["plan", str(spec), "--no-build"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    words = set(re.findall(r"[\w-]+", out))
+    for factor in load_spec(spec).spec.factors.values():
+        assert all(level.name in words for level in factor.levels)
+
+
+def test_plan_and_status_wide_show_every_cell_and_job(write_spec, minimal, in_tmp, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    path = write_spec(minimal)
+    assert main(["plan", str(path), "--json", "--no-build"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert main(["plan", str(path), "--no-build", "--wide"]) == 0
+    out = capsys.readouterr().out
+    assert all(c["key"][:8] in out for c in plan["cells"])
+    assert all(j["key"][:8] in out for j in plan["jobs"])
+    assert main(["status", str(path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["stages"]
+    assert main(["status", str(path), "--wide"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + len(rows)
+    assert all(r["log"] in line and r["key"][:8] in line for r, line in zip(rows, lines[1:]))

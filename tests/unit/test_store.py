@@ -469,3 +469,84 @@ def test_a_lock_briefly_moved_by_a_racer_is_still_held(tmp_path: Path) -> None:
     os.rename(lock.path, tomb)  # gone for good
     assert not lock.held(settle_s=0.2)
     lock.release()
+
+
+def test_clean_unplanned_removes_only_leftovers_of_keys_no_plan_needs(store: Store, dead_pid: int, live_pid: int):
+    """A failed build of a key the spec no longer plans leaves its work dir, failure record and log forever;
+    clean removes them, never a planned key's (a re-run resumes from them), a done result, or a live lock."""
+    host = socket.gethostname()
+    for key in ("old1", "kept1"):
+        with pytest.raises(ValueError), store.build("train", key):
+            raise ValueError("x")
+        store.log_path("train", key).write_text("log")
+    _build_ok(store, key="done1")
+    tmp = store.root / "train" / ".old1.failed.json.0123abcd.tmp"
+    tmp.write_text("{")
+    _write_lock(store, "train", "dead1", host=host, pid=dead_pid)
+    store.work_path("train", "dead1").mkdir()
+    live_lock = _write_lock(store, "train", "live1", host=host, pid=live_pid)
+    store.work_path("train", "live1").mkdir()
+    old = [store.work_path("train", "old1"), store.root / "train" / "old1.failed.json", store.log_path("train", "old1")]
+    planned = {"train/kept1"}
+
+    listed, kept = store.clean_unplanned(planned, delete=False)
+    assert set(listed) == {*old, tmp} and set(kept) == {"train/dead1", "train/live1"}
+    assert all(p.exists() for p in listed)  # a dry run changes nothing
+
+    removed, kept = store.clean_unplanned(planned, delete=True)
+    assert set(removed) == {*old, tmp, store.work_path("train", "dead1")} and list(kept) == ["train/live1"]
+    assert not any(p.exists() for p in removed) and not (store.root / "train" / "dead1.lock").exists()
+    assert live_lock.exists() and store.work_path("train", "live1").exists()
+    assert store.work_path("train", "kept1").exists() and store.status("train", "kept1").state == "failed"
+    assert store.is_done("train", "done1")
+
+
+def test_clean_unplanned_keeps_what_a_queued_or_deferred_job_resumes_from_unless_forced(store: Store):
+    """No lock shows a Slurm job still queued, nor a training deferred at a checkpoint whose requeued job has not
+    started: their work dirs (the checkpoint) stay unless forced, and the Slurm record goes with a forced key."""
+    from framework.errors import RetryLater
+
+    with pytest.raises(RetryLater), store.build("train", "deferred1") as b:
+        (b.dir / "checkpoint.bin").write_bytes(b"x")
+        raise RetryLater("stopped at a checkpoint before the time limit")
+    with pytest.raises(ValueError), store.build("train", "queued1"):
+        raise ValueError("an earlier attempt failed")
+    record = store.root / "train" / "queued1.slurm.json"
+    record.write_text('{"job_id": 123, "stage": "train", "keys": ["queued1"]}')
+    assert store.status("train", "deferred1").state == "deferred"
+
+    for delete in (False, True):
+        found, kept = store.clean_unplanned(set(), delete=delete)
+        assert found == [] and set(kept) == {"train/deferred1", "train/queued1"}
+        assert "deferred" in kept["train/deferred1"] and "Slurm" in kept["train/queued1"]
+    assert (store.work_path("train", "deferred1") / "checkpoint.bin").is_file() and record.is_file()
+
+    found, kept = store.clean_unplanned(set(), delete=True, force=True)
+    assert kept == {} and {store.work_path("train", "deferred1"), record} <= set(found)
+    assert not store.work_path("train", "deferred1").exists() and not record.exists()
+    assert store.status("train", "deferred1").state == "pending" and store.status("train", "queued1").state == "pending"
+
+
+def test_a_results_directory_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
+    from framework.errors import UserError
+
+    (tmp_path / "results").write_text("not a directory")
+    with pytest.raises(UserError, match=rf"the results directory {tmp_path / 'results'} is not a directory"):
+        Store(tmp_path / "results" / "sweep" / "store")
+    Store(tmp_path / "elsewhere" / "sweep" / "store")  # not there yet: created when a build starts
+
+
+def test_statuses_from_one_listing_agree_with_status_key_by_key(tmp_path):
+    store = Store(tmp_path / "s")
+    with store.build("data", "done1"):
+        pass
+    with pytest.raises(RuntimeError), store.build("data", "failed1"):
+        raise RuntimeError("boom")
+    keys = ["done1", "failed1", "running1", "never1"]
+    with store.build("data", "running1"):
+        got = store.statuses("data", keys)
+        assert {k: (s.state, s.detail) for k, s in got.items()} == {
+            k: (store.status("data", k).state, store.status("data", k).detail) for k in keys
+        }
+    assert [got[k].state for k in keys] == ["done", "failed", "running", "pending"]
+    assert store.statuses("train", keys) == {k: store.status("train", k) for k in keys}  # no stage directory yet
