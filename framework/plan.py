@@ -15,7 +15,7 @@ from typing import Any
 from framework.errors import UserError
 from framework.grid import Cell, arm_definition, expand
 from framework.hashing import content_key, file_digest, tree_digest
-from framework.redaction import redact_text
+from framework.redaction import lines_with_secrets, redact_text
 from framework.spec.launch import tracking_uri_problem
 from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
 from framework.stages import STAGES
@@ -431,6 +431,12 @@ def build_plan(
             f"train: global_batch_size {spec.train.global_batch_size} does not divide n_examples {spec.n_examples}: "
             f"every epoch ends with a step of {last} examples"
             + (", the same ones each epoch (train.shuffle: once)" if spec.train.shuffle == "once" else "")
+        )
+    for i, line in lines_with_secrets(spec.launcher.slurm.setup):  # the job script must hold the line to run it
+        notes.append(
+            f"launcher.slurm.setup[{i}] ({line}) holds a secret, which every Slurm job script in the store keeps "
+            "(readable by you only); read it when the job runs instead, as `export X=$(cat ~/.x)`, or pass it "
+            "from your environment with the scheduler's --export"
         )
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     if spec.tracking.uri and env_uri and env_uri != spec.tracking.uri:
