@@ -26,16 +26,16 @@ from plan import big_spec  # benchmarks/plan.py: the same 10,000-cell spec
 
 GOAL_S = 5.0
 LIBRARY = (
-    "import sys; from framework.spec import load_spec; from framework.plan import build_plan; "
+    "import sys; from framework.spec import load_spec; from framework.sweep.plan import build_plan; "
     "loaded = load_spec(sys.argv[1]); build_plan(loaded.spec, loaded.path)"
 )
 
 
 def fill_store(spec_path: Path, done: int, failed: int) -> None:
     """Finish `done` data jobs and fail `failed` more, through the store's own build, so status has states to show."""
-    from framework.execute import open_store
-    from framework.plan import build_plan
     from framework.spec import load_spec
+    from framework.sweep.execute import open_store
+    from framework.sweep.plan import build_plan
 
     loaded = load_spec(spec_path)
     plan = build_plan(loaded.spec, loaded.path)

@@ -35,7 +35,7 @@ if __name__ == "__main__":
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     from math_verify import parse, verify
-    from framework.extraction import extract_answer
+    from framework.grading.extraction import extract_answer
     llm = LLM(model=cfg["model"], dtype="float32", max_model_len=cfg["max_len"], seed=0, enforce_eager=True, **extra)
     params = SamplingParams(n=cfg["samples"], temperature=0.6, top_p=0.95, max_tokens=cfg["max_tokens"])
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in cfg["prompts"]], params, use_tqdm=False)
@@ -97,9 +97,9 @@ def main() -> None:
         model_dir = cwd / "results" / "bench-eval" / "store" / "model" / base["stages"]["model"][0]["key"]
         eval_key = base["stages"]["eval"][0]["key"]
 
-        from framework.benchmark_data import load_benchmark
+        from framework.benchmarks.loading import load_benchmark
         from framework.formatting import prompt_ids
-        from framework.models import ModelSource, load_tokenizer
+        from framework.model_source import ModelSource, load_tokenizer
         from framework.spec import spec_from_dict
 
         s = spec_from_dict(spec)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from framework.grid import expand
-from framework.plan import build_plan
 from framework.spec import spec_from_dict
+from framework.sweep.grid import expand
+from framework.sweep.plan import build_plan
 
 GOAL_S = 5.0
 

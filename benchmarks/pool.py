@@ -43,12 +43,12 @@ def main() -> None:
     import tempfile
     from pathlib import Path
 
-    from framework.extraction import extract_answer
-    from framework.factors.keywords import count_keywords
+    from framework.data.factors.keywords import count_keywords
     from framework.grading import grade_many
-    from framework.pool import count_tokens
+    from framework.grading.extraction import extract_answer
+    from framework.model.stage import build, toy_corpus
+    from framework.pool.stage import count_tokens
     from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS, TinyModelSpec
-    from framework.tiny import build, toy_corpus
 
     rows = toy_pool(args.traces)
     texts = [r["trace"] for r in rows]
@@ -93,8 +93,8 @@ def main() -> None:
 
     import pandas as pd
 
+    from framework.pool.topics import cluster_topics, tfidf
     from framework.spec.models import TopicClusterSpec
-    from framework.topics import cluster_topics, tfidf
 
     frame = pd.DataFrame(rows)
     settings = TopicClusterSpec(n_topics=args.topics)

@@ -4,7 +4,7 @@
 
 A cell is `--points` metric points (a loss and a learning-rate curve), ~60 params, ~12 tags and five artifact
 files (spec, training set, generations sample, metrics). "batched" is what the log stage does
-(`framework.mlflow_client.log_batched`: log_batch in chunks within MLflow's limits, then one log_artifacts);
+(`framework.log.mlflow_client.log_batched`: log_batch in chunks within MLflow's limits, then one log_artifacts);
 "per-call" is log_metric / log_param / set_tag / log_artifact once per value. The http backend starts a local
 `mlflow server` (stopped by pid at the end). Prints the median seconds of each and their ratio.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from framework.mlflow_client import log_batched
+from framework.log.mlflow_client import log_batched
 
 
 def cell_payload(points: int, root: Path) -> tuple[list[Metric], list[Param], list[RunTag], Path]:

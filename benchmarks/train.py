@@ -4,7 +4,7 @@
 
 Both sides train the same tiny Qwen2 on the same 20 toy traces with the same Trainer arguments and DeepSpeed
 config (ZeRO-3, 2 CPU processes by default), each as a fresh command: `ablate exec train`'s code path (a process
-that runs `framework.execute.execute`, which launches torchrun) versus `torchrun bare.py`. What the stage adds:
+that runs `framework.sweep.execute.execute`, which launches torchrun) versus `torchrun bare.py`. What the stage adds:
 its guard process, store bookkeeping, prompt formatting, the saved tokenizer and stop tokens, and the checkpoint
 verification. Runs alternate (bare, stage, bare, ...) and the medians are compared, since a shared machine's
 load drifts; CPU seconds (all descendant processes) are printed too, as the steadier measure there. Prints each
@@ -58,8 +58,8 @@ torch.distributed.destroy_process_group()
 
 STAGE = """
 import json, sys
-from framework.execute import execute
-from framework.plan import build_plan
+from framework.sweep.execute import execute
+from framework.sweep.plan import build_plan
 from framework.spec import LoadedSpec, spec_from_dict
 from framework.spec.yamlsrc import Source
 from framework.store import Store
@@ -96,9 +96,9 @@ def training_rows() -> list[dict[str, Any]]:
 
 def publish_inputs(root: Path, data: dict[str, Any], model_dir: Path, rows_file: Path) -> None:
     """The model and data stages' outputs, as those stages would leave them."""
-    from framework.plan import build_plan
     from framework.spec import spec_from_dict
     from framework.store import Store
+    from framework.sweep.plan import build_plan
 
     plan, store = build_plan(spec_from_dict(data)), Store(root)
     with store.build("model", plan.by_stage("model")[0].key) as b:
@@ -127,10 +127,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
 
+    from framework.model.stage import build, toy_corpus
     from framework.spec.models import TinyModelSpec, TrainSpec
-    from framework.tiny import build, toy_corpus
-    from framework.train_config import deepspeed_config, layout, trainer_arguments
-    from framework.train_launch import worker_env
+    from framework.train.config import deepspeed_config, layout, trainer_arguments
+    from framework.train.launch import worker_env
 
     data = spec_data(args.epochs, args.processes)
     train = TrainSpec.model_validate(data["train"])

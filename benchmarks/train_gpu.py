@@ -6,9 +6,9 @@
                                    [--profile out.txt] [--peak-tflops 989] [--json out.json]
 
 What runs is the train stage's recipe, not a parallel one: a `TrainSpec` (the spec's own defaults, one process,
-one sequence of `--seq-len` tokens per optimizer step) goes through `framework.train_config` (`layout`,
+one sequence of `--seq-len` tokens per optimizer step) goes through `framework.train.config` (`layout`,
 `deepspeed_config` with ZeRO-3, `trainer_arguments`, `attn_implementation`, `use_bf16`), the process environment
-through `framework.train_launch.worker_env`, and training through `framework.train_worker`'s Trainer subclass and
+through `framework.train.launch.worker_env`, and training through `framework.train.worker`'s Trainer subclass and
 collator, built in the worker's order (TrainingArguments with the DeepSpeed config before the model, so ZeRO-3
 partitions it as it is built). What differs from `ablate exec train`, which needs a hub or locally built model and
 tokenizer, the pool and data stages, and saves a consolidated checkpoint: the model is a `Qwen2Config` built in code
@@ -180,8 +180,8 @@ def flash_usable(heads: int, kv_heads: int, head_dim: int, seq_len: int) -> bool
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
     from framework.spec.models import TrainSpec
-    from framework.train_config import attn_implementation, deepspeed_config, layout, trainer_arguments, use_bf16
-    from framework.train_launch import visible_gpus, worker_env
+    from framework.train.config import attn_implementation, deepspeed_config, layout, trainer_arguments, use_bf16
+    from framework.train.launch import visible_gpus, worker_env
 
     gpus = 0 if opts.device == "cpu" else min(1, visible_gpus())
     if opts.device == "cuda" and gpus == 0:
@@ -219,7 +219,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArguments
 
-    from framework.train_worker import Collator, _trainer_classes, adapt_model, sdpa_context
+    from framework.train.worker import Collator, _trainer_classes, adapt_model, sdpa_context
 
     on_gpu = lay.gpu and torch.cuda.is_available()
     if not on_gpu:

@@ -19,14 +19,14 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from framework.checkpoints import is_pruned
 from framework.errors import RetryLater, UserError
-from framework.execute import StageNotImplemented, execute, open_store, prepare, results_root
 from framework.hashing import content_key
-from framework.plan import Plan, PlanError, build_plan
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
-from framework.stages import STAGE_ORDER, STAGES
 from framework.store import Store
+from framework.sweep.execute import StageNotImplemented, execute, open_store, prepare, results_root
+from framework.sweep.plan import Plan, PlanError, build_plan
+from framework.sweep.pruning import is_pruned
+from framework.sweep.stages import STAGE_ORDER, STAGES
 
 USER_ERRORS = (SpecErrors, SpecFileError, UserError)
 # A path the user gave (results dir, export file) that cannot be used: not a directory, no permission, read-only.
@@ -171,7 +171,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     from rich.text import Text
 
-    from framework import sweep_view
+    from framework.sweep import view as sweep_view
 
     states = {j["id"]: "done" if j["done"] else "pending" for j in summary["jobs"]}
     console = _console(args)
@@ -262,7 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"name": loaded.spec.name, "stages": rows}, indent=2))
         return 0
-    from framework import sweep_view
+    from framework.sweep import view as sweep_view
 
     if args.wide:
         _print_lines(sweep_view.wide_status_lines(plan, rows))
@@ -345,8 +345,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from framework.plan import configured_tracking_uri, tracking_uri
-    from framework.tracking import ui_command
+    from framework.log.stage import ui_command
+    from framework.sweep.plan import configured_tracking_uri, tracking_uri
 
     loaded = load_spec(args.spec)
     uri = tracking_uri(configured_tracking_uri(loaded.spec), results_root(loaded, args.results_dir).parent)
@@ -358,7 +358,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_toy(args: argparse.Namespace) -> int:
     import subprocess
 
-    from framework.plan import toy_base_path
+    from framework.sweep.plan import toy_base_path
 
     cmd = [
         sys.executable,
@@ -438,7 +438,7 @@ EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from framework.data import read_training_set
+    from framework.data.stage import read_training_set
 
     loaded, plan = _load(args.spec, results_dir=args.results_dir)
     store = open_store(loaded, args.results_dir)
@@ -534,7 +534,7 @@ def _refuse_while_running(store: Store, spec: str, *, force: bool) -> None:
     """A run of any spec sharing this store may be about to build a key this plan lacks: its job writes the log
     first and takes the lock only once it has loaded the spec, and a deferred job resumes from a work dir. Runs on
     this host are known to be going; one recorded by another host may have been killed there (--force)."""
-    from framework.live_runs import live_runs, other_host_runs
+    from framework.sweep.live_runs import live_runs, other_host_runs
 
     problems = [
         f"a local run of this sweep is going (pid {pid}, {r.get('spec', '?')}, since {r.get('started', '?')}): "

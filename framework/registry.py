@@ -85,7 +85,7 @@ class Registry:
 FACTORS = Registry(
     "factor",
     {
-        name: f"framework.factors.{name}:FACTOR"
+        name: f"framework.data.factors.{name}:FACTOR"
         for name in ("source", "length", "difficulty", "diversity", "keywords", "correctness")
     },
 )
@@ -111,8 +111,8 @@ GRADERS = Registry(
 POOL_PRESETS = Registry(
     "pool preset",
     {
-        "nemotron-math-human-reasoning": "framework.pool_presets:NEMOTRON_MATH_HUMAN_REASONING",
-        "open-math-reasoning": "framework.pool_presets:OPEN_MATH_REASONING",
-        "toy": "framework.pool_presets:TOY",
+        "nemotron-math-human-reasoning": "framework.pool.presets:NEMOTRON_MATH_HUMAN_REASONING",
+        "open-math-reasoning": "framework.pool.presets:OPEN_MATH_REASONING",
+        "toy": "framework.pool.presets:TOY",
     },
 )

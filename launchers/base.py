@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from framework.checkpoints import needed_again
 from framework.errors import RetryLater
-from framework.plan import Job, Plan
 from framework.store import Store
+from framework.sweep.plan import Job, Plan
+from framework.sweep.pruning import needed_again
 
 
 @dataclass

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import RetryLater
-from framework.live_runs import RUNS_DIR, live_runs
-from framework.live_runs import process_alive as _alive
 from framework.redaction import redact_log
 from framework.spec.models import AblationSpec
-from framework.stages import STAGES
 from framework.store import Store, write_json_atomic
-from framework.store_locks import HOST
-from framework.train_config import processes_per_node
+from framework.store.locks import HOST
+from framework.sweep.live_runs import RUNS_DIR, live_runs
+from framework.sweep.live_runs import process_alive as _alive
+from framework.sweep.stages import STAGES
+from framework.train.config import processes_per_node
 from launchers.base import Task, exec_command, shell_join
 from launchers.local_reaper import group_alive, process_start
 
@@ -429,7 +429,7 @@ def _tail(path: Path, n: int) -> list[str]:
 
 
 # ---- live runs and the stage jobs they started, for `ablate cancel` and for a run that finds a lock held
-# (the records are read by framework/live_runs.py, which `ablate clean` uses too)
+# (the records are read by framework/sweep/live_runs.py, which `ablate clean` uses too)
 def register_run(store: Store, spec_path: str) -> Path:
     """Record this process as a live local run of the store's sweep; the caller removes the record at its end (a
     record left by a killed run names a dead pid, which readers skip)."""
@@ -541,7 +541,7 @@ def run_local(
     results_dir: str | None = None,
     echo: Any = print,
 ) -> LocalLauncher:
-    from framework.sweep_view import live_run
+    from framework.sweep.view import live_run
 
     launcher = LocalLauncher(spec, spec_path, store, results_dir, echo=echo)
     launcher.submit(tasks)

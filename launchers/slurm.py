@@ -46,12 +46,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from framework.checkpoints import PRUNED
 from framework.errors import RetryLater, UserError
-from framework.plan import Plan
 from framework.redaction import redact_log
 from framework.spec.models import AblationSpec
 from framework.store import MARKER, Store, write_json_atomic
+from framework.sweep.plan import Plan
+from framework.sweep.pruning import PRUNED
 from launchers.base import Task, exec_command, shell_join
 from launchers.slurm_done import outputs_done, task_done
 from launchers.slurm_reuse import (

@@ -1,7 +1,7 @@
 """When a Slurm task counts as done: its stage's SUCCESS markers, except for a training whose checkpoint was pruned.
 
 With `train.keep_checkpoint: false` a training keeps its SUCCESS marker after its checkpoint is deleted (its metrics
-are still read) and gets PRUNED.json (framework/checkpoints.py). Submitted again because a new evaluation needs the
+are still read) and gets PRUNED.json (framework/sweep/pruning.py). Submitted again because a new evaluation needs the
 checkpoint (launchers/base.py pending_tasks), it is not done until rebuilt: otherwise the job script would skip it,
 the launcher would mark it done at once, and the evaluation would fail on the missing model. The rebuild publishes a
 new result without PRUNED.json; once the evaluations submitted with it are done, it may be pruned again, and done it
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from framework.checkpoints import is_pruned
 from framework.store import Store
+from framework.sweep.pruning import is_pruned
 from launchers.base import Task
 
 

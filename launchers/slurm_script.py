@@ -17,7 +17,7 @@ from typing import Any
 from framework.errors import RetryLater, UserError
 from framework.spec.launch import SlurmLauncherSpec
 from framework.spec.models import AblationSpec
-from framework.stages import STAGES
+from framework.sweep.stages import STAGES
 
 # Stages that stop at a checkpoint on USR1/TERM and exit 75 (train.TrainingStopped) to be resumed. Only their jobs
 # get the time-limit warning and are requeued after it: any other stage would just die of the signal and restart

@@ -165,14 +165,14 @@ def generate(
 
 def grade(problems: Sequence[Problem], texts: Sequence[str]) -> list[bool]:
     """Correct when the last `\\boxed { N }` (the pipeline's extraction, no fallbacks) is the true answer."""
-    from framework.extraction import extract_answer
+    from framework.grading.extraction import extract_answer
 
     return [extract_answer(t, fallbacks=False)[0] == str(p.answer) for p, t in zip(problems, texts, strict=True)]
 
 
 def failure_modes(problems: Sequence[Problem], texts: Sequence[str], world: World) -> dict[str, int]:
     """Coarse reasons for wrong answers, to tell a broken copy from a broken chain or a missing answer."""
-    from framework.extraction import extract_answer
+    from framework.grading.extraction import extract_answer
 
     modes = {"correct": 0, "no_box": 0, "boxed_an_intermediate": 0, "boxed_other": 0}
     for p, t in zip(problems, texts, strict=True):

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from framework import chunked_loss, fused_kernels, lean_activations
+from framework.train import chunked_loss, fused_kernels, lean_activations
 
 pytestmark = [
     pytest.mark.gpu,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from framework.execute import execute
-from framework.tracking import ui_command
+from framework.log.stage import ui_command
+from framework.sweep.execute import execute
 from tests.unit.test_report import synthetic_sweep
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

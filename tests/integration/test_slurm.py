@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from framework.plan import build_plan
 from framework.spec import load_spec, spec_from_dict
-from framework.stages import STAGES
 from framework.store import Store
+from framework.sweep.plan import build_plan
+from framework.sweep.stages import STAGES
 from launchers.base import Task, pending_tasks
 from launchers.slurm import (
     SlurmLauncher,
@@ -403,8 +403,8 @@ def test_real_training_preempted_by_slurm_checkpoints_requeues_and_resumes(slurm
 
     import yaml
 
+    from framework.model.stage import build, toy_corpus
     from framework.spec.models import TinyModelSpec
-    from framework.tiny import build, toy_corpus
     from tests.integration.test_train import SPEC, STEPS, publish_inputs, toy_like_rows
 
     monkeypatch.chdir(tmp_path)

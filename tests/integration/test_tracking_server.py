@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from framework.execute import execute
-from framework.mlflow_client import TrackingUnavailable
+from framework.log.mlflow_client import TrackingUnavailable
+from framework.sweep.execute import execute
 from tests.unit.test_report import synthetic_sweep
 
 pytestmark = pytest.mark.integration
@@ -139,7 +139,7 @@ def test_sweep_logs_over_http_survives_an_outage_and_catches_up(server: Server, 
 RACER = """
 import sys
 from pathlib import Path
-from framework.execute import execute
+from framework.sweep.execute import execute
 from tests.unit.test_report import synthetic_sweep
 tmp, uri, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 sw = synthetic_sweep(tmp, uri=uri, tracking={"uri": uri, "experiment": "race"}, seeds=(0,))
@@ -176,7 +176,7 @@ def test_concurrent_log_stages_agree_on_one_parent_run(server: Server, tmp_path:
 
 RACE = """
 import sys, time
-from framework.mlflow_client import connect, experiment_id
+from framework.log.mlflow_client import connect, experiment_id
 start = float(sys.argv[2])
 while time.time() < start:
     time.sleep(0.005)

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from framework.execute import execute
-from framework.plan import Plan, build_plan
 from framework.spec import LoadedSpec, spec_from_dict
 from framework.spec.models import TinyModelSpec
 from framework.spec.yamlsrc import Source
 from framework.store import Store
-from framework.train_worker import COMPLETE, CRASH_ENV, DEBUG_ENV, PAUSE_ENV
+from framework.sweep.execute import execute
+from framework.sweep.plan import Plan, build_plan
+from framework.train.worker import COMPLETE, CRASH_ENV, DEBUG_ENV, PAUSE_ENV
 from tests.helpers import TINY_MODEL
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ def publish_inputs(store: Store, plan: Plan, model_dir: Path, rows: list[dict[st
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from framework.tiny import build, toy_corpus
+    from framework.model.stage import build, toy_corpus
 
     out = tmp_path_factory.mktemp("tiny")
     build(TinyModelSpec.model_validate(SPEC["model"]["tiny"]), out, toy_corpus())
@@ -311,7 +311,7 @@ def test_a_training_killed_after_saving_but_before_publication_is_not_trained_ag
     """Killed (a time limit) while publishing a trained 64 GB model: the next attempt publishes what was saved."""
     import shutil
 
-    from framework import train
+    from framework.train import stage as train
 
     loaded, plan = plan_for(SPEC)
     store = Store(tmp_path)
@@ -328,7 +328,7 @@ def test_a_training_killed_after_saving_but_before_publication_is_not_trained_ag
 
 # --------------------------------------------------------------------------------------------- failures
 def test_model_problems_stop_the_stage_before_launch(tmp_path: Path, tiny_dir: Path) -> None:
-    from framework.models import ModelError
+    from framework.model_source import ModelError
 
     spec = copy.deepcopy(SPEC)
     spec["train"]["max_seq_len"] = 4096  # the tiny model takes 512
@@ -341,7 +341,7 @@ def test_model_problems_stop_the_stage_before_launch(tmp_path: Path, tiny_dir: P
 
 
 def test_a_failing_worker_is_reported_with_its_cause(tmp_path: Path, tiny_dir: Path) -> None:
-    from framework.train import TrainError
+    from framework.train.stage import TrainError
 
     spec = copy.deepcopy(SPEC)
     spec["train"].update(max_seq_len=16, overlong="drop", processes=1)  # no prompt fits in 16 tokens
@@ -360,7 +360,7 @@ def test_a_crashed_rank_ends_the_job_at_once_not_after_the_shutdown_grace(tmp_pa
     """Rank 1 dies mid-run; rank 0 then waits in a collective that will never finish. torchrun sends it TERM and
     grants TORCH_ELASTIC_SHUTDOWN_TIMEOUT (900 s here) for a checkpointed stop, but without the stage's STOP file
     the TERM is torchrun ending the job, and the worker must go at once."""
-    from framework.train import TrainError
+    from framework.train.stage import TrainError
 
     spec = copy.deepcopy(SPEC)
     spec["train"]["epochs"] = 2
@@ -382,7 +382,7 @@ def test_a_killed_build_lock_does_not_hang_the_next_run(tmp_path: Path, tiny_dir
     wait on it forever. The run removes it (under an flock no build holds) and trains."""
     import shutil
 
-    from framework.jit_ops import BATON, extensions_dir
+    from framework.train.jit_ops import BATON, extensions_dir
 
     ops = tmp_path / "torch_extensions"
     if extensions_dir(os.environ).is_dir():  # this environment's build, so the test need not compile again
@@ -400,8 +400,8 @@ def test_a_killed_build_lock_does_not_hang_the_next_run(tmp_path: Path, tiny_dir
 # ------------------------------------------------------------------------------------------ kill, resume
 KILLABLE = """
 import json, sys
-from framework.execute import execute
-from framework.plan import build_plan
+from framework.sweep.execute import execute
+from framework.sweep.plan import build_plan
 from framework.spec import LoadedSpec, spec_from_dict
 from framework.spec.yamlsrc import Source
 from framework.store import Store
@@ -582,7 +582,7 @@ def test_a_training_that_diverges_fails_rather_than_finishing_with_a_loss_of_zer
 
     from safetensors.torch import load_file, save_file
 
-    from framework.train import TrainError
+    from framework.train.stage import TrainError
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dir, broken)

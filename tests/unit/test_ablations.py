@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from framework.plan import build_plan
 from framework.spec import load_spec
+from framework.sweep.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "ablations").glob("*.yaml"))

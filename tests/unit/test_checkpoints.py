@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from framework import execute as execute_module
-from framework.checkpoints import PRUNED, is_pruned, needed_again, prune_if_evaluated
-from framework.execute import execute
+from framework.sweep import execute as execute_module
+from framework.sweep.execute import execute
+from framework.sweep.pruning import PRUNED, is_pruned, needed_again, prune_if_evaluated
 from launchers.base import pending_tasks
 from tests.unit.test_report import synthetic_sweep
 
@@ -144,7 +144,7 @@ def test_a_finished_rebuild_killed_before_its_swap_is_published_not_redone(tmp_p
 
 
 def test_evaluations_of_an_earlier_build_of_a_retrained_checkpoint_are_named(tmp_path, monkeypatch) -> None:
-    from framework.checkpoints import stale_evaluations
+    from framework.sweep.pruning import stale_evaluations
 
     sw = synthetic_sweep(tmp_path, seeds=(0,), eval={"benchmarks": ["aime24", "math-500"], "samples": 2})
     key = _with_models(sw)[0]

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from framework import chunked_loss
+from framework.train import chunked_loss
 
 
 def tiny(tied: bool):

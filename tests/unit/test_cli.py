@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import framework.execute
+import framework.sweep.execute
 from framework.cli import main
-from framework.stages import STAGES, Stage
+from framework.sweep.stages import STAGES, Stage
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -76,7 +76,7 @@ def fake_pool(ctx) -> None:
 
 def test_exec_is_idempotent_and_force_rebuilds(write_spec, minimal, in_tmp, capsys, monkeypatch):
     monkeypatch.setitem(STAGES, "pool", Stage("pool", "1", f"{__name__}:fake_pool", "cpu", "test"))
-    monkeypatch.setattr(framework.execute, "stage_function", lambda s: fake_pool)
+    monkeypatch.setattr(framework.sweep.execute, "stage_function", lambda s: fake_pool)
     calls.clear()
     path = write_spec(minimal)
     main(["plan", str(path), "--json", "--no-build"])
@@ -111,7 +111,7 @@ def test_schema_documents_every_field(section, capsys):
 
 
 def test_exec_takes_the_short_keys_the_tables_show(write_spec, minimal, in_tmp, capsys, monkeypatch):
-    monkeypatch.setattr(framework.execute, "stage_function", lambda s: fake_pool)
+    monkeypatch.setattr(framework.sweep.execute, "stage_function", lambda s: fake_pool)
     calls.clear()
     path = write_spec(minimal)
     main(["plan", str(path), "--json", "--no-build"])
@@ -175,7 +175,7 @@ def test_exec_runs_every_key_when_one_fails(write_spec, minimal, in_tmp, capsys,
             raise RuntimeError("first job breaks")
         fake_pool(ctx)
 
-    monkeypatch.setattr(framework.execute, "stage_function", lambda s: picky)
+    monkeypatch.setattr(framework.sweep.execute, "stage_function", lambda s: picky)
     calls.clear()
     minimal["eval"]["benchmarks"] = ["aime24", "aime25"]  # the base model's two evals: a grouped task, no deps
     path = write_spec(minimal)

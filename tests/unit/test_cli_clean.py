@@ -9,9 +9,9 @@ import pytest
 
 from framework.cli import main
 from framework.errors import RetryLater
-from framework.execute import open_store
-from framework.plan import build_plan
 from framework.spec import load_spec
+from framework.sweep.execute import open_store
+from framework.sweep.plan import build_plan
 
 
 def test_clean_lists_then_deletes_the_leftovers_of_keys_out_of_the_plan(minimal, write_spec, in_tmp, capsys):

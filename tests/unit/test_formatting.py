@@ -20,7 +20,7 @@ from framework.formatting import (
     turn_end_ids,
 )
 from framework.spec.models import PromptSpec
-from framework.train_worker import Collator
+from framework.train.worker import Collator
 
 CORPUS = [
     "Solve the following math problem. Make sure to put the answer inside \\boxed{}.",
@@ -34,7 +34,7 @@ TRACE = "f ( 12 ) = 30 . f ( 30 ) = 7 . the answer is \\boxed { 7 }"
 @pytest.fixture(scope="module")
 def chatml() -> Any:
     """A ChatML tokenizer like the tiny model's: EOS is the turn end `<|im_end|>`, padding `<|endoftext|>`."""
-    from framework.tiny import build_tokenizer
+    from framework.model.stage import build_tokenizer
 
     return build_tokenizer(CORPUS, 320, 512)
 
@@ -93,7 +93,7 @@ def test_evaluating_a_base_model_stops_at_the_turn_end_its_own_config_does_not_n
     the chat turn end the prompt opened, as a fine-tuned checkpoint's config does."""
     from transformers import GenerationConfig
 
-    from framework.evaluate import generation_stop_ids
+    from framework.eval.stage import generation_stop_ids
 
     im_end, eot = base_style.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     GenerationConfig(eos_token_id=eot, bos_token_id=eot).save_pretrained(tmp_path)

@@ -1,5 +1,5 @@
 """The pure functions that run as fused GPU kernels: their math against PyTorch's own ops, and that each one
-compiles as a single graph with dynamic shapes (what `framework.fused_kernels` asks of torch.compile on CUDA),
+compiles as a single graph with dynamic shapes (what `framework.train.fused_kernels` asks of torch.compile on CUDA),
 checked here with the CPU compiler; tests/gpu/test_fused_kernels.py runs them compiled on a GPU."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from framework import chunked_loss, fused_kernels, lean_activations
+from framework.train import chunked_loss, fused_kernels, lean_activations
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

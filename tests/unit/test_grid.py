@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from framework.errors import UserError
-from framework.grid import expand
 from framework.spec import spec_from_dict
+from framework.sweep.grid import expand
 
 
 def test_factorial_product_times_seeds_plus_baselines(minimal):

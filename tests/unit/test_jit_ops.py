@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from framework import jit_ops
+from framework.train import jit_ops
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def test_a_lock_released_within_the_settle_time_is_left_to_its_holder(tmp_path: 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from framework.jit_ops import exclusive
+from framework.train.jit_ops import exclusive
 with exclusive(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(60)

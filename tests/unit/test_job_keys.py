@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from framework.plan import build_plan
 from framework.spec import load_spec
+from framework.sweep.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).with_name("job_keys.json")

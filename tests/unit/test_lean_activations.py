@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from framework import lean_activations
+from framework.train import lean_activations
 
 
 def tiny(dtype: torch.dtype = torch.float32, act: str = "silu", layers: int = 3):

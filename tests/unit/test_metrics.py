@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework.metrics import benchmark_metrics, majority_vote, pass_at_k, problem_table
+from framework.grading.metrics import benchmark_metrics, majority_vote, pass_at_k, problem_table
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from framework import models
-from framework.models import ModelError, ModelSource
-from framework.plan import toy_base_path
+from framework import model_source as models
+from framework.model.stage import CHATML_TEMPLATE, build
+from framework.model_source import ModelError, ModelSource
 from framework.spec.models import ModelSpec, TinyModelSpec
-from framework.tiny import CHATML_TEMPLATE, build
+from framework.sweep.plan import toy_base_path
 
 CORPUS = ["we add 3 and 4 . 3 + 4 = 7 . the answer is \\boxed { 7 }", "let x = 12 . apply f to x 2 times ."] * 30
 SMALL = TinyModelSpec(hidden_size=64, num_heads=1, num_layers=1, intermediate_size=64, vocab_size=300,
@@ -168,7 +168,7 @@ def test_tiny_checkpoint_loads_as_built(tiny_dir: Path) -> None:
     """Reloaded through AutoTokenizer (which picks Qwen2Tokenizer for a qwen2 config) it encodes identically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from framework.tiny import build_tokenizer
+    from framework.model.stage import build_tokenizer
 
     loaded: Any = AutoTokenizer.from_pretrained(tiny_dir)
     built = build_tokenizer(CORPUS, SMALL.vocab_size, SMALL.max_position_embeddings)
@@ -183,18 +183,18 @@ def test_tiny_checkpoint_loads_as_built(tiny_dir: Path) -> None:
 
 
 def test_tiny_vocabulary_too_small_for_bytes() -> None:
-    from framework.tiny import build_tokenizer
+    from framework.model.stage import build_tokenizer
 
     with pytest.raises(ModelError, match="too small for a byte-level tokenizer"):
         build_tokenizer(CORPUS, 200, 128)
 
 
 def test_model_stage_builds_the_spec_tiny_model(tmp_path: Path) -> None:
-    from framework.execute import execute
-    from framework.plan import build_plan
     from framework.spec import LoadedSpec, spec_from_dict
     from framework.spec.yamlsrc import Source
     from framework.store import Store
+    from framework.sweep.execute import execute
+    from framework.sweep.plan import build_plan
 
     data = {"name": "tiny", "model": {"tiny": SMALL.model_dump()}, "pool": [{"preset": "toy"}]}
     spec = spec_from_dict(data)

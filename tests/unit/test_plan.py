@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framework.plan import PlanError, build_plan
 from framework.spec import spec_from_dict
+from framework.sweep.plan import PlanError, build_plan
 from tests.helpers import MINIMAL
 
 
@@ -167,7 +167,7 @@ def test_keys_are_stable_across_processes(minimal):
     script = textwrap.dedent(
         f"""
         import json
-        from framework.plan import build_plan
+        from framework.sweep.plan import build_plan
         from framework.spec import spec_from_dict
         print(json.dumps(sorted(build_plan(spec_from_dict(json.loads({json.dumps(json.dumps(minimal))}))).jobs)))
         """
@@ -208,7 +208,7 @@ def test_the_pool_depends_on_the_benchmarks_only_when_it_leaves_their_problems_o
 def test_a_factor_whose_code_changed_rebuilds_only_its_arms(minimal, monkeypatch):
     import dataclasses
 
-    from framework.factors import keywords
+    from framework.data.factors import keywords
     from framework.registry import FACTORS
 
     only_source = copy.deepcopy(minimal)
@@ -260,7 +260,7 @@ def test_a_revision_for_a_benchmark_without_a_hub_copy_is_a_plan_error(minimal):
 
 
 def test_a_factor_version_can_depend_on_the_level_so_unchanged_levels_keep_their_keys():
-    from framework.plan import factor_versions
+    from framework.sweep.plan import factor_versions
 
     binned = ["difficulty", "difficulty", "easy", {"by": "label", "bins": 2, "bin": 0}]
     ranged = ["difficulty", "difficulty", "low", {"by": "label", "min": 1.0}]

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from framework.errors import UserError
-from framework.pool import load_pool
+from framework.pool.stage import load_pool
 from framework.spec import spec_from_dict
 
 KEYS = ["problem", "trace", "expected_answer", "source", "difficulty", "topic", "problem_id", "pass_rate"]

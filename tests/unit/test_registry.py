@@ -31,7 +31,7 @@ def test_import_paths_and_errors():
 
 def test_importing_the_framework_and_planning_loads_no_engine():
     code = (
-        "import sys, framework, framework.cli, framework.plan, framework.execute, launchers\n"
+        "import sys, framework, framework.cli, framework.sweep.plan, framework.sweep.execute, launchers\n"
         "from framework.spec import spec_from_dict\n"
         "heavy = [m for m in ('torch', 'vllm', 'deepspeed', 'transformers', 'mlflow') if m in sys.modules]\n"
         "print(','.join(heavy))"

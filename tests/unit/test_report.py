@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-from framework.metrics import benchmark_metrics
-from framework.plan import Plan, build_plan
+from framework.grading.metrics import benchmark_metrics
 from framework.report import COLUMNS, report_frame, write_report
 from framework.spec import LoadedSpec, spec_from_dict
 from framework.spec.yamlsrc import Source
 from framework.store import Store, write_json_atomic
+from framework.sweep.plan import Plan, build_plan
 
 FAKE_SECRET = "hf_" + "Zq8" * 12  # shaped like a Hugging Face token; must never reach MLflow
 

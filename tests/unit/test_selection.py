@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from framework.factors import correctness, diversity, keywords, length, source
-from framework.selection import Selection, TooFewTraces, select
+from framework.data.factors import correctness, diversity, keywords, length, source
+from framework.data.selection import Selection, TooFewTraces, select
 from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS
 
 KW = list(DEFAULT_REFLECTION_KEYWORDS)
@@ -227,7 +227,7 @@ def test_identical_across_processes_and_hash_seeds() -> None:
 def test_a_token_budget_matched_to_its_reference_keeps_transform_arms_paired() -> None:
     """short (matched to long's total tokens) x keywords keep/delete: the budget must not depend on the transform,
     or the two keyword arms would train on different problems."""
-    from framework.data import token_budget
+    from framework.data.stage import token_budget
     from framework.spec import spec_from_dict
 
     spec = spec_from_dict(

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-from framework.stats import (
+from framework.report.stats import (
     Arm,
     ArmCounts,
     align,
@@ -258,7 +258,7 @@ def test_one_at_a_time_design_and_an_excluded_combination():
 def test_levels_never_evaluated_at_a_shared_combination_are_left_empty_not_confounded(tmp_path):
     """A 2x2 whose diagonal cells failed: a=x only at b=p, a=y only at b=q. Their means would be b's effect shown
     as a's (+0.3 here, where a has none); the table leaves them empty and says why."""
-    from framework.report_plots import accuracy_by_level
+    from framework.report.plots import accuracy_by_level
 
     factors, refs = {"a": ["x", "y"], "b": ["p", "q"]}, {"a": "x", "b": "p"}
     arms = [_arm("x,p", {"a": "x", "b": "p"}, [0.4, 0.4]), _arm("y,q", {"a": "y", "b": "q"}, [0.7, 0.7])]

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from framework.stop_signals import stop_requests
+from framework.train.stop_signals import stop_requests
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_usr1_and_term_ask_for_a_stop_instead_of_killing(tmp_path):
 WORKER = """
 import sys, threading, time
 from pathlib import Path
-from framework.stop_signals import worker_signals
+from framework.train.stop_signals import worker_signals
 stop, training = Path(sys.argv[1]), threading.Event()
 if sys.argv[2] == "training":
     training.set()

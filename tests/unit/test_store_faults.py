@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-import framework.execute
-import framework.store_locks
-from framework.execute import execute, open_store
-from framework.plan import build_plan
+import framework.store.locks
+import framework.sweep.execute
 from framework.spec import load_spec
 from framework.store import _ID_GRACE_S, _PAUSE_ENV, MARKER, Store, _Lock, write_json_atomic
+from framework.sweep.execute import execute, open_store
+from framework.sweep.plan import build_plan
 
 KEY = "0123456789abcdef"
 
@@ -110,7 +110,7 @@ def test_exec_force_keeps_the_old_result_when_the_rebuild_fails(
     write_spec, minimal, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(framework.execute, "stage_function", lambda s: _fail_second_time(calls))
+    monkeypatch.setattr(framework.sweep.execute, "stage_function", lambda s: _fail_second_time(calls))
     loaded = load_spec(write_spec(minimal))
     plan = build_plan(loaded.spec, loaded.path)
     store = open_store(loaded)
@@ -167,7 +167,7 @@ def test_a_file_system_that_cannot_fsync_directories_still_builds(
 def test_the_heartbeat_outlives_transient_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = framework.store_locks._read_lock
+    real = framework.store.locks._read_lock
     failures = iter([errno.ESTALE, errno.EIO, errno.ESTALE])
 
     def flaky(path: Path):
@@ -175,7 +175,7 @@ def test_the_heartbeat_outlives_transient_errors(
             raise OSError(err, os.strerror(err))
         return real(path)
 
-    monkeypatch.setattr(framework.store_locks, "_read_lock", flaky)
+    monkeypatch.setattr(framework.store.locks, "_read_lock", flaky)
     lock = _Lock(tmp_path / "x.lock", heartbeat_s=0.02, stale_after_s=1.0)
     caplog.set_level(logging.WARNING, logger="framework.store")
     assert lock.acquire() is None

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from framework.plan import build_plan
 from framework.spec import load_spec, spec_from_dict
 from framework.store import Store
-from framework.sweep_view import (
+from framework.sweep.plan import build_plan
+from framework.sweep.view import (
     LiveRun,
     RunProgress,
     live_run,

@@ -17,11 +17,11 @@ from mlflow import MlflowClient
 from mlflow.utils.validation import validate_param_and_metric_name
 
 from framework.errors import UserError
-from framework.execute import execute
-from framework.mlflow_client import TrackingUnavailable, batches, connect, find_sweep_run
+from framework.log.mlflow_client import TrackingUnavailable, batches, connect, find_sweep_run
+from framework.log.stage import log_cell, metric_key, ui_command
 from framework.redaction import REDACTED, redact, redact_text
 from framework.store import Store
-from framework.tracking import log_cell, metric_key, ui_command
+from framework.sweep.execute import execute
 from tests.unit.test_report import FAKE_SECRET, Sweep, migrated_db, synthetic_sweep
 
 
@@ -196,7 +196,7 @@ def test_two_specs_of_one_name_with_their_own_results_are_two_sweeps(tmp_path, t
 
 
 def test_a_cell_id_too_long_for_a_run_name_is_shortened_and_kept_whole_in_a_tag():
-    from framework.mlflow_client import MAX_RUN_NAME, run_name
+    from framework.log.mlflow_client import MAX_RUN_NAME, run_name
 
     long_id = ",".join(f"factor{i}=level{i}" for i in range(40))
     name = run_name(long_id)
@@ -300,7 +300,7 @@ def test_concurrent_elections_of_the_parent_run_never_delete_a_run_being_finishe
     fails without the store's election lock every time, not only under load; with the lock it only waits."""
     import threading
 
-    from framework.tracking import sweep_run
+    from framework.log.stage import sweep_run
 
     db = tmp_path / "m.db"
     shutil.copy(template_db, db)
@@ -417,7 +417,7 @@ def test_a_sample_of_generations_is_read_batch_by_batch_in_its_stable_order(tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from framework.tracking import _generations
+    from framework.log.stage import _generations
 
     n_problems, k = 1500, 2  # 3000 rows: three reading batches
     frame = pd.DataFrame(
@@ -439,7 +439,7 @@ def test_a_sample_of_generations_is_read_batch_by_batch_in_its_stable_order(tmp_
 
 
 def test_benchmarks_whose_names_share_a_stem_stage_their_generations_apart(tmp_path, template_db):
-    from framework.tracking import gather
+    from framework.log.stage import gather
 
     benches = ["framework.benchmarks:AIME24", "framework.benchmarks:AIME25"]  # one stem: "framework"
     eval_ = {"benchmarks": benches, "samples": 4, "sampling": {"max_tokens": 512}}

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from framework.jit_ops import extensions_dir
 from framework.spec.models import TrainSpec
-from framework.train_config import (
+from framework.train.config import (
     TrainConfigError,
     deepspeed_config,
     layout,
     trainer_arguments,
 )
-from framework.train_launch import launch_command, local_command, slurm_command, visible_gpus, worker_env
+from framework.train.jit_ops import extensions_dir
+from framework.train.launch import launch_command, local_command, slurm_command, visible_gpus, worker_env
 
 ARGS = Path("/runs/out/train_args.json")
 
@@ -110,11 +110,11 @@ def test_every_trainer_argument_is_a_transformers_field(tmp_path: Path) -> None:
 def test_local_command_is_torchrun_behind_the_parent_guard() -> None:
     lay = layout(TrainSpec(global_batch_size=4, processes=2), gpus=0)
     cmd = local_command(lay, ARGS, parent_pid=123)
-    assert cmd[:6] == [sys.executable, "-m", "framework.train_launch", "--parent", "123", "--"]
+    assert cmd[:6] == [sys.executable, "-m", "framework.train.launch", "--parent", "123", "--"]
     rest = cmd[6:]
     assert rest[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--standalone" in rest and rest[rest.index("--nproc_per_node") + 1] == "2"
-    assert rest[-3:] == ["-m", "framework.train_worker", str(ARGS)]
+    assert rest[-3:] == ["-m", "framework.train.worker", str(ARGS)]
     assert launch_command(lay, ARGS, {}, parent_pid=123) == cmd
 
 
@@ -131,7 +131,7 @@ def test_multi_node_command_under_slurm() -> None:
 
     assert (opt("--nnodes"), opt("--nproc_per_node"), opt("--rdzv_backend")) == ("4", "8", "c10d")
     assert opt("--rdzv_endpoint") == f"gpu01:{29500 + 4242 % 2000}" and opt("--rdzv_id") == "4242"
-    assert torchrun[-3:] == ["-m", "framework.train_worker", str(ARGS)]
+    assert torchrun[-3:] == ["-m", "framework.train.worker", str(ARGS)]
 
 
 def test_multi_node_needs_a_large_enough_slurm_allocation() -> None:
@@ -169,7 +169,7 @@ def test_visible_gpus_follow_cuda_visible_devices() -> None:
 
 
 def test_sdpa_order_puts_cudnn_first_on_hopper_only_when_nothing_is_asked() -> None:
-    from framework.train_config import sdpa_order
+    from framework.train.config import sdpa_order
 
     assert sdpa_order(None, (9, 0)) == ["cudnn", "flash", "efficient", "math"]
     assert sdpa_order(None, (8, 0)) is None  # Ampere: PyTorch's own order (flash first) stands
@@ -178,7 +178,7 @@ def test_sdpa_order_puts_cudnn_first_on_hopper_only_when_nothing_is_asked() -> N
 
 
 def test_sdpa_order_keeps_the_asked_order_and_appends_the_rest_so_none_is_disabled() -> None:
-    from framework.train_config import sdpa_order
+    from framework.train.config import sdpa_order
 
     assert sdpa_order(["flash"], (9, 0)) == ["flash", "efficient", "math", "cudnn"]
     assert sdpa_order(["math", "cudnn", "math"], None) == ["math", "cudnn", "flash", "efficient"]
@@ -206,7 +206,7 @@ def test_whole_layer_gathers_mark_exactly_the_decoder_layers() -> None:
     from deepspeed.utils import z3_leaf_module
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from framework.train_worker import gather_layers_whole
+    from framework.train.worker import gather_layers_whole
 
     config = Qwen2Config(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,

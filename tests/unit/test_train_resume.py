@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from framework.train import resume_point
-from framework.train_worker import COMPLETE
+from framework.train.stage import resume_point
+from framework.train.worker import COMPLETE
 
 
 def _checkpoints(root: Path, shards: dict, steps: dict[int, bool]) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from framework.train_worker import IGNORE_INDEX, pad_for_ranks
+from framework.train.worker import IGNORE_INDEX, pad_for_ranks
 
 
 def _example(i: int, n: int) -> dict:
@@ -29,7 +29,7 @@ def test_examples_that_divide_evenly_are_left_as_they_are():
 
 
 def test_a_loss_or_gradient_norm_that_is_not_a_number_fails_the_run():
-    from framework.train_worker import check_finite
+    from framework.train.worker import check_finite
 
     check_finite({"loss": 1.25, "grad_norm": 3.0, "learning_rate": 1e-5}, 4)
     for bad in ({"loss": float("nan")}, {"grad_norm": float("inf"), "loss": 2.0}):

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from framework.benchmark_data import BenchmarkError, load_benchmark, multiple_choice
+from framework.benchmarks.loading import BenchmarkError, load_benchmark, multiple_choice
 from framework.spec.models import BenchmarkSpec
 
 

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from framework import evaluate, formatting, models
-from framework.execute import StageContext
-from framework.plan import build_plan
+from framework import formatting
+from framework import model_source as models
+from framework.eval import stage as evaluate
 from framework.spec import LoadedSpec, spec_from_dict
 from framework.spec.yamlsrc import Source
 from framework.store import Build, Store
+from framework.sweep.execute import StageContext
+from framework.sweep.plan import build_plan
 
 
 class Generated(Exception):
@@ -52,6 +54,6 @@ def test_a_baseline_is_evaluated_in_the_dtype_its_key_records(tmp_path: Path, mo
 
 
 def evaluate_source(tmp: Path):
-    from framework.models import ModelSource
+    from framework.model_source import ModelSource
 
     return ModelSource("local", str(tmp))

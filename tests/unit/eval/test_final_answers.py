@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from framework.evaluate import final_answers, grader_for
+from framework.eval.stage import final_answers, grader_for
 
 CUT = "So the answer is \\boxed{12}. Hmm, wait, let me re-check the case n = 3, which gives 7"
 
@@ -34,8 +34,8 @@ def test_benchmark_problems_the_checkpoint_was_trained_on_are_found(tmp_path) ->
 
     import pandas as pd
 
-    from framework.data import TRAIN_FILE
-    from framework.evaluate import overlap, training_problems
+    from framework.data.stage import TRAIN_FILE
+    from framework.eval.stage import overlap, training_problems
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.factors.base import FactorContext
-from framework.factors.correctness import Params, apply
+from framework.data.factors.base import FactorContext
+from framework.data.factors.correctness import Params, apply
 
 
 def _ctx() -> FactorContext:

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from framework.data.factors.base import FactorContext
+from framework.data.factors.difficulty import Params, apply, label_key
 from framework.errors import PoolValueError
-from framework.factors.base import FactorContext
-from framework.factors.difficulty import Params, apply, label_key
 
 
 def _ctx() -> FactorContext:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.factors.base import FactorContext
-from framework.factors.diversity import STRATUM, Params, apply
+from framework.data.factors.base import FactorContext
+from framework.data.factors.diversity import STRATUM, Params, apply
 
 
 def _ctx(n: int = 4, seed: int = 0) -> FactorContext:

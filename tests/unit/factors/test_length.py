@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from framework.factors.base import FactorContext
-from framework.factors.length import Params, apply, rank_bins
+from framework.data.factors.base import FactorContext
+from framework.data.factors.length import Params, apply, rank_bins
 
 
 def _ctx() -> FactorContext:

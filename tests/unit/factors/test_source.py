@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from framework.factors.base import FactorContext
-from framework.factors.source import FACTOR, Params, apply
+from framework.data.factors.base import FactorContext
+from framework.data.factors.source import FACTOR, Params, apply
 
 
 def _ctx() -> FactorContext:

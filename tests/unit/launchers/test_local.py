@@ -10,9 +10,9 @@ import json
 import sys
 import time
 
-from framework.plan import build_plan
 from framework.spec import spec_from_dict
 from framework.store import Store
+from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
 from launchers.local import LocalLauncher
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from framework.plan import build_plan
 from framework.spec import spec_from_dict
 from framework.store import Store
+from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
 from launchers.local import lock_holder
 from tests.unit.launchers.test_local import make

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import launchers.local as local
-from framework.plan import Job
+from framework.sweep.plan import Job
 from launchers.base import Task
 from launchers.local import Terminated, uses_gpu_off_slot, visible_gpus
 from tests.unit.launchers.test_local import make
@@ -31,7 +31,7 @@ LAUNCHER = """
 import copy, json, sys
 from tests.helpers import MINIMAL
 from framework.spec import spec_from_dict
-from framework.plan import build_plan
+from framework.sweep.plan import build_plan
 from framework.store import Store
 from launchers.base import pending_tasks
 from launchers.local import LocalLauncher

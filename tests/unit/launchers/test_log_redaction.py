@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from framework.plan import build_plan
 from framework.spec import spec_from_dict
 from framework.store import Store
+from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
 from launchers.slurm import SlurmLauncher, script_path
 from tests.unit.launchers.test_local import make

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from framework.checkpoints import PRUNED, is_pruned
 from framework.errors import UserError
-from framework.plan import Job, build_plan
 from framework.spec import SpecErrors, spec_from_dict
 from framework.store import Store
+from framework.sweep.plan import Job, build_plan
+from framework.sweep.pruning import PRUNED, is_pruned
 from launchers.base import Task, pending_tasks
 from launchers.slurm import SlurmLauncher, parse_job_id, record_path, run_slurm, script_path, task_state
 from launchers.slurm_script import StageResources, stage_resources
@@ -382,8 +382,8 @@ if mode == "publish-then-abort":
     os.abort()
 if mode == "exit0":
     sys.exit(0)
-if mode == "rebuild":  # as framework/execute.py builds a training: a pruned one is built again
-    from framework.checkpoints import PRUNED
+if mode == "rebuild":  # as framework/sweep/execute.py builds a training: a pruned one is built again
+    from framework.sweep.pruning import PRUNED
     with store.build(stage, key, resume=True, redo=lambda final: (final / PRUNED).is_file()) as b:
         open(sys.argv[5] + ".ran", "w").write("rebuilt" if b is not None else "skipped")
     sys.exit(0)

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from framework.plan import build_plan
 from framework.spec import spec_from_dict
 from framework.store import Store
+from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
 from launchers.slurm import SlurmLauncher, _recorded, cancel_sweep, record_path
 from launchers.slurm_reuse import ALIVE, running_superseded

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.pool import load_pool
-from framework.pool_sources import PoolError, problem_id_for
+from framework.pool.sources import PoolError, problem_id_for
+from framework.pool.stage import load_pool
 from framework.spec import spec_from_dict
 
 MAPPING = {"problem": "question", "trace": "output", "source": "model", "expected_answer": "gold"}
@@ -143,7 +143,7 @@ def test_mixed_and_unknown_difficulty_labels_load_when_no_factor_orders_them(tmp
 
 def test_a_band_over_text_labels_is_a_cell_error_with_file_line_and_hint(tmp_path):
     """The same pool under a difficulty band: a user error (exit 2) naming the row with the word and how to map it."""
-    from framework.data import DataError, build_training_set
+    from framework.data.stage import DataError, build_training_set
 
     rows = [{"problem": f"q{i}", "trace": "t", "expected_answer": "1", "lvl": v} for i, v in enumerate([1, 2, "hard"])]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
@@ -170,8 +170,8 @@ def test_a_band_over_text_labels_is_a_cell_error_with_file_line_and_hint(tmp_pat
 def test_a_bug_in_selection_is_not_reported_as_a_user_error(tmp_path, monkeypatch):
     """Only the pool's shortfalls become a cell's user error; any other exception is a bug and keeps its type
     (and its traceback), rather than an exit 2 that hides it."""
-    import framework.selection
-    from framework.data import build_training_set
+    import framework.data.selection
+    from framework.data.stage import build_training_set
 
     write_jsonl(tmp_path / "p.jsonl", [{"problem": "q", "trace": "t", "expected_answer": "1"}])
     pool, _ = load(tmp_path, [{"path": "p.jsonl"}])
@@ -180,7 +180,7 @@ def test_a_bug_in_selection_is_not_reported_as_a_user_error(tmp_path, monkeypatc
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(framework.selection, "select", broken)
+    monkeypatch.setattr(framework.data.selection, "select", broken)
     with pytest.raises(ValueError, match="a bug") as info:
         build_training_set(pool.assign(n_tokens=1), {"arm": [], "seed": 0, "n_examples": 1}, spec)
     assert type(info.value) is ValueError
@@ -218,7 +218,7 @@ def test_metadata_the_pool_cannot_store_becomes_text_and_annotation_names_are_ke
 
 def test_on_missing_enters_the_pool_key_only_when_it_changes_what_is_read(tmp_path, monkeypatch):
     """The default keeps the keys of pools built before the option existed; drop and keep build other pools."""
-    from framework.plan import build_plan
+    from framework.sweep.plan import build_plan
 
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "p.jsonl", [{"problem": "q", "trace": "t", "expected_answer": "1"}])
@@ -269,7 +269,7 @@ def test_a_released_preset_keeps_its_rows_without_an_answer_unless_told_otherwis
 
 
 def test_a_presets_own_rule_keeps_its_pool_key_and_another_rule_changes_it(tmp_path, monkeypatch):
-    from framework.plan import build_plan
+    from framework.sweep.plan import build_plan
 
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "rel.jsonl", [{"problem": "q", "solution": "t", "expected_answer": "1"}])
@@ -320,7 +320,7 @@ def test_storing_the_pool_leaves_its_text_fields_alone(monkeypatch):
     it would double a large pool in memory for nothing, since conform made them text."""
     import pyarrow as pa
 
-    from framework.pool_sources import storable
+    from framework.pool.sources import storable
 
     pool = pd.DataFrame(
         {

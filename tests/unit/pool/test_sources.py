@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from framework.pool import check_answers_agree, load_pool, trace_id
-from framework.pool_sources import PoolError, problem_id_for
+from framework.pool.sources import PoolError, problem_id_for
+from framework.pool.stage import check_answers_agree, load_pool, trace_id
 from framework.spec import spec_from_dict
 
 ROWS = [
@@ -210,8 +210,8 @@ def test_open_math_reasonings_pass_rate_makes_easy_the_problems_the_reference_mo
     spec's `easy` bin must keep the problems it solves most often."""
     import yaml
 
-    from framework.factors.base import FactorContext
-    from framework.factors.difficulty import Params, apply
+    from framework.data.factors.base import FactorContext
+    from framework.data.factors.difficulty import Params, apply
 
     rows = [
         {
@@ -238,7 +238,7 @@ def test_a_trace_the_grader_could_not_judge_is_ungraded_not_wrong(monkeypatch):
     """A timeout or a crashed grader says nothing about the trace: the correctness factor must not call it wrong."""
     import framework.grading
     from framework.grading import Verdict
-    from framework.pool import grade_traces
+    from framework.pool.stage import grade_traces
 
     verdicts = [
         Verdict(True, "2", "exact"),
@@ -254,7 +254,7 @@ def test_a_trace_the_grader_could_not_judge_is_ungraded_not_wrong(monkeypatch):
 def test_the_pool_keeps_how_each_traces_answer_was_found():
     """A wrong boxed answer and a trace that stopped mid-thought are both graded wrong; only the method tells them
     apart, and the correctness factor needs it."""
-    from framework.pool import grade_traces
+    from framework.pool.stage import grade_traces
 
     traces = [
         "so \\boxed{7}",
@@ -270,7 +270,7 @@ def test_the_pool_keeps_how_each_traces_answer_was_found():
 
 
 def test_benchmark_problems_can_be_left_out_of_the_pool():
-    from framework.pool import drop_eval_problems
+    from framework.pool.stage import drop_eval_problems
 
     pool = pd.DataFrame(
         {
@@ -333,7 +333,7 @@ def test_a_revision_without_a_hub_dataset_is_a_spec_error(source):
 
 def test_a_trace_without_an_expected_answer_is_ungraded_end_to_end(tmp_path):
     """Through the loader: a null or missing answer must not reach the grader as NaN (graded "wrong")."""
-    from framework.pool import grade_traces
+    from framework.pool.stage import grade_traces
 
     rows = [
         {"problem": "p1", "trace": "\\boxed{3}", "expected_answer": "3"},

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from framework.pool.topics import cluster_topics, purity, spherical_kmeans, tfidf
 from framework.spec.models import TopicClusterSpec
-from framework.topics import cluster_topics, purity, spherical_kmeans, tfidf
 
 SUBJECTS = {
     "geometry": [

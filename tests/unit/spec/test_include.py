@@ -131,7 +131,7 @@ def test_a_null_extra_sbatch_in_a_stage_override_is_no_line(write_spec):
 
 
 def test_a_null_extra_arg_is_never_passed_on_and_unsets_an_included_one(write_spec):
-    from framework.train_config import deepspeed_config, layout
+    from framework.train.config import deepspeed_config, layout
 
     base = SLURM_BASE.replace("processes: 2}", "processes: 2, extra_args: {adam_beta2: 0.95, warmup_steps: 3}}")
     write_spec(base, "base.yaml")

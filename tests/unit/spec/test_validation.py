@@ -132,8 +132,8 @@ def test_duplicates_are_errors(minimal, write_spec):
 
 
 def test_user_factor_by_import_path(minimal):
-    minimal["factors"] = {"mine": {"kind": "framework.factors.source:FACTOR", "levels": ["a"]}}
-    assert spec_from_dict(minimal).factors["mine"].kind == "framework.factors.source:FACTOR"
+    minimal["factors"] = {"mine": {"kind": "framework.data.factors.source:FACTOR", "levels": ["a"]}}
+    assert spec_from_dict(minimal).factors["mine"].kind == "framework.data.factors.source:FACTOR"
     minimal["factors"] = {"mine": {"kind": "no.such.module:FACTOR", "levels": ["a"]}}
     with pytest.raises(SpecErrors, match="cannot import module"):
         spec_from_dict(minimal)
@@ -274,8 +274,8 @@ def test_a_sqlite_database_in_a_missing_directory_is_refused_by_plan_and_a_warni
 def test_the_results_root_the_command_uses_is_exempt_from_the_tracking_directory_check(minimal, in_tmp, monkeypatch):
     """The sweep creates its results root: a database there is no typo, whether the root comes from the spec,
     $ABLATE_RESULTS_DIR or --results-dir (`results_base`)."""
-    from framework.plan import PlanError, build_plan
     from framework.spec import spec_from_dict
+    from framework.sweep.plan import PlanError, build_plan
 
     spec = spec_from_dict({**minimal, "tracking": {"uri": "sqlite:///scratch/res/mlflow.db"}})
     with pytest.raises(PlanError, match="scratch/res"):

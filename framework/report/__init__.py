@@ -1,0 +1,465 @@
+"""`ablate report`: the sweep's results as tables, intervals, tests and plots, read from the store.
+
+The store, not MLflow, is the source: a report works offline, mid-sweep (cells not evaluated yet are listed as
+such) and without a tracking server. When tracking is reachable the report files are also attached to the sweep's
+parent run. Column names follow docs/results-schema.md; the statistics are those of `framework.report.stats`. Every
+file is written through `framework.redaction` (the spec's description, warnings and cell names are user text),
+and uploaded through it again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from framework.grading.metrics import pass_at_k_from_samples
+from framework.log.mlflow_client import TrackingUnavailable
+from framework.log.stage import eval_counts, log_report, metric_key
+from framework.redaction import write_csv, write_text
+from framework.report.plots import accuracy_by_level, length_vs_accuracy
+from framework.report.stats import (
+    ARM_COLUMNS,
+    Arm,
+    ArmCounts,
+    Comparison,
+    align,
+    compare_arms,
+    factor_columns,
+    problem_counts,
+)
+from framework.sweep.pruning import stale_evaluations
+
+if TYPE_CHECKING:
+    from framework.spec import LoadedSpec
+    from framework.store import Store
+    from framework.sweep.plan import Plan
+
+__all__ = ["COLUMNS", "report_frame", "write_report"]
+
+# The fixed columns of report_frame, in order: name -> (dtype, meaning). docs/results-schema.md documents them;
+# a test keeps the two in step. Factor columns follow "baseline"; metrics beyond these (pass@k for k > 1,
+# "<subset>/<metric>") are appended with the eval stage's names.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "cell": ("str", "cell id: factor=level pairs and seed=N, or baseline=NAME"),
+    "arm": ("str", "the cell's id without its seed; replicates of one arm share it"),
+    "seed": ("Int64", "training (and data-selection) seed; missing for baselines"),
+    "baseline": ("str", "baseline name, missing for trained cells"),
+    "benchmark": ("str", "benchmark name as in eval.benchmarks"),
+    "evaluated": ("bool", "the cell's eval stage for this benchmark is done"),
+    "n_problems": ("Int64", "problems evaluated"),
+    "n_samples": ("Int64", "graded responses in all (problems x samples per problem)"),
+    "samples_per_problem": ("Float64", "responses sampled per problem"),
+    "pass@1": ("float64", "mean over problems of the fraction of correct responses (avg@n)"),
+    "maj@n": ("float64", "fraction of problems whose most frequent answer is correct"),
+    "no_answer_rate": ("float64", "fraction of responses with no extractable answer"),
+    "truncation_rate": ("float64", "fraction of responses cut at max_tokens"),
+    "mean_response_tokens": ("float64", "mean response length in tokens"),
+    "median_response_tokens": ("float64", "median response length in tokens"),
+    "reflection_per_response": ("float64", "mean count of reflection keywords per response"),
+    "train_examples": ("Int64", "training examples the model saw (after length filtering)"),
+    "train_tokens": ("Int64", "tokens processed in training, all epochs"),
+    "train_steps": ("Int64", "optimizer steps"),
+    "train_final_loss": ("float64", "last logged training loss"),
+    "train_runtime_s": ("float64", "wall-clock seconds of the train stage"),
+    "train_truncated": ("Int64", "training examples cut at train.max_seq_len (no answer or end of turn trained)"),
+    "warnings": ("str", "the eval stage's warnings (truncation, grading timeouts), '; '-joined"),
+    "data_key": ("str", "store key of the cell's data stage"),
+    "train_key": ("str", "store key of the cell's train stage"),
+    "eval_key": ("str", "store key of this benchmark's eval stage"),
+    "log_key": ("str", "store key of the cell's log stage"),
+    "mlflow_run_id": ("str", "the cell's MLflow run, once its log stage is done"),
+}
+_TRAIL = ["warnings", "data_key", "train_key", "eval_key", "log_key", "mlflow_run_id"]
+_MAJ = "maj@n"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+def _train_summary(m: Mapping[str, Any]) -> dict[str, Any]:
+    """The train stage's metrics.json in either layout (flat counts, or nested examples/tokens/timings)."""
+    curve = m.get("loss_curve") or []
+    examples, truncated = m.get("examples"), None
+    if isinstance(examples, Mapping):
+        examples, truncated = examples.get("kept", examples.get("examples")), examples.get("truncated")
+    tokens = m.get("train_tokens")
+    if tokens is None and isinstance(m.get("tokens"), Mapping):
+        tokens = m["tokens"].get("total_trained")
+    runtime = m.get("runtime_s")
+    if runtime is None and isinstance(m.get("timings"), Mapping):
+        runtime = m["timings"].get("total_s")
+    return {
+        "train_examples": examples,
+        "train_tokens": tokens,
+        "train_steps": m.get("steps", curve[-1]["step"] if curve else None),
+        "train_final_loss": m.get("final_loss", curve[-1]["loss"] if curve else None),
+        "train_runtime_s": runtime,
+        "train_truncated": truncated,
+    }
+
+
+def _eval_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Eval metrics under the report's names: maj@<n> becomes maj@n (one column across benchmarks)."""
+    out: dict[str, Any] = {}
+    for name, value in (result.get("metrics") or {}).items():
+        head, _, tail = name.rpartition("/")
+        if tail.startswith("maj@"):
+            name = f"{head}/{_MAJ}" if head else _MAJ
+        if name not in ("n_problems", "n_samples"):
+            out[name] = value
+    return out | eval_counts(result)
+
+
+def report_factor_columns(factors: Iterable[str]) -> dict[str, str]:
+    """A factor's column, the same in cells.csv and arms.csv: `factor.<name>` where it would take a fixed one's."""
+    return factor_columns(factors, [*COLUMNS, *ARM_COLUMNS])
+
+
+def report_frame(plan: Plan, store: Store) -> pd.DataFrame:
+    """One row per cell x benchmark, from the store; cells not evaluated yet have missing metrics."""
+    factors = list(plan.spec.factors)
+    factor_col = report_factor_columns(factors)
+    rows = []
+    for cell in plan.cells:
+        stages = plan.cell_jobs[cell.id]
+        keys = {s: ",".join(j.split("/")[1] for j in stages[s]) or None for s in ("data", "train", "log")}
+        train: dict[str, Any] = {}
+        for job in stages["train"]:
+            if store.is_done(*job.split("/")):
+                train = _train_summary(_read_json(store.path(*job.split("/")) / "metrics.json"))
+        run_id = None
+        for job in stages["log"]:
+            if store.is_done(*job.split("/")):
+                run_id = _read_json(store.path(*job.split("/")) / "run.json").get("run_id")
+        for job in stages["eval"]:
+            stage, key = job.split("/")
+            done = store.is_done(stage, key)
+            result = _read_json(store.path(stage, key) / "metrics.json") if done else {}
+            if done:  # a pass@k asked for after the evaluation ran, from its stored samples
+                extra = pass_at_k_from_samples(
+                    store.path(stage, key) / "samples.parquet", plan.spec.eval.pass_k, result.get("metrics", {})
+                )
+                result = {**result, "metrics": {**result.get("metrics", {}), **extra}}
+            rows.append(
+                {
+                    "cell": cell.id,
+                    "arm": cell.arm_id,
+                    "seed": cell.seed,
+                    "baseline": cell.baseline,
+                    **{factor_col[f]: cell.level_map.get(f) for f in factors},
+                    "benchmark": plan.jobs[job].config["benchmark"]["name"],
+                    "evaluated": done,
+                    **_eval_metrics(result),
+                    **train,
+                    "warnings": "; ".join(result.get("warnings", [])) or None,
+                    "data_key": keys["data"],
+                    "train_key": keys["train"],
+                    "eval_key": key,
+                    "log_key": keys["log"],
+                    "mlflow_run_id": run_id,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    fixed = [c for c in COLUMNS if c not in _TRAIL]
+    head = (
+        fixed[: fixed.index("baseline") + 1] + [factor_col[f] for f in factors] + fixed[fixed.index("baseline") + 1 :]
+    )
+    extra = sorted(c for c in frame.columns if c not in COLUMNS and c not in head)
+    for col in head + _TRAIL:
+        if col not in frame.columns:
+            frame[col] = None
+    frame = frame[head + extra + _TRAIL]
+    for col, (dtype, _) in COLUMNS.items():
+        if dtype != "str":
+            frame[col] = frame[col].astype(dtype)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def benchmark_arms(plan: Plan, store: Store, benchmark: str) -> tuple[list[Arm], list[str]]:
+    """The evaluated arms of one benchmark with their (seed x problem) counts on the problems all of them share."""
+    counts: dict[str, pd.DataFrame] = {}
+    commits: dict[str, list[str]] = {}  # hub commit read -> cells
+    for cell in plan.cells:
+        for job in plan.cell_jobs[cell.id]["eval"]:
+            stage, key = job.split("/")
+            if plan.jobs[job].config["benchmark"]["name"] == benchmark and store.is_done(stage, key):
+                path = store.path(stage, key) / "samples.parquet"
+                names = pq.read_schema(path).names  # read the verdicts, not GBs of generated text
+                samples = pd.read_parquet(path, columns=[c for c in ("problem_id", "subset", "correct") if c in names])
+                counts[cell.id] = problem_counts(samples)
+                hub = _read_json(path.parent / "metrics.json").get("hub_data") or {}
+                if hub.get("commit"):  # local and toy benchmarks have none
+                    commits.setdefault(hub["commit"], []).append(cell.id)
+    notes: list[str] = []
+    if not counts:
+        return [], notes
+    if len(commits) > 1:
+        read = ", ".join(f"{c[:12]} by {len(cells)} cell(s)" for c, cells in commits.items())
+        notes.append(
+            f"{benchmark}: the cells read different commits of the hub dataset ({read}); a problem or answer that "
+            "changed between them is compared across versions: pin `revision:` and re-run the stale cells"
+        )
+    keys, aligned = align(counts)
+    if not keys:
+        notes.append(
+            f"{benchmark}: no problem is shared by every evaluated cell, so no arm can be compared; evaluate "
+            "them on one problem set"
+        )
+        return [], notes
+    dropped = {c: len(t) - len(keys) for c, t in counts.items() if len(t) > len(keys)}
+    if dropped:
+        notes.append(f"{benchmark}: {len(keys)} problems shared by every evaluated cell; others left out ({dropped})")
+    cells = {c.id: c for c in plan.cells}
+    by_arm: dict[str, list[str]] = {}
+    for cell_id in counts:
+        by_arm.setdefault(cells[cell_id].arm_id, []).append(cell_id)
+    arms = []
+    for arm_id, members in by_arm.items():
+        first = cells[members[0]]
+        correct = np.stack([aligned[m][0] for m in members])
+        total = np.stack([aligned[m][1] for m in members])
+        arms.append(Arm(arm_id, first.level_map, ArmCounts(correct, total), baseline=first.baseline is not None))
+        planned = sum(c.arm_id == arm_id for c in plan.cells)
+        if len(members) < planned:
+            notes.append(f"{benchmark}: {arm_id} has {len(members)} of {planned} seeds evaluated")
+    return arms, notes
+
+
+# ------------------------------------------------------------------------------------------------ markdown
+def _text(v: Any) -> str:
+    """A cell of text, with pandas' missing values (None, NaN, NA) as ''."""
+    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _ci(est: float, lo: float, hi: float, *, delta: bool = False) -> str:
+    if any(v is None or math.isnan(v) for v in (est, lo, hi)):
+        return "–"
+    if delta:
+        return f"{100 * est:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{100 * est:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _p(p: float) -> str:
+    return "–" if p is None or math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
+    spec = loaded.spec
+    factors = ", ".join(
+        f"**{f}** ({', '.join(lv.name + ('*' if lv.name == fs.reference_level else '') for lv in fs.levels)})"
+        for f, fs in spec.factors.items()
+    )
+    trained = [c for c in plan.cells if c.baseline is None]
+    arms = len({c.arm_id for c in trained})
+    lines = [
+        f"- Factors (* = reference level): {factors or 'none'}; grid: {spec.grid.design}.",
+        f"- {arms} arms x {len(spec.seeds)} seeds {spec.seeds} = {len(trained)} fine-tuned cells, "
+        f"{spec.n_examples} training examples each; baselines: {', '.join(b.name for b in spec.baselines) or 'none'}.",
+    ]
+    for bench, d in frame.groupby("benchmark", sort=False):
+        done = d[d["evaluated"]]
+        if done.empty:
+            lines.append(f"- {bench}: not evaluated yet (0 of {len(d)} cells).")
+            continue
+        lines.append(
+            f"- {bench}: {int(done['n_problems'].max())} problems x {done['samples_per_problem'].max():g} samples per "
+            f"problem; {len(done)} of {len(d)} cells evaluated."
+        )
+    return lines
+
+
+DIFFERENCE_HEADER = ["Δ pass@1 [95% CI]", "p", "p (Holm)", "p (seeds)"]
+
+
+def _difference_cells(row: Any) -> list[str]:
+    """A comparison row's difference with its interval, then its p-values (as DIFFERENCE_HEADER names them)."""
+    return [
+        _ci(row["estimate"], row["ci_low"], row["ci_high"], delta=True),
+        _p(row["p_value"]),
+        _p(row["p_holm"]),
+        _p(row["p_seeds"]),
+    ]
+
+
+def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors: list[str], plots: list[str]) -> str:
+    out = [f"## {bench}", "", "### Arms", ""]
+    per_arm = cells[cells["evaluated"]].groupby("arm", sort=False)
+    rows = []
+    for _, a in cmp.arms.iterrows():
+        c = per_arm.get_group(a["arm"])
+        rows.append(
+            [
+                a["arm"] + (" (baseline)" if a["baseline"] else ""),
+                *(_text(a.get(f)) or "–" for f in factors),
+                str(a["n_seeds"]),
+                _ci(a["estimate"], a["ci_low"], a["ci_high"]),
+                _pct(c["maj@n"].mean()),
+                _pct(c["truncation_rate"].mean()),
+                f"{c['mean_response_tokens'].mean():.0f}",
+                f"{a['seed_share']:.0%}",
+            ]
+        )
+    header = ["arm", *factors, "seeds", "pass@1 [95% CI]", "maj@n", "truncated", "mean tokens", "seed share"]
+    out += [_table(header, rows), ""]
+    # the comparison tables: their own leading columns, then the difference with its interval and tests
+    for title, table, lead, names in (
+        (
+            "Effect of each level against its factor's reference",
+            cmp.effects,
+            ["factor", "level", "reference_level", "n_pairs"],
+            ["factor", "level", "vs reference", "arm pairs"],
+        ),
+        ("Arms that differ in one factor", cmp.pairs, ["arm", "vs_arm", "factor"], ["arm", "vs arm", "factor"]),
+        ("Arms against the baselines", cmp.baselines, ["arm", "vs_baseline"], ["arm", "vs baseline"]),
+    ):
+        if len(table):
+            rows = [[str(r[c]) for c in lead] + _difference_cells(r) for _, r in table.iterrows()]
+            out += [f"### {title}", "", _table([*names, *DIFFERENCE_HEADER], rows), ""]
+    out += [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(out) + "\n"
+
+
+STATS_NOTE = (
+    "Intervals: 95%, hierarchical bootstrap over training seeds and problems ({n_boot} replicates; sampling noise "
+    "is carried by the problem level), paired on problems between arms, widened by t/z for few seeds. "
+    "p: two-sided sign-flip permutation test over problems, conditional on the trained runs; Holm-adjusted within "
+    "each table. p (seeds): permutation test over training seeds, which generalizes over training runs (with 3 "
+    "seeds per arm it cannot go below 0.1 for one pair of arms; – with 1 seed); against a baseline, a sign-flip "
+    "test of the arm's seeds about the baseline's score (with 3 seeds, not below 0.25). Δ in percentage points, "
+    "positive = the level (or first arm) is better. Seed share: the part of an arm's interval that comes from "
+    "seed-to-seed variation. Method: framework/report/stats.py."
+)
+
+
+def write_report(
+    loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *, n_boot: int = 2000, track: bool = True
+) -> Path:
+    """Write out_dir/report.md with its CSV tables and PNG plots; attach them to the sweep's MLflow parent run
+    when tracking is reachable. Returns the path of report.md."""
+    spec = loaded.spec
+    out_dir = Path(out_dir)
+    tables, plots_dir = out_dir / "tables", out_dir / "plots"
+    tables.mkdir(parents=True, exist_ok=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    frame = report_frame(plan, store)
+    write_csv(frame, tables / "cells.csv")
+    columns = report_factor_columns(spec.factors)
+    factors = [columns[f] for f in spec.factors]
+    levels = {f: [lv.name for lv in fs.levels] for f, fs in spec.factors.items()}
+    refs = {f: fs.reference_level for f, fs in spec.factors.items()}
+
+    tables_of = ("arms", "levels", "effects", "comparisons", "baselines")
+    sections, warnings, results = [], [], {k: [] for k in tables_of}
+    warnings += stale_evaluations(plan, store)
+    cut = frame.drop_duplicates("train_key")
+    for _, r in cut[cut["train_truncated"].fillna(0) > 0].iterrows():
+        warnings.append(
+            f"{r['cell']}: {r['train_truncated']} of {r['train_examples']} training examples were cut at "
+            f"train.max_seq_len {spec.train.max_seq_len}: the model trained on no answer and no end of turn for "
+            "them (train.overlong: drop leaves them out)"
+        )
+    for bench in [b.name for b in spec.eval.benchmarks]:
+        cells = frame[frame["benchmark"] == bench]
+        warnings += [f"{bench}, {r['cell']}: {r['warnings']}" for _, r in cells.iterrows() if _text(r["warnings"])]
+        arms, notes = benchmark_arms(plan, store, bench)
+        warnings += notes
+        if not arms:
+            why = "its cells share no problem (see Warnings)" if cells["evaluated"].any() else "no cell evaluated yet"
+            sections.append(f"## {bench}\n\nNo comparison on {bench}: {why}.\n")
+            continue
+        cmp = compare_arms(arms, levels, refs, n_boot=n_boot, columns=columns)
+        warnings += [f"{bench}: {n}" for n in cmp.notes]
+        for name, table in (("arms", cmp.arms), ("levels", cmp.levels), ("effects", cmp.effects)):
+            results[name].append(table.assign(benchmark=bench))
+        results["comparisons"].append(cmp.pairs.assign(benchmark=bench))
+        results["baselines"].append(cmp.baselines.assign(benchmark=bench))
+        slug = metric_key(bench).replace("/", "_")
+        made = [
+            accuracy_by_level(cmp.levels, cmp.arms, bench, plots_dir / f"{slug}-levels.png"),
+            length_vs_accuracy(cells, bench, plots_dir / f"{slug}-length.png"),
+        ]
+        sections.append(
+            _benchmark_section(bench, cmp, cells, factors, [str(p.relative_to(out_dir)) for p in made if p])
+        )
+    for name, parts in results.items():
+        if parts:
+            df = pd.concat(parts, ignore_index=True)
+            write_csv(df[["benchmark", *[c for c in df.columns if c != "benchmark"]]], tables / f"{name}.csv")
+
+    files = sorted(p for p in [*tables.glob("*.csv"), *plots_dir.glob("*.png")])
+    tracking_line = "MLflow: not attempted (tracking disabled for this report)."
+    if track:
+        keys = {c.id: c.key for c in plan.cells}  # each cell's current run: the one its log stage wrote to
+        current = {keys[c]: r for c, r in zip(frame["cell"], frame["mlflow_run_id"]) if isinstance(r, str) and r}
+        tracking_line = _attach(loaded, plan, store, files, out_dir, current)
+        if not tracking_line.startswith("MLflow: attached"):
+            print(f"warning: {tracking_line}", file=sys.stderr)  # not only inside report.md
+    body = [
+        f"# {spec.name}: ablation report",
+        "",
+        f"**Question.** {spec.description.strip() or '(the spec has no description)'}",
+        "",
+        "## Design",
+        "",
+        *_design(loaded, plan, frame),
+        "",
+        STATS_NOTE.format(n_boot=n_boot),
+        "",
+    ]
+    if warnings:
+        body += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
+    body += sections
+    body += ["## Files", "", *[f"- [{p.relative_to(out_dir)}]({p.relative_to(out_dir)})" for p in files], ""]
+    body += [tracking_line, ""]
+    path = out_dir / "report.md"
+    write_text(path, "\n".join(body))
+    if track and tracking_line.startswith("MLflow: attached"):
+        _attach(loaded, plan, store, [path], out_dir)
+    return path
+
+
+def _attach(
+    loaded: LoadedSpec,
+    plan: Plan,
+    store: Store,
+    files: list[Path],
+    out_dir: Path,
+    current: dict[str, str] | None = None,
+) -> str:
+    """Log files to the sweep's parent run, keeping the tables/ and plots/ layout, and make `current` (cell key
+    -> run id) the cells' current runs in MLflow; a line for the markdown."""
+    from framework.sweep.plan import configured_tracking_uri, tracking_uri
+
+    spec = loaded.spec
+    logs = plan.by_stage("log")
+    configured = logs[0].config["tracking"]["uri"] if logs else configured_tracking_uri(spec)
+    uri = tracking_uri(configured, store.root.parent.parent)
+    experiment = spec.tracking.experiment or spec.name
+    try:
+        run_id = log_report(uri, experiment, spec.name, store, out_dir, files, current)
+    except TrackingUnavailable as e:
+        return f"MLflow: not reachable, report not attached ({e}). Re-run `ablate report` once it is."
+    return f"MLflow: attached to the sweep's parent run `{run_id}` in experiment `{experiment}`."

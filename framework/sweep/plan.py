@@ -1,0 +1,447 @@
+"""The plan: every stage job of a sweep with its content key and dependencies.
+
+A key hashes exactly what determines the stage's output: its inputs' keys, the slice of the spec that matters
+and the stage's code version. So a comment, the launcher section or an added cell never invalidates finished
+work, and two cells that need the same output share one job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framework.errors import UserError
+from framework.hashing import content_key, file_digest, tree_digest
+from framework.redaction import lines_with_secrets, redact_text
+from framework.spec.launch import tracking_uri_problem
+from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
+from framework.sweep.grid import Cell, arm_definition, expand
+from framework.sweep.stages import STAGES
+
+# Train fields that change how a job runs, not what it computes (ZeRO stage, offload, recomputation and process
+# layout leave the math unchanged with a fixed global batch). Editing them re-uses finished checkpoints.
+TRAIN_EXECUTION_ONLY = {
+    "zero_stage",
+    "offload_optimizer",
+    "offload_params",
+    "zero3_gather_per_layer",
+    "zero3_memory_efficient_linear",
+    "gradient_checkpointing",
+    "loss_chunk_tokens",
+    "lean_activations",
+    "attn_implementation",
+    "sdpa_backends",
+    "checkpoint_every_steps",
+    "keep_checkpoint",
+    "processes",
+    "nodes",
+}
+EVAL_EXECUTION_ONLY = {"tensor_parallel_size", "data_parallel_size", "truncation_warning", "pass_k"}
+GRADING_EXECUTION_ONLY = {"workers"}
+
+
+class PlanError(UserError):
+    """A problem found while planning (missing file, unresolvable model); one message per problem."""
+
+
+@dataclass
+class Job:
+    """One `ablate exec STAGE KEY` command."""
+
+    stage: str
+    key: str
+    deps: list[str]
+    config: dict[str, Any]
+    cells: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.stage}/{self.key}"
+
+
+@dataclass
+class Plan:
+    spec: AblationSpec
+    cells: list[Cell]
+    jobs: dict[str, Job]  # insertion order is a valid topological order
+    cell_jobs: dict[str, dict[str, list[str]]]  # cell id -> stage -> job ids
+    warnings: list[str] = field(default_factory=list)  # problems tolerated by a non-strict plan
+    notes: list[str] = field(default_factory=list)  # advice that never stops a run (unpinned hub data)
+
+    def find(self, stage: str, key: str) -> Job | None:
+        return self.jobs.get(f"{stage}/{key}")
+
+    def by_stage(self, stage: str) -> list[Job]:
+        return [j for j in self.jobs.values() if j.stage == stage]
+
+
+# --------------------------------------------------------------------------------------- fingerprints
+def resolve_path(path: str, spec_dir: Path | None) -> Path | None:
+    """Relative paths resolve against the working directory, then the spec file's directory."""
+    p = Path(os.path.expanduser(path))
+    if p.is_absolute():
+        return p if p.exists() else None
+    for base in (Path.cwd(), spec_dir):
+        if base is not None and (base / p).exists():
+            return (base / p).resolve()
+    return None
+
+
+def searched(path: str, spec_dir: Path | None) -> str:
+    """Where resolve_path looked, for a "does not exist" message."""
+    if Path(os.path.expanduser(path)).is_absolute():
+        return ""
+    dirs = [str(Path.cwd())] + ([str(spec_dir)] if spec_dir is not None and spec_dir != Path.cwd() else [])
+    return f" (looked in {' and '.join(dirs)})"
+
+
+def toy_base_path() -> Path:
+    return Path(__file__).parents[1] / "toy" / "assets" / "base"
+
+
+def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
+    """What identifies a model's weights and tokenizer, cheaply."""
+    if model.tiny is not None:
+        return {"tiny": model.tiny.model_dump(mode="json"), "chat_template": model.chat_template}
+    name = model.name_or_path or ""
+    if name == "toy:base":
+        path = toy_base_path()
+        if not path.exists():
+            problems.append(f"{where}: the shipped toy base is missing at {path} (run `ablate toy pretrain`)")
+            return {"toy": "missing"}
+        return {"local": tree_digest(path), "chat_template": model.chat_template}
+    local = resolve_path(name, spec_dir)
+    if local is not None and local.is_dir():
+        return {"local": tree_digest(local), "chat_template": model.chat_template}
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local:
+        problems.append(f"{where}: model directory {name!r} does not exist")
+        return {"local": "missing"}
+    return {"hub": name, "revision": model.revision or "main", "chat_template": model.chat_template}
+
+
+def factor_versions(definition: list[list]) -> dict[str, str]:
+    """{factor: code version} of an arm's factors (its `arm_definition`) past their first version, so first
+    versions key nothing."""
+    from framework.registry import FACTORS
+
+    out = {}
+    for fname, kind, _level, params in definition:
+        version_of = getattr(FACTORS.resolve(kind), "version_of", None)
+        version = version_of(params) if version_of is not None else "1"
+        if version != "1":
+            out[fname] = version
+    return out
+
+
+def token_budget_reference(spec: AblationSpec, definition: list[list]) -> list[Any] | None:
+    """[factor, reference level, its params] of a length level (in the arm's `arm_definition`) that matches its
+    reference's total tokens."""
+    for fname, kind, _level, params in definition:
+        if kind == "length" and params.get("match_total_tokens"):
+            factor = spec.factors[fname]
+            ref = factor.reference_level
+            return [fname, ref, next(lv.params for lv in factor.levels if lv.name == ref)]
+    return None
+
+
+def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
+    default_rule = src.missing_rule() == src.default_missing_rule()
+    unset = (("revision",) if src.revision is None else ()) + (("on_missing",) if default_rule else ())
+    ident = src.model_dump(mode="json", exclude={"path", *unset})  # the defaults keep the keys made before them
+    ident["split"] = src.split or "train"  # the split read (keys made before it could be left out stay)
+    if src.preset is not None:  # the preset's layout is part of what the source means
+        from framework.registry import POOL_PRESETS
+
+        preset = POOL_PRESETS.resolve(src.preset)
+        ident["preset_columns"] = dict(preset.columns)
+        ident["split"] = src.split or preset.split
+    if src.path is not None:
+        p = resolve_path(src.path, spec_dir)
+        if p is None:
+            problems.append(f"{where}.path: pool file {src.path!r} does not exist{searched(src.path, spec_dir)}")
+            ident["content"] = "missing"
+        else:
+            ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)
+    return ident
+
+
+def benchmark_identity(b: BenchmarkSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict:
+    ident = b.model_dump(mode="json", exclude={"path", *(("revision",) if b.revision is None else ())})
+    if b.revision is not None and _benchmark_hub(b) is None:
+        problems.append(f"{where}.revision: {b.name} has no hub copy to pin")
+    if b.path is not None:
+        p = resolve_path(b.path, spec_dir)
+        if p is None:
+            problems.append(f"{where}.path: benchmark file {b.path!r} does not exist{searched(b.path, spec_dir)}")
+            ident["content"] = "missing"
+        else:
+            ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)
+    return ident
+
+
+def unpinned_hub_data(spec: AblationSpec, models: dict[str, dict[str, Any]]) -> list[str]:
+    """Hub datasets and models (`models`: where -> model_identity) the spec reads at their latest revision: a new
+    upload would change them under the same keys."""
+    from framework.registry import POOL_PRESETS
+
+    hint = "pin `revision:` to a commit so a new upload cannot change it under the same key"
+    out = []
+    for i, src in enumerate(spec.pool):
+        hub = src.hub or (POOL_PRESETS.resolve(src.preset).hub if src.preset and src.path is None else None)
+        if hub and src.revision is None:
+            out.append(f"pool[{i}]: hub dataset {hub!r} is read at its latest revision; {hint}")
+    for i, b in enumerate(spec.eval.benchmarks):
+        hub = _benchmark_hub(b)
+        if hub and b.revision is None:
+            out.append(
+                f"eval.benchmarks[{i}]: {b.name} is read from hub dataset {hub!r} at its latest revision; {hint}"
+            )
+    for where, ident in models.items():
+        if "hub" in ident and ident["revision"] == "main":
+            out.append(f"{where}: hub model {ident['hub']!r} is read at its latest revision; {hint}")
+    return out
+
+
+def _benchmark_hub(b: BenchmarkSpec) -> str | None:
+    """The hub dataset a benchmark reads, or None (a local file, the toy world, a benchmark without a hub copy)."""
+    from framework.registry import BENCHMARKS
+
+    if b.path is not None or b.name == "toy":
+        return None
+    try:
+        return getattr(BENCHMARKS.resolve(b.name), "hub", None)
+    except Exception:  # an unknown benchmark is reported where the plan resolves it
+        return None
+
+
+def launch_problems(spec: AblationSpec) -> list[str]:
+    """What the launcher would refuse only once the earlier stages had run: a Slurm train job whose GPUs cannot
+    split the global batch (or whose node count contradicts train.nodes), a Slurm eval job with fewer GPUs than
+    vLLM's parallel sizes, or local GPU ids that cannot split the batch."""
+    from framework.train.config import TrainConfigError, layout
+
+    problems: list[str] = []
+    if spec.launcher.kind == "slurm":
+        from launchers.slurm_script import stage_resources
+
+        try:
+            gpus, where = stage_resources(spec, "train").gpus_per_node, "the Slurm train job's GPUs per node"
+            ev = stage_resources(spec, "eval")
+        except UserError as e:
+            return [str(e)]
+        need = spec.eval.tensor_parallel_size * spec.eval.data_parallel_size
+        if spec.eval.benchmarks and 0 < ev.nodes * ev.gpus_per_node < need:
+            # vLLM would fail for want of GPUs the job does not have, after every training of the sweep (a job
+            # with none evaluates on CPU).
+            problems.append(
+                f"eval: tensor_parallel_size x data_parallel_size = {need} GPUs, but the Slurm eval job gets "
+                f"{ev.nodes * ev.gpus_per_node} (set launcher.slurm.stages.eval.gpus_per_node)"
+            )
+    elif isinstance(spec.launcher.local.gpus, list):
+        gpus, where = len(spec.launcher.local.gpus), "launcher.local.gpus"
+    else:  # the GPUs visible where it runs: checked before any process starts
+        return []
+    try:
+        layout(spec.train, gpus=gpus)
+    except TrainConfigError as e:
+        problems.append(f"train: {e} ({gpus} from {where})")
+    return problems
+
+
+def configured_tracking_uri(spec: AblationSpec) -> str | None:
+    """The spec's URI, then $MLFLOW_TRACKING_URI; None means the default database next to the results."""
+    if spec.tracking.uri:
+        return spec.tracking.uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        problem = tracking_uri_problem(env)
+        if problem:
+            raise UserError(f"MLFLOW_TRACKING_URI: {problem}")
+        return env
+    return None
+
+
+def tracking_dir_problem(spec: AblationSpec, results_base: str | Path | None = None) -> str | None:
+    """A configured sqlite database in a directory that does not exist: a typo there would start a new, empty
+    history, so it is refused before anything runs. The results base is exempt (the sweep creates it): the one
+    the sweep uses, `results_base` (--results-dir) if given, else $ABLATE_RESULTS_DIR, else the spec's."""
+    uri = configured_tracking_uri(spec)
+    if uri is None or not uri.startswith("sqlite:///"):
+        return None
+    folder = Path(uri[len("sqlite:///") :].split("?", 1)[0]).parent
+    results = Path(results_base or os.environ.get("ABLATE_RESULTS_DIR") or spec.results_dir)
+    if folder.is_dir() or folder.resolve() == results.resolve():
+        return None
+    where = "tracking.uri" if spec.tracking.uri else "MLFLOW_TRACKING_URI"
+    return (
+        f"{where}: {redact_text(uri)!r} names a database in {folder}, a directory that does not exist (a mistyped "
+        "path would start a new, empty MLflow history); fix the path or create the directory"
+    )
+
+
+def tracking_uri(configured: str | None, results_base: Path) -> str:
+    """The URI to log to. The default is `<results base>/mlflow.db` as an absolute path: the base the results
+    actually use (--results-dir, $ABLATE_RESULTS_DIR or the spec), whatever directory a stage runs in."""
+    return configured or f"sqlite:///{results_base.resolve() / 'mlflow.db'}"
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def build_plan(
+    spec: AblationSpec,
+    spec_path: str | Path | None = None,
+    *,
+    strict: bool = True,
+    results_base: str | Path | None = None,
+) -> Plan:
+    """Expand the spec and key every stage job. Cheap: hashes configs and small files, loads nothing heavy.
+
+    strict=False (for `ablate validate`) turns missing local files and directories into warnings: a spec written
+    for a cluster validates on a laptop that lacks the cluster's data. `results_base` is the results root the
+    command uses (--results-dir), when it overrides $ABLATE_RESULTS_DIR and the spec.
+    """
+    spec_dir = Path(spec_path).resolve().parent if spec_path else None
+    problems: list[str] = []
+    jobs: dict[str, Job] = {}
+
+    def add(stage: str, config: dict[str, Any], deps: list[str], cell: str) -> str:
+        key = content_key({"stage": stage, "version": STAGES[stage].version, "config": config, "deps": deps})
+        jid = f"{stage}/{key}"
+        if jid not in jobs:
+            jobs[jid] = Job(stage, key, deps, config)
+        if jobs[jid].cells[-1:] != [cell]:  # a cell adds its jobs consecutively: no quadratic membership test
+            jobs[jid].cells.append(cell)
+        return jid
+
+    cells = expand(spec)
+    base_ident = model_identity(spec.model, spec_dir, problems, "model")
+    model_idents = {"model": base_ident}
+    prompt = spec.prompt.model_dump(mode="json")
+    pool_sources = [pool_identity(s, spec_dir, problems, f"pool[{i}]") for i, s in enumerate(spec.pool)]
+    # a setting added after studies were run is keyed only when it differs from the old behaviour
+    once = {"shuffle"} if spec.train.shuffle == "once" else set()
+    train_slice = spec.train.model_dump(mode="json", exclude=TRAIN_EXECUTION_ONLY | once)
+    eval_slice = spec.eval.model_dump(
+        mode="json",
+        exclude={"benchmarks": True, **dict.fromkeys(EVAL_EXECUTION_ONLY, True), "grading": GRADING_EXECUTION_ONLY},
+    )
+    # what the pool's annotations depend on besides its sources: grading labels `correct`, and a pass-rate file
+    pool_extra: dict[str, Any] = {"grading": spec.eval.grading.model_dump(mode="json", include={"grader", "fallbacks"})}
+    if spec.annotate.pass_rates:
+        rates = resolve_path(spec.annotate.pass_rates, spec_dir)
+        pool_extra["pass_rates_content"] = file_digest(rates) if rates is not None and rates.is_file() else "missing"
+    benches = [
+        (b, benchmark_identity(b, spec_dir, problems, f"eval.benchmarks[{i}]"))
+        for i, b in enumerate(spec.eval.benchmarks)
+    ]
+    if spec.annotate.exclude_eval_problems:  # the pool leaves out the benchmarks' problems
+        pool_extra["benchmarks"] = [ident for _, ident in benches]
+    log_slice = {
+        "uri": configured_tracking_uri(spec),  # None: the default database, wherever the results are
+        "experiment": spec.tracking.experiment or spec.name,
+        **spec.tracking.model_dump(mode="json", exclude={"uri", "experiment"}),
+        "pass_k": spec.eval.pass_k,  # computed from the stored samples when the eval ran with other ks
+    }
+
+    def model_job(ident: dict[str, Any], cell: str) -> list[str]:
+        """Tiny models are built by a stage of their own; hub and local models need none."""
+        return [add("model", {"model": ident}, [], cell)] if "tiny" in ident else []
+
+    cell_jobs: dict[str, dict[str, list[str]]] = {}
+    for cell in cells:
+        stages: dict[str, list[str]] = {}
+        if cell.baseline is None:
+            stages["model"] = model_job(base_ident, cell.id)
+            stages["pool"] = [
+                add(
+                    "pool",
+                    {
+                        "sources": pool_sources,
+                        "tokenizer": base_ident,
+                        "annotate": spec.annotate.model_dump(mode="json"),
+                        **pool_extra,
+                    },
+                    stages["model"],
+                    cell.id,
+                )
+            ]
+            data_seed = cell.seed if spec.resample_per_seed else spec.data_seed
+            definition = arm_definition(spec, cell.levels)
+            data_cfg = {"arm": definition, "n_examples": spec.n_examples, "seed": data_seed}
+            if versions := factor_versions(definition):  # factors whose code changed what they produce
+                data_cfg["factor_versions"] = versions
+            budget_from = token_budget_reference(spec, definition)
+            if budget_from is not None:  # match_total_tokens: the reference level's selection sets the budget
+                data_cfg["token_budget_reference"] = budget_from
+            stages["data"] = [add("data", data_cfg, stages["pool"], cell.id)]
+            train_cfg = {
+                "model": base_ident,
+                "dtype": spec.model.dtype,
+                "prompt": prompt,
+                "train": train_slice,
+                "seed": cell.seed,
+            }
+            stages["train"] = [add("train", train_cfg, stages["model"] + stages["data"], cell.id)]
+            checkpoint = stages["train"]
+        else:
+            b = next(b for b in spec.baselines if b.name == cell.baseline)
+            ident = (
+                base_ident if b.model is None else model_identity(b.model, spec_dir, problems, f"baselines.{b.name}")
+            )
+            if b.model is not None:
+                model_idents[f"baselines.{b.name}"] = ident
+            stages["model"] = model_job(ident, cell.id)
+            checkpoint = stages["model"]
+            stages["pool"] = stages["data"] = stages["train"] = []
+        model_ref = (
+            {"checkpoint": checkpoint} if checkpoint else {"model": base_ident if cell.baseline is None else ident}
+        )
+        stages["eval"] = [
+            add(
+                "eval",
+                {
+                    **model_ref,
+                    "dtype": (spec.model if cell.baseline is None else b.model or spec.model).dtype,
+                    "benchmark": bident,
+                    "prompt": prompt,
+                    "eval": eval_slice,
+                    "reflection_keywords": spec.annotate.reflection_keywords,
+                },
+                checkpoint,
+                cell.id,
+            )
+            for _, bident in benches
+        ]
+        log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": log_slice}
+        stages["log"] = [add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
+        cell_jobs[cell.id] = stages
+    trains = any(j.stage == "train" for j in jobs.values())
+    if trains:
+        problems += launch_problems(spec)
+    problems += [p for p in [tracking_dir_problem(spec, results_base)] if p]
+    problems = list(dict.fromkeys(problems))
+    if problems and strict:
+        raise PlanError(problems)
+    notes = unpinned_hub_data(spec, model_idents)
+    last = spec.n_examples % spec.train.global_batch_size
+    if last and spec.n_examples > spec.train.global_batch_size and trains:
+        notes.append(
+            f"train: global_batch_size {spec.train.global_batch_size} does not divide n_examples {spec.n_examples}: "
+            f"every epoch ends with a step of {last} examples"
+            + (", the same ones each epoch (train.shuffle: once)" if spec.train.shuffle == "once" else "")
+        )
+    for i, line in lines_with_secrets(spec.launcher.slurm.setup):  # the job script must hold the line to run it
+        notes.append(
+            f"launcher.slurm.setup[{i}] ({line}) holds a secret, which every Slurm job script in the store keeps "
+            "(readable by you only); read it when the job runs instead, as `export X=$(cat ~/.x)`, or pass it "
+            "from your environment with the scheduler's --export"
+        )
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if spec.tracking.uri and env_uri and env_uri != spec.tracking.uri:
+        notes.append(
+            f"tracking.uri in the spec ({redact_text(spec.tracking.uri)}) wins over MLFLOW_TRACKING_URI "
+            f"({redact_text(env_uri)}): runs are logged to the spec's"
+        )
+    return Plan(spec=spec, cells=cells, jobs=jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes)

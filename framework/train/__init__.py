@@ -1,0 +1,6 @@
+"""The `train` stage: full fine-tuning with DeepSpeed ZeRO.
+
+`stage.py` is the entry point (`run`, the recipe top to bottom); `config.py` turns the spec into the process layout,
+DeepSpeed config and Trainer arguments; `launch.py` starts torchrun; `worker.py` is one rank's process; the rest
+are the memory and speed pieces it uses (chunked loss, lean activations, fused kernels, JIT ops, stop signals).
+"""
