@@ -24,7 +24,7 @@ main effect (per-seed means' variance minus the two-way ANOVA residual over P), 
 bootstrap's (S-1)/S, and the problem part is rescaled by sqrt(P/(P-1)) likewise. With S = 2-5 seeds the seed
 variance rests on S-1 degrees of freedom, so the percentile interval is widened by t(nu)/z, nu being the
 Welch-Satterthwaite degrees of freedom of the variance components. Simulated coverage of nominal 95% intervals
-(tests/unit/test_stats.py): 93-97% for arms and paired differences with 1-5 seeds, 30-500 problems and 4-64
+(tests/unit/report/test_stats.py): 93-97% for arms and paired differences with 1-5 seeds, 30-500 problems and 4-64
 samples -- except single arms whose variance is mostly seed-to-seed with 2-3 seeds, which cover 87-93% (2 seeds
 of 500 problems: 86.6%): S-1 degrees of freedom cannot pin a variance down. `seed_share` (the part of an
 interval's variance that comes from seeds) flags those intervals. With one seed per arm there is nothing to

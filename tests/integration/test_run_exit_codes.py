@@ -14,7 +14,7 @@ import yaml
 
 from framework.errors import RetryLater
 from tests.integration.test_tracking_server import free_port
-from tests.unit.test_report import synthetic_spec, synthetic_sweep
+from tests.unit.report.test_report import synthetic_spec, synthetic_sweep
 
 pytestmark = pytest.mark.integration
 

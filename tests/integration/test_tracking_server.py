@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from framework.log.mlflow_client import TrackingUnavailable
 from framework.sweep.execute import execute
-from tests.unit.test_report import synthetic_sweep
+from tests.unit.report.test_report import synthetic_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,7 @@ RACER = """
 import sys
 from pathlib import Path
 from framework.sweep.execute import execute
-from tests.unit.test_report import synthetic_sweep
+from tests.unit.report.test_report import synthetic_sweep
 tmp, uri, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 sw = synthetic_sweep(tmp, uri=uri, tracking={"uri": uri, "experiment": "race"}, seeds=(0,))
 execute(sw.loaded, sw.plan, sw.store, "log", key)

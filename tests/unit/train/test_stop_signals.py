@@ -11,7 +11,7 @@ from pathlib import Path
 
 from framework.train.stop_signals import stop_requests
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_usr1_and_term_ask_for_a_stop_instead_of_killing(tmp_path):

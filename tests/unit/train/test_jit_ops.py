@@ -11,7 +11,7 @@ from pathlib import Path
 
 from framework.train import jit_ops
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_each_python_environment_builds_in_a_directory_of_its_own(tmp_path: Path, monkeypatch) -> None:

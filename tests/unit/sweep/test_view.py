@@ -26,7 +26,7 @@ from launchers.base import pending_tasks
 from launchers.local import LocalLauncher
 from tests.helpers import MINIMAL
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def render(renderable, width: int = 80, **kw) -> str:

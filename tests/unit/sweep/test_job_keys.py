@@ -1,7 +1,7 @@
 """Every stage job key of every shipped spec is the one recorded in job_keys.json: a refactor, a new option or a
 moved module must not change the key of a result a researcher has already paid for. A deliberate change (a
 stage's version bumped because its output changed) rewrites the file with
-`.venv/bin/python -m tests.unit.test_job_keys --write` and says why in its commit."""
+`.venv/bin/python -m tests.unit.sweep.test_job_keys --write` and says why in its commit."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from framework.spec import load_spec
 from framework.sweep.plan import build_plan
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).with_name("job_keys.json")
 SPECS = sorted((ROOT / "ablations").glob("*.yaml"))
 
@@ -41,7 +41,9 @@ def job_ids(path: Path, scratch: Path) -> list[str]:
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_job_keys_are_unchanged(path: Path, tmp_path: Path):
     golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
-    assert path.name in golden, f"{path.name} has no recorded keys: run `python -m tests.unit.test_job_keys --write`"
+    assert path.name in golden, (
+        f"{path.name} has no recorded keys: run `python -m tests.unit.sweep.test_job_keys --write`"
+    )
     now = job_ids(path, tmp_path)
     recorded = golden[path.name]
     assert now == recorded, {"new": sorted(set(now) - set(recorded)), "gone": sorted(set(recorded) - set(now))}

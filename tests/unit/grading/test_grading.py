@@ -25,9 +25,9 @@ from framework.grading import (
     normalize_answer,
 )
 
-CORPUS_PATH = Path(__file__).parent / "data" / "grading_corpus.jsonl"
+CORPUS_PATH = Path(__file__).parent / "grading_corpus.jsonl"
 CORPUS = [json.loads(line) for line in CORPUS_PATH.read_text().splitlines() if line.strip()]
-HERE = "tests.unit.test_grading"
+HERE = "tests.unit.grading.test_grading"
 
 
 def sleepy(answer: str | None, expected: str, *, timeout_s: float = 5.0) -> Verdict:

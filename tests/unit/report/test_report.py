@@ -309,7 +309,7 @@ def test_unreachable_tracking_is_a_note_not_an_error(tmp_path, capsys):
 
 
 def test_results_schema_doc_lists_every_column():
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "results-schema.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "results-schema.md").read_text()
     for name, (dtype, _) in COLUMNS.items():
         assert f"| `{name}` | {dtype} |" in doc, name
 
