@@ -33,11 +33,18 @@ USER_ERRORS = (SpecErrors, SpecFileError, UserError)
 PATH_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EEXIST}
 
 
-def _load(path: str, *, strict: bool = True, results_dir: str | None = None) -> tuple[LoadedSpec, Plan]:
-    """The spec and its plan; `results_dir` is the command's --results-dir, which the plan's checks must see."""
+def _load(
+    path: str, *, strict: bool = True, results_dir: str | None = None, check_tracking: bool = False
+) -> tuple[LoadedSpec, Plan]:
+    """The spec and its plan; `results_dir` is the command's --results-dir, which the plan's checks must see.
+    `check_tracking` refuses a sqlite tracking database in a missing directory: for the commands that start a
+    sweep (validate, plan, run), never for those that inspect or stop one."""
     loaded = load_spec(path)
     try:
-        return loaded, build_plan(loaded.spec, loaded.path, strict=strict, results_base=results_dir)
+        plan = build_plan(
+            loaded.spec, loaded.path, strict=strict, results_base=results_dir, check_tracking=check_tracking
+        )
+        return loaded, plan
     except PlanError as e:
         raise PlanError([_located(p, loaded) for p in e.problems]) from None
 
@@ -65,7 +72,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.specs:
         try:
-            loaded, plan = _load(path, strict=False)
+            loaded, plan = _load(path, strict=False, check_tracking=True)
         except USER_ERRORS as e:
             failed += 1
             for line in str(e).splitlines():
@@ -157,7 +164,7 @@ def topic_clusters(plan: Plan, store: Store) -> dict[str, Any]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    loaded, plan = _load(args.spec, results_dir=args.results_dir)
+    loaded, plan = _load(args.spec, results_dir=args.results_dir, check_tracking=True)
     store = open_store(loaded, args.results_dir)
     if args.build:
         with _stdout_to_stderr():  # stage output must not corrupt `--json`
@@ -388,7 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from launchers.base import pending_tasks, run_exit_code
 
-    loaded, plan = _load(args.spec, results_dir=args.results_dir)
+    loaded, plan = _load(args.spec, results_dir=args.results_dir, check_tracking=True)
     store = open_store(loaded, args.results_dir)
     tasks = pending_tasks(plan, store)
     code = 0

@@ -614,12 +614,15 @@ def redact_log(path: Path) -> bool:
     UTF-8 are kept as they were. Never raises: a log that cannot be redacted must not fail the task."""
     try:
         with open(path, "r+b") as f:
-            text = f.read().decode("utf-8", errors="surrogateescape")
+            raw = f.read()
+            text = raw.decode("utf-8", errors="surrogateescape")
             clean = redact_text(text)
             if clean == text:
                 return False
+            f.seek(len(raw))  # lines a straggling writer appended while we redacted are kept, redacted too
+            late = f.read().decode("utf-8", errors="surrogateescape")
             f.seek(0)
-            f.write(clean.encode("utf-8", errors="surrogateescape"))
+            f.write((clean + redact_text(late)).encode("utf-8", errors="surrogateescape"))
             f.truncate()
         return True
     except FileNotFoundError:

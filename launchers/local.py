@@ -455,9 +455,19 @@ class Holder:
     started: str
     run: int | None  # pid of the live local run whose job it is; None: that run is gone, or it was run by hand
     leader: bool  # it leads its own process group (as the local launcher starts stage jobs)
+    own_session: bool  # it leads its own session, as only the local launcher starts a stage job
+
+    @property
+    def orphan(self) -> bool:
+        """A stage job whose run is gone. A process in a terminal's session (`ablate plan` building the data, an
+        `ablate exec` run by hand) is the user's own, never an orphan to stop."""
+        return self.run is None and self.own_session
 
     def describe(self) -> str:
-        by = f"a run still going (pid {self.run})" if self.run else "an earlier run"
+        if self.run:
+            by = f"a run still going (pid {self.run})"
+        else:
+            by = "an earlier run" if self.own_session else "a command outside any run"
         return f"pid {self.pid}, started by {by} at {self.started}"
 
 
@@ -471,10 +481,11 @@ def _holder(store: Store, stage: str, key: str, lock: Path, runs: dict[int, dict
         return None
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-        parent, group = int(fields[1]), int(fields[2])
+        parent, group, session = int(fields[1]), int(fields[2]), int(fields[3])
     except (OSError, IndexError, ValueError):
-        parent, group = 0, 0
-    return Holder(stage, key, pid, str(owner.get("started", "?")), parent if parent in runs else None, group == pid)
+        parent, group, session = 0, 0, 0
+    run = parent if parent in runs else None
+    return Holder(stage, key, pid, str(owner.get("started", "?")), run, group == pid, session == pid)
 
 
 def lock_holder(store: Store, stage: str, key: str) -> Holder | None:
@@ -488,6 +499,8 @@ def live_holders(store: Store) -> list[Holder]:
     found = []
     for lock in sorted(store.root.glob("*/*.lock")):
         stage, key = lock.parent.name, lock.name[: -len(".lock")]
+        if stage.startswith("."):  # the store's own locks (.locks/: a log stage electing the sweep's run)
+            continue
         if (h := _holder(store, stage, key, lock, runs)) is not None:
             found.append(h)
     return found
@@ -499,7 +512,7 @@ def running_detail(store: Store, stage: str, key: str, detail: str) -> str:
     h = lock_holder(store, stage, key)
     if h is None:
         return detail
-    return h.describe() + ("" if h.run else "; its run is gone: `ablate cancel` stops it")
+    return h.describe() + ("; its run is gone: `ablate cancel` stops it" if h.orphan else "")
 
 
 def cancel_local(store: Store, echo: Any = print, poll_s: float = 0.2) -> list[int]:
@@ -507,7 +520,11 @@ def cancel_local(store: Store, echo: Any = print, poll_s: float = 0.2) -> list[i
     Ctrl-C) and every stage job whose run is gone (its whole process group), then wait for all of them; KILL
     what outlives its grace (a training's is long: it writes its checkpoint). Returns the pids signalled."""
     runs = live_runs(store)
-    orphans = [h for h in live_holders(store) if h.run is None]
+    holders = live_holders(store)
+    orphans = [h for h in holders if h.orphan]
+    for h in holders:
+        if h.run is None and not h.orphan:
+            echo(f"not stopping {h.stage}/{h.key}: {h.describe()} (stop it where it runs)")
     targets: dict[int, tuple[str, float]] = {pid: (f"run pid {pid}", TRAIN_STOP_GRACE_S + 60) for pid in runs}
     for h in orphans:
         grace = TRAIN_STOP_GRACE_S if h.stage == "train" else STOP_GRACE_S

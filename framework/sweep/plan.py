@@ -295,6 +295,7 @@ def build_plan(
     *,
     strict: bool = True,
     results_base: str | Path | None = None,
+    check_tracking: bool = False,
 ) -> Plan:
     """Expand the spec and key every stage job. Cheap: hashes configs and small files, loads nothing heavy.
 
@@ -420,7 +421,8 @@ def build_plan(
     trains = any(j.stage == "train" for j in jobs.values())
     if trains:
         problems += launch_problems(spec)
-    problems += [p for p in [tracking_dir_problem(spec, results_base)] if p]
+    if check_tracking:  # only where a run starts: status, cancel or a non-log stage never depend on tracking
+        problems += [p for p in [tracking_dir_problem(spec, results_base)] if p]
     problems = list(dict.fromkeys(problems))
     if problems and strict:
         raise PlanError(problems)

@@ -23,7 +23,7 @@ from framework.spec import spec_from_dict
 from framework.store import Store
 from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
-from launchers.local import lock_holder
+from launchers.local import cancel_local, live_holders, lock_holder, running_detail
 from tests.unit.launchers.test_local import make
 from tests.unit.launchers.test_local_robust import REPO, SLEEP, alive, kill_all, start_launcher, wait_for_stage
 
@@ -79,11 +79,13 @@ def test_a_runner_ending_normally_leaves_no_reaper_behind(minimal, tmp_path):
     assert not list((launcher.store.root / ".runs").glob("*.json"))  # no longer listed as a live run
 
 
-def hold_lock(store: Store, stage: str, key: str, tmp_path: Path) -> subprocess.Popen:
+def hold_lock(store: Store, stage: str, key: str, tmp_path: Path, *, own_session: bool = True) -> subprocess.Popen:
+    """A process holding (stage, key)'s build lock: in a session of its own as the local launcher starts stage
+    jobs, or in ours as a command typed in a terminal would be."""
     ready = tmp_path / f"holding-{key}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-c", HOLDER, str(store.root), stage, key, str(ready)]
-    holder = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True)
+    holder = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=own_session)
     deadline = time.monotonic() + 60
     while not ready.exists():
         assert time.monotonic() < deadline and holder.poll() is None, "the lock holder never took the lock"
@@ -160,3 +162,42 @@ def test_cancel_stops_a_local_run_and_a_job_left_by_a_dead_one(minimal, tmp_path
         holder.kill()
         holder.wait()
         kill_all(tmp_path, run)
+
+
+MUTEX_HOLDER = """
+import sys, time
+from framework.store import Store
+with Store(sys.argv[1]).mutex("mlflow-parent-abc"):
+    open(sys.argv[2], "w").close()
+    time.sleep(120)
+"""
+
+
+def test_cancel_leaves_what_no_run_started_and_the_stores_own_locks(minimal, tmp_path):
+    """A lock held from a terminal's session (`ablate plan` building the data, an `ablate exec` typed by hand) is
+    the user's, not an orphan of a dead run; a log stage electing the sweep's MLflow run holds a store-wide lock
+    under .locks/, which is no stage's. `ablate cancel` stops neither, and status does not offer to."""
+    _, store, tasks, _, _ = make(minimal, tmp_path)
+    key = tasks[0].keys[0]
+    by_hand = hold_lock(store, tasks[0].stage, key, tmp_path, own_session=False)
+    ready = tmp_path / "electing"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    electing = subprocess.Popen([sys.executable, "-c", MUTEX_HOLDER, str(store.root), str(ready)], env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline and electing.poll() is None
+            time.sleep(0.05)
+        holders = live_holders(store)
+        assert [(h.stage, h.pid, h.orphan) for h in holders] == [(tasks[0].stage, by_hand.pid, False)]
+        detail = running_detail(store, tasks[0].stage, key, "")
+        assert "a command outside any run" in detail and "ablate cancel" not in detail
+        said: list[str] = []
+        assert cancel_local(store, echo=said.append) == []
+        assert any(line.startswith(f"not stopping {tasks[0].stage}/{key}") for line in said)
+        time.sleep(0.5)
+        assert by_hand.poll() is None and electing.poll() is None
+    finally:
+        for p in (by_hand, electing):
+            p.kill()
+            p.wait()

@@ -279,10 +279,26 @@ def test_the_results_root_the_command_uses_is_exempt_from_the_tracking_directory
 
     spec = spec_from_dict({**minimal, "tracking": {"uri": "sqlite:///scratch/res/mlflow.db"}})
     with pytest.raises(PlanError, match="scratch/res"):
-        build_plan(spec)
-    assert build_plan(spec, results_base="scratch/res").cells  # --results-dir scratch/res
-    assert build_plan(spec, results_base=in_tmp / "scratch" / "res").cells
+        build_plan(spec, check_tracking=True)
+    assert build_plan(spec, results_base="scratch/res", check_tracking=True).cells  # --results-dir scratch/res
+    assert build_plan(spec, results_base=in_tmp / "scratch" / "res", check_tracking=True).cells
     monkeypatch.setenv("ABLATE_RESULTS_DIR", "scratch/res")
-    assert build_plan(spec).cells
+    assert build_plan(spec, check_tracking=True).cells
     with pytest.raises(PlanError, match="scratch/res"):  # --results-dir elsewhere wins over the variable
-        build_plan(spec, results_base="elsewhere")
+        build_plan(spec, results_base="elsewhere", check_tracking=True)
+
+
+def test_a_bad_tracking_directory_never_stops_status_cancel_or_a_stage_that_does_not_log(
+    minimal, write_spec, in_tmp, monkeypatch, capsys
+):
+    """Inspecting or stopping a sweep must not depend on its tracking settings (a stray MLFLOW_TRACKING_URI in
+    the shell): only the commands that start one refuse the directory."""
+    from framework.cli import main
+
+    path = write_spec(minimal)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///nowhere/m.db")
+    assert main(["plan", str(path), "--no-build"]) == 2
+    capsys.readouterr()
+    assert main(["status", str(path), "--json"]) == 0
+    assert main(["cancel", str(path)]) == 0
+    assert "nowhere" not in capsys.readouterr().err
