@@ -33,9 +33,12 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
+# ruff, and the layering contracts of .importlinter (stages never import each other, launchers import no stage,
+# the core imports no stage): checked by a tool, not by review.
 lint: $(STAMP)
 	$(BIN)/ruff check framework launchers tests benchmarks
 	$(BIN)/ruff format --check framework launchers tests benchmarks
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format framework launchers tests benchmarks

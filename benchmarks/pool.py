@@ -43,11 +43,11 @@ def main() -> None:
     import tempfile
     from pathlib import Path
 
-    from framework.data.factors.keywords import count_keywords
+    from framework.annotations import count_keywords
+    from framework.artifacts import count_tokens
     from framework.grading import grade_many
     from framework.grading.extraction import extract_answer
     from framework.model.stage import build, toy_corpus
-    from framework.pool.stage import count_tokens
     from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS, TinyModelSpec
 
     rows = toy_pool(args.traces)

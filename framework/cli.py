@@ -445,7 +445,7 @@ EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from framework.data.stage import read_training_set
+    from framework.artifacts import read_training_set
 
     loaded, plan = _load(args.spec, results_dir=args.results_dir)
     store = open_store(loaded, args.results_dir)

@@ -12,6 +12,11 @@ class UserError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class DataError(UserError):
+    """A cell whose factors leave too few traces (or similar); names the cell, the factor and the counts. Here,
+    not in the data stage, because `ablate plan` gathers every cell's from the stages it builds in-process."""
+
+
 class PoolValueError(UserError):
     """Pool values a factor's rule cannot use (text difficulty labels for a numeric band, no value at all): the
     pool loads, since only this rule needs them, and the message names the row and how to fix it."""

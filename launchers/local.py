@@ -32,8 +32,8 @@ from framework.store import Store, write_json_atomic
 from framework.store.locks import HOST
 from framework.sweep.live_runs import RUNS_DIR, live_runs
 from framework.sweep.live_runs import process_alive as _alive
+from framework.sweep.resources import processes_per_node
 from framework.sweep.stages import STAGES
-from framework.train.config import processes_per_node
 from launchers.base import Task, exec_command, shell_join
 from launchers.local_reaper import group_alive, process_start
 

@@ -52,6 +52,7 @@ from framework.spec.models import AblationSpec
 from framework.store import MARKER, Store, write_json_atomic
 from framework.sweep.plan import Plan
 from framework.sweep.pruning import PRUNED
+from framework.sweep.resources import StageResources, stage_resources
 from launchers.base import Task, exec_command, shell_join
 from launchers.slurm_done import outputs_done, task_done
 from launchers.slurm_reuse import (
@@ -68,11 +69,9 @@ from launchers.slurm_reuse import (
 from launchers.slurm_script import (
     CHECKPOINTED_EXIT,
     CHECKPOINTING_STAGES,
-    StageResources,
     redact_log_command,
     render,
     sbatch_directives,
-    stage_resources,
     write_private,
 )
 

@@ -10,78 +10,16 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from framework.errors import RetryLater, UserError
-from framework.spec.launch import SlurmLauncherSpec
-from framework.spec.models import AblationSpec
-from framework.sweep.stages import STAGES
+from framework.errors import RetryLater
+from framework.sweep.resources import StageResources
 
 # Stages that stop at a checkpoint on USR1/TERM and exit 75 (train.TrainingStopped) to be resumed. Only their jobs
 # get the time-limit warning and are requeued after it: any other stage would just die of the signal and restart
 # from zero, again and again, each time it outruns its limit. (Preemption, a TERM, requeues any stage.)
 CHECKPOINTING_STAGES = frozenset({"train"})
 CHECKPOINTED_EXIT = RetryLater.exit_code  # TrainingStopped is a RetryLater
-
-
-@dataclass(frozen=True)
-class StageResources:
-    """What one stage's jobs ask Slurm for, after merging the launcher defaults with `stages.<stage>`."""
-
-    nodes: int = 1
-    gpus_per_node: int = 0
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    cpus_per_task: int | None = None
-    mem: str | None = None
-    time: str | None = None
-    constraint: str | None = None
-    extra_sbatch: tuple[str, ...] = ()
-
-
-def stage_resources(spec: AblationSpec, stage: str) -> StageResources:
-    """Launcher defaults overridden by `stages.<stage>` (a field set there, even to null, wins).
-
-    Node and GPU counts are the exception, because the defaults describe the training job: CPU stages get 1 node and
-    no GPU, eval gets 1 node, and train gets `train.nodes` (which the training's process layout follows), unless
-    `stages.<stage>` says otherwise. A Slurm node count for train that differs from `train.nodes` is an error rather
-    than an allocation half the training would leave idle.
-    """
-    slurm: SlurmLauncherSpec = spec.launcher.slurm
-    override = slurm.stages.get(stage)
-    explicit = override.model_fields_set if override is not None else set()
-
-    def pick(name: str) -> Any:
-        return getattr(override, name) if name in explicit else getattr(slurm, name)
-
-    gpu_stage = STAGES[stage].device == "gpu"
-    if stage == "train":
-        asked = override.nodes if "nodes" in explicit and override is not None else slurm.nodes
-        if asked is not None and asked != spec.train.nodes:
-            where = "launcher.slurm.stages.train.nodes" if "nodes" in explicit else "launcher.slurm.nodes"
-            raise UserError(
-                f"{where} = {asked} but train.nodes = {spec.train.nodes}: the training's layout follows train.nodes "
-                "and the Slurm allocation follows it; set train.nodes only"
-            )
-        nodes = spec.train.nodes
-    else:
-        nodes = override.nodes if "nodes" in explicit and override is not None and override.nodes else 1
-    gpus = pick("gpus_per_node") if gpu_stage or "gpus_per_node" in explicit else 0
-    return StageResources(
-        nodes=nodes,
-        gpus_per_node=gpus or 0,
-        partition=pick("partition"),
-        account=pick("account"),
-        qos=pick("qos"),
-        cpus_per_task=pick("cpus_per_task"),
-        mem=pick("mem"),
-        time=pick("time"),
-        constraint=pick("constraint"),
-        extra_sbatch=tuple(pick("extra_sbatch")),
-    )
 
 
 def sbatch_directives(

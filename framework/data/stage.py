@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from framework.errors import PoolValueError, UserError
-from framework.pool.stage import read_pool
+from framework.artifacts import TRAIN_FILE, load_pool_tokenizer, read_pool
+from framework.artifacts import count_tokens as count_pool_tokens
+from framework.errors import DataError, PoolValueError
 from framework.registry import FACTORS
 from framework.store import write_json_atomic
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from framework.spec.models import AblationSpec
     from framework.sweep.execute import StageContext
 
-TRAIN_FILE = "train.jsonl"
 TRAIN_COLUMNS = (
     "example_index",
     "trace_id",
@@ -38,10 +38,6 @@ TRAIN_COLUMNS = (
     "correct",
     "reflection_count",
 )
-
-
-class DataError(UserError):
-    """A cell whose factors leave too few traces (or similar); names the cell, the factor and the counts."""
 
 
 def _arm(arm_config: list[list[Any]]) -> list[tuple[str, str, Any, dict]]:
@@ -106,11 +102,6 @@ def write_training_set(frame: pd.DataFrame, path: Path) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def read_training_set(stage_dir: Path) -> list[dict[str, Any]]:
-    with (stage_dir / TRAIN_FILE).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
-
-
 def training_stats(frame: pd.DataFrame, report: dict[str, Any]) -> dict[str, Any]:
     graded = frame["correct"].dropna() if "correct" in frame else pd.Series(dtype=bool)
     tokens = frame["n_tokens"]
@@ -135,16 +126,12 @@ def training_stats(frame: pd.DataFrame, report: dict[str, Any]) -> dict[str, Any
 
 
 def run(ctx: StageContext) -> None:
-    from framework.pool.stage import load_pool_tokenizer
-
     pool_dir = ctx.inputs("pool")[0]
     pool = read_pool(pool_dir)
     tokenizer = load_pool_tokenizer(pool_dir)
 
     def count_tokens(texts: list[str]) -> list[int]:
-        from framework.pool.stage import count_tokens as count
-
-        return count(tokenizer, texts)
+        return count_pool_tokens(tokenizer, texts)
 
     frame, report = build_training_set(pool, ctx.job.config, ctx.spec, count_tokens, ctx.job.cells)
     write_training_set(frame, ctx.out / TRAIN_FILE)

@@ -7,7 +7,7 @@ so long and short problems spread evenly, and the results come back in benchmark
 the others and fails the stage with that rank's traceback.
 
 What stays the same as one engine: on GPUs every request is seeded by its place in the benchmark, so the samples do
-not depend on how many ranks there are. On CPU vLLM seeds the engine instead (see `generate_vllm`), so a CPU run is
+not depend on how many ranks there are. On CPU vLLM seeds the engine instead (see `framework.eval.engines.vllm_generate`), so a CPU run is
 reproducible for a given data_parallel_size, not across sizes (the eval key leaves the size out: a sampled CPU run
 is another draw from the same distribution); greedy decoding is identical either way.
 
@@ -92,11 +92,11 @@ def _rank_main(
     ("ok", samples) or ("error", traceback)."""
     try:
         os.environ.update(env)
-        from framework.eval.stage import generate_vllm
+        from framework.eval.engines import vllm_generate
         from framework.spec.models import EvalSpec
 
         ev = EvalSpec.model_validate({**ev_json, "data_parallel_size": 1})
-        conn.send(("ok", generate_vllm(Path(model_dir), prompts, ev, dtype, max_len, stop_ids, indices=indices)))
+        conn.send(("ok", vllm_generate(Path(model_dir), prompts, ev, dtype, max_len, stop_ids, indices=indices)))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
     finally:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from framework.annotations import normalize_problem
 from framework.errors import UserError
 from framework.grading import answer_text
 from framework.registry import POOL_PRESETS
@@ -26,10 +26,6 @@ SUFFIX_FORMAT = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".pq
 
 class PoolError(UserError):
     """A malformed pool source."""
-
-
-def normalize_problem(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().lower())
 
 
 def problem_id_for(text: str) -> str:
@@ -409,7 +405,7 @@ def difficulty_labels(pool: pd.DataFrame) -> pd.DataFrame:
     written: a missing marker ("n/a", "?", "Level ?") becomes None, numbers of mixed types (3 beside "3" beside
     "Level 3") floats, and numbers mixed with words text. Never an error here: only a factor ordering labels
     (min/max, bins) needs numbers, and it names the row that has none."""
-    from framework.data.factors.difficulty import label_key
+    from framework.annotations import label_key
 
     present = pool["difficulty"].notna()
     if not present.any():

@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from framework.artifacts import POOL_FILE, count_tokens
 from framework.pool.sources import PoolError, conform, difficulty_labels, read_source, storable
 from framework.store import write_json_atomic
 
 if TYPE_CHECKING:
     from framework.spec.models import AblationSpec
     from framework.sweep.execute import StageContext
-
-POOL_FILE = "pool.parquet"
 
 
 def trace_id(source: str, problem_id: str, trace: str) -> str:
@@ -90,15 +89,6 @@ def check_answers_agree(pool: pd.DataFrame, grader: str = "math") -> pd.DataFram
 
 
 # ------------------------------------------------------------------------------------------ annotation
-def count_tokens(tokenizer: Any, texts: list[str], batch_size: int = 1024) -> list[int]:
-    """Token counts with the fast tokenizer's batched encoder (no special tokens: the trace alone)."""
-    out: list[int] = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size], add_special_tokens=False, return_attention_mask=False)
-        out.extend(len(ids) for ids in enc["input_ids"])
-    return out
-
-
 def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | None], list[str], list[bool | None]]:
     """(answer, how it was found, verdict) per trace; the method tells a stated answer (boxed, "the answer is")
     from a number read off the end of a trace that may simply have stopped mid-thought."""
@@ -135,7 +125,7 @@ def annotate(
     pool: pd.DataFrame, spec: AblationSpec, tokenizer: Any, resolve: Any, base_model: str | None = None
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Add the annotation columns in place; returns seconds spent per annotation, and reports for the stats."""
-    from framework.data.factors.keywords import count_keywords
+    from framework.annotations import count_keywords
 
     timings = {}
     t = time.perf_counter()
@@ -226,7 +216,7 @@ def base_model(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None
 def drop_eval_problems(pool: pd.DataFrame, benchmarks: dict[str, list[str]]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The pool without the traces of problems the benchmarks test (text, case and whitespace aside); and what
     was dropped, per benchmark."""
-    from framework.pool.sources import normalize_problem
+    from framework.annotations import normalize_problem
 
     keys = pool["problem"].map(normalize_problem)
     by_bench = {name: keys.isin({normalize_problem(t) for t in texts}) for name, texts in benchmarks.items()}
@@ -267,16 +257,6 @@ def run(ctx: StageContext) -> None:
     write_json_atomic(ctx.out / "stats.json", stats)
     keys = ("traces", "problems", "by_source", "graded", "hub_data", "missing_dropped")
     ctx.build.manifest["pool"] = {k: stats[k] for k in keys}
-
-
-def load_pool_tokenizer(stage_dir: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(stage_dir / "tokenizer"))
-
-
-def read_pool(stage_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(stage_dir / POOL_FILE)
 
 
 def read_stats(stage_dir: Path) -> dict[str, Any]:

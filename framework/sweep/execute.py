@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framework.errors import UserError
+from framework.errors import DataError, UserError
 from framework.spec import LoadedSpec
 from framework.store import Build, Store
 from framework.sweep.plan import Job, Plan
@@ -112,8 +112,6 @@ CHEAP_STAGES = ("model", "pool", "data")
 def prepare(loaded: LoadedSpec, plan: Plan, store: Store, *, on_job: Callable[[Job], None] | None = None) -> int:
     """Build the cheap CPU stages (tiny model, pool, data variants) in-process, as `ablate plan` does, so a
     cell with too few traces is found before any GPU time is spent. Returns how many jobs ran."""
-    from framework.data.stage import DataError
-
     ran, problems = 0, []
     for job in plan.jobs.values():
         if job.stage in CHEAP_STAGES and not store.is_done(job.stage, job.key):

@@ -18,6 +18,7 @@ from framework.redaction import lines_with_secrets, redact_text
 from framework.spec.launch import tracking_uri_problem
 from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
 from framework.sweep.grid import Cell, arm_definition, expand
+from framework.sweep.resources import TrainConfigError, layout, stage_resources
 from framework.sweep.stages import STAGES
 
 # Train fields that change how a job runs, not what it computes (ZeRO stage, offload, recomputation and process
@@ -221,12 +222,8 @@ def launch_problems(spec: AblationSpec) -> list[str]:
     """What the launcher would refuse only once the earlier stages had run: a Slurm train job whose GPUs cannot
     split the global batch (or whose node count contradicts train.nodes), a Slurm eval job with fewer GPUs than
     vLLM's parallel sizes, or local GPU ids that cannot split the batch."""
-    from framework.train.config import TrainConfigError, layout
-
     problems: list[str] = []
     if spec.launcher.kind == "slurm":
-        from launchers.slurm_script import stage_resources
-
         try:
             gpus, where = stage_resources(spec, "train").gpus_per_node, "the Slurm train job's GPUs per node"
             ev = stage_resources(spec, "eval")

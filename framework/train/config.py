@@ -8,56 +8,12 @@ silently training every rank on the same batches.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from framework.errors import UserError
 from framework.spec.models import TrainSpec
+from framework.sweep.resources import Layout, TrainConfigError, layout, processes_per_node
 
-
-class TrainConfigError(UserError):
-    """A training recipe that cannot run on the resources it was given."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a training job is spread: nodes × processes per node, and what that implies for batching."""
-
-    nodes: int
-    procs_per_node: int
-    gpu: bool
-    micro_batch_size: int
-    grad_accum: int
-
-    @property
-    def world_size(self) -> int:
-        return self.nodes * self.procs_per_node
-
-    @property
-    def global_batch_size(self) -> int:
-        return self.world_size * self.micro_batch_size * self.grad_accum
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "world_size": self.world_size, "global_batch_size": self.global_batch_size}
-
-
-def processes_per_node(train: TrainSpec, *, gpus: int) -> int:
-    """train.processes, else the visible GPUs (2 on a CPU-only machine)."""
-    return train.processes or (gpus if gpus > 0 else 2)
-
-
-def layout(train: TrainSpec, *, gpus: int) -> Layout:
-    """Processes per node as `processes_per_node` says; accumulation fills the batch."""
-    procs = processes_per_node(train, gpus=gpus)
-    world = train.nodes * procs
-    per_step = world * train.micro_batch_size
-    if train.global_batch_size % per_step:
-        raise TrainConfigError(
-            f"train.global_batch_size {train.global_batch_size} is not a multiple of micro_batch_size "
-            f"{train.micro_batch_size} × {world} processes ({train.nodes} node(s) × {procs}); choose a global "
-            f"batch that is a multiple of {per_step}, or set train.processes"
-        )
-    return Layout(train.nodes, procs, gpus > 0, train.micro_batch_size, train.global_batch_size // per_step)
+__all__ = ["Layout", "TrainConfigError", "layout", "processes_per_node"]
 
 
 def use_bf16(train: TrainSpec, lay: Layout) -> bool:

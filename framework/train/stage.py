@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framework import model_source as models
+from framework.artifacts import TRAIN_FILE
 from framework.errors import RetryLater, UserError
 from framework.store import write_json_atomic
 from framework.train.config import (
@@ -51,8 +52,6 @@ from framework.train.worker import COMPLETE, STOP_FILE
 
 if TYPE_CHECKING:
     from framework.sweep.execute import StageContext
-
-TRAIN_FILE = "train.jsonl"  # written by the data stage, in training order
 
 
 class TrainError(UserError):

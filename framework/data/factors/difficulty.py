@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from framework.annotations import label_key
 from framework.data.factors.base import Factor, FactorContext
 from framework.data.factors.length import band_report, rank_bins
 from framework.errors import PoolValueError
@@ -41,37 +40,6 @@ class Params(SpecModel):
         if sum(rules) > 1:
             raise ValueError("use one of 'values', 'min'/'max' or 'bins'/'bin'")
         return self
-
-
-LEVEL_TEXT = re.compile(r"level\s*[-_:]?\s*(.*)", re.IGNORECASE | re.DOTALL)
-# Written where a label is unknown ("n/a", "?", MATH's "Level ?"): missing, like an empty cell.
-MISSING_LABELS = frozenset({"", "?", "??", "-", "n/a", "na", "none", "null", "nan"})
-
-
-def _number(text: str) -> float | None:
-    try:
-        number = float(text)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def label_key(value: Any) -> float | str | None:
-    """Comparable form of a label: numbers, numeric text and "Level N" (MATH's labels, any case) as floats, so 5,
-    5.0, "5" and "Level 5" match and order; a missing marker (MISSING_LABELS, "Level ?") as None; any other text
-    as itself, a category."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if not isinstance(value, str):
-        number = _number(value)
-        return number if number is not None else str(value).strip()
-    text = value.strip()
-    level = LEVEL_TEXT.fullmatch(text)
-    rest = level.group(1).strip() if level else text
-    if rest.lower() in MISSING_LABELS:
-        return None
-    number = _number(rest)
-    return number if number is not None else text
 
 
 def _raw(frame: pd.DataFrame, by: str) -> pd.Series:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from functools import lru_cache
 from typing import Literal, get_args
 
 import pandas as pd
 from pydantic import Field
 
+from framework.annotations import count_keywords, find_keywords, keyword_phrases
 from framework.data.factors.base import Factor, FactorContext
 from framework.spec.base import SpecModel
 
@@ -29,54 +28,6 @@ class Params(SpecModel):
     replacement: str = Field("so", description="Neutral phrase that replaces each keyword when mode=replace.")
     inject_phrase: str = Field("Wait, let me check.", description="Phrase inserted when mode=inject.")
     inject_every: int = Field(3, ge=1, description="Insert the phrase after every this many sentences.")
-
-
-@lru_cache(maxsize=64)
-def _pattern(words: tuple[str, ...]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
-    """One alternation, longest phrase first: re takes the first alternative that matches at a position, so
-    "but wait" wins over "wait". Word-character edges get boundary guards ("waiting" is not "wait"); spaces
-    inside a phrase match any whitespace run."""
-    unique: dict[str, str] = {}
-    for word in words:
-        if word.strip():
-            unique.setdefault(word.strip().lower(), word.strip())
-    ordered = tuple(sorted(unique.values(), key=lambda w: (-len(w), w.lower())))
-    if not ordered:
-        return None, ()
-    parts = []
-    for i, word in enumerate(ordered):
-        body = r"\s+".join(re.escape(piece) for piece in word.split())
-        head = r"(?<!\w)" if re.match(r"\w", word) else ""
-        tail = r"(?!\w)" if re.search(r"\w$", word) else ""
-        parts.append(f"(?P<k{i}>{head}{body}{tail})")
-    return re.compile("|".join(parts), re.IGNORECASE), ordered
-
-
-def find_keywords(text: str, words: Sequence[str]) -> list[tuple[int, int, str]]:
-    """Non-overlapping (start, end, word) spans of `words` in `text`: case-insensitive, on word boundaries,
-    longest phrase first. `word` is the phrase as given in `words` (first spelling wins for duplicates)."""
-    pattern, ordered = _pattern(tuple(words))
-    if pattern is None or not text:
-        return []
-    return [(m.start(), m.end(), ordered[int(str(m.lastgroup)[1:])]) for m in pattern.finditer(text)]
-
-
-@lru_cache(maxsize=64)
-def _count_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
-    """The same alternation without named groups: counting a 100k-trace pool is 3-4x faster without them."""
-    pattern, ordered = _pattern(words)
-    if pattern is None:
-        return None
-    if all(re.match(r"\w", w) and re.search(r"\w$", w) for w in ordered):  # guards shared: factor them out
-        bodies = "|".join(r"\s+".join(re.escape(p) for p in w.split()) for w in ordered)
-        return re.compile(rf"(?<!\w)(?:{bodies})(?!\w)", re.IGNORECASE)
-    return re.compile(re.sub(r"\(\?P<k\d+>", "(?:", pattern.pattern), re.IGNORECASE)
-
-
-def count_keywords(text: str, words: Sequence[str]) -> int:
-    """How many reflection phrases a text contains, by the same rules as `find_keywords`."""
-    pattern = _count_pattern(tuple(words))
-    return 0 if pattern is None or not text else len(pattern.findall(text))
 
 
 def _delete(text: str, spans: list[tuple[int, int, str]]) -> str:
@@ -148,7 +99,7 @@ def apply(frame: pd.DataFrame, level: str, params: Params, ctx: FactorContext) -
     words = list(params.words or ctx.reflection_keywords)
     texts = [str(t) for t in frame["trace"].tolist()]
     spans = [find_keywords(t, words) for t in texts]
-    matches = dict.fromkeys(sorted(_pattern(tuple(words))[1], key=str.lower), 0)
+    matches = dict.fromkeys(sorted(keyword_phrases(words), key=str.lower), 0)
     for found in spans:
         for _, _, word in found:
             matches[word] += 1

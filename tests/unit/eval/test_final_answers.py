@@ -34,7 +34,7 @@ def test_benchmark_problems_the_checkpoint_was_trained_on_are_found(tmp_path) ->
 
     import pandas as pd
 
-    from framework.data.stage import TRAIN_FILE
+    from framework.artifacts import TRAIN_FILE
     from framework.eval.stage import overlap, training_problems
 
     data_dir = tmp_path / "data"

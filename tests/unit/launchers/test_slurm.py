@@ -24,9 +24,9 @@ from framework.spec import SpecErrors, spec_from_dict
 from framework.store import Store
 from framework.sweep.plan import Job, build_plan
 from framework.sweep.pruning import PRUNED, is_pruned
+from framework.sweep.resources import StageResources, stage_resources
 from launchers.base import Task, pending_tasks
 from launchers.slurm import SlurmLauncher, parse_job_id, record_path, run_slurm, script_path, task_state
-from launchers.slurm_script import StageResources, stage_resources
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("ABLATE_UPDATE_GOLDEN") == "1"

@@ -111,7 +111,7 @@ def test_an_error_on_a_value_a_later_null_leaves_points_at_the_file_that_set_it(
     ids=["in-the-spec", "over-a-base", "in-a-later-base"],
 )
 def test_a_null_in_a_stage_override_means_none_for_that_stage_wherever_it_is_written(write_spec, files):
-    from launchers.slurm_script import stage_resources
+    from framework.sweep.resources import stage_resources
 
     for name, text in files.items():
         path = write_spec(text, name)
@@ -121,7 +121,7 @@ def test_a_null_in_a_stage_override_means_none_for_that_stage_wherever_it_is_wri
 
 
 def test_a_null_extra_sbatch_in_a_stage_override_is_no_line(write_spec):
-    from launchers.slurm_script import stage_resources
+    from framework.sweep.resources import stage_resources
 
     write_spec(SLURM_BASE, "base.yaml")
     spec = load_spec(write_spec("include: base.yaml\nlauncher: {slurm: {stages: {train: {extra_sbatch: ~}}}}\n")).spec

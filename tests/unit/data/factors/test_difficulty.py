@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from framework.annotations import label_key
 from framework.data.factors.base import FactorContext
-from framework.data.factors.difficulty import Params, apply, label_key
+from framework.data.factors.difficulty import Params, apply
 from framework.errors import PoolValueError
 
 

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from framework.annotations import count_keywords, find_keywords
 from framework.data.factors.base import FactorContext
-from framework.data.factors.keywords import Params, apply, count_keywords, find_keywords
+from framework.data.factors.keywords import Params, apply
 from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS
 
 KW = list(DEFAULT_REFLECTION_KEYWORDS)
