@@ -187,6 +187,7 @@ print(experiment_id(client, "exp", sys.argv[1]))
 
 def test_stages_opening_a_new_sqlite_database_at_once_all_get_it(tmp_path: Path):
     """MLflow creates its tables without a lock: unguarded, three processes leave the database half-migrated."""
+    (tmp_path / "db").mkdir()  # a database is made in a directory that exists, never in a new one
     uri = f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}"
     start = time.time() + 8  # after each process has imported mlflow
     procs = [
