@@ -1,8 +1,8 @@
 """The `ablate` command line.
 
 Exit codes: 0 success; 1 a stage failed; 2 a user error (bad spec, missing file, unknown key), reported as one
-line per problem without a traceback (`--debug` shows it); 3 a stage that is not implemented yet; 75 (EX_TEMPFAIL)
-work deferred (`ablate run` with a stage that exited 75, or waits on one: the next run finishes it); 130 interrupted.
+line per problem without a traceback (`--debug` shows it); 75 (EX_TEMPFAIL) work deferred (`ablate run`
+with a stage that exited 75, or waits on one: the next run finishes it); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from framework.errors import RetryLater, UserError
-from framework.hashing import content_key
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
 from framework.store import Store
-from framework.sweep.execute import StageNotImplemented, execute, open_store, prepare, results_root
+from framework.sweep.execute import Sweep, execute, open_store, prepare, results_root
 from framework.sweep.plan import Plan, PlanError, build_plan
 from framework.sweep.pruning import is_pruned
 from framework.sweep.stages import STAGE_ORDER, STAGES
@@ -49,6 +48,12 @@ def _load(
         raise PlanError([_located(p, loaded) for p in e.problems]) from None
 
 
+def _open(args: argparse.Namespace, *, check_tracking: bool = False) -> Sweep:
+    """The sweep a command acts on, located once: spec, plan, results directory and store."""
+    loaded, plan = _load(args.spec, results_dir=args.results_dir, check_tracking=check_tracking)
+    return Sweep(loaded, plan, results_root(loaded, args.results_dir), open_store(loaded, args.results_dir))
+
+
 _SPEC_PATH = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_][\w-]*|\[\d+\])*): ")
 
 
@@ -61,10 +66,6 @@ def _located(problem: str, loaded: LoadedSpec) -> str:
     loc = tuple(int(t[1:-1]) if t.startswith("[") else t for t in re.findall(r"\[\d+\]|[^.\[\]]+", match[1]))
     hit = loaded.source.where(loc)
     return f"{hit[0]}:{hit[1]}: {problem}" if hit else problem
-
-
-def spec_hash(loaded: LoadedSpec) -> str:
-    return content_key(loaded.spec.model_dump(mode="json", exclude={"launcher"}))
 
 
 # ------------------------------------------------------------------------------------------- validate
@@ -89,9 +90,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- plan
-def plan_summary(loaded: LoadedSpec, plan: Plan, results_dir: str | None) -> dict[str, Any]:
+def plan_summary(sweep: Sweep) -> dict[str, Any]:
     """The machine-readable plan (`ablate plan --json`): cells, their stage jobs, and which are done."""
-    store = open_store(loaded, results_dir)
+    loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     done_keys = {s: store.done_keys(s) for s in STAGE_ORDER}  # a listing per stage, not a look-up per job
     done = {jid: j.key in done_keys[j.stage] for jid, j in plan.jobs.items()}
     counts = {
@@ -99,8 +100,8 @@ def plan_summary(loaded: LoadedSpec, plan: Plan, results_dir: str | None) -> dic
     }
     return {
         "name": loaded.spec.name,
-        "spec_hash": spec_hash(loaded),
-        "results": str(results_root(loaded, results_dir)),
+        "spec_hash": loaded.hash,
+        "results": str(sweep.root),
         "cells": [
             {
                 "id": c.id,
@@ -164,12 +165,12 @@ def topic_clusters(plan: Plan, store: Store) -> dict[str, Any]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    loaded, plan = _load(args.spec, results_dir=args.results_dir, check_tracking=True)
-    store = open_store(loaded, args.results_dir)
+    sweep = _open(args, check_tracking=True)
+    loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     if args.build:
         with _stdout_to_stderr():  # stage output must not corrupt `--json`
             prepare(loaded, plan, store, on_job=lambda j: print(f"building {j.id} ...", file=sys.stderr))
-    summary = plan_summary(loaded, plan, args.results_dir)
+    summary = plan_summary(sweep)
     summary["data"] = data_stats(plan, store)
     summary["topic_clusters"] = topic_clusters(plan, store)
     summary["notes"] = plan.notes
@@ -227,8 +228,8 @@ def _print_lines(lines: list[str]) -> None:
 
 # --------------------------------------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
-    loaded, plan = _load(args.spec, results_dir=args.results_dir)
-    store = open_store(loaded, args.results_dir)
+    sweep = _open(args)
+    loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     queued: dict[tuple[str, str], dict[str, Any]] = {}
     if shutil.which("squeue"):
         from launchers.slurm import slurm_states
@@ -293,8 +294,8 @@ def _full_key(plan: Plan, stage: str, key: str) -> str:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    loaded, plan = _load(args.spec, results_dir=args.results_dir)
-    store = open_store(loaded, args.results_dir)
+    sweep = _open(args)
+    loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     failures: list[Exception] = []
     for key in [_full_key(plan, args.stage, k) for k in args.keys]:
         try:  # one job's failure must not keep the others of a grouped task (a checkpoint's benchmarks) from running
@@ -321,8 +322,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from launchers.local import cancel_local
     from launchers.slurm import cancel_sweep
 
-    loaded, plan = _load(args.spec, results_dir=args.results_dir)
-    store = open_store(loaded, args.results_dir)
+    sweep = _open(args)
+    plan, store = sweep.plan, sweep.store
     pids = cancel_local(store)
     if pids:
         print(f"stopped {len(pids)} local process(es): {' '.join(map(str, pids))}")
@@ -337,14 +338,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from framework.report import write_report
 
-    loaded, plan = _load(args.spec, results_dir=args.results_dir)
-    store = open_store(loaded, args.results_dir)
+    sweep = _open(args)
+    loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     if not any(store.is_done(*job.split("/")) for cell in plan.cells for job in plan.cell_jobs[cell.id]["eval"]):
         raise UserError(
             f"nothing to report for {loaded.spec.name}: no cell has been evaluated in {store.root} yet "
             f"(`ablate run {args.spec}` runs the sweep; `ablate status {args.spec}` shows where it stands)"
         )
-    path = write_report(loaded, plan, store, results_root(loaded, args.results_dir))
+    path = write_report(loaded, plan, store, sweep.root)
     print(f"report: {path}")
     return 0
 
@@ -391,12 +392,11 @@ RUN_EXIT_CODES = (
 
 def cmd_run(args: argparse.Namespace) -> int:
     """validate -> plan -> launch every job not done (in dependency order) -> report."""
-    import importlib.util
 
     from launchers.base import pending_tasks, run_exit_code
 
-    loaded, plan = _load(args.spec, results_dir=args.results_dir, check_tracking=True)
-    store = open_store(loaded, args.results_dir)
+    sweep = _open(args, check_tracking=True)
+    loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     tasks = pending_tasks(plan, store)
     code = 0
     kind = args.launcher or loaded.spec.launcher.kind
@@ -429,10 +429,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  {state:9s} {tid}: {launcher.reasons.get(tid, '')}")
         if code == 1:
             return 1
-    if importlib.util.find_spec("framework.report") is not None and not args.no_report:
+    if not args.no_report:
         from framework.report import write_report
 
-        out = write_report(loaded, plan, store, results_root(loaded, args.results_dir))
+        out = write_report(loaded, plan, store, sweep.root)
         print(f"report: {out}")
     if code == RetryLater.exit_code:
         print(f"incomplete: deferred work remains; exit {code} (the next `ablate run` finishes it)", file=sys.stderr)
@@ -447,8 +447,8 @@ EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 def cmd_data(args: argparse.Namespace) -> int:
     from framework.artifacts import read_training_set
 
-    loaded, plan = _load(args.spec, results_dir=args.results_dir)
-    store = open_store(loaded, args.results_dir)
+    sweep = _open(args)
+    loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     cell = next((c for c in plan.cells if c.id == args.cell or (args.cell and c.key.startswith(args.cell))), None)
     if cell is None:
         raise UserError(f"no cell {args.cell!r}; cells: {', '.join(c.id for c in plan.cells)}")
@@ -515,8 +515,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """Leftovers of stage keys that this spec's plan no longer has (the spec was edited since they failed or
     died): work dirs, failure records, logs, temporaries. Done results are kept; a dry run unless --yes."""
     # Only a plan that builds says which keys are still needed.
-    loaded, plan = _load(args.spec, results_dir=args.results_dir)
-    store = open_store(loaded, args.results_dir)
+    sweep = _open(args)
+    loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     if args.yes:
         _refuse_while_running(store, args.spec, force=args.force)
     listed, kept = store.clean_unplanned(set(plan.jobs), delete=False, force=args.force)
@@ -674,8 +674,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.fn(args)
     except USER_ERRORS as e:
         return _fail(args, str(e).splitlines(), 2)
-    except StageNotImplemented as e:
-        return _fail(args, [str(e)], 3)
     except RetryLater as e:
         print(f"deferred: {e} (the next `ablate run` retries it)", file=sys.stderr)
         return RetryLater.exit_code

@@ -50,6 +50,7 @@ from framework.errors import RetryLater, UserError
 from framework.redaction import redact_log
 from framework.spec.models import AblationSpec
 from framework.store import MARKER, Store, write_json_atomic
+from framework.sweep.execute import results_base
 from framework.sweep.plan import Plan
 from framework.sweep.pruning import PRUNED
 from framework.sweep.resources import StageResources, stage_resources
@@ -280,7 +281,7 @@ class SlurmLauncher:
             return self.command(task)
         results = self.results_dir
         if results is None and self.store.root.name == "store" and self.store.root.parent.name == self.spec.name:
-            results = str(self.store.root.parent.parent.absolute())  # explicit: the script must not depend on cwd
+            results = str(results_base(self.store).absolute())  # explicit: the script must not depend on cwd
         elif results is not None:
             results = str(Path(results).absolute())
         return exec_command(task, Path(self.spec_path).absolute(), results, self.python)

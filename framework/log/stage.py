@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from framework.sweep.grid import Cell
     from framework.sweep.plan import Plan
 
-__all__ = ["eval_counts", "log_cell", "log_report", "metric_key", "run", "spec_hash", "ui_command"]
+__all__ = ["eval_counts", "log_cell", "log_report", "metric_key", "run", "ui_command"]
 
 GENERATION_COLUMNS = ("problem_id", "subset", "sample_index", "seed", "finish_reason", "n_tokens", "answer", "correct")
 
@@ -85,11 +85,6 @@ def metric_key(*parts: str) -> str:
         key = key[:241].rstrip("/. ") + "-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
     key = key.rstrip("/ ")
     return "_" if key in ("", ".", "..") else key  # MLflow rejects a key ending in "/" or made of dots
-
-
-def spec_hash(loaded: LoadedSpec) -> str:
-    """The spec's content hash as `ablate plan --json` prints it (launcher settings excluded)."""
-    return content_key(loaded.spec.model_dump(mode="json", exclude={"launcher"}))
 
 
 def flatten(obj: Any, prefix: str) -> dict[str, str]:
@@ -246,7 +241,7 @@ def gather(
         "ablate.train_key": ",".join(j.split("/")[1] for j in train_jobs),
         "ablate.data_key": ",".join(j.split("/")[1] for j in data_jobs),
         "ablate.eval_keys": ",".join(f"{bench_of[j]}:{j.split('/')[1]}" for j in eval_jobs),
-        "ablate.spec_hash": spec_hash(loaded),
+        "ablate.spec_hash": loaded.hash,
         "mlflow.note.content": _note(spec.description, cell),
     }
     tags.update(_git(loaded.path.parent if loaded.path else Path.cwd()))
@@ -425,11 +420,12 @@ def _run_url(uri: str, exp_id: str, run_id: str) -> str | None:
 
 def run(ctx: StageContext) -> None:
     """The `log` stage: log the cell to MLflow and write run.json (uri, experiment, run ids) into the store."""
+    from framework.sweep.execute import results_base
     from framework.sweep.plan import tracking_uri
 
     config = ctx.job.config
     tracking = config["tracking"]
-    uri = tracking_uri(tracking["uri"], ctx.store.root.parent.parent)  # store: <base>/<name>/store
+    uri = tracking_uri(tracking["uri"], results_base(ctx.store))
     with fast_failure():
         client = connect(uri)
         result = log_cell(

@@ -451,12 +451,13 @@ def _attach(
 ) -> str:
     """Log files to the sweep's parent run, keeping the tables/ and plots/ layout, and make `current` (cell key
     -> run id) the cells' current runs in MLflow; a line for the markdown."""
+    from framework.sweep.execute import results_base
     from framework.sweep.plan import configured_tracking_uri, tracking_uri
 
     spec = loaded.spec
     logs = plan.by_stage("log")
     configured = logs[0].config["tracking"]["uri"] if logs else configured_tracking_uri(spec)
-    uri = tracking_uri(configured, store.root.parent.parent)
+    uri = tracking_uri(configured, results_base(store))
     experiment = spec.tracking.experiment or spec.name
     try:
         run_id = log_report(uri, experiment, spec.name, store, out_dir, files, current)

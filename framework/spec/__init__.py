@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from framework.hashing import content_key
 from framework.spec.checks import check_factors, check_grid, check_names
 from framework.spec.errors import SpecError, SpecErrors, from_validation_error
 from framework.spec.fields import drop_default_nulls, null_rules
@@ -28,6 +29,12 @@ class LoadedSpec:
     @property
     def files(self) -> list[Path]:
         return self.source.files
+
+    @property
+    def hash(self) -> str:
+        """The spec's content hash, launcher settings excluded (moving a sweep to Slurm is the same study): what
+        `ablate plan --json` prints and MLflow tags each cell with."""
+        return content_key(self.spec.model_dump(mode="json", exclude={"launcher"}))
 
 
 def validate(source: Source) -> AblationSpec:

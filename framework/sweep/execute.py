@@ -12,13 +12,9 @@ from typing import Any
 from framework.errors import DataError, UserError
 from framework.spec import LoadedSpec
 from framework.store import Build, Store
-from framework.sweep.plan import Job, Plan
+from framework.sweep.plan import Job, Plan, configured_tracking_uri, tracking_uri
 from framework.sweep.pruning import PRUNED, prune_if_evaluated
 from framework.sweep.stages import STAGES
-
-
-class StageNotImplemented(Exception):
-    """The stage exists in the plan but its implementation has not landed yet."""
 
 
 class ExecError(UserError):
@@ -33,6 +29,27 @@ def results_root(loaded: LoadedSpec, override: str | None = None) -> Path:
 
 def open_store(loaded: LoadedSpec, override: str | None = None) -> Store:
     return Store(results_root(loaded, override) / "store")
+
+
+def results_base(store: Store) -> Path:
+    """The results base a store belongs to (it lives at <base>/<name>/store): where the default MLflow database
+    is, for a stage or the report that has only the store."""
+    return store.root.parent.parent
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep, located once: its spec and plan, its results directory (<base>/<name>, where the report goes),
+    its store, and the tracking URI its log stages and report use."""
+
+    loaded: LoadedSpec
+    plan: Plan
+    root: Path
+    store: Store
+
+    @property
+    def tracking_uri(self) -> str:
+        return tracking_uri(configured_tracking_uri(self.loaded.spec), self.root.parent)
 
 
 @dataclass
@@ -65,8 +82,6 @@ class StageContext:
 def stage_function(stage: str) -> Callable[[StageContext], Any]:
     target = STAGES[stage].target
     module, _, attr = target.partition(":")
-    if importlib.util.find_spec(module) is None:
-        raise StageNotImplemented(f"stage {stage!r} is not implemented yet ({STAGES[stage].description})")
     return getattr(importlib.import_module(module), attr)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import copy
-import importlib.util
 import os
 import re
 import signal
@@ -26,7 +25,6 @@ import pytest
 from framework.spec import load_spec, spec_from_dict
 from framework.store import Store
 from framework.sweep.plan import build_plan
-from framework.sweep.stages import STAGES
 from launchers.base import Task, pending_tasks
 from launchers.slurm import (
     SlurmLauncher,
@@ -358,7 +356,6 @@ def test_a_benchmark_added_lets_a_running_eval_job_end_and_submits_after_it(slur
         cancel_sweep(plan2, store)
 
 
-STAGES_IMPLEMENTED = all(importlib.util.find_spec(s.target.split(":")[0]) is not None for s in STAGES.values())
 LOG_EVENT = re.compile(r"^=== (\S+ \S+) job \d+ \[([^\]+]+)[^\]]*\] (start|done)", re.MULTILINE)
 
 
@@ -366,7 +363,6 @@ LOG_EVENT = re.compile(r"^=== (\S+ \S+) job \d+ \[([^\]+]+)[^\]]*\] (start|done)
 # about 12 minutes here.
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-@pytest.mark.skipif(not STAGES_IMPLEMENTED, reason="not every stage is implemented yet")
 def test_quickstart_end_to_end_through_slurm(slurm, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
