@@ -171,11 +171,12 @@ _SECRET_VALUE = re.compile(
 )
 # Private key blocks (PEM, OpenSSH, PGP's "PRIVATE KEY BLOCK"), up to their END line when it comes within
 # _PEM_MAX characters, else their armor headers and base64 lines (real or JSON-escaped newlines): a truncated
-# key is still a key.
+# key is still a key. (No possessive quantifier in _PEM_BODY: Python 3.11's early releases match them wrongly;
+# each repetition starts at a line break, so plain backtracking stays linear.)
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,20}-----")
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,20}-----")
 _PEM_BODY = re.compile(
-    r"(?:[ \t]*(?:\r?\n|\\n)(?:[A-Za-z][\w-]*: [^\r\n\\]*|[A-Za-z0-9+/=]*)[ \t]*(?=\r?\n|\\n|\Z|\"))*+"
+    r"(?:[ \t]*(?:\r?\n|\\n)(?:[A-Za-z][\w-]*: [^\r\n\\]*|[A-Za-z0-9+/=]*)[ \t]*(?=\r?\n|\\n|\Z|\"))*"
 )
 _PEM_MAX = 65536
 # scheme:// followed by what may be user:password@host; the rest is judged in _url_spans.

@@ -20,7 +20,7 @@ import pytest
 
 from framework.log.stage import ui_command
 from framework.sweep.execute import execute
-from tests.unit.report.test_report import synthetic_sweep
+from tests.synthetic import synthetic_sweep
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from framework.errors import RetryLater
-from tests.integration.test_tracking_server import free_port
-from tests.unit.report.test_report import synthetic_spec, synthetic_sweep
+from tests.mlflow_server import free_port
+from tests.synthetic import synthetic_spec, synthetic_sweep
 
 pytestmark = pytest.mark.integration
 

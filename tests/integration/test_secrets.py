@@ -16,7 +16,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.helpers import TINY_MODEL
-from tests.integration.test_tracking_server import Server, free_port
+from tests.mlflow_server import Server, free_port
 
 pytestmark = pytest.mark.integration
 

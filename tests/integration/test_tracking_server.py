@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,60 +17,12 @@ from mlflow import MlflowClient
 
 from framework.log.mlflow_client import TrackingUnavailable
 from framework.sweep.execute import execute
-from tests.unit.report.test_report import synthetic_sweep
+from tests.mlflow_server import Server, free_port
+from tests.synthetic import synthetic_sweep
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """An `mlflow server` with a sqlite backend; started and stopped by pid (its own process group)."""
-
-    def __init__(self, root: Path, port: int) -> None:
-        self.root, self.port = root, port
-        self.uri = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 90.0) -> None:
-        cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-            "--artifacts-destination", str(self.root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-            "--uvicorn-opts", "--timeout-graceful-shutdown 3",
-        ]  # fmt: skip
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 -- lives as long as the server
-        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer /health in {timeout_s} s")
-
-    def stop(self) -> None:
-        """TERM the server's process group (the server and its workers), KILL it if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +89,7 @@ RACER = """
 import sys
 from pathlib import Path
 from framework.sweep.execute import execute
-from tests.unit.report.test_report import synthetic_sweep
+from tests.synthetic import synthetic_sweep
 tmp, uri, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 sw = synthetic_sweep(tmp, uri=uri, tracking={"uri": uri, "experiment": "race"}, seeds=(0,))
 execute(sw.loaded, sw.plan, sw.store, "log", key)

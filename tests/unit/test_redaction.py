@@ -27,7 +27,7 @@ from framework.redaction import (
     write_yaml,
 )
 from framework.store import Store
-from tests.unit.report.test_report import migrated_db, synthetic_sweep
+from tests.synthetic import migrated_db, synthetic_sweep
 
 HEX40 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"  # a WANDB API key's shape (and a git commit's: only by name)
 SK_PROJ = "sk-proj-" + "Ab3dE" * 8

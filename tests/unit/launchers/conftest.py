@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.launchers.test_slurm import FakeSlurm
+from tests.unit.launchers.fakes import FakeSlurm
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from framework.cli import main
 from framework.errors import RetryLater
 from launchers.base import run_exit_code, unfinished_on_their_own
-from tests.unit.launchers.test_local import make
+from tests.unit.launchers.fakes import make
 
 DEFER = [sys.executable, "-c", "import sys; sys.exit(75)"]
 FAIL = [sys.executable, "-c", "import sys; sys.exit(3)"]

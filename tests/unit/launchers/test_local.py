@@ -14,48 +14,7 @@ from framework.spec import spec_from_dict
 from framework.store import Store
 from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
-from launchers.local import LocalLauncher
-
-
-def publish_command(store: Store, fail: set[str], order_log, exit_code: int = 0):
-    code = (
-        "import sys, time, os; from framework.store import Store\n"
-        "store, stage, keys, fail, log, rc = Store(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), sys.argv[4], sys.argv[5], int(sys.argv[6])\n"
-        "open(log, 'a').write(stage + '/' + keys[0] + '\\n')\n"
-        "if stage + '/' + keys[0] in fail.split(','): sys.exit(3)\n"
-        "for k in keys:\n"
-        "    with store.build(stage, k) as b: pass\n"
-        "sys.exit(rc)\n"
-    )
-
-    def command(task):
-        return [
-            sys.executable,
-            "-c",
-            code,
-            str(store.root),
-            task.stage,
-            ",".join(task.keys),
-            ",".join(fail),
-            str(order_log),
-            str(exit_code),
-        ]
-
-    return command
-
-
-def make(minimal, tmp_path, fail=(), exit_code=0):
-    minimal["model"] = {"tiny": {}}
-    spec = spec_from_dict(minimal)
-    plan = build_plan(spec)
-    store = Store(tmp_path / "store")
-    tasks = pending_tasks(plan, store)
-    log = tmp_path / "order.log"
-    launcher = LocalLauncher(
-        spec, "spec.yaml", store, echo=lambda *a: None, command=publish_command(store, set(fail), log, exit_code)
-    )
-    launcher.submit(tasks)
-    return plan, store, tasks, launcher, log
+from tests.unit.launchers.fakes import make
 
 
 def test_runs_everything_in_dependency_order(minimal, tmp_path):

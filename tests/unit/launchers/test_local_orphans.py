@@ -2,7 +2,7 @@
 OOM killer taking the runner alone), they are stopped by its reaper; a lock held by a job of an earlier run is
 named by the next run; `ablate cancel` stops a local sweep and waits for it.
 
-Real processes throughout: a stand-in `ablate run` (tests/unit/launchers/test_local_robust.py) whose stage jobs
+Real processes throughout: a stand-in `ablate run` (tests/unit/launchers/fakes.py) whose stage jobs
 sleep, and a stand-in stage job that holds a build lock the way `ablate exec` does.
 """
 
@@ -24,8 +24,7 @@ from framework.store import Store
 from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
 from launchers.local import cancel_local, live_holders, lock_holder, running_detail
-from tests.unit.launchers.test_local import make
-from tests.unit.launchers.test_local_robust import REPO, SLEEP, alive, kill_all, start_launcher, wait_for_stage
+from tests.unit.launchers.fakes import REPO, SLEEP, alive, kill_all, make, start_launcher, wait_for_stage
 
 # Holds the build lock of (stage, key) in the store and sleeps: a stage job whose run is gone.
 HOLDER = """

@@ -21,62 +21,14 @@ import launchers.local as local
 from framework.sweep.plan import Job
 from launchers.base import Task
 from launchers.local import Terminated, uses_gpu_off_slot, visible_gpus
-from tests.unit.launchers.test_local import make
+from tests.unit.launchers.fakes import SLEEP, alive, kill_all, make, pids, start_launcher, wait_for_stage
 
-REPO = Path(__file__).resolve().parents[3]
-
-# A stand-in `ablate run`: the minimal sweep, each stage job the Python code given as argv[2] (argv: pid file,
-# store, stage, keys), then a summary, and a broken pipe taken for a success as framework/cli.py does.
-LAUNCHER = """
-import copy, json, sys
-from tests.helpers import MINIMAL
-from framework.spec import spec_from_dict
-from framework.sweep.plan import build_plan
-from framework.store import Store
-from launchers.base import pending_tasks
-from launchers.local import LocalLauncher
-tmp, body, first = sys.argv[1], sys.argv[2], sys.argv[3]
-m = copy.deepcopy(MINIMAL); m["model"] = {"tiny": {}}
-spec = spec_from_dict(m); plan = build_plan(spec); store = Store(tmp + "/store")
-cmd = lambda t: [sys.executable, "-c", body, first, str(store.root), t.stage, ",".join(t.keys)]
-launcher = LocalLauncher(spec, "spec.yaml", store, command=cmd)
-launcher.submit(pending_tasks(plan, store))
-try:
-    try:
-        launcher.wait(poll_s=0.05)
-    finally:
-        open(tmp + "/states.json", "w").write(json.dumps(launcher.states))
-    bad = [t for t, s in launcher.states.items() if s != "done"]
-    print(f"finished: {len(bad)} not done")
-    sys.exit(1 if bad else 0)
-except BrokenPipeError:
-    sys.exit(0)
-"""
-SLEEP = "import os, sys, time; open(sys.argv[1], 'a').write(f'{os.getpid()}\\n'); time.sleep(120)"
 PUBLISH = (
     "import sys; from framework.store import Store\n"
     "if sys.argv[3] == 'log' and sys.argv[1] == 'fail-log': sys.exit(3)\n"
     "for k in sys.argv[4].split(','):\n"
     "    with Store(sys.argv[2]).build(sys.argv[3], k): pass\n"
 )
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def pids(path: Path) -> list[int]:
-    return [int(x) for x in path.read_text().split()] if path.exists() else []
-
-
-def start_launcher(tmp_path: Path, body: str, pids_arg: str = "", **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-c", LAUNCHER, str(tmp_path), body, pids_arg or str(tmp_path / "pids")]
-    return subprocess.Popen(argv, env=env, cwd=REPO, **kw)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
@@ -101,29 +53,12 @@ def test_sigterm_or_sighup_to_the_launcher_stops_its_stage_processes(tmp_path, s
                 os.kill(p, signal.SIGKILL)
 
 
-def wait_for_stage(tmp_path: Path, proc: subprocess.Popen) -> list[int]:
-    deadline = time.monotonic() + 60
-    while not pids(tmp_path / "pids"):
-        assert time.monotonic() < deadline and proc.poll() is None, "no stage process started"
-        time.sleep(0.05)
-    return pids(tmp_path / "pids")
-
-
 def assert_stopped_cleanly(tmp_path: Path, proc: subprocess.Popen) -> None:
     """The launcher ended unsuccessfully, with no stage process left behind and every task cancelled."""
     assert proc.wait(timeout=60) != 0
     children = pids(tmp_path / "pids")
     assert children and not [p for p in children if alive(p)]
     assert set(json.loads((tmp_path / "states.json").read_text()).values()) == {"cancelled"}
-
-
-def kill_all(tmp_path: Path, proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for p in pids(tmp_path / "pids"):
-        if alive(p):
-            os.kill(p, signal.SIGKILL)
 
 
 def test_a_launcher_started_under_nohup_outlives_the_hangup(tmp_path):

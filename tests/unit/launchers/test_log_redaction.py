@@ -16,8 +16,8 @@ from framework.store import Store
 from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
 from launchers.slurm import SlurmLauncher, script_path
-from tests.unit.launchers.test_local import make
-from tests.unit.launchers.test_slurm import sweep, task
+from tests.unit.launchers.fakes import make, task
+from tests.unit.launchers.test_slurm import sweep
 
 URL = "https://alice:pw-in-log-1@hub.example.com/org/model"
 HF = "hf_" + "Lg7" * 10

@@ -22,11 +22,12 @@ import pytest
 from framework.errors import UserError
 from framework.spec import SpecErrors, spec_from_dict
 from framework.store import Store
-from framework.sweep.plan import Job, build_plan
+from framework.sweep.plan import build_plan
 from framework.sweep.pruning import PRUNED, is_pruned
 from framework.sweep.resources import StageResources, stage_resources
-from launchers.base import Task, pending_tasks
+from launchers.base import pending_tasks
 from launchers.slurm import SlurmLauncher, parse_job_id, record_path, run_slurm, script_path, task_state
+from tests.unit.launchers.fakes import task
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("ABLATE_UPDATE_GOLDEN") == "1"
@@ -74,10 +75,6 @@ def golden_launcher(spec) -> SlurmLauncher:
         workdir="/shared/work",
         env={"MLFLOW_TRACKING_URI": "http://mlflow.internal:5000", "HF_HOME": "/shared/hf cache"},
     )
-
-
-def task(stage: str, *keys: str, cells=("source=qwq_32b_preview,keywords=keep,seed=0",)) -> Task:
-    return Task(stage, [Job(stage, k, [], {}, list(cells)) for k in keys])
 
 
 def check_golden(name: str, text: str) -> None:
@@ -171,55 +168,6 @@ def test_requeue_off_and_signal_time(minimal):
     assert "#SBATCH --no-requeue" in text and "#SBATCH --signal=B:USR1@900" in text and "requeue=no" in text
 
 
-# ------------------------------------------------------------------------ submission against a fake Slurm
-class FakeSlurm:
-    """Stands in for the sbatch/squeue/scontrol/scancel subprocess calls: job states are whatever a test sets."""
-
-    def __init__(self) -> None:
-        self.next_id = 100
-        self.calls: list[list[str]] = []  # sbatch argv, without the program name
-        self.jobs: dict[int, str] = {}  # job id -> "STATE" or "STATE:Reason"
-        self.names: dict[int, str] = {}  # job id -> job name, from the script's #SBATCH --job-name
-        self.after: dict[int, set[int]] = {}  # job id -> the jobs it waits for (afterok)
-        self.after_any: dict[int, set[int]] = {}  # job id -> the jobs whose end, any end, it waits for (afterany)
-        self.cancelled: list[int] = []
-
-    def set(self, job_id: int, value: str) -> None:
-        self.jobs[job_id] = value
-
-    def __call__(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
-        prog, args, out, rc = cmd[0], cmd[1:], "", 0
-        if prog == "sbatch":
-            self.calls.append(args)
-            out, self.jobs[self.next_id] = f"{self.next_id}\n", "PENDING:Dependency"
-            script = Path(args[-1]).read_text()
-            dependency = next((a.removeprefix("--dependency=") for a in args if a.startswith("--dependency=")), "")
-            kinds = dict(d.split(":", 1) for d in dependency.split(",") if d)
-            self.after[self.next_id] = {int(j) for j in kinds.pop("afterok", "").split(":") if j}
-            self.after_any[self.next_id] = {int(j) for j in kinds.pop("afterany", "").split(":") if j}
-            assert not kinds, f"unexpected dependency {dependency}"
-            self.names[self.next_id] = script.split("#SBATCH --job-name=", 1)[1].split("\n", 1)[0]
-            self.next_id += 1
-        elif prog == "squeue":
-            ids = [int(i) for i in args[args.index("-j") + 1].split(",")]
-            for i in (i for i in ids if i in self.jobs):
-                state, _, reason = self.jobs[i].partition(":")
-                out += f"{i}|{state}|{reason or 'None'}||{self.names.get(i, 'name')}\n"
-        elif prog == "scontrol" and int(args[-1]) in self.jobs:
-            state = self.jobs[int(args[-1])].split(":")[0]
-            out = f"JobId={args[-1]} JobName=x JobState={state} Reason=NonZeroExitCode ExitCode=3:0 NodeList=n1\n"
-        elif prog == "scancel":
-            self.cancelled += [int(a) for a in args]
-            gone = {int(a) for a in args}
-            while gone:  # --kill-on-invalid-dep=yes: a queued job waiting on a cancelled one is cancelled too
-                for i in gone & set(self.jobs):
-                    self.jobs[i] = "CANCELLED"
-                gone = {j for j, deps in self.after.items() if deps & gone and self.jobs[j].startswith("PENDING")}
-        else:
-            rc = 1
-        return subprocess.CompletedProcess(cmd, rc, out, "")
-
-
 def sweep(minimal, tmp_path):
     minimal["seeds"] = [0]
     minimal["launcher"] = {"kind": "slurm"}
@@ -236,18 +184,18 @@ def test_submission_wires_afterok_dependencies_and_records_jobs(minimal, tmp_pat
     launcher.submit(tasks)
     calls = fake_slurm.calls
     assert len(calls) == len(tasks)
-    for task, argv in zip(tasks, calls, strict=True):
+    for t, argv in zip(tasks, calls, strict=True):
         assert argv[:2] == ["--parsable", "--kill-on-invalid-dep=yes"]
         dep = [a for a in argv if a.startswith("--dependency=")]
-        expected = sorted(launcher.jobs[d] for d in task.deps)
+        expected = sorted(launcher.jobs[d] for d in t.deps)
         if expected:
             assert sorted(int(x) for x in dep[0].removeprefix("--dependency=afterok:").split(":")) == expected
         else:
             assert dep == []
-        assert argv[-1] == str(script_path(store, task.stage, task.keys[0]).absolute())
-        for k in task.keys:
-            rec = json.loads(record_path(store, task.stage, k).read_text())
-            assert rec["job_id"] == launcher.jobs[task.id] and rec["keys"] == task.keys
+        assert argv[-1] == str(script_path(store, t.stage, t.keys[0]).absolute())
+        for k in t.keys:
+            rec = json.loads(record_path(store, t.stage, k).read_text())
+            assert rec["job_id"] == launcher.jobs[t.id] and rec["keys"] == t.keys
     # a dependency is always submitted before its dependents
     order = {t.id: launcher.jobs[t.id] for t in tasks}
     assert all(order[d] < order[t.id] for t in tasks for d in t.deps)

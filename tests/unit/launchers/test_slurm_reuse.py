@@ -13,7 +13,7 @@ from framework.sweep.plan import build_plan
 from launchers.base import pending_tasks
 from launchers.slurm import SlurmLauncher, _recorded, cancel_sweep, record_path
 from launchers.slurm_reuse import ALIVE, running_superseded
-from tests.unit.launchers.test_slurm import FakeSlurm
+from tests.unit.launchers.fakes import FakeSlurm
 
 
 @pytest.fixture

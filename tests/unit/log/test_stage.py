@@ -22,7 +22,7 @@ from framework.log.stage import log_cell, metric_key, ui_command
 from framework.redaction import REDACTED, redact, redact_text
 from framework.store import Store
 from framework.sweep.execute import execute
-from tests.unit.report.test_report import FAKE_SECRET, Sweep, migrated_db, synthetic_sweep
+from tests.synthetic import FAKE_SECRET, Sweep, migrated_db, synthetic_sweep
 
 
 @pytest.fixture(scope="session")

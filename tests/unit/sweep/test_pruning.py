@@ -12,7 +12,7 @@ from framework.sweep import execute as execute_module
 from framework.sweep.execute import execute
 from framework.sweep.pruning import PRUNED, is_pruned, needed_again, prune_if_evaluated
 from launchers.base import pending_tasks
-from tests.unit.report.test_report import synthetic_sweep
+from tests.synthetic import synthetic_sweep
 
 
 def _with_models(sw) -> list[str]:
