@@ -32,6 +32,29 @@ def _unset_nulls(value: Any) -> Any:
 PassThroughArgs = Annotated[dict[str, Any], BeforeValidator(_unset_nulls)]
 
 
+# A field that changes how a stage job runs, not what it computes (ZeRO stage, process layout, grading workers):
+# the plan leaves it out of the job's key, so editing it reuses finished results. The field says so itself
+# (`json_schema_extra=RUN_ONLY`), beside its description, and `ablate schema` prints it.
+RUN_ONLY: dict[str, Any] = {"keyed": False}
+
+
+def is_run_only(field: Any) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("keyed") is False
+
+
+def run_only_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """`model_dump`'s `exclude` that leaves out every run-only field of `model`, in nested sections too."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if is_run_only(field):
+            out[name] = True
+        elif isinstance(ann, type) and issubclass(ann, BaseModel) and (inner := run_only_fields(ann)):
+            out[name] = inner
+    return out
+
+
 class SpecModel(BaseModel):
     """Unknown keys are errors (a typo must never silently fall back to a default)."""
 

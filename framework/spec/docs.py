@@ -14,6 +14,7 @@ from pydantic_core import PydanticUndefined
 
 from framework.errors import UserError
 from framework.registry import FACTORS, ResolveError, suggest
+from framework.spec.base import is_run_only
 from framework.spec.fields import _step, element_models
 from framework.spec.models import AblationSpec
 
@@ -59,7 +60,7 @@ def _render(model: type[BaseModel], prefix: str, out: list[str]) -> None:
         path = f"{prefix}.{name}" if prefix else name
         out.append(f"{path}: {_type_name(field.annotation, _constraints(field.metadata))} = {_default(field)}")
         if field.description:
-            out.append(f"    {field.description}")
+            out.append(f"    {field.description}" + (" (run-only: not in the job's key)" if is_run_only(field) else ""))
         for inner, how in element_models(field.annotation):
             _render(inner, path + how, out)
 

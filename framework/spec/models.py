@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from framework.registry import suggest
-from framework.spec.base import PassThroughArgs, SpecModel
+from framework.spec.base import RUN_ONLY, PassThroughArgs, SpecModel
 from framework.spec.launch import LauncherSpec, TrackingSpec
 from framework.spec.names import NAME_RE, NAME_RULE, RESERVED_SWEEP_NAMES, is_name, normalize_levels, plain_name
 from framework.spec.pool import (  # re-exported: the spec's types are imported from here
@@ -219,14 +219,19 @@ class TrainSpec(SpecModel):
         description="once: every epoch reads the data stage's order (shuffled once by the cell seed), so each "
         "epoch repeats the same batches; every_epoch: a new order each epoch, from the cell seed and the epoch.",
     )
-    zero_stage: Literal[0, 1, 2, 3] = Field(3, description="DeepSpeed ZeRO stage.")
-    offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory.")
-    offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO-3 only).")
+    zero_stage: Literal[0, 1, 2, 3] = Field(3, description="DeepSpeed ZeRO stage.", json_schema_extra=RUN_ONLY)
+    offload_optimizer: bool = Field(
+        False, description="Keep optimizer states in CPU memory.", json_schema_extra=RUN_ONLY
+    )
+    offload_params: bool = Field(
+        False, description="Keep parameters in CPU memory (ZeRO-3 only).", json_schema_extra=RUN_ONLY
+    )
     zero3_gather_per_layer: bool = Field(
         False,
         description="ZeRO-3 gathers each decoder layer's weights as one unit (DeepSpeed leaf modules) instead of "
         "module by module: a tenth of the hooks, half the host time per step for a 28-layer model (measured on "
         "CPU); holds one whole layer's weights at a time.",
+        json_schema_extra=RUN_ONLY,
     )
     zero3_memory_efficient_linear: bool = Field(
         True,
@@ -234,47 +239,60 @@ class TrainSpec(SpecModel):
         "default). False runs torch's linear: a sixth less host time per step with zero3_gather_per_layer "
         "(measured on CPU). Its memory cost on GPUs is not yet measured: check peak memory before using it on a "
         "model that only just fits.",
+        json_schema_extra=RUN_ONLY,
     )
-    gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations to save memory.", json_schema_extra=RUN_ONLY
+    )
     loss_chunk_tokens: int | None = Field(
         None,
         ge=1,
         description="Compute the LM head and cross-entropy over at most this many target tokens at a time, "
         "recomputing each chunk's logits in backward, so a long sequence's full-vocabulary logits never exist at "
         "once (~10 GB in fp32 per 16k tokens of a 152k vocabulary). Same loss; none = the model's own loss.",
+        json_schema_extra=RUN_ONLY,
     )
     lean_activations: bool = Field(
         False,
         description="RMSNorm and SwiGLU MLP (Llama/Qwen/Mistral modules) keep only their inputs for backward and "
         "recompute the rest with fused elementwise kernels: ~0.5 GB less per layer at 16k tokens in a 1.5B Qwen2, "
         "so long sequences fit without gradient checkpointing. Same math.",
+        json_schema_extra=RUN_ONLY,
     )
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on GPU, fp32 on CPU.")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        "auto", description="Attention kernel; auto = flash attention when installed, else sdpa."
+        "auto",
+        description="Attention kernel; auto = flash attention when installed, else sdpa.",
+        json_schema_extra=RUN_ONLY,
     )
     sdpa_backends: list[Literal["cudnn", "flash", "efficient", "math"]] | None = Field(
         None,
         description="With sdpa attention, the order in which PyTorch tries its kernels (those left out follow in "
         "PyTorch's order, so none is disabled); none = cuDNN first on Hopper GPUs (compute capability 9.x), where "
         "its training kernels outrun flash, and PyTorch's own order elsewhere.",
+        json_schema_extra=RUN_ONLY,
     )
     checkpoint_every_steps: int | None = Field(
         None,
         ge=1,
         description="Save a resumable ZeRO checkpoint this often (for preemption); none = only at end.",
+        json_schema_extra=RUN_ONLY,
     )
     keep_checkpoint: bool = Field(
         True,
         description="False: delete each checkpoint (a 32B one is ~64 GB) once every evaluation of it is done; its "
         "metrics stay, and an evaluation added later trains it again first.",
+        json_schema_extra=RUN_ONLY,
     )
     processes: int | None = Field(
         None,
         ge=1,
         description="Training processes per node: default = GPUs visible, or 2 on a CPU-only machine.",
+        json_schema_extra=RUN_ONLY,
     )
-    nodes: int = Field(1, ge=1, description="Nodes per training job (multi-node via srun + torchrun).")
+    nodes: int = Field(
+        1, ge=1, description="Nodes per training job (multi-node via srun + torchrun).", json_schema_extra=RUN_ONLY
+    )
     extra_args: PassThroughArgs = Field(
         default_factory=dict, description="Extra transformers TrainingArguments, verbatim; `arg: ~` leaves it unset."
     )
@@ -359,7 +377,9 @@ class GradingSpec(SpecModel):
     fallbacks: bool = Field(
         True, description="When no \\boxed{} is found, try 'final answer is ...' and the last number."
     )
-    workers: int | None = Field(None, ge=1, description="Grading processes; default: CPU count.")
+    workers: int | None = Field(
+        None, ge=1, description="Grading processes; default: CPU count.", json_schema_extra=RUN_ONLY
+    )
 
 
 class EvalSpec(SpecModel):
@@ -373,16 +393,26 @@ class EvalSpec(SpecModel):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Decoding settings.")
     grading: GradingSpec = Field(default_factory=GradingSpec, description="Answer extraction and comparison.")
     backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine; hf = transformers generate.")
-    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism (GPUs per engine).")
-    data_parallel_size: int = Field(1, ge=1, description="vLLM engines run side by side over the prompts.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vLLM tensor parallelism (GPUs per engine).", json_schema_extra=RUN_ONLY
+    )
+    data_parallel_size: int = Field(
+        1, ge=1, description="vLLM engines run side by side over the prompts.", json_schema_extra=RUN_ONLY
+    )
     max_model_len: int | None = Field(
         None, ge=16, description="Context length for the engine; default: prompt + max_tokens."
     )
     truncation_warning: float = Field(
-        0.05, ge=0, le=1, description="Warn when more than this fraction of samples hit max_tokens."
+        0.05,
+        ge=0,
+        le=1,
+        description="Warn when more than this fraction of samples hit max_tokens.",
+        json_schema_extra=RUN_ONLY,
     )
     pass_k: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [1], description="k values for unbiased pass@k (each at most the samples per problem)."
+        default_factory=lambda: [1],
+        description="k values for unbiased pass@k (each at most the samples per problem).",
+        json_schema_extra=RUN_ONLY,
     )
 
     @field_validator("benchmarks", mode="before")

@@ -15,32 +15,12 @@ from typing import Any
 from framework.errors import UserError
 from framework.hashing import content_key, file_digest, tree_digest
 from framework.redaction import lines_with_secrets, redact_text
+from framework.spec.base import run_only_fields
 from framework.spec.launch import tracking_uri_problem
-from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, PoolSourceSpec
+from framework.spec.models import AblationSpec, BenchmarkSpec, EvalSpec, ModelSpec, PoolSourceSpec, TrainSpec
 from framework.sweep.grid import Cell, arm_definition, expand
 from framework.sweep.resources import TrainConfigError, layout, stage_resources
 from framework.sweep.stages import STAGES
-
-# Train fields that change how a job runs, not what it computes (ZeRO stage, offload, recomputation and process
-# layout leave the math unchanged with a fixed global batch). Editing them re-uses finished checkpoints.
-TRAIN_EXECUTION_ONLY = {
-    "zero_stage",
-    "offload_optimizer",
-    "offload_params",
-    "zero3_gather_per_layer",
-    "zero3_memory_efficient_linear",
-    "gradient_checkpointing",
-    "loss_chunk_tokens",
-    "lean_activations",
-    "attn_implementation",
-    "sdpa_backends",
-    "checkpoint_every_steps",
-    "keep_checkpoint",
-    "processes",
-    "nodes",
-}
-EVAL_EXECUTION_ONLY = {"tensor_parallel_size", "data_parallel_size", "truncation_warning", "pass_k"}
-GRADING_EXECUTION_ONLY = {"workers"}
 
 
 class PlanError(UserError):
@@ -320,11 +300,11 @@ def build_plan(
     pool_sources = [pool_identity(s, spec_dir, problems, f"pool[{i}]") for i, s in enumerate(spec.pool)]
     # a setting added after studies were run is keyed only when it differs from the old behaviour
     once = {"shuffle"} if spec.train.shuffle == "once" else set()
-    train_slice = spec.train.model_dump(mode="json", exclude=TRAIN_EXECUTION_ONLY | once)
-    eval_slice = spec.eval.model_dump(
-        mode="json",
-        exclude={"benchmarks": True, **dict.fromkeys(EVAL_EXECUTION_ONLY, True), "grading": GRADING_EXECUTION_ONLY},
+    # Run-only fields (marked so in the spec's schema) change how a job runs, not what it computes: not keyed.
+    train_slice = spec.train.model_dump(
+        mode="json", exclude={**run_only_fields(TrainSpec), **dict.fromkeys(once, True)}
     )
+    eval_slice = spec.eval.model_dump(mode="json", exclude={"benchmarks": True, **run_only_fields(EvalSpec)})
     # what the pool's annotations depend on besides its sources: grading labels `correct`, and a pass-rate file
     pool_extra: dict[str, Any] = {"grading": spec.eval.grading.model_dump(mode="json", include={"grader", "fallbacks"})}
     if spec.annotate.pass_rates:

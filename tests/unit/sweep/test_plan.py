@@ -142,6 +142,28 @@ def test_keys_change_iff_an_input_that_matters_changes(data):
     assert changed_stages(MINIMAL, after) == expected, path
 
 
+def test_the_run_only_fields_are_marked_in_the_schema_and_keyed_nowhere():
+    """Which fields leave a job's key is said by the field itself (json_schema_extra=RUN_ONLY), beside its
+    description: the plan keeps no list of its own to forget a new field in."""
+    from framework.spec.base import run_only_fields
+    from framework.spec.models import EvalSpec, TrainSpec
+
+    assert set(run_only_fields(TrainSpec)) == {
+        "zero_stage", "offload_optimizer", "offload_params", "zero3_gather_per_layer", "zero3_memory_efficient_linear",
+        "gradient_checkpointing", "loss_chunk_tokens", "lean_activations", "attn_implementation", "sdpa_backends",
+        "checkpoint_every_steps", "keep_checkpoint", "processes", "nodes",
+    }  # fmt: skip
+    assert run_only_fields(EvalSpec) == {
+        "tensor_parallel_size": True, "data_parallel_size": True, "truncation_warning": True, "pass_k": True,
+        "grading": {"workers": True},
+    }  # fmt: skip
+    for path, value in [("train.offload_params", True), ("train.nodes", 2), ("train.keep_checkpoint", False),
+                        ("eval.data_parallel_size", 2), ("eval.truncation_warning", 0.5)]:  # fmt: skip
+        after = copy.deepcopy(MINIMAL)
+        _set(after, path, value)
+        assert changed_stages(MINIMAL, after) == set(), path
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(2, 1000), level=st.text(alphabet="abcxyz_", min_size=1, max_size=8))
 def test_adding_cells_never_invalidates_existing_jobs(seed, level):
