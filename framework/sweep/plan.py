@@ -265,6 +265,85 @@ def tracking_uri(configured: str | None, results_base: Path) -> str:
     return configured or f"sqlite:///{results_base.resolve() / 'mlflow.db'}"
 
 
+@dataclass(frozen=True)
+class SharedSlices:
+    """The parts of the spec that every cell's jobs of a stage hash alike, computed once per plan."""
+
+    base_model: dict[str, Any]  # the base model's identity
+    prompt: dict[str, Any]
+    pool: dict[str, Any]  # the pool job's whole config
+    train: dict[str, Any]
+    eval: dict[str, Any]
+    benchmarks: list[tuple[BenchmarkSpec, dict[str, Any]]]  # each benchmark with its identity
+    log: dict[str, Any]
+
+
+def shared_slices(spec: AblationSpec, spec_dir: Path | None, problems: list[str]) -> SharedSlices:
+    """What each stage's key hashes of the spec, besides a cell's own levels and seed; missing files go to
+    `problems`."""
+    base_ident = model_identity(spec.model, spec_dir, problems, "model")
+    prompt = spec.prompt.model_dump(mode="json")
+    pool_sources = [pool_identity(s, spec_dir, problems, f"pool[{i}]") for i, s in enumerate(spec.pool)]
+    # a setting added after studies were run is keyed only when it differs from the old behaviour
+    once = {"shuffle"} if spec.train.shuffle == "once" else set()
+    # Run-only fields (marked so in the spec's schema) change how a job runs, not what it computes: not keyed.
+    train_slice = spec.train.model_dump(
+        mode="json", exclude={**run_only_fields(TrainSpec), **dict.fromkeys(once, True)}
+    )
+    eval_slice = spec.eval.model_dump(mode="json", exclude={"benchmarks": True, **run_only_fields(EvalSpec)})
+    # what the pool's annotations depend on besides its sources: grading labels `correct`, and a pass-rate file
+    pool_extra: dict[str, Any] = {"grading": spec.eval.grading.model_dump(mode="json", include={"grader", "fallbacks"})}
+    if spec.annotate.pass_rates:
+        rates = resolve_path(spec.annotate.pass_rates, spec_dir)
+        pool_extra["pass_rates_content"] = file_digest(rates) if rates is not None and rates.is_file() else "missing"
+    benches = [
+        (b, benchmark_identity(b, spec_dir, problems, f"eval.benchmarks[{i}]"))
+        for i, b in enumerate(spec.eval.benchmarks)
+    ]
+    if spec.annotate.exclude_eval_problems:  # the pool leaves out the benchmarks' problems
+        pool_extra["benchmarks"] = [ident for _, ident in benches]
+    log_slice = {
+        "uri": configured_tracking_uri(spec),  # None: the default database, wherever the results are
+        "experiment": spec.tracking.experiment or spec.name,
+        **spec.tracking.model_dump(mode="json", exclude={"uri", "experiment"}),
+        "pass_k": spec.eval.pass_k,  # computed from the stored samples when the eval ran with other ks
+    }
+
+    pool = {
+        "sources": pool_sources,
+        "tokenizer": base_ident,
+        "annotate": spec.annotate.model_dump(mode="json"),
+        **pool_extra,
+    }
+    return SharedSlices(base_ident, prompt, pool, train_slice, eval_slice, benches, log_slice)
+
+
+def plan_notes(spec: AblationSpec, model_idents: dict[str, dict[str, Any]], trains: bool) -> list[str]:
+    """What `plan` says without refusing: unpinned hub data, a last short step per epoch, a secret in a Slurm setup
+    line, a spec tracking URI that overrides the environment's."""
+    notes = unpinned_hub_data(spec, model_idents)
+    last = spec.n_examples % spec.train.global_batch_size
+    if last and spec.n_examples > spec.train.global_batch_size and trains:
+        notes.append(
+            f"train: global_batch_size {spec.train.global_batch_size} does not divide n_examples {spec.n_examples}: "
+            f"every epoch ends with a step of {last} examples"
+            + (", the same ones each epoch (train.shuffle: once)" if spec.train.shuffle == "once" else "")
+        )
+    for i, line in lines_with_secrets(spec.launcher.slurm.setup):  # the job script must hold the line to run it
+        notes.append(
+            f"launcher.slurm.setup[{i}] ({line}) holds a secret, which every Slurm job script in the store keeps "
+            "(readable by you only); read it when the job runs instead, as `export X=$(cat ~/.x)`, or pass it "
+            "from your environment with the scheduler's --export"
+        )
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if spec.tracking.uri and env_uri and env_uri != spec.tracking.uri:
+        notes.append(
+            f"tracking.uri in the spec ({redact_text(spec.tracking.uri)}) wins over MLFLOW_TRACKING_URI "
+            f"({redact_text(env_uri)}): runs are logged to the spec's"
+        )
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------- plan
 def build_plan(
     spec: AblationSpec,
@@ -294,34 +373,9 @@ def build_plan(
         return jid
 
     cells = expand(spec)
-    base_ident = model_identity(spec.model, spec_dir, problems, "model")
+    shared = shared_slices(spec, spec_dir, problems)
+    base_ident, prompt, benches = shared.base_model, shared.prompt, shared.benchmarks
     model_idents = {"model": base_ident}
-    prompt = spec.prompt.model_dump(mode="json")
-    pool_sources = [pool_identity(s, spec_dir, problems, f"pool[{i}]") for i, s in enumerate(spec.pool)]
-    # a setting added after studies were run is keyed only when it differs from the old behaviour
-    once = {"shuffle"} if spec.train.shuffle == "once" else set()
-    # Run-only fields (marked so in the spec's schema) change how a job runs, not what it computes: not keyed.
-    train_slice = spec.train.model_dump(
-        mode="json", exclude={**run_only_fields(TrainSpec), **dict.fromkeys(once, True)}
-    )
-    eval_slice = spec.eval.model_dump(mode="json", exclude={"benchmarks": True, **run_only_fields(EvalSpec)})
-    # what the pool's annotations depend on besides its sources: grading labels `correct`, and a pass-rate file
-    pool_extra: dict[str, Any] = {"grading": spec.eval.grading.model_dump(mode="json", include={"grader", "fallbacks"})}
-    if spec.annotate.pass_rates:
-        rates = resolve_path(spec.annotate.pass_rates, spec_dir)
-        pool_extra["pass_rates_content"] = file_digest(rates) if rates is not None and rates.is_file() else "missing"
-    benches = [
-        (b, benchmark_identity(b, spec_dir, problems, f"eval.benchmarks[{i}]"))
-        for i, b in enumerate(spec.eval.benchmarks)
-    ]
-    if spec.annotate.exclude_eval_problems:  # the pool leaves out the benchmarks' problems
-        pool_extra["benchmarks"] = [ident for _, ident in benches]
-    log_slice = {
-        "uri": configured_tracking_uri(spec),  # None: the default database, wherever the results are
-        "experiment": spec.tracking.experiment or spec.name,
-        **spec.tracking.model_dump(mode="json", exclude={"uri", "experiment"}),
-        "pass_k": spec.eval.pass_k,  # computed from the stored samples when the eval ran with other ks
-    }
 
     def model_job(ident: dict[str, Any], cell: str) -> list[str]:
         """Tiny models are built by a stage of their own; hub and local models need none."""
@@ -332,19 +386,7 @@ def build_plan(
         stages: dict[str, list[str]] = {}
         if cell.baseline is None:
             stages["model"] = model_job(base_ident, cell.id)
-            stages["pool"] = [
-                add(
-                    "pool",
-                    {
-                        "sources": pool_sources,
-                        "tokenizer": base_ident,
-                        "annotate": spec.annotate.model_dump(mode="json"),
-                        **pool_extra,
-                    },
-                    stages["model"],
-                    cell.id,
-                )
-            ]
+            stages["pool"] = [add("pool", shared.pool, stages["model"], cell.id)]
             data_seed = cell.seed if spec.resample_per_seed else spec.data_seed
             definition = arm_definition(spec, cell.levels)
             data_cfg = {"arm": definition, "n_examples": spec.n_examples, "seed": data_seed}
@@ -358,7 +400,7 @@ def build_plan(
                 "model": base_ident,
                 "dtype": spec.model.dtype,
                 "prompt": prompt,
-                "train": train_slice,
+                "train": shared.train,
                 "seed": cell.seed,
             }
             stages["train"] = [add("train", train_cfg, stages["model"] + stages["data"], cell.id)]
@@ -384,7 +426,7 @@ def build_plan(
                     "dtype": (spec.model if cell.baseline is None else b.model or spec.model).dtype,
                     "benchmark": bident,
                     "prompt": prompt,
-                    "eval": eval_slice,
+                    "eval": shared.eval,
                     "reflection_keywords": spec.annotate.reflection_keywords,
                 },
                 checkpoint,
@@ -392,7 +434,7 @@ def build_plan(
             )
             for _, bident in benches
         ]
-        log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": log_slice}
+        log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": shared.log}
         stages["log"] = [add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
         cell_jobs[cell.id] = stages
     trains = any(j.stage == "train" for j in jobs.values())
@@ -403,24 +445,5 @@ def build_plan(
     problems = list(dict.fromkeys(problems))
     if problems and strict:
         raise PlanError(problems)
-    notes = unpinned_hub_data(spec, model_idents)
-    last = spec.n_examples % spec.train.global_batch_size
-    if last and spec.n_examples > spec.train.global_batch_size and trains:
-        notes.append(
-            f"train: global_batch_size {spec.train.global_batch_size} does not divide n_examples {spec.n_examples}: "
-            f"every epoch ends with a step of {last} examples"
-            + (", the same ones each epoch (train.shuffle: once)" if spec.train.shuffle == "once" else "")
-        )
-    for i, line in lines_with_secrets(spec.launcher.slurm.setup):  # the job script must hold the line to run it
-        notes.append(
-            f"launcher.slurm.setup[{i}] ({line}) holds a secret, which every Slurm job script in the store keeps "
-            "(readable by you only); read it when the job runs instead, as `export X=$(cat ~/.x)`, or pass it "
-            "from your environment with the scheduler's --export"
-        )
-    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if spec.tracking.uri and env_uri and env_uri != spec.tracking.uri:
-        notes.append(
-            f"tracking.uri in the spec ({redact_text(spec.tracking.uri)}) wins over MLFLOW_TRACKING_URI "
-            f"({redact_text(env_uri)}): runs are logged to the spec's"
-        )
+    notes = plan_notes(spec, model_idents, trains)
     return Plan(spec=spec, cells=cells, jobs=jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes)
