@@ -63,7 +63,7 @@ from framework.store import write_json_atomic
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from framework.spec import LoadedSpec
+    from framework.spec import AblationSpec, LoadedSpec
     from framework.store import Store
     from framework.sweep.execute import StageContext
     from framework.sweep.grid import Cell
@@ -198,14 +198,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def gather(
-    loaded: LoadedSpec, plan: Plan, store: Store, cell: Cell, tracking: Mapping[str, Any], staging: Path
-) -> CellRecord:
-    """Params, tags, metrics and staged artifact files of a cell, read from its finished stages."""
-    spec = loaded.spec
-    stages = plan.cell_jobs[cell.id]
-    train_jobs, eval_jobs, data_jobs = stages["train"], stages["eval"], stages["data"]
-
+def cell_params(spec: AblationSpec, cell: Cell) -> dict[str, str]:
+    """The cell's MLflow params: its levels and their parameters, the recipe, model, prompt and evaluation,
+    flattened to dotted keys MLflow accepts, redacted and clipped to MLflow's length limit."""
     params: dict[str, str] = {
         "cell": cell.id,
         "arm": cell.arm_id,
@@ -232,8 +227,33 @@ def gather(
             flatten(bench.model_dump(mode="json", exclude={"name"}, exclude_none=True), f"benchmark.{bench.name}")
         )
     params["eval.benchmarks"] = ",".join(b.name for b in spec.eval.benchmarks)
-    params = {metric_key(k): _clip(str(v), MAX_PARAM_LEN) for k, v in redact(params).items()}
+    return {metric_key(k): _clip(str(v), MAX_PARAM_LEN) for k, v in redact(params).items()}
 
+
+def train_metrics(train: Mapping[str, Any], ts: int) -> list[tuple[str, float, int, int]]:
+    """(key, value, timestamp, step) of a training's metrics.json: its loss curve point by point, then its
+    scalars at step 0; booleans, NaN and infinities are no metrics."""
+    out = []
+    for point in train.get("loss_curve") or []:
+        step = int(point.get("step", 0))
+        for name, value in point.items():
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if name != "step" and numeric and math.isfinite(value):
+                out.append((metric_key("train", name), float(value), ts, step))
+    scalars = {k: v for k, v in train.items() if k != "loss_curve"}
+    out.extend((metric_key("train", k), v, ts, 0) for k, v in _numbers(scalars, ""))
+    return out
+
+
+def gather(
+    loaded: LoadedSpec, plan: Plan, store: Store, cell: Cell, tracking: Mapping[str, Any], staging: Path
+) -> CellRecord:
+    """Params, tags, metrics and staged artifact files of a cell, read from its finished stages."""
+    spec = loaded.spec
+    stages = plan.cell_jobs[cell.id]
+    train_jobs, eval_jobs, data_jobs = stages["train"], stages["eval"], stages["data"]
+
+    params = cell_params(spec, cell)
     bench_of = {j: plan.jobs[j].config["benchmark"]["name"] for j in eval_jobs}
     tags = {
         "ablate.cell": cell.id,
@@ -268,15 +288,7 @@ def gather(
         d = store.path(*job.split("/"))
         train = _read_json(d / "metrics.json")
         manifests[job] = store.manifest(*job.split("/"))
-        ts = _timestamp_ms(manifests[job])
-        for point in train.get("loss_curve") or []:
-            step = int(point.get("step", 0))
-            for name, value in point.items():
-                numeric = isinstance(value, int | float) and not isinstance(value, bool)
-                if name != "step" and numeric and math.isfinite(value):
-                    metrics.append((metric_key("train", name), float(value), ts, step))
-        scalars = {k: v for k, v in train.items() if k != "loss_curve"}
-        metrics.extend((metric_key("train", k), v, ts, 0) for k, v in _numbers(scalars, ""))
+        metrics.extend(train_metrics(train, _timestamp_ms(manifests[job])))
         if train:
             files["train/metrics.json"] = d / "metrics.json"
 
