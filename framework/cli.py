@@ -393,7 +393,7 @@ RUN_EXIT_CODES = (
 def cmd_run(args: argparse.Namespace) -> int:
     """validate -> plan -> launch every job not done (in dependency order) -> report."""
 
-    from launchers.base import pending_tasks, run_exit_code
+    from launchers.base import launch, pending_tasks, summary
 
     sweep = _open(args, check_tracking=True)
     loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
@@ -406,27 +406,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for n in plan.notes:
         print(f"note: {n}", file=sys.stderr)
     if tasks:
-        if kind == "slurm":
-            from launchers.slurm import run_slurm
-
-            launcher = run_slurm(loaded.spec, args.spec, store, tasks, args.results_dir, wait=not args.no_wait)
-            if args.no_wait:
-                print("submitted; follow with `ablate status` (and `ablate cancel` to stop)")
-                return 0
-        else:
-            from launchers.local import run_local
-
-            launcher = run_local(loaded.spec, args.spec, store, tasks, args.results_dir)
-        states = launcher.status()
-        code = run_exit_code(tasks, states)
-        bad = {t: s for t, s in states.items() if s not in ("done", "deferred")}
-        done = sum(s == "done" for s in states.values())
-        deferred = [t for t, s in states.items() if s == "deferred"]
-        print(f"finished: {done} done, {len(bad)} not done, {len(deferred)} deferred")
-        for tid in deferred:
-            print(f"  deferred  {tid}: {launcher.reasons.get(tid, '')} (re-run `ablate run` later to finish it)")
-        for tid, state in bad.items():
-            print(f"  {state:9s} {tid}: {launcher.reasons.get(tid, '')}")
+        launcher = launch(kind, loaded.spec, args.spec, store, tasks, args.results_dir, wait=not args.no_wait)
+        if args.no_wait and kind != "local":  # a local run is this process: it always waits
+            print("submitted; follow with `ablate status` (and `ablate cancel` to stop)")
+            return 0
+        code, lines = summary(tasks, launcher)
+        print("\n".join(lines))
         if code == 1:
             return 1
     if not args.no_report:

@@ -7,14 +7,16 @@ launcher, is the truth about what is done: a job whose outputs are marked is nev
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from framework.errors import RetryLater
+from framework.spec.models import AblationSpec
 from framework.store import Store
 from framework.sweep.plan import Job, Plan
 from framework.sweep.pruning import needed_again
@@ -106,12 +108,49 @@ def run_exit_code(tasks: list[Task], states: dict[str, str]) -> int:
 
 
 class Launcher(Protocol):
-    """submit / status / cancel, as in submitit's executors."""
+    """submit / wait / status / cancel, as in submitit's executors: everything `ablate run` and `ablate cancel`
+    ask of a launcher. `states` and `reasons` are what `status()` answers and why, per task id."""
 
     name: str
+    states: dict[str, str]  # task id -> pending | running | done | failed | deferred | skipped | cancelled
+    reasons: dict[str, str]  # task id -> why it is not done (exit code and log, a dependency, ...)
 
     def submit(self, tasks: list[Task]) -> None: ...
 
-    def status(self) -> dict[str, str]: ...  # task id -> pending | running | done | failed | skipped | cancelled
+    def wait(self, poll_s: float) -> dict[str, str]: ...
 
-    def cancel(self) -> None: ...
+    def status(self) -> dict[str, str]: ...
+
+    def cancel(self) -> Any: ...
+
+
+# The launchers by the name `launcher.kind` gives them: "module:function(spec, spec_path, store, tasks,
+# results_dir, wait) -> Launcher", imported when used (a laptop never imports the Slurm code's dependencies).
+LAUNCHERS = {"local": "launchers.local:run_local", "slurm": "launchers.slurm:run_slurm"}
+
+
+def launch(
+    kind: str, spec: AblationSpec, spec_path: str | Path, store: Store, tasks: list[Task], results_dir: str | None,
+    *, wait: bool = True,
+) -> Launcher:  # fmt: skip
+    """Start the tasks on the launcher named `kind` and, with wait, follow them to the end."""
+    module, _, attr = LAUNCHERS[kind].partition(":")
+    start = getattr(importlib.import_module(module), attr)
+    return start(spec, spec_path, store, tasks, results_dir, wait=wait)
+
+
+def summary(tasks: list[Task], launcher: Launcher) -> tuple[int, list[str]]:
+    """`ablate run`'s closing lines and exit status (run_exit_code) from the launcher's final states, the same
+    for every launcher."""
+    states = launcher.status()
+    bad = {t: s for t, s in states.items() if s not in ("done", "deferred")}
+    deferred = [t for t, s in states.items() if s == "deferred"]
+    lines = [
+        f"finished: {sum(s == 'done' for s in states.values())} done, {len(bad)} not done, {len(deferred)} deferred"
+    ]
+    lines += [
+        f"  deferred  {tid}: {launcher.reasons.get(tid, '')} (re-run `ablate run` later to finish it)"
+        for tid in deferred
+    ]
+    lines += [f"  {state:9s} {tid}: {launcher.reasons.get(tid, '')}" for tid, state in bad.items()]
+    return run_exit_code(tasks, states), lines

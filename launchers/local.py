@@ -557,7 +557,11 @@ def run_local(
     tasks: list[Task],
     results_dir: str | None = None,
     echo: Any = print,
+    *,
+    wait: bool = True,
 ) -> LocalLauncher:
+    """For `ablate run`: run the tasks on this machine. A local run is its own process, so it always waits (the
+    `wait` of the launcher interface; `--no-wait` is for a scheduler)."""
     from framework.sweep.view import live_run
 
     launcher = LocalLauncher(spec, spec_path, store, results_dir, echo=echo)

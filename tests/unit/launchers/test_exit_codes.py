@@ -56,3 +56,34 @@ def test_run_help_and_readme_promise_75_for_deferred_work(capsys):
     assert "75 deferred" in help_text and "1 a stage job failed" in help_text
     readme = " ".join((Path(__file__).resolve().parents[3] / "README.md").read_text().split())
     assert "`ablate run` exits 75 whenever any stage job was deferred" in readme
+
+
+def test_the_closing_summary_is_one_for_every_launcher(minimal, tmp_path):
+    """`ablate run` reads the same summary off any launcher: counts, each deferred and failed task with its
+    reason, and the exit status of run_exit_code."""
+    from launchers.base import summary
+
+    _, _, tasks, launcher, _ = make(minimal, tmp_path)
+    inner = launcher.command
+    launcher.command = lambda task: DEFER if task.stage == "log" else inner(task)
+    launcher.wait(poll_s=0.01)
+    code, lines = summary(tasks, launcher)
+    n_log = sum(t.stage == "log" for t in tasks)
+    assert code == RetryLater.exit_code
+    assert lines[0] == f"finished: {len(tasks) - n_log} done, 0 not done, {n_log} deferred"
+    assert all("retry later; log:" in line for line in lines[1:]) and len(lines) == 1 + n_log
+
+
+def test_every_launcher_kind_resolves_to_a_start_function_with_the_interfaces_arguments():
+    import importlib
+    import inspect
+
+    from framework.spec.launch import LauncherSpec
+    from launchers.base import LAUNCHERS
+
+    kinds = set(LauncherSpec.model_fields["kind"].annotation.__args__)
+    assert set(LAUNCHERS) == kinds
+    for target in LAUNCHERS.values():
+        module, _, attr = target.partition(":")
+        params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
+        assert list(params)[:5] == ["spec", "spec_path", "store", "tasks", "results_dir"] and "wait" in params
