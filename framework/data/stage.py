@@ -16,6 +16,7 @@ import pandas as pd
 
 from framework.artifacts import TRAIN_FILE, load_pool_tokenizer, read_pool
 from framework.artifacts import count_tokens as count_pool_tokens
+from framework.data.selection import TooFewTraces, select
 from framework.errors import DataError, PoolValueError
 from framework.registry import FACTORS
 from framework.store import write_json_atomic
@@ -50,7 +51,6 @@ def token_budget(
     """For a length level with match_total_tokens: the total tokens its reference level's selection has, before
     any transform (the budget is spent on untransformed traces, and arms that differ only in a transform must get
     the same budget so that they stay paired on the same problems)."""
-    from framework.data.selection import select
 
     for i, (fname, kind, level, params) in enumerate(arm_config):
         if kind != "length" or not params.get("match_total_tokens"):
@@ -73,8 +73,6 @@ def build_training_set(
     count_tokens: Any = None,
     cells: list[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    from framework.data.selection import TooFewTraces, select
-
     kw = {"reflection_keywords": spec.annotate.reflection_keywords, "count_tokens": count_tokens}
     try:
         budget = token_budget(pool, config["arm"], spec, config["seed"], **kw)

@@ -17,8 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from framework import model_source as models
+from framework.annotations import count_keywords, normalize_problem
+from framework.artifacts import TRAIN_FILE, read_training_set
+from framework.benchmarks.loading import load_benchmark
 from framework.eval.engines import cached_tokenizer, generate_hf, generation_stop_ids, has_cuda, vllm_generate
+from framework.formatting import prompt_ids
+from framework.grading import grade_many
+from framework.grading.extraction import extract_answer, extract_choice
+from framework.grading.metrics import benchmark_metrics, problem_table
+from framework.registry import BENCHMARKS
 from framework.store import write_json_atomic
+from framework.sweep.plan import resolve_path
 
 if TYPE_CHECKING:
     from framework.spec.models import EvalSpec
@@ -27,7 +37,6 @@ if TYPE_CHECKING:
 
 def model_source_for(ctx: StageContext) -> Any:
     """The checkpoint this job evaluates: a trained cell's, a tiny base, the toy base, or a hub/local model."""
-    from framework import model_source as models
 
     train = ctx.inputs("train")
     if train:
@@ -67,7 +76,6 @@ def generate_vllm(
 
 def training_problems(ctx: StageContext) -> list[str]:
     """The problem texts the evaluated checkpoint was fine-tuned on (none for a baseline)."""
-    from framework.artifacts import TRAIN_FILE, read_training_set
 
     texts: list[str] = []
     for train_job in (d for d in ctx.job.deps if d.startswith("train/")):
@@ -79,7 +87,6 @@ def training_problems(ctx: StageContext) -> list[str]:
 
 def overlap(trained: list[str], problems: pd.DataFrame) -> list[str]:
     """Ids of the benchmark problems whose text (case and whitespace aside) the model was trained on."""
-    from framework.annotations import normalize_problem
 
     seen = {normalize_problem(t) for t in trained}
     return [str(i) for i, t in zip(problems["problem_id"], problems["problem"]) if normalize_problem(str(t)) in seen]
@@ -95,7 +102,6 @@ def final_answers(
 ) -> list[tuple[str | None, str]]:
     """(answer, how it was found) per response. A response cut off by max_tokens has no final answer unless
     `score_truncated`: whatever it boxed last, it was still working."""
-    from framework.grading.extraction import extract_answer, extract_choice
 
     out = []
     for text, finish in zip(texts, finish_reasons, strict=True):
@@ -109,14 +115,6 @@ def final_answers(
 
 
 def run(ctx: StageContext) -> None:
-    from framework.annotations import count_keywords
-    from framework.benchmarks.loading import load_benchmark
-    from framework.formatting import prompt_ids
-    from framework.grading import grade_many
-    from framework.grading.metrics import benchmark_metrics, problem_table
-    from framework.registry import BENCHMARKS
-    from framework.sweep.plan import resolve_path
-
     spec, ev = ctx.spec, ctx.spec.eval
     bench = next(b for b in ev.benchmarks if b.name == ctx.job.config["benchmark"]["name"])
     spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None

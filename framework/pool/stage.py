@@ -18,9 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from framework import model_source as models
+from framework.annotations import count_keywords, normalize_problem
 from framework.artifacts import POOL_FILE, count_tokens
+from framework.grading import answer_text, grade_many
+from framework.grading.extraction import extract_answer
+from framework.model_source import load_tokenizer
 from framework.pool.sources import PoolError, conform, difficulty_labels, read_source, storable
+from framework.pool.topics import cluster_topics, model_embeddings, tfidf
 from framework.store import write_json_atomic
+from framework.sweep.plan import resolve_path
 
 if TYPE_CHECKING:
     from framework.spec.models import AblationSpec
@@ -64,7 +71,6 @@ def check_answers_agree(pool: pd.DataFrame, grader: str = "math") -> pd.DataFram
     """One problem id with two different expected answers is a broken pool: grading would be arbitrary. Two
     sources may write one answer differently (1/2 and \\frac{1}{2}): those the grader finds equal agree, and
     the problem keeps its first spelling so every trace of it is graded alike."""
-    from framework.grading import grade_many
 
     known = pool[pool["expected_answer"].notna()]
     groups = known.groupby("problem_id", sort=False)["expected_answer"].unique()  # one pass; first spelling first
@@ -92,8 +98,6 @@ def check_answers_agree(pool: pd.DataFrame, grader: str = "math") -> pd.DataFram
 def grade_traces(pool: pd.DataFrame, spec: AblationSpec) -> tuple[list[str | None], list[str], list[bool | None]]:
     """(answer, how it was found, verdict) per trace; the method tells a stated answer (boxed, "the answer is")
     from a number read off the end of a trace that may simply have stopped mid-thought."""
-    from framework.grading import answer_text, grade_many
-    from framework.grading.extraction import extract_answer
 
     fallbacks = spec.eval.grading.fallbacks
     found = [extract_answer(t, fallbacks=fallbacks) for t in pool["trace"]]
@@ -125,7 +129,6 @@ def annotate(
     pool: pd.DataFrame, spec: AblationSpec, tokenizer: Any, resolve: Any, base_model: str | None = None
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Add the annotation columns in place; returns seconds spent per annotation, and reports for the stats."""
-    from framework.annotations import count_keywords
 
     timings = {}
     t = time.perf_counter()
@@ -158,7 +161,6 @@ def annotate(
 
 def annotate_topics(pool: pd.DataFrame, spec: AblationSpec, resolve: Any, base_model: str | None) -> dict[str, Any]:
     """Replace `topic` by clusters of problem embeddings (a given topic is kept as `topic_given`)."""
-    from framework.pool.topics import cluster_topics, model_embeddings, tfidf
 
     settings = spec.annotate.topic_clusters
     if settings.embedder == "tfidf":
@@ -208,7 +210,6 @@ def pool_stats(pool: pd.DataFrame) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- stage
 def base_model(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None) -> Any:
     """The base model's files: the tiny model stage's output, the shipped toy base, a local dir or a hub id."""
-    from framework import model_source as models
 
     return models.fetch(models.resolve(spec.model, model_dir=model_dir, spec_dir=spec_dir))
 
@@ -216,7 +217,6 @@ def base_model(spec: AblationSpec, model_dir: Path | None, spec_dir: Path | None
 def drop_eval_problems(pool: pd.DataFrame, benchmarks: dict[str, list[str]]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The pool without the traces of problems the benchmarks test (text, case and whitespace aside); and what
     was dropped, per benchmark."""
-    from framework.annotations import normalize_problem
 
     keys = pool["problem"].map(normalize_problem)
     by_bench = {name: keys.isin({normalize_problem(t) for t in texts}) for name, texts in benchmarks.items()}
@@ -232,9 +232,6 @@ def drop_eval_problems(pool: pd.DataFrame, benchmarks: dict[str, list[str]]) -> 
 
 
 def run(ctx: StageContext) -> None:
-    from framework.model_source import load_tokenizer
-    from framework.sweep.plan import resolve_path
-
     spec = ctx.spec
     spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
 

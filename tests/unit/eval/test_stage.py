@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from framework import formatting
 from framework import model_source as models
 from framework.eval import stage as evaluate
 from framework.spec import LoadedSpec, spec_from_dict
@@ -42,7 +41,7 @@ def test_a_baseline_is_evaluated_in_the_dtype_its_key_records(tmp_path: Path, mo
 
     monkeypatch.setattr(evaluate, "model_source_for", lambda ctx: evaluate_source(tmp_path))
     monkeypatch.setattr(models, "load_tokenizer", lambda source: object())
-    monkeypatch.setattr(formatting, "prompt_ids", lambda tok, problem, prompt: [1, 2])
+    monkeypatch.setattr(evaluate, "prompt_ids", lambda tok, problem, prompt: [1, 2])
     monkeypatch.setattr(evaluate, "generation_stop_ids", lambda model_dir, tok: [0])
     monkeypatch.setattr(evaluate, "generate_hf", fake_generate)
     monkeypatch.setattr(evaluate, "generate_vllm", lambda m, p, ev, dtype, *a: fake_generate(m, None, p, ev, dtype, a))

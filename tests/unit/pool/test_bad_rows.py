@@ -170,7 +170,7 @@ def test_a_band_over_text_labels_is_a_cell_error_with_file_line_and_hint(tmp_pat
 def test_a_bug_in_selection_is_not_reported_as_a_user_error(tmp_path, monkeypatch):
     """Only the pool's shortfalls become a cell's user error; any other exception is a bug and keeps its type
     (and its traceback), rather than an exit 2 that hides it."""
-    import framework.data.selection
+    import framework.data.stage
     from framework.data.stage import build_training_set
 
     write_jsonl(tmp_path / "p.jsonl", [{"problem": "q", "trace": "t", "expected_answer": "1"}])
@@ -180,7 +180,7 @@ def test_a_bug_in_selection_is_not_reported_as_a_user_error(tmp_path, monkeypatc
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(framework.data.selection, "select", broken)
+    monkeypatch.setattr(framework.data.stage, "select", broken)
     with pytest.raises(ValueError, match="a bug") as info:
         build_training_set(pool.assign(n_tokens=1), {"arm": [], "seed": 0, "n_examples": 1}, spec)
     assert type(info.value) is ValueError

@@ -236,7 +236,7 @@ def test_open_math_reasonings_pass_rate_makes_easy_the_problems_the_reference_mo
 
 def test_a_trace_the_grader_could_not_judge_is_ungraded_not_wrong(monkeypatch):
     """A timeout or a crashed grader says nothing about the trace: the correctness factor must not call it wrong."""
-    import framework.grading
+    import framework.pool.stage
     from framework.grading import Verdict
     from framework.pool.stage import grade_traces
 
@@ -245,7 +245,7 @@ def test_a_trace_the_grader_could_not_judge_is_ungraded_not_wrong(monkeypatch):
         Verdict(False, "5", "worker", "worker_crashed"),
         Verdict(False, "5", "grader", "grader_error: x"),
     ]
-    monkeypatch.setattr(framework.grading, "grade_many", lambda items, **kw: verdicts[: len(items)])
+    monkeypatch.setattr(framework.pool.stage, "grade_many", lambda items, **kw: verdicts[: len(items)])
     pool = pd.DataFrame({"trace": [r["output"] for r in ROWS], "expected_answer": [r["gold"] for r in ROWS]})
     _, _, correct = grade_traces(pool, spec_with([{"path": "p.jsonl"}]))
     assert correct == [True, None, None]
