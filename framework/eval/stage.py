@@ -114,6 +114,70 @@ def final_answers(
     return out
 
 
+def graded_samples(
+    problems: pd.DataFrame, generations: list[list[dict]], ev: EvalSpec, bench: str, keywords: list[str]
+) -> tuple[pd.DataFrame, float]:
+    """One row per sample with its final answer, how it was found, its verdict and its reflection-keyword count;
+    and the seconds grading took."""
+    rows = []
+    for (_, prob), outs in zip(problems.iterrows(), generations):
+        for k, o in enumerate(outs):
+            rows.append(
+                {
+                    "problem_id": prob["problem_id"],
+                    "sample_index": k,
+                    "subset": prob["subset"],
+                    "expected_answer": prob["expected_answer"],
+                    **o,
+                }
+            )
+    samples = pd.DataFrame(rows)
+    grader = grader_for(ev.grading.grader, getattr(BENCHMARKS.resolve(bench), "grader", None))
+    extracted = final_answers(
+        samples["text"].tolist(),
+        samples["finish_reason"].tolist(),
+        grader=grader,
+        fallbacks=ev.grading.fallbacks,
+        score_truncated=ev.grading.score_truncated,
+    )
+    samples["answer"] = [a for a, _ in extracted]
+    samples["method"] = [m for _, m in extracted]
+    t1 = time.perf_counter()
+    verdicts = grade_many(
+        [(a, str(e)) for (a, _), e in zip(extracted, samples["expected_answer"])],  # lists: pandas 3 makes None NaN
+        grader=grader,
+        timeout_s=ev.grading.timeout_s,
+        workers=ev.grading.workers,
+    )
+    grade_s = time.perf_counter() - t1
+    samples["correct"] = [v.correct for v in verdicts]
+    samples["error"] = [v.error for v in verdicts]
+    samples["reflection_count"] = [count_keywords(t, keywords) for t in samples["text"]]
+    return samples, grade_s
+
+
+def sample_warnings(samples: pd.DataFrame, ev: EvalSpec, leaked: list[str], n_problems: int) -> list[str]:
+    """What a reader of the score must know: truncated chains, grading timeouts, benchmark problems the checkpoint
+    was trained on."""
+    warnings = []
+    trunc = float((samples["finish_reason"] == "length").mean())
+    if trunc > ev.truncation_warning:
+        warnings.append(
+            f"{trunc:.1%} of samples hit max_tokens={ev.sampling.max_tokens} (threshold "
+            f"{ev.truncation_warning:.0%}): truncated chains are "
+            + ("graded as they stand" if ev.grading.score_truncated else "scored as wrong")
+        )
+    timeouts = int((samples["error"] == "timeout").sum())
+    if timeouts:
+        warnings.append(f"{timeouts} answers timed out in grading and were scored as wrong")
+    if leaked:
+        warnings.append(
+            f"{len(leaked)} of the {n_problems} problems were in this checkpoint's training set (same text), so "
+            f"they are not held out: {', '.join(leaked[:10])}{' ...' if len(leaked) > 10 else ''}"
+        )
+    return warnings
+
+
 def run(ctx: StageContext) -> None:
     spec, ev = ctx.spec, ctx.spec.eval
     bench = next(b for b in ev.benchmarks if b.name == ctx.job.config["benchmark"]["name"])
@@ -135,59 +199,10 @@ def run(ctx: StageContext) -> None:
         generations = generate_hf(model_dir, tokenizer, prompts, ev_n, dtype, stop_ids)
     gen_s = time.perf_counter() - t0
 
-    rows = []
-    for (_, prob), outs in zip(problems.iterrows(), generations):
-        for k, o in enumerate(outs):
-            rows.append(
-                {
-                    "problem_id": prob["problem_id"],
-                    "sample_index": k,
-                    "subset": prob["subset"],
-                    "expected_answer": prob["expected_answer"],
-                    **o,
-                }
-            )
-    samples = pd.DataFrame(rows)
-    grader = grader_for(ev.grading.grader, getattr(BENCHMARKS.resolve(bench.name), "grader", None))
-    extracted = final_answers(
-        samples["text"].tolist(),
-        samples["finish_reason"].tolist(),
-        grader=grader,
-        fallbacks=ev.grading.fallbacks,
-        score_truncated=ev.grading.score_truncated,
-    )
-    samples["answer"] = [a for a, _ in extracted]
-    samples["method"] = [m for _, m in extracted]
-    t1 = time.perf_counter()
-    verdicts = grade_many(
-        [(a, str(e)) for (a, _), e in zip(extracted, samples["expected_answer"])],  # lists: pandas 3 makes None NaN
-        grader=grader,
-        timeout_s=ev.grading.timeout_s,
-        workers=ev.grading.workers,
-    )
-    grade_s = time.perf_counter() - t1
-    samples["correct"] = [v.correct for v in verdicts]
-    samples["error"] = [v.error for v in verdicts]
-    samples["reflection_count"] = [count_keywords(t, spec.annotate.reflection_keywords) for t in samples["text"]]
-
+    samples, grade_s = graded_samples(problems, generations, ev, bench.name, spec.annotate.reflection_keywords)
     metrics = benchmark_metrics(samples, ks=tuple(k for k in ev.pass_k if k <= n), subset_col="subset")
-    warnings = []
-    trunc = float((samples["finish_reason"] == "length").mean())
-    if trunc > ev.truncation_warning:
-        warnings.append(
-            f"{trunc:.1%} of samples hit max_tokens={ev.sampling.max_tokens} (threshold "
-            f"{ev.truncation_warning:.0%}): truncated chains are "
-            + ("graded as they stand" if ev.grading.score_truncated else "scored as wrong")
-        )
-    timeouts = int((samples["error"] == "timeout").sum())
-    if timeouts:
-        warnings.append(f"{timeouts} answers timed out in grading and were scored as wrong")
     leaked = overlap(training_problems(ctx), problems)
-    if leaked:
-        warnings.append(
-            f"{len(leaked)} of the {len(problems)} problems were in this checkpoint's training set (same text), so "
-            f"they are not held out: {', '.join(leaked[:10])}{' ...' if len(leaked) > 10 else ''}"
-        )
+    warnings = sample_warnings(samples, ev, leaked, len(problems))
     samples.to_parquet(ctx.out / "samples.parquet", index=False)
     problem_table(samples).to_parquet(ctx.out / "problems.parquet", index=False)
     result = {
