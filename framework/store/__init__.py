@@ -40,7 +40,7 @@ from typing import Any
 
 from framework.errors import RetryLater, UserError
 from framework.redaction import redact, redact_records
-from framework.store.locks import _BREAK_TURN_S, HOST, LockBusy, LockLost, _fs_now, _is_stale, _Lock, _now, _read_lock
+from framework.store.locks import BREAK_TURN_S, HOST, Lock, LockBusy, LockLost, fs_now, is_stale, now_iso, read_lock
 
 __all__ = ["MARKER", "Build", "LockBusy", "LockLost", "StageStatus", "Store", "write_json_atomic"]
 
@@ -196,10 +196,10 @@ class Store:
     def log_path(self, stage: str, key: str) -> Path:
         return self._entry(stage, key, ".log")
 
-    def _lock(self, stage: str, key: str) -> _Lock:
+    def _lock(self, stage: str, key: str) -> Lock:
         path = self._entry(stage, key, ".lock")
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _Lock(path, self.heartbeat_s, self.stale_after_s)
+        return Lock(path, self.heartbeat_s, self.stale_after_s)
 
     @contextlib.contextmanager
     def locked(self, stage: str, key: str) -> Iterator[bool]:
@@ -223,7 +223,7 @@ class Store:
             raise ValueError(f"invalid lock name: {name!r}")
         path = self.root / ".locks" / f"{name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = _Lock(path, self.heartbeat_s, self.stale_after_s)
+        lock = Lock(path, self.heartbeat_s, self.stale_after_s)
         deadline = time.monotonic() + timeout_s
         while (holder := lock.acquire()) is not None:
             if time.monotonic() >= deadline:
@@ -250,7 +250,7 @@ class Store:
         older ablate is replaced once it is old enough that its writer cannot still be on its way.
         """
         path = self.root / ".store-id"
-        deadline = time.monotonic() + 2 * _BREAK_TURN_S
+        deadline = time.monotonic() + 2 * BREAK_TURN_S
         while True:
             try:
                 mtime = os.stat(path).st_mtime
@@ -271,7 +271,7 @@ class Store:
                 finally:
                     tmp.unlink()
                 continue
-            if _fs_now(self.root) - mtime > _ID_GRACE_S and self._replace_empty_identity(path):
+            if fs_now(self.root) - mtime > _ID_GRACE_S and self._replace_empty_identity(path):
                 continue
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{path} stays empty")
@@ -306,7 +306,7 @@ class Store:
             os.close(os.open(turn, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
             with contextlib.suppress(FileNotFoundError):  # a repairer that died in its turn left it
-                if _fs_now(self.root) - os.stat(turn).st_mtime > _BREAK_TURN_S:
+                if fs_now(self.root) - os.stat(turn).st_mtime > BREAK_TURN_S:
                     turn.unlink()
             return False
         try:
@@ -344,8 +344,8 @@ class Store:
         if (self.work_path(stage, key) / MARKER).is_file():  # its builder died between marker and rename
             return StageStatus("pending", "complete; the next run publishes it", self.work_path(stage, key))
         lock_path = self._entry(stage, key, ".lock")
-        snap = _read_lock(lock_path)
-        if snap is not None and not _is_stale(lock_path, snap, self.stale_after_s):
+        snap = read_lock(lock_path)
+        if snap is not None and not is_stale(lock_path, snap, self.stale_after_s):
             return StageStatus("running", snap.describe(), self.work_path(stage, key))
         failed = self._entry(stage, key, ".failed.json")
         try:
@@ -404,7 +404,7 @@ class Store:
                     yield None
                     return
             handle = self._prepare(stage, key, manifest, resume and not replace)
-            started, t0 = _now(), time.monotonic()
+            started, t0 = now_iso(), time.monotonic()
             try:
                 yield handle
                 self._publish(stage, key, handle, started, time.monotonic() - t0, lock, swap)
@@ -422,7 +422,7 @@ class Store:
 
     def _acquire(
         self,
-        lock: _Lock,
+        lock: Lock,
         stage: str,
         key: str,
         *,
@@ -457,11 +457,11 @@ class Store:
         return Build(dir=work, manifest=dict(manifest or {}), resumed=resumed)
 
     def _publish(
-        self, stage: str, key: str, handle: Build, started: str, duration_s: float, lock: _Lock, replace: bool
+        self, stage: str, key: str, handle: Build, started: str, duration_s: float, lock: Lock, replace: bool
     ) -> None:
         """Complete the work dir (manifest, every file on disk, then the marker) and rename it into place: the
         rename is the publication, so a crash at any point leaves either nothing done or all of it."""
-        finished = _now()
+        finished = now_iso()
         record = {
             **handle.manifest,
             "stage": stage,
@@ -539,7 +539,7 @@ class Store:
             "error_type": type(exc).__name__,
             "message": str(exc),
             "traceback": "".join(traceback.format_exception(exc)),
-            "time": _now(),
+            "time": now_iso(),
             **_origin(),
         }
         try:

@@ -25,10 +25,10 @@ HOST = socket.gethostname()
 # A lock file with unparsable content is a holder that died between create and write, or one that is in
 # that window right now; give the latter this long before breaking its lock.
 _CORRUPT_GRACE_S = 5.0
-_BREAK_TURN_S = 30.0  # a breaker's turn (see _Lock._break) older than this was left by a process that died in it
+BREAK_TURN_S = 30.0  # a breaker's turn (see Lock._break) older than this was left by a process that died in it
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
@@ -76,7 +76,7 @@ class _Snapshot:
         return f"pid {self.owner['pid']} on {self.owner['host']} since {self.owner.get('started', '?')}"
 
 
-def _read_lock(path: Path) -> _Snapshot | None:
+def read_lock(path: Path) -> _Snapshot | None:
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -92,7 +92,7 @@ def _read_lock(path: Path) -> _Snapshot | None:
     return _Snapshot(owner, st.st_mtime, (st.st_dev, st.st_ino, st.st_mtime_ns, raw))
 
 
-def _fs_now(root: Path) -> float:
+def fs_now(root: Path) -> float:
     """The file system's clock: the mtime of a file touched now. On shared storage the server stamps both this
     and every heartbeat, so a lock's age does not depend on how far this host's clock is from the holder's."""
     probe = root / ".clock"
@@ -105,16 +105,16 @@ def _fs_now(root: Path) -> float:
         return time.time()
 
 
-def _is_stale(path: Path, snap: _Snapshot, stale_after_s: float) -> bool:
+def is_stale(path: Path, snap: _Snapshot, stale_after_s: float) -> bool:
     """On this host the holder's process decides (a stopped or suspended builder is alive, and keeps its lock
     however old its heartbeat); on another host only the heartbeat can: dead process, dead host or lost mount."""
     if snap.owner is not None and snap.owner["host"] == HOST:
         return not _pid_alive(snap.owner["pid"], snap.owner.get("pid_start"))
-    age = _fs_now(path.parent.parent) - snap.mtime
+    age = fs_now(path.parent.parent) - snap.mtime
     return age > (stale_after_s if snap.owner is not None else min(_CORRUPT_GRACE_S, stale_after_s))
 
 
-class _Lock:
+class Lock:
     """An O_EXCL lock file kept fresh by a heartbeat thread, so holders on other hosts are judged by age."""
 
     def __init__(self, path: Path, heartbeat_s: float, stale_after_s: float) -> None:
@@ -131,17 +131,17 @@ class _Lock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                snap = _read_lock(self.path)
+                snap = read_lock(self.path)
                 if snap is None:
                     continue  # released between our open and read
-                if not _is_stale(self.path, snap, self.stale_after_s):
+                if not is_stale(self.path, snap, self.stale_after_s):
                     return snap.describe()
                 if not self._break(snap):
                     return f"{snap.describe()} (its lock is being taken over by another process)"
                 continue
             with os.fdopen(fd, "w") as f:
                 owner = {"host": HOST, "pid": os.getpid(), "pid_start": _process_start(os.getpid())}
-                json.dump({**owner, "started": _now(), "token": self.token}, f)
+                json.dump({**owner, "started": now_iso(), "token": self.token}, f)
                 f.flush()
                 os.fsync(f.fileno())
             self._stop.clear()
@@ -161,12 +161,12 @@ class _Lock:
             os.close(os.open(turn, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
             with contextlib.suppress(FileNotFoundError):  # a breaker that died in its turn left it
-                if _fs_now(self.path.parent.parent) - os.stat(turn).st_mtime > _BREAK_TURN_S:
+                if fs_now(self.path.parent.parent) - os.stat(turn).st_mtime > BREAK_TURN_S:
                     turn.unlink()
                     return True
             return False
         try:
-            now = _read_lock(self.path)
+            now = read_lock(self.path)
             if now is not None and now.ident == snap.ident:
                 self.path.unlink()
                 log.info("took over stale lock %s held by %s", self.path, snap.describe())
@@ -180,7 +180,7 @@ class _Lock:
         failing = False
         while not self._stop.wait(self.heartbeat_s):
             try:
-                snap = _read_lock(self.path)
+                snap = read_lock(self.path)
                 if snap is None:
                     continue  # removed by a breaker that judged us dead: `held` says so before publishing
                 if snap.owner is None or snap.owner.get("token") != self.token:
@@ -200,7 +200,7 @@ class _Lock:
         """Whether the lock file is still ours (a holder on another host may have judged us dead). A missing file
         is looked at again for `settle_s`, for file systems whose directory listings lag behind a rename."""
         deadline = time.monotonic() + settle_s
-        while (snap := _read_lock(self.path)) is None and time.monotonic() < deadline:
+        while (snap := read_lock(self.path)) is None and time.monotonic() < deadline:
             time.sleep(0.05)
         return snap is not None and snap.owner is not None and snap.owner.get("token") == self.token
 
@@ -209,6 +209,6 @@ class _Lock:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        snap = _read_lock(self.path)
+        snap = read_lock(self.path)
         if snap is not None and snap.owner is not None and snap.owner.get("token") == self.token:
             self.path.unlink(missing_ok=True)

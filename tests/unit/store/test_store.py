@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framework.errors import RetryLater
-from framework.store import MARKER, LockBusy, LockLost, Store, _Lock, _read_lock, write_json_atomic
+from framework.store import MARKER, Lock, LockBusy, LockLost, Store, read_lock, write_json_atomic
 
 KEY = "0123456789abcdef"
 
@@ -195,13 +195,13 @@ def test_waiter_sees_result_of_holder(store: Store, live_pid: int) -> None:
 def test_takeover_race_loser_leaves_the_winners_lock(tmp_path: Path, dead_pid: int) -> None:
     """Two processes judge the same dead lock stale; the slower one must not remove the winner's new lock."""
     path = _write_lock(Store(tmp_path), "train", KEY, host=socket.gethostname(), pid=dead_pid)
-    judged_stale = _read_lock(path)
-    winner = _Lock(path, heartbeat_s=30, stale_after_s=300)
+    judged_stale = read_lock(path)
+    winner = Lock(path, heartbeat_s=30, stale_after_s=300)
     assert winner.acquire() is None
-    _Lock(path, heartbeat_s=30, stale_after_s=300)._break(judged_stale)  # the loser acts on its stale view
+    Lock(path, heartbeat_s=30, stale_after_s=300)._break(judged_stale)  # the loser acts on its stale view
     assert json.loads(path.read_text())["token"] == winner.token
     assert list(path.parent.iterdir()) == [path]
-    assert _Lock(path, heartbeat_s=30, stale_after_s=300).acquire() is not None
+    assert Lock(path, heartbeat_s=30, stale_after_s=300).acquire() is not None
     winner.release()
     assert not path.exists()
 
@@ -456,7 +456,7 @@ def test_a_lock_briefly_moved_by_a_racer_is_still_held(tmp_path: Path) -> None:
     moment the file is missing, and a builder checking its lock before publishing must not give up."""
     import threading
 
-    lock = _Lock(tmp_path / "x.lock", heartbeat_s=10, stale_after_s=60)
+    lock = Lock(tmp_path / "x.lock", heartbeat_s=10, stale_after_s=60)
     assert lock.acquire() is None
     tomb = tmp_path / "x.lock.tomb"
     os.rename(lock.path, tomb)

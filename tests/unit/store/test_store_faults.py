@@ -18,7 +18,7 @@ import pytest
 import framework.store.locks
 import framework.sweep.execute
 from framework.spec import load_spec
-from framework.store import _ID_GRACE_S, _PAUSE_ENV, MARKER, Store, _Lock, write_json_atomic
+from framework.store import _ID_GRACE_S, _PAUSE_ENV, MARKER, Lock, Store, write_json_atomic
 from framework.sweep.execute import execute, open_store
 from framework.sweep.plan import build_plan
 
@@ -167,7 +167,7 @@ def test_a_file_system_that_cannot_fsync_directories_still_builds(
 def test_the_heartbeat_outlives_transient_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = framework.store.locks._read_lock
+    real = framework.store.locks.read_lock
     failures = iter([errno.ESTALE, errno.EIO, errno.ESTALE])
 
     def flaky(path: Path):
@@ -175,8 +175,8 @@ def test_the_heartbeat_outlives_transient_errors(
             raise OSError(err, os.strerror(err))
         return real(path)
 
-    monkeypatch.setattr(framework.store.locks, "_read_lock", flaky)
-    lock = _Lock(tmp_path / "x.lock", heartbeat_s=0.02, stale_after_s=1.0)
+    monkeypatch.setattr(framework.store.locks, "read_lock", flaky)
+    lock = Lock(tmp_path / "x.lock", heartbeat_s=0.02, stale_after_s=1.0)
     caplog.set_level(logging.WARNING, logger="framework.store")
     assert lock.acquire() is None
     try:
