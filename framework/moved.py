@@ -85,6 +85,26 @@ class MovedFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_loader(fullname, _Alias(new))
 
 
+def old_stage_names(package: str, path: list[str]) -> Any:
+    """A stage package's module `__getattr__`: `framework.pool` was the pool stage's module before the stage got a
+    package, so its names (`framework.pool:run`, `from framework.pool import read_pool`) still resolve, from where
+    they went, with a warning. A submodule not imported yet is left to the import system."""
+
+    def __getattr__(name: str) -> Any:
+        import pkgutil
+
+        if name.startswith("__") or name in {m.name for m in pkgutil.iter_modules(path)}:
+            raise AttributeError(name)
+        for where in (f"{package}.stage", "framework.artifacts", "framework.annotations"):
+            module = importlib.import_module(where)
+            if hasattr(module, name):
+                warnings.warn(f"{package}.{name} moved to {where}.{name}", DeprecationWarning, stacklevel=2)
+                return getattr(module, name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 def install() -> None:
     if not any(isinstance(f, MovedFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, MovedFinder())
