@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -60,3 +62,14 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+
+
+@contextmanager
+def running_server(root: Path) -> Iterator[Server]:
+    """A server on a free port under `root`, stopped on the way out: what a module's `server` fixture yields."""
+    srv = Server(root, free_port())
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -16,7 +16,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.helpers import TINY_MODEL
-from tests.mlflow_server import Server, free_port
+from tests.mlflow_server import Server, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +75,8 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("mlflow-secrets"), free_port())
-    srv.start()
-    try:
+    with running_server(tmp_path_factory.mktemp("mlflow-secrets")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def leaks(root: Path, secrets: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from framework.log.mlflow_client import TrackingUnavailable
 from framework.sweep.execute import execute
-from tests.mlflow_server import Server, free_port
+from tests.mlflow_server import Server, running_server
 from tests.synthetic import synthetic_sweep
 
 pytestmark = pytest.mark.integration
@@ -27,12 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("mlflow-server"), free_port())
-    srv.start()
-    try:
+    with running_server(tmp_path_factory.mktemp("mlflow-server")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def log_job(sw, key: str) -> dict:
