@@ -12,7 +12,7 @@ from typing import Any
 from framework.errors import DataError, UserError
 from framework.spec import LoadedSpec
 from framework.store import Build, Store
-from framework.sweep.plan import Job, Plan, configured_tracking_uri, tracking_uri
+from framework.sweep.plan import Job, Plan
 from framework.sweep.pruning import PRUNED, prune_if_evaluated
 from framework.sweep.stages import STAGES
 
@@ -40,16 +40,12 @@ def results_base(store: Store) -> Path:
 @dataclass(frozen=True)
 class Sweep:
     """One sweep, located once: its spec and plan, its results directory (<base>/<name>, where the report goes),
-    its store, and the tracking URI its log stages and report use."""
+    and its store."""
 
     loaded: LoadedSpec
     plan: Plan
     root: Path
     store: Store
-
-    @property
-    def tracking_uri(self) -> str:
-        return tracking_uri(configured_tracking_uri(self.loaded.spec), self.root.parent)
 
 
 @dataclass
