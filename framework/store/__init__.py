@@ -15,7 +15,7 @@ Layout of one stage run under ``<root>/<stage>/``:
 
 A process killed at any moment leaves either an unmarked work dir (redone), a marked one (published by the next
 run), or the published output. A forced rebuild keeps the old output published until the new one is complete.
-Locks are in ``framework.store.locks``.
+Locks are in ``framework.store.locks``, the crash-safe file writes in ``framework.store.durable``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import os
 import platform
 import re
 import shutil
-import stat
 import time
 import traceback
 import uuid
@@ -40,9 +39,10 @@ from typing import Any
 
 from framework.errors import RetryLater, UserError
 from framework.redaction import redact, redact_records
+from framework.store.durable import fsync_dir, fsync_tree, write_json_atomic
 from framework.store.locks import BREAK_TURN_S, HOST, Lock, LockBusy, LockLost, fs_now, is_stale, now_iso, read_lock
 
-__all__ = ["MARKER", "Build", "LockBusy", "LockLost", "StageStatus", "Store", "write_json_atomic"]
+__all__ = ["MARKER", "Build", "LockBusy", "LockLost", "StageStatus", "Store", "fsync_tree", "write_json_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -54,77 +54,15 @@ _ID_GRACE_S = 5.0
 _PAUSE_ENV = "ABLATE_STORE_TEST_PAUSE_BEFORE_RENAME"
 # No dots: the suffixes (.work, .lock, ...) must be unambiguous when scanning a stage directory.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-# What a file system answers when it cannot fsync a directory at all; any other error is lost data.
-_DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON so readers see the old file or the complete new one, never a prefix (even after a crash).
-
-    Values JSON cannot encode (paths, dates) are written as their ``str()``.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename. A file system that cannot fsync directories (EINVAL) only weakens power-loss durability;
-    any other error (EIO, ENOSPC, EDQUOT) may mean lost data, and is raised so that nothing is marked done."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
-            raise
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    """Persist one regular file; its fsync errors are raised. Links, fifos and sockets are skipped: they hold no
-    data of the build's (and opening a fifo would block)."""
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:  # removed since it was listed: nothing left to persist
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: Path) -> None:
-    """Every file and directory under root on disk, so that a marker never outlives the data it vouches for."""
-    for dirpath, _dirs, files in os.walk(root, onerror=_raise):
-        for name in files:
-            _fsync_file(os.path.join(dirpath, name))
-        _fsync_dir(Path(dirpath))
 
 
 def _remove_marked(path: Path) -> None:
     """Marker first, so that an interrupted delete never leaves a marked, partial copy."""
     with contextlib.suppress(OSError):
         (path / MARKER).unlink()
-        _fsync_dir(path)
+        fsync_dir(path)
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _raise(exc: OSError) -> None:
-    raise exc
 
 
 def _user() -> str:
@@ -261,7 +199,7 @@ class Store:
                 tmp = self._new_identity_file()
                 try:
                     os.link(tmp, path)  # all or nothing, and never over an id another process made meanwhile
-                    _fsync_dir(self.root)
+                    fsync_dir(self.root)
                 except FileExistsError:
                     pass  # theirs is read next
                 except OSError as exc:
@@ -312,7 +250,7 @@ class Store:
         try:
             if not path.read_text(encoding="utf-8").strip():  # not repaired by whoever had the turn before us
                 os.replace(self._new_identity_file(), path)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
         finally:
             turn.unlink(missing_ok=True)
         return True
@@ -500,13 +438,13 @@ class Store:
             except BaseException:
                 os.rename(tomb, final)
                 raise
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             _remove_marked(tomb)  # a leftover (a file held open on NFS) goes with the next build of the key
         else:
             if final.exists():  # an unmarked directory (an interrupted copy, an older ablate's half publication)
                 shutil.rmtree(final)
             os.rename(work, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         self._entry(stage, key, ".failed.json").unlink(missing_ok=True)
 
     def _tombstones(self, stage: str, key: str) -> list[Path]:
@@ -528,7 +466,7 @@ class Store:
                     if final.exists():
                         shutil.rmtree(final)
                     os.rename(tomb, final)
-                    _fsync_dir(final.parent)
+                    fsync_dir(final.parent)
                     return
 
     def _record_failure(self, stage: str, key: str, exc: BaseException) -> None:

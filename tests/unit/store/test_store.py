@@ -368,6 +368,17 @@ def test_write_json_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+def test_the_crash_safe_writes_are_still_the_stores_names() -> None:
+    """They live in framework.store.durable; the stages, launchers and workers that import them from
+    framework.store get the same functions."""
+    import framework.store
+    import framework.store.durable
+
+    for name in ("write_json_atomic", "fsync_tree", "fsync_dir"):
+        assert getattr(framework.store, name) is getattr(framework.store.durable, name)
+    assert all(hasattr(framework.store, name) for name in framework.store.__all__)
+
+
 _keys = st.text("0123456789abcdef", min_size=16, max_size=16)
 
 
