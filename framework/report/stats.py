@@ -371,96 +371,157 @@ def compare_arms(
     boot = hierarchical_bootstrap(
         [a.counts for a in arms], n_boot=n_boot, generalize=generalize, rng=rng, borrow=borrow
     )
-    n = len(arms)
-    notes: list[str] = []
+    # the tables draw their tests from `rng` one after another, in this order: it is part of the output
+    ctx = _Contrasts(arms, boot, level, n_perm, rng)
+    arm_rows, notes = _arm_rows(ctx, factors, columns)
+    level_rows, effect_rows = [], []
+    for f, names in factors.items():
+        levels, effects, factor_notes = _factor_rows(ctx, f, names, references[f])
+        level_rows += levels
+        effect_rows += effects
+        notes += factor_notes
+    pair_rows, pair_notes = _pair_rows(ctx, factors, references)
+    baseline_rows, baseline_notes = _baseline_rows(ctx)
+    return Comparison(
+        arms=pd.DataFrame(arm_rows),
+        levels=pd.DataFrame(level_rows, columns=_LEVEL_COLUMNS),
+        effects=_with_holm(effect_rows, _EFFECT_COLUMNS),
+        pairs=_with_holm(pair_rows, _PAIR_COLUMNS),
+        baselines=_with_holm(baseline_rows, _BASELINE_COLUMNS),
+        notes=notes + pair_notes + baseline_notes,
+    )
 
-    def weights(plus: Sequence[int], minus: Sequence[int] = ()) -> np.ndarray:
-        w = np.zeros(n)
+
+@dataclass(frozen=True)
+class _Contrasts:
+    """What every table of one comparison reads: the arms, their joint bootstrap, and the random stream its tests
+    draw from."""
+
+    arms: Sequence[Arm]
+    boot: Bootstrap
+    level: float
+    n_perm: int
+    rng: np.random.Generator
+
+    def interval(self, plus: Sequence[int], minus: Sequence[int] = ()) -> Interval:
+        """The interval of the mean of the `plus` arms minus the mean of the `minus` arms."""
+        w = np.zeros(len(self.arms))
         w[list(plus)] += 1 / len(plus)
         if minus:
             w[list(minus)] -= 1 / len(minus)
-        return w
+        return self.boot.interval(w, self.level)
 
-    def cols(iv: Interval) -> dict[str, float]:
-        return {"estimate": iv.estimate, "ci_low": iv.low, "ci_high": iv.high}
+    def difference(self, pairs: Sequence[tuple[int, int]]) -> dict[str, float]:
+        """Interval and tests of the mean difference over (treated, control) pairs of arms: paired on problems
+        (p_value) and on training seeds (p_seeds)."""
+        treated, control = [a for a, _ in pairs], [b for _, b in pairs]
+        arms = self.arms
+        diffs = np.mean([arms[a].counts.problem_rates() - arms[b].counts.problem_rates() for a, b in pairs], 0)
+        return {
+            **_cols(self.interval(treated, control).clip(-1.0, 1.0)),
+            "p_value": sign_flip_pvalue(diffs, n_perm=self.n_perm, rng=self.rng),
+            "p_seeds": seed_permutation_pvalue(
+                [(seed_scores(arms[a]), seed_scores(arms[b])) for a, b in pairs], n_perm=self.n_perm, rng=self.rng
+            ),
+        }
 
-    arm_rows = []
-    for j, arm in enumerate(arms):
-        iv = boot.interval(weights([j]), level).clip(0.0, 1.0)
-        arm_rows.append(
+
+def _cols(iv: Interval) -> dict[str, float]:
+    return {"estimate": iv.estimate, "ci_low": iv.low, "ci_high": iv.high}
+
+
+_EMPTY = {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+
+
+def _arm_rows(
+    ctx: _Contrasts, factors: Mapping[str, Sequence[str]], columns: Mapping[str, str]
+) -> tuple[list[dict], list[str]]:
+    """One row per arm (its levels and its own interval), and the notes on intervals a reader should doubt."""
+    rows, notes = [], []
+    for j, arm in enumerate(ctx.arms):
+        iv = ctx.interval([j]).clip(0.0, 1.0)
+        rows.append(
             {
                 "arm": arm.id,
                 **{columns[f]: arm.levels.get(f) for f in factors},
                 "baseline": arm.baseline,
                 "n_seeds": arm.counts.n_seeds,
                 "n_problems": arm.counts.n_problems,
-                **cols(iv),
+                **_cols(iv),
                 "seed_share": iv.seed_share,
             }
         )
-        c = arm.counts
-        if not c.correct.any() or (c.correct == c.total).all():
-            notes.append(
-                f"{arm.id}: every sample is {'right' if c.correct.any() else 'wrong'}, so its bootstrap interval has "
-                f"no width; over {c.n_problems} problems the rule of three bounds its pass rate within "
-                f"{3 / c.n_problems:.1%} of {'100' if c.correct.any() else '0'}% (95%)"
-            )
-        if boot.borrowed[j]:
-            notes.append(
-                f"{arm.id}: one seed evaluated; its intervals take the seed-to-seed variance pooled over the arms "
-                "with several seeds, assuming it varies as they do"
-            )
-        if 1 < arm.counts.n_seeds <= 5 and iv.seed_share > 0.5:
-            notes.append(
-                f"{arm.id}: {iv.seed_share:.0%} of its interval's variance comes from {arm.counts.n_seeds} seeds; "
-                "seed-to-seed variation dominates, and more seeds would narrow the interval most"
-            )
+        notes += _arm_notes(arm, iv, bool(ctx.boot.borrowed[j]))
+    return rows, notes
 
+
+def _arm_notes(arm: Arm, iv: Interval, borrowed: bool) -> list[str]:
+    """Why one arm's interval may mislead: no width (every sample alike), a borrowed seed variance, or a
+    variance resting mostly on a handful of seeds."""
+    notes = []
+    c = arm.counts
+    if not c.correct.any() or (c.correct == c.total).all():
+        notes.append(
+            f"{arm.id}: every sample is {'right' if c.correct.any() else 'wrong'}, so its bootstrap interval has "
+            f"no width; over {c.n_problems} problems the rule of three bounds its pass rate within "
+            f"{3 / c.n_problems:.1%} of {'100' if c.correct.any() else '0'}% (95%)"
+        )
+    if borrowed:
+        notes.append(
+            f"{arm.id}: one seed evaluated; its intervals take the seed-to-seed variance pooled over the arms "
+            "with several seeds, assuming it varies as they do"
+        )
+    if 1 < c.n_seeds <= 5 and iv.seed_share > 0.5:
+        notes.append(
+            f"{arm.id}: {iv.seed_share:.0%} of its interval's variance comes from {c.n_seeds} seeds; "
+            "seed-to-seed variation dominates, and more seeds would narrow the interval most"
+        )
+    return notes
+
+
+def _factor_rows(ctx: _Contrasts, f: str, names: Sequence[str], ref: str) -> tuple[list[dict], list[dict], list[str]]:
+    """Factor f's level means (levels table) and each level's marginal effect against `ref` (effects table)."""
+    arms = ctx.arms
+    shared = _balanced_combinations(arms, f, names)
+    notes = []
+    if not shared and any(not a.baseline for a in arms):
+        notes.append(
+            f"{f}: no combination of the other factors' levels was evaluated at every level of {f}, so its "
+            "level means would carry the other factors' effects; they are left empty"
+        )
     index = {tuple(sorted(a.levels.items())): j for j, a in enumerate(arms) if not a.baseline}
     level_rows, effect_rows = [], []
-    for f, names in factors.items():
-        ref = references[f]
-        shared = _balanced_combinations(arms, f, names)
-        if not shared and any(not a.baseline for a in arms):
-            notes.append(
-                f"{f}: no combination of the other factors' levels was evaluated at every level of {f}, so its "
-                "level means would carry the other factors' effects; they are left empty"
-            )
-        for name in names:
-            at_level = [j for j, a in enumerate(arms) if not a.baseline and a.levels.get(f) == name]
-            # A level's mean takes only the arms whose other levels exist at every level of f, so that it is not
-            # another factor's effect: all arms in a full factorial, the reference arms in a one-at-a-time design.
-            # The effect below pairs arms instead, so it takes every arm with a reference twin.
-            members = [j for j in at_level if _others(arms[j], f) in shared]
-            if at_level:
-                nan = {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan}
-                values = cols(boot.interval(weights(members), level).clip(0.0, 1.0)) if members else nan
-                level_rows.append(
-                    {"factor": f, "level": name, "reference": name == ref, "n_arms": len(members), **values}
-                )
-            if name == ref:
-                continue
-            pairs = []
-            for j in at_level:
-                k = index.get(tuple(sorted(dict(arms[j].levels, **{f: ref}).items())))
-                if k is not None:
-                    pairs.append((j, k))
-            row: dict = {"factor": f, "level": name, "reference_level": ref, "n_pairs": len(pairs)}
-            if pairs:
-                treated, control = [p[0] for p in pairs], [p[1] for p in pairs]
-                row |= cols(boot.interval(weights(treated, control), level).clip(-1.0, 1.0))
-                diffs = np.mean([arms[a].counts.problem_rates() - arms[b].counts.problem_rates() for a, b in pairs], 0)
-                row["p_value"] = sign_flip_pvalue(diffs, n_perm=n_perm, rng=rng)
-                row["p_seeds"] = seed_permutation_pvalue(
-                    [(seed_scores(arms[a]), seed_scores(arms[b])) for a, b in pairs], n_perm=n_perm, rng=rng
-                )
-                notes += _disagreement(f"{f}={name} vs {ref}", row)
-            else:
-                row |= {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "p_seeds": np.nan}
-                notes.append(f"{f}={name}: no pair of arms with {f}={ref} and the other factors equal; no effect")
-            effect_rows.append(row)
+    for name in names:
+        at_level = [j for j, a in enumerate(arms) if not a.baseline and a.levels.get(f) == name]
+        # A level's mean takes only the arms whose other levels exist at every level of f, so that it is not
+        # another factor's effect: all arms in a full factorial, the reference arms in a one-at-a-time design.
+        # The effect below pairs arms instead, so it takes every arm with a reference twin.
+        members = [j for j in at_level if _others(arms[j], f) in shared]
+        if at_level:
+            values = _cols(ctx.interval(members).clip(0.0, 1.0)) if members else _EMPTY
+            level_rows.append({"factor": f, "level": name, "reference": name == ref, "n_arms": len(members), **values})
+        if name == ref:
+            continue
+        twins = (index.get(tuple(sorted(dict(arms[j].levels, **{f: ref}).items()))) for j in at_level)
+        pairs = [(j, k) for j, k in zip(at_level, twins) if k is not None]
+        row: dict = {"factor": f, "level": name, "reference_level": ref, "n_pairs": len(pairs)}
+        if pairs:
+            row |= ctx.difference(pairs)
+            notes += _disagreement(f"{f}={name} vs {ref}", row)
+        else:
+            row |= {**_EMPTY, "p_value": np.nan, "p_seeds": np.nan}
+            notes.append(f"{f}={name}: no pair of arms with {f}={ref} and the other factors equal; no effect")
+        effect_rows.append(row)
+    return level_rows, effect_rows, notes
 
-    pair_rows = []
+
+def _pair_rows(
+    ctx: _Contrasts, factors: Mapping[str, Sequence[str]], references: Mapping[str, str]
+) -> tuple[list[dict], list[str]]:
+    """Every two trained arms that differ in exactly one factor, the reference (else the earlier) level second:
+    a positive difference means "this level is better"."""
+    arms = ctx.arms
+    rows, notes = [], []
     plain = [j for j, a in enumerate(arms) if not a.baseline]
     for a, b in itertools.combinations(plain, 2):
         differ = [f for f in factors if arms[a].levels.get(f) != arms[b].levels.get(f)]
@@ -468,25 +529,28 @@ def compare_arms(
             continue
         f = differ[0]
         la, lb = arms[a].levels[f], arms[b].levels[f]
-        # the reference (else the earlier) level second: a positive difference means "this level is better"
         if lb != references[f] and (la == references[f] or factors[f].index(la) < factors[f].index(lb)):
             a, b = b, a
-        diffs = arms[a].counts.problem_rates() - arms[b].counts.problem_rates()
         pair = {
             "arm": arms[a].id,
             "vs_arm": arms[b].id,
             "factor": f,
             "level": arms[a].levels[f],
             "vs_level": arms[b].levels[f],
-            **cols(boot.interval(weights([a], [b]), level).clip(-1.0, 1.0)),
-            "p_value": sign_flip_pvalue(diffs, n_perm=n_perm, rng=rng),
-            "p_seeds": seed_permutation_pvalue([(seed_scores(arms[a]), seed_scores(arms[b]))], n_perm=n_perm, rng=rng),
+            **ctx.difference([(a, b)]),
         }
-        pair_rows.append(pair)
+        rows.append(pair)
         notes += _disagreement(f"{arms[a].id} vs {arms[b].id}", pair)
+    return rows, notes
 
-    # every trained arm against every baseline ("does it beat the base model?"), paired on problems like the rest
-    baseline_rows = []
+
+def _baseline_rows(ctx: _Contrasts) -> tuple[list[dict], list[str]]:
+    """Every trained arm against every baseline ("does it beat the base model?"), paired on problems like the
+    rest; over seeds, the baseline is one fixed model: do the arm's training runs sit above it more than chance
+    allows?"""
+    arms = ctx.arms
+    rows, notes = [], []
+    plain = [j for j, a in enumerate(arms) if not a.baseline]
     for b in (j for j, a in enumerate(arms) if a.baseline):
         base = float(seed_scores(arms[b]).mean())
         for a in plain:
@@ -494,30 +558,24 @@ def compare_arms(
             row = {
                 "arm": arms[a].id,
                 "vs_baseline": arms[b].id,
-                **cols(boot.interval(weights([a], [b]), level).clip(-1.0, 1.0)),
+                **_cols(ctx.interval([a], [b]).clip(-1.0, 1.0)),
                 "p_value": sign_flip_pvalue(
-                    arms[a].counts.problem_rates() - arms[b].counts.problem_rates(), n_perm=n_perm, rng=rng
+                    arms[a].counts.problem_rates() - arms[b].counts.problem_rates(), n_perm=ctx.n_perm, rng=ctx.rng
                 ),
-                # the baseline is one fixed model: do the arm's training runs sit above it more than chance allows?
-                "p_seeds": sign_flip_pvalue(scores - base, n_perm=n_perm, rng=rng) if scores.size > 1 else np.nan,
+                "p_seeds": sign_flip_pvalue(scores - base, n_perm=ctx.n_perm, rng=ctx.rng)
+                if scores.size > 1
+                else np.nan,
             }
-            baseline_rows.append(row)
+            rows.append(row)
             notes += _disagreement(f"{arms[a].id} vs {arms[b].id}", row)
+    return rows, notes
 
-    effects = pd.DataFrame(effect_rows, columns=_EFFECT_COLUMNS)
-    effects["p_holm"] = holm(effects["p_value"].to_numpy())
-    pairs_df = pd.DataFrame(pair_rows, columns=_PAIR_COLUMNS)
-    pairs_df["p_holm"] = holm(pairs_df["p_value"].to_numpy())
-    baselines = pd.DataFrame(baseline_rows, columns=_BASELINE_COLUMNS)
-    baselines["p_holm"] = holm(baselines["p_value"].to_numpy())
-    return Comparison(
-        arms=pd.DataFrame(arm_rows),
-        levels=pd.DataFrame(level_rows, columns=_LEVEL_COLUMNS),
-        effects=effects,
-        pairs=pairs_df,
-        baselines=baselines,
-        notes=notes,
-    )
+
+def _with_holm(rows: list[dict], columns: Sequence[str]) -> pd.DataFrame:
+    """A table of tests with its Holm-adjusted p-values (over the table's rows) as its last column."""
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["p_holm"] = holm(frame["p_value"].to_numpy())
+    return frame
 
 
 _LEVEL_COLUMNS = ["factor", "level", "reference", "n_arms", "estimate", "ci_low", "ci_high"]
