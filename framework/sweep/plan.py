@@ -15,6 +15,7 @@ from typing import Any
 from framework.errors import UserError
 from framework.hashing import content_key, file_digest, tree_digest
 from framework.redaction import lines_with_secrets, redact_text
+from framework.registry import BENCHMARKS, FACTORS, POOL_PRESETS
 from framework.spec.base import run_only_fields
 from framework.spec.launch import tracking_uri_problem
 from framework.spec.models import AblationSpec, BenchmarkSpec, EvalSpec, ModelSpec, PoolSourceSpec, TrainSpec
@@ -106,8 +107,6 @@ def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str],
 def factor_versions(definition: list[list]) -> dict[str, str]:
     """{factor: code version} of an arm's factors (its `arm_definition`) past their first version, so first
     versions key nothing."""
-    from framework.registry import FACTORS
-
     out = {}
     for fname, kind, _level, params in definition:
         version_of = getattr(FACTORS.resolve(kind), "version_of", None)
@@ -134,8 +133,6 @@ def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str
     ident = src.model_dump(mode="json", exclude={"path", *unset})  # the defaults keep the keys made before them
     ident["split"] = src.split or "train"  # the split read (keys made before it could be left out stay)
     if src.preset is not None:  # the preset's layout is part of what the source means
-        from framework.registry import POOL_PRESETS
-
         preset = POOL_PRESETS.resolve(src.preset)
         ident["preset_columns"] = dict(preset.columns)
         ident["split"] = src.split or preset.split
@@ -166,8 +163,6 @@ def benchmark_identity(b: BenchmarkSpec, spec_dir: Path | None, problems: list[s
 def unpinned_hub_data(spec: AblationSpec, models: dict[str, dict[str, Any]]) -> list[str]:
     """Hub datasets and models (`models`: where -> model_identity) the spec reads at their latest revision: a new
     upload would change them under the same keys."""
-    from framework.registry import POOL_PRESETS
-
     hint = "pin `revision:` to a commit so a new upload cannot change it under the same key"
     out = []
     for i, src in enumerate(spec.pool):
@@ -188,8 +183,6 @@ def unpinned_hub_data(spec: AblationSpec, models: dict[str, dict[str, Any]]) -> 
 
 def _benchmark_hub(b: BenchmarkSpec) -> str | None:
     """The hub dataset a benchmark reads, or None (a local file, the toy world, a benchmark without a hub copy)."""
-    from framework.registry import BENCHMARKS
-
     if b.path is not None or b.name == "toy":
         return None
     try:
@@ -361,83 +354,11 @@ def build_plan(
     """
     spec_dir = Path(spec_path).resolve().parent if spec_path else None
     problems: list[str] = []
-    jobs: dict[str, Job] = {}
-
-    def add(stage: str, config: dict[str, Any], deps: list[str], cell: str) -> str:
-        key = content_key({"stage": stage, "version": STAGES[stage].version, "config": config, "deps": deps})
-        jid = f"{stage}/{key}"
-        if jid not in jobs:
-            jobs[jid] = Job(stage, key, deps, config)
-        if jobs[jid].cells[-1:] != [cell]:  # a cell adds its jobs consecutively: no quadratic membership test
-            jobs[jid].cells.append(cell)
-        return jid
-
     cells = expand(spec)
     shared = shared_slices(spec, spec_dir, problems)
-    base_ident, prompt, benches = shared.base_model, shared.prompt, shared.benchmarks
-    model_idents = {"model": base_ident}
-
-    def model_job(ident: dict[str, Any], cell: str) -> list[str]:
-        """Tiny models are built by a stage of their own; hub and local models need none."""
-        return [add("model", {"model": ident}, [], cell)] if "tiny" in ident else []
-
-    cell_jobs: dict[str, dict[str, list[str]]] = {}
-    for cell in cells:
-        stages: dict[str, list[str]] = {}
-        if cell.baseline is None:
-            stages["model"] = model_job(base_ident, cell.id)
-            stages["pool"] = [add("pool", shared.pool, stages["model"], cell.id)]
-            data_seed = cell.seed if spec.resample_per_seed else spec.data_seed
-            definition = arm_definition(spec, cell.levels)
-            data_cfg = {"arm": definition, "n_examples": spec.n_examples, "seed": data_seed}
-            if versions := factor_versions(definition):  # factors whose code changed what they produce
-                data_cfg["factor_versions"] = versions
-            budget_from = token_budget_reference(spec, definition)
-            if budget_from is not None:  # match_total_tokens: the reference level's selection sets the budget
-                data_cfg["token_budget_reference"] = budget_from
-            stages["data"] = [add("data", data_cfg, stages["pool"], cell.id)]
-            train_cfg = {
-                "model": base_ident,
-                "dtype": spec.model.dtype,
-                "prompt": prompt,
-                "train": shared.train,
-                "seed": cell.seed,
-            }
-            stages["train"] = [add("train", train_cfg, stages["model"] + stages["data"], cell.id)]
-            checkpoint = stages["train"]
-        else:
-            b = next(b for b in spec.baselines if b.name == cell.baseline)
-            ident = (
-                base_ident if b.model is None else model_identity(b.model, spec_dir, problems, f"baselines.{b.name}")
-            )
-            if b.model is not None:
-                model_idents[f"baselines.{b.name}"] = ident
-            stages["model"] = model_job(ident, cell.id)
-            checkpoint = stages["model"]
-            stages["pool"] = stages["data"] = stages["train"] = []
-        model_ref = (
-            {"checkpoint": checkpoint} if checkpoint else {"model": base_ident if cell.baseline is None else ident}
-        )
-        stages["eval"] = [
-            add(
-                "eval",
-                {
-                    **model_ref,
-                    "dtype": (spec.model if cell.baseline is None else b.model or spec.model).dtype,
-                    "benchmark": bident,
-                    "prompt": prompt,
-                    "eval": shared.eval,
-                    "reflection_keywords": spec.annotate.reflection_keywords,
-                },
-                checkpoint,
-                cell.id,
-            )
-            for _, bident in benches
-        ]
-        log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": shared.log}
-        stages["log"] = [add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
-        cell_jobs[cell.id] = stages
-    trains = any(j.stage == "train" for j in jobs.values())
+    planner = _Planner(spec, spec_dir, shared, problems, model_idents={"model": shared.base_model})
+    cell_jobs = {cell.id: planner.cell_jobs(cell) for cell in cells}
+    trains = any(j.stage == "train" for j in planner.jobs.values())
     if trains:
         problems += launch_problems(spec)
     if check_tracking:  # only where a run starts: status, cancel or a non-log stage never depend on tracking
@@ -445,5 +366,104 @@ def build_plan(
     problems = list(dict.fromkeys(problems))
     if problems and strict:
         raise PlanError(problems)
-    notes = plan_notes(spec, model_idents, trains)
-    return Plan(spec=spec, cells=cells, jobs=jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes)
+    notes = plan_notes(spec, planner.model_idents, trains)
+    return Plan(spec=spec, cells=cells, jobs=planner.jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes)
+
+
+def data_config(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
+    """What a trained cell's data job hashes: its arm's factor levels, the sample size and the data seed."""
+    data_seed = cell.seed if spec.resample_per_seed else spec.data_seed
+    definition = arm_definition(spec, cell.levels)
+    config = {"arm": definition, "n_examples": spec.n_examples, "seed": data_seed}
+    if versions := factor_versions(definition):  # factors whose code changed what they produce
+        config["factor_versions"] = versions
+    budget_from = token_budget_reference(spec, definition)
+    if budget_from is not None:  # match_total_tokens: the reference level's selection sets the budget
+        config["token_budget_reference"] = budget_from
+    return config
+
+
+@dataclass
+class _Planner:
+    """The jobs of one plan as its cells add them (in a valid topological order), and what planning them found:
+    `problems` (shared with the caller) and the identity of every model read, by where the spec names it."""
+
+    spec: AblationSpec
+    spec_dir: Path | None
+    shared: SharedSlices
+    problems: list[str]
+    model_idents: dict[str, dict[str, Any]]
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+    def add(self, stage: str, config: dict[str, Any], deps: list[str], cell: str) -> str:
+        """The job's id; a job already added by another cell is shared, and lists this cell too."""
+        key = content_key({"stage": stage, "version": STAGES[stage].version, "config": config, "deps": deps})
+        jid = f"{stage}/{key}"
+        if jid not in self.jobs:
+            self.jobs[jid] = Job(stage, key, deps, config)
+        if self.jobs[jid].cells[-1:] != [cell]:  # a cell adds its jobs consecutively: no quadratic membership test
+            self.jobs[jid].cells.append(cell)
+        return jid
+
+    def model_job(self, ident: dict[str, Any], cell: str) -> list[str]:
+        """Tiny models are built by a stage of their own; hub and local models need none."""
+        return [self.add("model", {"model": ident}, [], cell)] if "tiny" in ident else []
+
+    def cell_jobs(self, cell: Cell) -> dict[str, list[str]]:
+        """A cell's job ids by stage: a trained cell's model, pool, data and train jobs, or a baseline's model
+        job; then the evaluation of what they produced on each benchmark, and its log job."""
+        spec, shared = self.spec, self.shared
+        if cell.baseline is None:
+            stages = self.training_jobs(cell)
+            checkpoint, ident, dtype = stages["train"], shared.base_model, spec.model.dtype
+        else:
+            stages, ident, dtype = self.baseline_jobs(cell.baseline, cell.id)
+            checkpoint = stages["model"]
+        model_ref = {"checkpoint": checkpoint} if checkpoint else {"model": ident}
+        stages["eval"] = [
+            self.add(
+                "eval",
+                {
+                    **model_ref,
+                    "dtype": dtype,
+                    "benchmark": bident,
+                    "prompt": shared.prompt,
+                    "eval": shared.eval,
+                    "reflection_keywords": spec.annotate.reflection_keywords,
+                },
+                checkpoint,
+                cell.id,
+            )
+            for _, bident in shared.benchmarks
+        ]
+        log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": shared.log}
+        stages["log"] = [self.add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
+        return stages
+
+    def training_jobs(self, cell: Cell) -> dict[str, list[str]]:
+        """A trained cell's model (if tiny), pool, data and train jobs."""
+        shared = self.shared
+        stages: dict[str, list[str]] = {}
+        stages["model"] = self.model_job(shared.base_model, cell.id)
+        stages["pool"] = [self.add("pool", shared.pool, stages["model"], cell.id)]
+        stages["data"] = [self.add("data", data_config(self.spec, cell), stages["pool"], cell.id)]
+        train_cfg = {
+            "model": shared.base_model,
+            "dtype": self.spec.model.dtype,
+            "prompt": shared.prompt,
+            "train": shared.train,
+            "seed": cell.seed,
+        }
+        stages["train"] = [self.add("train", train_cfg, stages["model"] + stages["data"], cell.id)]
+        return stages
+
+    def baseline_jobs(self, name: str, cell: str) -> tuple[dict[str, list[str]], dict[str, Any], str]:
+        """A baseline cell's model job (if tiny), the identity of its model and the dtype it is evaluated in."""
+        b = next(b for b in self.spec.baselines if b.name == name)
+        ident = self.shared.base_model
+        if b.model is not None:
+            ident = model_identity(b.model, self.spec_dir, self.problems, f"baselines.{b.name}")
+            self.model_idents[f"baselines.{b.name}"] = ident
+        stages: dict[str, list[str]] = {"model": self.model_job(ident, cell)}
+        stages["pool"] = stages["data"] = stages["train"] = []
+        return stages, ident, (b.model or self.spec.model).dtype

@@ -332,3 +332,33 @@ def test_a_setup_line_that_holds_a_secret_is_noted_without_the_secret(minimal):
     notes = [n for n in build_plan(spec_from_dict(minimal)).notes if "launcher.slurm.setup" in n]
     assert len(notes) == 1 and notes[0].startswith("launcher.slurm.setup[1] (export WANDB_API_KEY=[REDACTED])")
     assert key not in notes[0] and "$(cat ~/.x)" in notes[0]
+
+
+def test_a_baseline_with_its_own_model_is_evaluated_on_it_alone(minimal, in_tmp):
+    """A baseline's eval jobs read its model (in its dtype), not the base model; a tiny one is built by a model job
+    of its own; a missing local one is a plan problem named by the baseline; an unpinned hub one is a note."""
+    minimal["baselines"] = [
+        "base",
+        {"name": "big", "model": {"name_or_path": "org/big", "dtype": "bfloat16"}},
+        {"name": "small", "model": {"tiny": {}}},
+        {"name": "gone", "model": {"name_or_path": "./no-model"}},
+    ]
+    with pytest.raises(PlanError) as info:
+        build_plan(spec_from_dict(minimal))
+    assert info.value.problems == ["baselines.gone: model directory './no-model' does not exist"]
+    plan = build_plan(spec_from_dict(minimal), strict=False)
+    assert plan.warnings == info.value.problems
+    jobs = {name: plan.cell_jobs[f"baseline={name}"] for name in ("base", "big", "small", "gone")}
+    assert all(s["pool"] == s["data"] == s["train"] == [] for s in jobs.values())
+    (big_eval,) = (plan.jobs[j] for j in jobs["big"]["eval"])
+    assert big_eval.deps == [] and big_eval.config["dtype"] == "bfloat16"
+    assert big_eval.config["model"] == {"hub": "org/big", "revision": "main", "chat_template": None}
+    (base_eval,) = (plan.jobs[j] for j in jobs["base"]["eval"])
+    assert base_eval.config["model"]["hub"] == "Qwen/Qwen2.5-0.5B" and base_eval.config["dtype"] == "auto"
+    (small_model,) = jobs["small"]["model"]
+    assert plan.by_stage("model") == [plan.jobs[small_model]]  # the base model is a hub model: no job of its own
+    (small_eval,) = (plan.jobs[j] for j in jobs["small"]["eval"])
+    assert small_eval.deps == [small_model] and small_eval.config["checkpoint"] == [small_model]
+    assert all(plan.jobs[s["log"][0]].deps == s["eval"] for s in jobs.values())
+    assert "baselines.big: hub model 'org/big' is read at its latest revision" in "\n".join(plan.notes)
+    assert "baselines.small" not in "\n".join(plan.notes)
