@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from framework.errors import UserError
 from framework.spec.models import ModelSpec
+from framework.sweep.plan import resolve_path, toy_base_path
 
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 # What a training or evaluation process reads from a hub snapshot (no .bin/.pth duplicates of the weights).
@@ -53,8 +54,6 @@ class ModelSource:
 
 def resolve(model: ModelSpec, *, model_dir: Path | None = None, spec_dir: Path | None = None) -> ModelSource:
     """Map the spec's model to a location. `model_dir` is the `model` stage's output (tiny models only)."""
-    from framework.sweep.plan import resolve_path, toy_base_path
-
     common = {
         "chat_template": model.chat_template,
         "trust_remote_code": model.trust_remote_code,

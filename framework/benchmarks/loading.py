@@ -14,10 +14,12 @@ from typing import Any
 
 import pandas as pd
 
+from framework import hub_data
 from framework.errors import UserError
 from framework.grading import answer_text
 from framework.registry import BENCHMARKS
 from framework.spec.models import BenchmarkSpec
+from framework.toy import benchmark_rows, make_world
 
 LETTERS = "ABCDEFGH"
 
@@ -36,10 +38,8 @@ def _read_local(path: Path) -> pd.DataFrame:
 
 
 def _read_hub(info: Any, revision: str | None) -> pd.DataFrame:
-    from framework.hub_data import read_hub_split
-
     try:
-        return read_hub_split(info.hub, info.split, config=info.config, revision=revision)
+        return hub_data.read_hub_split(info.hub, info.split, config=info.config, revision=revision)
     except Exception as e:  # the hub client raises many types; the message is what matters
         at = f" at revision {revision!r}" if revision else ""
         raise BenchmarkError(
@@ -84,8 +84,6 @@ def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
             raise BenchmarkError(f"benchmark {bench.name}: file {bench.path!r} does not exist")
         frame = _read_local(path)
     elif bench.name == "toy" or getattr(info, "name", None) == "toy":
-        from framework.toy import benchmark_rows, make_world
-
         frame = pd.DataFrame(benchmark_rows(make_world(0), split="test"))
     elif getattr(info, "hub", None):
         frame = _read_hub(info, bench.revision)

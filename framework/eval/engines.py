@@ -6,9 +6,13 @@ data-parallel ranks share the prompts.
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from framework import model_source
+from framework.formatting import stop_token_ids
 
 if TYPE_CHECKING:
     from framework.spec.models import EvalSpec
@@ -18,17 +22,13 @@ _ENGINES: dict[tuple[str, ...], Any] = {}  # (backend, model dir, dtype) -> load
 
 def cached_tokenizer(source: Any) -> Any:
     """The model's tokenizer (a `ModelSource`), loaded once per process like its engine."""
-    from framework.model_source import load_tokenizer
-
     key = ("tok", str(source.location), source.chat_template)
-    _ENGINES[key] = _ENGINES.get(key) or load_tokenizer(source)
+    _ENGINES[key] = _ENGINES.get(key) or model_source.load_tokenizer(source)
     return _ENGINES[key]
 
 
 def _drop_engine(key: tuple[str, ...]) -> None:
     """Free an engine before loading its replacement: two copies of a 32B model do not fit one GPU."""
-    import gc
-
     del _ENGINES[key]
     gc.collect()
     if has_cuda():
@@ -132,8 +132,6 @@ def generation_stop_ids(model_dir: Path, tokenizer: Any) -> list[int]:
     EOS ids. A base model's generation config often names only its pretraining EOS, so without the turn end it
     writes past its answer into turns of its own (whose last box is then graded)."""
     from transformers import GenerationConfig
-
-    from framework.formatting import stop_token_ids
 
     try:
         eos = GenerationConfig.from_pretrained(str(model_dir)).eos_token_id

@@ -25,6 +25,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from framework.spec.models import EvalSpec
+
 
 def rank_devices(dp: int, tp: int, visible: str | None, count: int) -> list[str]:
     """CUDA_VISIBLE_DEVICES of each rank: consecutive groups of tp devices among those visible."""
@@ -92,8 +94,8 @@ def _rank_main(
     ("ok", samples) or ("error", traceback)."""
     try:
         os.environ.update(env)
+        # lazy: the rank's device environment, just set, must be in place before anything that may load torch or vLLM
         from framework.eval.engines import vllm_generate
-        from framework.spec.models import EvalSpec
 
         ev = EvalSpec.model_validate({**ev_json, "data_parallel_size": 1})
         conn.send(("ok", vllm_generate(Path(model_dir), prompts, ev, dtype, max_len, stop_ids, indices=indices)))

@@ -22,6 +22,7 @@ from framework.annotations import count_keywords, normalize_problem
 from framework.artifacts import TRAIN_FILE, read_training_set
 from framework.benchmarks.loading import load_benchmark
 from framework.eval.engines import cached_tokenizer, generate_hf, generation_stop_ids, has_cuda, vllm_generate
+from framework.eval.parallel import generate_data_parallel
 from framework.formatting import prompt_ids
 from framework.grading import grade_many
 from framework.grading.extraction import extract_answer, extract_choice
@@ -68,8 +69,6 @@ def generate_vllm(
 ) -> list[list[dict]]:
     """Samples per prompt with vLLM: this process's engine, or `eval.data_parallel_size` engines side by side."""
     if ev.data_parallel_size > 1 and len(prompts) > 1:
-        from framework.eval.parallel import generate_data_parallel
-
         return generate_data_parallel(model_dir, prompts, ev, dtype, max_len, stop_ids)
     return vllm_generate(model_dir, prompts, ev, dtype, max_len, stop_ids)
 

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import multiprocessing
+import numbers
 import os
 import re
+import signal
 import threading
 import time
 from collections import deque
@@ -37,6 +40,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from framework.grading.extraction import extract_answer, extract_choice, unwrap_text
+from framework.registry import GRADERS
 
 __all__ = [
     "Verdict",
@@ -238,8 +242,6 @@ def _resolve(grader: str) -> Grader:
         return grade_math
     if grader == "multiple_choice":
         return grade_multiple_choice
-    from framework.registry import GRADERS
-
     return GRADERS.resolve(grader)
 
 
@@ -264,9 +266,6 @@ def _worker_main(conn: Connection, grader: str) -> None:
     The grader and math-verify are imported and warmed up before the worker reports ready, so start-up time, which
     can be seconds on a loaded machine, never counts against an item's limit.
     """
-    import logging
-    import signal
-
     import math_verify  # noqa: F401
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it then kills the workers
@@ -453,8 +452,6 @@ def grade_many(
 def answer_text(value: object) -> str | None:
     """An expected answer as text, None when missing. A column read with gaps holds 204 as 204.0 (numpy's too),
     and pandas holds a missing value as NaN, NA or NaT: none of them may reach the grader as "204.0" or "nan"."""
-    import numbers
-
     import pandas as pd
 
     if value is None or (not isinstance(value, (str, bytes, list, tuple, dict)) and pd.isna(value)):

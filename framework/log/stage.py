@@ -59,6 +59,8 @@ from framework.log.mlflow_client import (
 )
 from framework.redaction import environment_snapshot, log_artifacts, redact, redact_text, write_json, write_yaml
 from framework.store import write_json_atomic
+from framework.sweep.execute import results_base
+from framework.sweep.plan import tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -432,9 +434,6 @@ def _run_url(uri: str, exp_id: str, run_id: str) -> str | None:
 
 def run(ctx: StageContext) -> None:
     """The `log` stage: log the cell to MLflow and write run.json (uri, experiment, run ids) into the store."""
-    from framework.sweep.execute import results_base
-    from framework.sweep.plan import tracking_uri
-
     config = ctx.job.config
     tracking = config["tracking"]
     uri = tracking_uri(tracking["uri"], results_base(ctx.store))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from framework.model_source import ModelError
 from framework.spec.models import DEFAULT_USER_TEMPLATE, TinyModelSpec
+from framework.toy import make_world, tokenizer_corpus
 
 if TYPE_CHECKING:
     from framework.sweep.execute import StageContext
@@ -128,8 +129,6 @@ def build(spec: TinyModelSpec, out: Path, corpus: list[str]) -> dict[str, Any]:
 
 def toy_corpus() -> list[str]:
     """Text of the default toy world and the default prompt: what the tiny tokenizer must encode compactly."""
-    from framework.toy import make_world, tokenizer_corpus
-
     return [*tokenizer_corpus(make_world(TOY_WORLD_SEED)), DEFAULT_USER_TEMPLATE, "system user assistant"]
 
 

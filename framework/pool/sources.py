@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from framework.annotations import normalize_problem
+from framework import hub_data
+from framework.annotations import label_key, normalize_problem
 from framework.errors import UserError
 from framework.grading import answer_text
 from framework.registry import POOL_PRESETS
 from framework.spec.models import POOL_FIELDS, PoolSourceSpec
+from framework.toy import make_world, pool_rows
 
 REQUIRED = ("problem", "trace")
 SUFFIX_FORMAT = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -168,12 +170,10 @@ def _load_dataset_dir(path: Path, split: str = "train") -> pd.DataFrame:
 
 def read_hub(hub: str, split: str, src: PoolSourceSpec) -> pd.DataFrame:
     """The split's rows, filtered and limited as the source says; `attrs["hub"]` names the dataset and commit."""
-    from framework.hub_data import read_hub_split
-
     revision = src.revision
     where = {c: (v if isinstance(v, list) else [v]) for c, v in src.filter.items()}
     try:
-        frame = read_hub_split(hub, split, revision=revision, where=where, limit=src.limit)
+        frame = hub_data.read_hub_split(hub, split, revision=revision, where=where, limit=src.limit)
     except Exception as e:  # the hub client raises many types; the message is what the user needs
         at = f" at revision {revision!r}" if revision else ""
         raise PoolError(f"hub dataset {hub!r} (split {split!r}){at} cannot be loaded: {e}") from None
@@ -192,8 +192,6 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
         columns = {**preset.columns, **columns}
         label = src.preset
         if src.preset == "toy" and src.path is None:
-            from framework.toy import make_world, pool_rows
-
             opts = dict(src.options)
             world = make_world(opts.pop("world_seed", 0))
             frame = _with_rows(pd.DataFrame(pool_rows(world, **opts)), "toy pool")
@@ -405,8 +403,6 @@ def difficulty_labels(pool: pd.DataFrame) -> pd.DataFrame:
     written: a missing marker ("n/a", "?", "Level ?") becomes None, numbers of mixed types (3 beside "3" beside
     "Level 3") floats, and numbers mixed with words text. Never an error here: only a factor ordering labels
     (min/max, bins) needs numbers, and it names the row that has none."""
-    from framework.annotations import label_key
-
     present = pool["difficulty"].notna()
     if not present.any():
         return pool

@@ -21,6 +21,7 @@ import pandas as pd
 from framework import model_source as models
 from framework.annotations import count_keywords, normalize_problem
 from framework.artifacts import POOL_FILE, count_tokens
+from framework.benchmarks.loading import load_benchmark
 from framework.grading import answer_text, grade_many
 from framework.grading.extraction import extract_answer
 from framework.model_source import load_tokenizer
@@ -240,8 +241,6 @@ def run(ctx: StageContext) -> None:
 
     pool, report = load_pool(spec, resolve)
     if spec.annotate.exclude_eval_problems:
-        from framework.benchmarks.loading import load_benchmark
-
         texts = {b.name: load_benchmark(b, resolve)["problem"].astype(str).tolist() for b in spec.eval.benchmarks}
         pool, report["excluded_eval_problems"] = drop_eval_problems(pool, texts)
     source = base_model(spec, (ctx.inputs("model") or [None])[0], spec_dir)

@@ -35,6 +35,8 @@ from framework.report.stats import (
     factor_columns,
     problem_counts,
 )
+from framework.sweep.execute import results_base
+from framework.sweep.plan import configured_tracking_uri, tracking_uri
 from framework.sweep.pruning import stale_evaluations
 
 if TYPE_CHECKING:
@@ -451,9 +453,6 @@ def _attach(
 ) -> str:
     """Log files to the sweep's parent run, keeping the tables/ and plots/ layout, and make `current` (cell key
     -> run id) the cells' current runs in MLflow; a line for the markdown."""
-    from framework.sweep.execute import results_base
-    from framework.sweep.plan import configured_tracking_uri, tracking_uri
-
     spec = loaded.spec
     logs = plan.by_stage("log")
     configured = logs[0].config["tracking"]["uri"] if logs else configured_tracking_uri(spec)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from framework.registry import POOL_PRESETS, ResolveError, suggest
 from framework.spec.base import SpecModel
+from framework.toy.world import pool_rows
 
 DEFAULT_REFLECTION_KEYWORDS = [
     "wait",
@@ -92,8 +95,6 @@ class PoolSourceSpec(SpecModel):
         """A preset of released data keeps the rows it is known to leave incomplete; a user's own file errs."""
         if self.preset is None:
             return "error"
-        from framework.registry import POOL_PRESETS, ResolveError
-
         try:
             return str(getattr(POOL_PRESETS.resolve(self.preset), "on_missing", "error"))
         except ResolveError:  # an unknown preset is reported by the spec checks, with suggestions
@@ -111,11 +112,6 @@ class PoolSourceSpec(SpecModel):
         if self.options:
             if self.preset != "toy" or self.path is not None:
                 raise ValueError("options apply only to the toy preset generated in code (preset: toy, no path)")
-            import inspect
-
-            from framework.registry import suggest
-            from framework.toy.world import pool_rows
-
             known = ["world_seed", *(p for p in inspect.signature(pool_rows).parameters if p != "world")]
             bad = [f"{k!r}{suggest(str(k), known)}" for k in self.options if k not in known]
             if bad:

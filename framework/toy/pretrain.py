@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framework.toy.corpus import MIX, tagged_documents
+from framework.toy.skills import skill_check as run_skill_check
 from framework.toy.supplement import BUILDERS as SUPPLEMENT
 from framework.toy.tokenizer import IM_END, PAD, build_tokenizer
 from framework.toy.world import World, make_world
@@ -214,8 +215,6 @@ def train(
     """
     import torch
 
-    from framework.toy.skills import skill_check
-
     torch.set_num_threads(settings.threads)
     model = init_model(settings, tokenizer)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
@@ -248,7 +247,7 @@ def train(
             )
         if probe_every and (step + 1) % probe_every == 0 and step + 1 < settings.steps:
             model.eval()
-            skills = skill_check(model, tokenizer, world)
+            skills = run_skill_check(model, tokenizer, world)
             model.train()
             curve.append({"step": step + 1, "recall": skills["recall"], "copy": skills["copy"]})
             if log_every:
@@ -288,8 +287,6 @@ def pretrain(
     wall time) and `skills.json` (the skill check); returns the summary that `pretrain.json` holds. `stop_after`
     saves the run after that many steps of the full schedule (for checking a rebuild against recorded losses).
     """
-    from framework.toy.skills import skill_check as run_skill_check
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings = PretrainSettings(
         world_seed=world_seed, seed=seed, steps=steps, batch=batch, seq_len=seq_len, lr=lr, **overrides

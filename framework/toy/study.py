@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from framework.formatting import encode_example, prompt_ids
+from framework.grading.extraction import extract_answer
+from framework.spec.models import PromptSpec
+from framework.toy.pretrain import pretrain
 from framework.toy.world import STYLES, Problem, World, make_world, pool_rows, split_problems
 
 if TYPE_CHECKING:
@@ -64,9 +68,6 @@ def training_rows(world: World, arm: str, n_train: int = N_TRAIN) -> list[dict[s
 
 def encode(tokenizer: PreTrainedTokenizerFast, rows: Sequence[dict[str, Any]]) -> list[dict[str, list[int]]]:
     """Chat-formatted examples exactly as the train stage builds them (prompt masked, trace + `<|im_end|>` targets)."""
-    from framework.formatting import encode_example
-    from framework.spec.models import PromptSpec
-
     prompt = PromptSpec(user_template=USER_TEMPLATE)
     examples = [encode_example(tokenizer, r["problem"], r["trace"], prompt, MAX_SEQ_LEN, "truncate") for r in rows]
     return [e for e in examples if e is not None]
@@ -138,9 +139,6 @@ def generate(
     """Greedy responses to the chat-formatted problems, decoded without special tokens."""
     import torch
 
-    from framework.formatting import prompt_ids
-    from framework.spec.models import PromptSpec
-
     prompt = PromptSpec(user_template=USER_TEMPLATE)
     pad = tokenizer.pad_token_id
     stops = [tokenizer.eos_token_id, pad]
@@ -165,15 +163,11 @@ def generate(
 
 def grade(problems: Sequence[Problem], texts: Sequence[str]) -> list[bool]:
     """Correct when the last `\\boxed { N }` (the pipeline's extraction, no fallbacks) is the true answer."""
-    from framework.grading.extraction import extract_answer
-
     return [extract_answer(t, fallbacks=False)[0] == str(p.answer) for p, t in zip(problems, texts, strict=True)]
 
 
 def failure_modes(problems: Sequence[Problem], texts: Sequence[str], world: World) -> dict[str, int]:
     """Coarse reasons for wrong answers, to tell a broken copy from a broken chain or a missing answer."""
-    from framework.grading.extraction import extract_answer
-
     modes = {"correct": 0, "no_box": 0, "boxed_an_intermediate": 0, "boxed_other": 0}
     for p, t in zip(problems, texts, strict=True):
         answer = extract_answer(t, fallbacks=False)[0]
@@ -194,8 +188,6 @@ def base_dir_for(out: Path, world_seed: int, seed: int) -> Path:
 
 def ensure_base(out: Path, world_seed: int, seed: int, pretrain_kwargs: dict[str, Any]) -> Path:
     """The pretrained base of (world_seed, seed), trained once and cached."""
-    from framework.toy.pretrain import pretrain
-
     path = base_dir_for(out, world_seed, seed)
     if not (path / "skills.json").exists():
         summary = pretrain(world_seed, seed, path, log_every=100, probe_every=200, **pretrain_kwargs)

@@ -104,6 +104,7 @@ def slurm_master(nodelist: str) -> str:
 
 def launch_command(lay: Layout, args_file: Path, env: Mapping[str, str], *, parent_pid: int) -> list[str]:
     """The command for this layout: local torchrun for one node, srun + torchrun across a Slurm allocation."""
+    # lazy: run as a module this file is the torchrun guard, whose imports stay in the standard library (no pydantic)
     from framework.train.config import TrainConfigError
 
     if lay.nodes == 1:

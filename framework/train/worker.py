@@ -19,6 +19,7 @@ and the other ranks block there, as survivors waiting on it in a collective do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,7 +33,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from framework.train import jit_ops
+from framework.formatting import encode_rows, stop_token_ids
+from framework.model_source import ModelSource, check, load_config, load_model, load_tokenizer
+from framework.spec.models import PromptSpec
+from framework.store import fsync_tree, write_json_atomic
+from framework.train import chunked_loss, jit_ops, lean_activations
+from framework.train.config import sdpa_order
 from framework.train.launch import die_with_parent
 from framework.train.stop_signals import worker_signals
 
@@ -110,8 +116,6 @@ def _trainer_classes() -> tuple[type, type, type]:
             self.paused = False
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            from framework.store import fsync_tree, write_json_atomic
-
             root = Path(args.output_dir)
             current = root / f"checkpoint-{state.global_step}"
             # On disk before COMPLETE vouches for it: after a node crash, a marked checkpoint whose shards were
@@ -171,9 +175,6 @@ def _trainer_classes() -> tuple[type, type, type]:
 
 def encode(args: dict[str, Any], tokenizer: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The data stage's rows, in order, as training examples."""
-    from framework.formatting import encode_rows
-    from framework.spec.models import PromptSpec
-
     with open(args["data"], encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     prompt = PromptSpec.model_validate(args["prompt"])
@@ -201,8 +202,6 @@ def pad_for_ranks(examples: list[dict[str, Any]], multiple: int) -> list[dict[st
 
 def set_stop_tokens(model: Any, tokenizer: Any) -> None:
     """Generation stops on the chat turn end and EOS, as well as on whatever the base model stopped on."""
-    from framework.formatting import stop_token_ids
-
     gen = model.generation_config
     base = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
     gen.eos_token_id = stop_token_ids(tokenizer, [i for i in base if i is not None])
@@ -255,12 +254,8 @@ def adapt_model(model: Any, *, loss_chunk_tokens: int | None, lean: bool, gather
     """The spec's memory and speed options, applied to a built model as the worker does (the GPU benchmark calls
     this too); before the Trainer exists, since DeepSpeed places its ZeRO-3 hooks when the Trainer starts."""
     if loss_chunk_tokens:
-        from framework.train import chunked_loss
-
         chunked_loss.install(model, loss_chunk_tokens)
     if lean:
-        from framework.train import lean_activations
-
         lean_activations.install(model)
     if gather_per_layer:
         gather_layers_whole(model)
@@ -286,11 +281,7 @@ def sdpa_context(requested: list[str] | None) -> tuple[Any, list[str] | None]:
     """A context that makes SDPA try its kernels in `train.sdpa_backends`' order (or the default for this GPU),
     and that order; a no-op context and None where PyTorch's own order stands. The setting is process-wide, so
     the backward pass and recomputation under gradient checkpointing (on autograd's threads) follow it too."""
-    import contextlib
-
     import torch
-
-    from framework.train.config import sdpa_order
 
     capability = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
     order = sdpa_order(requested, capability)
@@ -308,8 +299,6 @@ def sdpa_context(requested: list[str] | None) -> tuple[Any, list[str] | None]:
 
 
 def train(args: dict[str, Any]) -> None:
-    from framework.model_source import ModelSource, check, load_config, load_model, load_tokenizer
-
     t_start = time.monotonic()
     # Data first: a problem with the tokenizer or the examples surfaces before any distributed setup.
     source = ModelSource(**args["model"])
@@ -389,8 +378,6 @@ def train(args: dict[str, Any]) -> None:
         }
         # The report says "the model is complete": the model must be on disk before it, and it before its name
         # (a node crash would otherwise leave a report vouching for shards lost with a page cache).
-        from framework.store import fsync_tree, write_json_atomic
-
         fsync_tree(Path(args["model_dir"]))
         write_json_atomic(Path(args["result"]), report)
 
