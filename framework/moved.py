@@ -17,7 +17,9 @@ from typing import Any
 
 MOVED = {
     "framework.tiny": "framework.model.stage",
-    "framework.pool_sources": "framework.pool.sources",
+    "framework.pool_sources": "framework.sources",
+    "framework.pool.sources": "framework.sources",
+    "framework.eval.engines": "framework.engines",
     "framework.pool_presets": "framework.pool.presets",
     "framework.topics": "framework.pool.topics",
     "framework.selection": "framework.data.selection",

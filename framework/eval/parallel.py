@@ -7,7 +7,7 @@ so long and short problems spread evenly, and the results come back in benchmark
 the others and fails the stage with that rank's traceback.
 
 What stays the same as one engine: on GPUs every request is seeded by its place in the benchmark, so the samples do
-not depend on how many ranks there are. On CPU vLLM seeds the engine instead (see `framework.eval.engines.vllm_generate`), so a CPU run is
+not depend on how many ranks there are. On CPU vLLM seeds the engine instead (see `framework.engines.vllm_generate`), so a CPU run is
 reproducible for a given data_parallel_size, not across sizes (the eval key leaves the size out: a sampled CPU run
 is another draw from the same distribution); greedy decoding is identical either way.
 
@@ -95,7 +95,7 @@ def _rank_main(
     try:
         os.environ.update(env)
         # lazy: the rank's device environment, just set, must be in place before anything that may load torch or vLLM
-        from framework.eval.engines import vllm_generate
+        from framework.engines import vllm_generate
 
         ev = EvalSpec.model_validate({**ev_json, "data_parallel_size": 1})
         conn.send(("ok", vllm_generate(Path(model_dir), prompts, ev, dtype, max_len, stop_ids, indices=indices)))

@@ -21,7 +21,7 @@ from framework import model_source as models
 from framework.annotations import count_keywords, normalize_problem
 from framework.artifacts import TRAIN_FILE, read_training_set
 from framework.benchmarks.loading import load_benchmark
-from framework.eval.engines import cached_tokenizer, generate_hf, generation_stop_ids, has_cuda, vllm_generate
+from framework.engines import cached_tokenizer, generate_hf, generation_stop_ids, has_cuda, vllm_generate
 from framework.eval.parallel import generate_data_parallel
 from framework.formatting import prompt_ids
 from framework.grading import grade_many

@@ -25,7 +25,7 @@ from framework.benchmarks.loading import load_benchmark
 from framework.grading import answer_text, grade_many
 from framework.grading.extraction import extract_answer
 from framework.model_source import load_tokenizer
-from framework.pool.sources import PoolError, conform, difficulty_labels, read_source, storable
+from framework.sources import PoolError, conform, difficulty_labels, read_source, storable
 from framework.pool.topics import cluster_topics, model_embeddings, tfidf
 from framework.store import write_json_atomic
 from framework.sweep.plan import resolve_path

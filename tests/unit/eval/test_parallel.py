@@ -81,7 +81,7 @@ def test_a_failing_rank_fails_the_stage_at_once_and_stops_the_others():
 
 
 def test_samples_of_different_problems_never_share_a_seed():
-    from framework.eval.engines import sample_seed
+    from framework.engines import sample_seed
 
     n_problems, n = 60, 64  # vLLM seeds sample k of a request with the request's seed + k
     seeds = [sample_seed(1234, i, k, n) for i in range(n_problems) for k in range(n)]
@@ -90,7 +90,7 @@ def test_samples_of_different_problems_never_share_a_seed():
 
 
 def test_an_aborted_or_failed_request_fails_the_stage_rather_than_scoring_as_a_stop():
-    from framework.eval.engines import finish_reason
+    from framework.engines import finish_reason
 
     assert [finish_reason("stop"), finish_reason("length")] == ["stop", "length"]
     for reason in ("abort", "error", None):

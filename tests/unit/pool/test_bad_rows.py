@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.pool.sources import PoolError, problem_id_for
+from framework.sources import PoolError, problem_id_for
 from framework.pool.stage import load_pool
 from framework.spec import spec_from_dict
 
@@ -320,7 +320,7 @@ def test_storing_the_pool_leaves_its_text_fields_alone(monkeypatch):
     it would double a large pool in memory for nothing, since conform made them text."""
     import pyarrow as pa
 
-    from framework.pool.sources import storable
+    from framework.sources import storable
 
     pool = pd.DataFrame(
         {

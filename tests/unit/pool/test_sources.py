@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from framework.pool.sources import PoolError, problem_id_for
+from framework.sources import PoolError, problem_id_for
 from framework.pool.stage import check_answers_agree, load_pool, trace_id
 from framework.spec import spec_from_dict
 
