@@ -1,5 +1,5 @@
 """The files stages hand each other through the store, and how they are read: a stage never imports another,
-it reads what the other published. The pool stage writes `pool.parquet` and its tokenizer; the data stage writes
+it reads what the other published. The generate stage writes `traces.parquet`; the pool stage writes `pool.parquet` and its tokenizer; the data stage writes
 `train.jsonl`, in training order; the train and eval stages read it.
 """
 
@@ -13,6 +13,7 @@ import pandas as pd
 
 POOL_FILE = "pool.parquet"
 TRAIN_FILE = "train.jsonl"
+GENERATED_FILE = "traces.parquet"  # a generate job's traces, read by the pool stage and by later refinements
 
 
 def load_pool_tokenizer(stage_dir: Path) -> Any:

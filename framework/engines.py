@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,18 +44,30 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """What the engines read of a spec besides the prompts; an EvalSpec has these attributes too."""
+
+    sampling: Any  # temperature, top_p, top_k, max_tokens, seed
+    samples: int
+    tensor_parallel_size: int = 1
+
+
 def vllm_generate(
     model_dir: Path,
     prompts: list[list[int]],
-    ev: EvalSpec,
+    ev: EvalSpec | Decoding,
     dtype: str,
     max_len: int,
     stop_ids: list[int],
     indices: list[int] | None = None,
+    *,
+    seeds: list[int] | None = None,
 ) -> list[list[dict]]:
     """Samples per prompt from this process's vLLM engine, each ending at the first of `stop_ids`. `indices`: the
     prompts' places in the whole benchmark (they seed the requests), when this process generates one data-parallel
-    shard of it (framework.eval.parallel)."""
+    shard of it (framework.eval.parallel). `seeds`: each request's own seed instead (a generation's requests are
+    content-addressed and seeded by their id)."""
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -92,10 +105,10 @@ def vllm_generate(
             top_p=s.top_p,
             top_k=s.top_k,
             max_tokens=s.max_tokens,
-            seed=sample_seed(s.seed, i, 0, ev.samples) if per_request else None,
+            seed=(seeds[k] if seeds is not None else sample_seed(s.seed, i, 0, ev.samples)) if per_request else None,
             stop_token_ids=stop_ids,
         )
-        for i in where
+        for k, i in enumerate(where)
     ]
     outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
     return [
@@ -104,12 +117,16 @@ def vllm_generate(
                 "text": o.text,
                 "n_tokens": len(o.token_ids),
                 "finish_reason": finish_reason(o.finish_reason),
-                "seed": sample_seed(s.seed, i, o.index, ev.samples) if per_request else s.seed,
+                "seed": _seed_of(s.seed, i, k, o.index, ev.samples, seeds) if per_request else s.seed,
             }
             for o in out.outputs
         ]
-        for i, out in zip(where, outputs, strict=True)
+        for k, (i, out) in enumerate(zip(where, outputs, strict=True))
     ]
+
+
+def _seed_of(seed: int, problem: int, k: int, sample: int, n: int, seeds: list[int] | None) -> int:
+    return seeds[k] + sample if seeds is not None else sample_seed(seed, problem, sample, n)
 
 
 def sample_seed(seed: int, problem: int, sample: int, n: int) -> int:

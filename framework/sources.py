@@ -16,6 +16,7 @@ import pandas as pd
 
 from framework import hub_data
 from framework.annotations import label_key, normalize_problem
+from framework.artifacts import GENERATED_FILE
 from framework.errors import UserError
 from framework.grading import answer_text
 from framework.registry import POOL_PRESETS
@@ -212,6 +213,26 @@ def read_source(src: PoolSourceSpec, index: int, resolve: Any) -> tuple[pd.DataF
         frame = read_hub(src.hub or "", split, src)
         label = src.hub or label
     return _select(frame, src, columns), label, columns
+
+
+def read_generated(src: PoolSourceSpec, directory: Path, index: int) -> tuple[pd.DataFrame, str, dict[str, str]]:
+    """A generated source's traces (its generate job's output) as read_source returns a file's: already in the
+    pool's field names, labelled `source:` or by the teacher's name."""
+    assert src.generate is not None
+    frame = pd.read_parquet(directory / GENERATED_FILE)
+    label = src.generate.teacher.name
+    if frame.empty:
+        raise PoolError(f"pool[{index}]: the generation ({label}) wrote no trace")
+    return _select(frame, src, dict(src.columns)), label, dict(src.columns)
+
+
+def trace_id(source: str, problem_id: str, trace: str) -> str:
+    """A trace's identity in the pool: a stable hash of its source label, problem and text."""
+    h = hashlib.sha256()
+    for part in (source, problem_id, trace):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
 
 
 def _select(frame: pd.DataFrame, src: PoolSourceSpec, columns: dict[str, str]) -> pd.DataFrame:

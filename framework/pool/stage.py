@@ -10,7 +10,6 @@ model's pass rate: the pool's own column, or the spec's sampled results), `trace
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -25,8 +24,16 @@ from framework.benchmarks.loading import load_benchmark
 from framework.grading import answer_text, grade_many
 from framework.grading.extraction import extract_answer
 from framework.model_source import load_tokenizer
-from framework.sources import PoolError, conform, difficulty_labels, read_source, storable
 from framework.pool.topics import cluster_topics, model_embeddings, tfidf
+from framework.sources import (
+    PoolError,
+    conform,
+    difficulty_labels,
+    read_generated,
+    read_source,
+    storable,
+    trace_id,
+)
 from framework.store import write_json_atomic
 from framework.sweep.plan import resolve_path
 
@@ -35,19 +42,17 @@ if TYPE_CHECKING:
     from framework.sweep.execute import StageContext
 
 
-def trace_id(source: str, problem_id: str, trace: str) -> str:
-    h = hashlib.sha256()
-    for part in (source, problem_id, trace):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
-
-
-def load_pool(spec: AblationSpec, resolve: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """All sources in the pool schema, concatenated and checked; the report says what was dropped."""
+def load_pool(
+    spec: AblationSpec, resolve: Any, generated: dict[int, Path] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """All sources in the pool schema, concatenated and checked; the report says what was dropped. `generated`:
+    the output directory of each generated source's job, by its place in the pool."""
     frames, hub_data, missing = [], [], {}
     for i, src in enumerate(spec.pool):
-        raw, label, columns = read_source(src, i, resolve)
+        if src.generate is not None:
+            raw, label, columns = read_generated(src, (generated or {})[i], i)
+        else:
+            raw, label, columns = read_source(src, i, resolve)
         if "hub" in raw.attrs:  # which commit of a hub dataset this source read
             hub_data.append({"source": f"pool[{i}]", **raw.attrs["hub"]})
         frame, gaps = conform(raw, label, src, columns)
@@ -239,7 +244,8 @@ def run(ctx: StageContext) -> None:
     def resolve(p: str) -> Path | None:
         return resolve_path(p, spec_dir)
 
-    pool, report = load_pool(spec, resolve)
+    generated = {i: ctx.input_dir(job_id) for i, job_id in ctx.plan.generated.items()}
+    pool, report = load_pool(spec, resolve, generated)
     if spec.annotate.exclude_eval_problems:
         texts = {b.name: load_benchmark(b, resolve)["problem"].astype(str).tolist() for b in spec.eval.benchmarks}
         pool, report["excluded_eval_problems"] = drop_eval_problems(pool, texts)

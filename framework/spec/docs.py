@@ -55,14 +55,23 @@ def _default(field: Any) -> str:
     return "required"
 
 
-def _render(model: type[BaseModel], prefix: str, out: list[str]) -> None:
+def _render(
+    model: type[BaseModel], prefix: str, out: list[str], above: tuple[tuple[type[BaseModel], str], ...] = ()
+) -> None:
+    """`above`: the enclosing sections, so a section that holds its own kind (a generated pool source's problems
+    are a pool source) refers to where its fields are listed instead of listing them forever."""
+    above = (*above, (model, prefix))
     for name, field in model.model_fields.items():
         path = f"{prefix}.{name}" if prefix else name
         out.append(f"{path}: {_type_name(field.annotation, _constraints(field.metadata))} = {_default(field)}")
         if field.description:
             out.append(f"    {field.description}" + (" (run-only: not in the job's key)" if is_run_only(field) else ""))
         for inner, how in element_models(field.annotation):
-            _render(inner, path + how, out)
+            enclosing = next((where for m, where in above if m is inner), None)
+            if enclosing is not None:
+                out.append(f"{path + how}.*: the fields of {enclosing or 'the spec'}, listed above")
+            else:
+                _render(inner, path + how, out, above)
 
 
 def render_schema(section: str | None = None) -> str:

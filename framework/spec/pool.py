@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from framework.registry import POOL_PRESETS, ResolveError, suggest
 from framework.spec.base import SpecModel
+from framework.spec.generate import GenerateSpec
 from framework.toy.world import pool_rows
 
 DEFAULT_REFLECTION_KEYWORDS = [
@@ -76,6 +77,11 @@ class PoolSourceSpec(SpecModel):
     )
     limit: int | None = Field(None, ge=1, description="Read at most this many rows (for quick trials).")
     options: dict[str, Any] = Field(default_factory=dict, description="Preset-specific options (e.g. toy seed).")
+    generate: GenerateSpec | None = Field(
+        None,
+        description="Traces written here by a teacher (a model run with vLLM, or an OpenAI-compatible endpoint) "
+        "sampled on problems, instead of read from a file. Label them with `source:` (default: the teacher's name).",
+    )
 
     @field_validator("columns")
     @classmethod
@@ -103,8 +109,13 @@ class PoolSourceSpec(SpecModel):
     @model_validator(mode="after")
     def _one_location(self) -> PoolSourceSpec:
         given = [k for k in ("path", "hub", "preset") if getattr(self, k) is not None]
+        if self.generate is not None:
+            if given or self.revision is not None:
+                where = ", ".join(repr(k) for k in [*given, *(["revision"] if self.revision else [])])
+                raise ValueError(f"a generated source takes its problems from generate.problems; drop {where}")
+            return self
         if not given:
-            raise ValueError("a pool source needs one of 'path', 'hub' or 'preset'")
+            raise ValueError("a pool source needs one of 'path', 'hub', 'preset' or 'generate'")
         if self.path is not None and self.hub is not None:
             raise ValueError("give 'path' or 'hub', not both")
         if self.revision is not None and (self.path is not None or self.preset == "toy"):
@@ -162,3 +173,6 @@ class AnnotateSpec(SpecModel):
         "benchmark. The pool then depends on the benchmarks, so adding one re-runs every cell; without it the "
         "eval stage still names the benchmark problems a checkpoint was trained on.",
     )
+
+
+GenerateSpec.model_rebuild(_types_namespace={"PoolSourceSpec": PoolSourceSpec})

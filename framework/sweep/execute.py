@@ -126,6 +126,8 @@ def prepare(loaded: LoadedSpec, plan: Plan, store: Store, *, on_job: Callable[[J
     ran, problems = 0, []
     for job in plan.jobs.values():
         if job.stage in CHEAP_STAGES and not store.is_done(job.stage, job.key):
+            if not all(store.is_done(*d.split("/")) for d in job.deps):
+                continue  # waits for a generation (built by `ablate run`), or for a cheap job that failed above
             if on_job:
                 on_job(job)
             try:

@@ -17,6 +17,7 @@ from framework.hashing import content_key, file_digest, tree_digest
 from framework.redaction import lines_with_secrets, redact_text
 from framework.registry import BENCHMARKS, FACTORS, POOL_PRESETS
 from framework.spec.base import run_only_fields
+from framework.spec.generate import GenerateSpec, TeacherSpec
 from framework.spec.launch import tracking_uri_problem
 from framework.spec.models import AblationSpec, BenchmarkSpec, EvalSpec, ModelSpec, PoolSourceSpec, TrainSpec
 from framework.sweep.grid import Cell, arm_definition, expand
@@ -51,6 +52,7 @@ class Plan:
     cell_jobs: dict[str, dict[str, list[str]]]  # cell id -> stage -> job ids
     warnings: list[str] = field(default_factory=list)  # problems tolerated by a non-strict plan
     notes: list[str] = field(default_factory=list)  # advice that never stops a run (unpinned hub data)
+    generated: dict[int, str] = field(default_factory=dict)  # pool index of a generated source -> its job id
 
     def find(self, stage: str, key: str) -> Job | None:
         return self.jobs.get(f"{stage}/{key}")
@@ -127,10 +129,48 @@ def token_budget_reference(spec: AblationSpec, definition: list[list]) -> list[A
     return None
 
 
+def teacher_identity(teacher: TeacherSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
+    """What identifies a teacher's answers: its weights (as a model's) and dtype, or the served model's name and
+    the revision the spec says it serves (the URL, key and client settings only say how to reach it)."""
+    if teacher.endpoint is not None:
+        return {"endpoint_model": teacher.endpoint.model, "revision": teacher.revision}
+    model = ModelSpec(name_or_path=teacher.model, revision=teacher.revision, chat_template=teacher.chat_template)
+    return {**model_identity(model, spec_dir, problems, where), "dtype": teacher.dtype}
+
+
+def generate_config(
+    spec: AblationSpec, index: int, spec_dir: Path | None, problems: list[str]
+) -> dict[str, Any]:  # fmt: skip
+    """What a generated source's job hashes: the teacher, the prompt and sampling, and its problems (a source's
+    identity) or, for a refinement, the label it rewrites and the file sources before it (generated ones are deps)."""
+    where = f"pool[{index}].generate"
+    gen = spec.pool[index].generate
+    assert gen is not None
+    config: dict[str, Any] = {
+        "teacher": teacher_identity(gen.teacher, spec_dir, problems, f"{where}.teacher"),
+        "generate": gen.model_dump(
+            mode="json", exclude={**run_only_fields(GenerateSpec), "problems": True, "teacher": True, "refine": True}
+        ),
+    }
+    if gen.problems is not None:
+        config["problems"] = pool_identity(gen.problems, spec_dir, problems, f"{where}.problems")
+    else:
+        earlier = [
+            pool_identity(src, spec_dir, problems, f"pool[{j}]")
+            for j, src in enumerate(spec.pool[:index])
+            if src.generate is None
+        ]
+        config["refine"] = {"label": gen.refine, "sources": earlier}
+    return config
+
+
 def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
+    if src.generate is not None:  # what it holds is its generate job's output, a dependency of the pool job
+        return {"generated": True, **src.model_dump(mode="json", exclude={"generate", "revision", "on_missing"})}
     default_rule = src.missing_rule() == src.default_missing_rule()
     unset = (("revision",) if src.revision is None else ()) + (("on_missing",) if default_rule else ())
-    ident = src.model_dump(mode="json", exclude={"path", *unset})  # the defaults keep the keys made before them
+    # the defaults (and no `generate`) keep the keys made before them
+    ident = src.model_dump(mode="json", exclude={"path", "generate", *unset})
     ident["split"] = src.split or "train"  # the split read (keys made before it could be left out stay)
     if src.preset is not None:  # the preset's layout is part of what the source means
         preset = POOL_PRESETS.resolve(src.preset)
@@ -367,7 +407,10 @@ def build_plan(
     if problems and strict:
         raise PlanError(problems)
     notes = plan_notes(spec, planner.model_idents, trains)
-    return Plan(spec=spec, cells=cells, jobs=planner.jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes)
+    return Plan(
+        spec=spec, cells=cells, jobs=planner.jobs, cell_jobs=cell_jobs, warnings=problems, notes=notes,
+        generated=planner.generated,
+    )  # fmt: skip
 
 
 def data_config(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
@@ -394,6 +437,8 @@ class _Planner:
     problems: list[str]
     model_idents: dict[str, dict[str, Any]]
     jobs: dict[str, Job] = field(default_factory=dict)
+    generated: dict[int, str] = field(default_factory=dict)  # pool index -> generate job id
+    generated_configs: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, stage: str, config: dict[str, Any], deps: list[str], cell: str) -> str:
         """The job's id; a job already added by another cell is shared, and lists this cell too."""
@@ -445,7 +490,8 @@ class _Planner:
         shared = self.shared
         stages: dict[str, list[str]] = {}
         stages["model"] = self.model_job(shared.base_model, cell.id)
-        stages["pool"] = [self.add("pool", shared.pool, stages["model"], cell.id)]
+        stages["generate"] = self.generate_jobs(cell.id)
+        stages["pool"] = [self.add("pool", shared.pool, stages["model"] + stages["generate"], cell.id)]
         stages["data"] = [self.add("data", data_config(self.spec, cell), stages["pool"], cell.id)]
         train_cfg = {
             "model": shared.base_model,
@@ -457,6 +503,20 @@ class _Planner:
         stages["train"] = [self.add("train", train_cfg, stages["model"] + stages["data"], cell.id)]
         return stages
 
+    def generate_jobs(self, cell: str) -> list[str]:
+        """The generate job of each generated pool source, in pool order; a refinement waits for the generated
+        sources before it (the traces it rewrites may be theirs)."""
+        ids: list[str] = []
+        for i, src in enumerate(self.spec.pool):
+            if src.generate is None:
+                continue
+            if i not in self.generated_configs:
+                self.generated_configs[i] = generate_config(self.spec, i, self.spec_dir, self.problems)
+            deps = list(ids) if src.generate.refine is not None else []
+            self.generated[i] = self.add("generate", self.generated_configs[i], deps, cell)
+            ids.append(self.generated[i])
+        return ids
+
     def baseline_jobs(self, name: str, cell: str) -> tuple[dict[str, list[str]], dict[str, Any], str]:
         """A baseline cell's model job (if tiny), the identity of its model and the dtype it is evaluated in."""
         b = next(b for b in self.spec.baselines if b.name == name)
@@ -465,5 +525,5 @@ class _Planner:
             ident = model_identity(b.model, self.spec_dir, self.problems, f"baselines.{b.name}")
             self.model_idents[f"baselines.{b.name}"] = ident
         stages: dict[str, list[str]] = {"model": self.model_job(ident, cell)}
-        stages["pool"] = stages["data"] = stages["train"] = []
+        stages["generate"] = stages["pool"] = stages["data"] = stages["train"] = []
         return stages, ident, (b.model or self.spec.model).dtype

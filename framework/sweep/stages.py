@@ -22,6 +22,13 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("model", "1", "framework.model.stage:run", "cpu", "build a tiny base model and tokenizer"),
+        Stage(
+            "generate",
+            "1",
+            "framework.generate.stage:run",
+            "gpu",
+            "sample a teacher (vLLM or an endpoint) on problems, or rewrite traces, for the pool",
+        ),
         # pool 2: an "answer is X, which ..." phrase yields X (it fell through to the last number)
         # pool 3: a missing expected answer leaves a trace ungraded (it was graded wrong); integer answers with
         # gaps in their column stay exact text; empty CSV cells are missing values

@@ -1,0 +1,77 @@
+"""A teacher run here with vLLM: the requests in batches, each batch's outcomes handed over when it finishes (so
+a kill loses at most one batch), on the engine the eval stage uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framework.engines import Decoding, generation_stop_ids, has_cuda, vllm_generate
+from framework.errors import DataError
+from framework.generate.client import Outcome
+from framework.generate.requests import Request
+from framework.spec.generate import GenerateSpec
+
+
+@dataclass
+class Sampling:
+    """The teacher's sampling in the shape the engine reads (`top_k` and the seed of the engine)."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: int
+
+
+def prompt_tokens(tokenizer: Any, text: str, chat: bool) -> list[int]:
+    if not chat:
+        return list(tokenizer(text)["input_ids"])
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(
+            "generate.chat is true but the teacher's tokenizer has no chat template: set teacher.chat_template, "
+            "or chat: false for a base model"
+        )
+    # The template's text tokenized without added specials, as the eval stage builds its prompts.
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+def generate(
+    model_dir: Path,
+    tokenizer: Any,
+    requests: list[Request],
+    gen: GenerateSpec,
+    on_result: Callable[[Outcome], None],
+) -> None:
+    teacher = gen.teacher
+    dtype = ("bfloat16" if has_cuda() else "float32") if teacher.dtype == "auto" else teacher.dtype
+    stop_ids = generation_stop_ids(model_dir, tokenizer)
+    s = gen.sampling
+    decoding = Decoding(
+        Sampling(s.temperature, s.top_p, s.top_k, s.max_tokens, s.seed), 1, teacher.tensor_parallel_size
+    )
+    ids = {r.request_id: prompt_tokens(tokenizer, r.prompt, gen.chat) for r in requests}
+    max_len = max((len(p) for p in ids.values()), default=1) + s.max_tokens
+    for start in range(0, len(requests), teacher.batch_size):
+        batch = requests[start : start + teacher.batch_size]
+        outs = vllm_generate(
+            model_dir, [ids[r.request_id] for r in batch], decoding, dtype, max_len, stop_ids,
+            seeds=[r.seed for r in batch],
+        )  # fmt: skip
+        for r, (sample,) in zip(batch, outs, strict=True):
+            on_result(
+                Outcome(
+                    r.request_id,
+                    True,
+                    sample["text"],
+                    sample["finish_reason"],
+                    prompt_tokens=len(ids[r.request_id]),
+                    completion_tokens=sample["n_tokens"],
+                    attempts=1,
+                )
+            )

@@ -1,0 +1,116 @@
+"""How generated sources enter the plan: what keys a generation, its place before the pool, refinement chains."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from framework.spec import spec_from_dict
+from framework.spec.errors import SpecErrors
+from framework.sweep.plan import build_plan
+
+ENDPOINT = {"base_url": "http://127.0.0.1:9/v1", "model": "teacher", "api_key_env": "KEY"}
+SPEC = {
+    "name": "g",
+    "model": {"name_or_path": "toy:base"},
+    "pool": [
+        {"preset": "toy"},
+        {"source": "t", "generate": {"problems": {"preset": "toy", "limit": 8}, "teacher": {"endpoint": ENDPOINT}}},
+        {"source": "t2", "generate": {"refine": "t", "teacher": {"endpoint": ENDPOINT}, "prompt": "Fix: {trace}"}},
+    ],
+    "factors": {"source": {"levels": ["long_cot", "t", "t2"]}},
+    "seeds": [0],
+    "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1},
+}
+
+
+def plan(edit=None):
+    data = copy.deepcopy(SPEC)
+    if edit:
+        edit(data)
+    return build_plan(spec_from_dict(data))
+
+
+def generate_jobs(p):
+    return [j for j in p.jobs.values() if j.stage == "generate"]
+
+
+def test_generations_come_before_the_pool_and_a_refinement_after_what_it_rewrites():
+    p = plan()
+    first, refine = generate_jobs(p)
+    (pool,) = p.by_stage("pool")
+    assert pool.deps == [first.id, refine.id] and refine.deps == [first.id] and first.deps == []
+    assert p.generated == {1: first.id, 2: refine.id}
+    order = list(p.jobs)
+    assert order.index(first.id) < order.index(refine.id) < order.index(pool.id)
+    assert set(p.cell_jobs[p.cells[0].id]["generate"]) == {first.id, refine.id}
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["pool"][1]["generate"]["teacher"]["endpoint"].update(base_url="https://elsewhere/v1"),
+        lambda d: d["pool"][1]["generate"]["teacher"]["endpoint"].update(concurrency=2, max_retries=1, timeout_s=5),
+        lambda d: d["pool"][1]["generate"]["teacher"]["endpoint"].update(api_key_env="OTHER"),
+        lambda d: d["pool"][1]["generate"].update(max_failed_fraction=0.1),
+    ],
+    ids=["url", "client", "key-variable", "failure-budget"],
+)
+def test_how_a_teacher_is_reached_keys_nothing(edit):
+    assert [j.id for j in generate_jobs(plan(edit))] == [j.id for j in generate_jobs(plan())]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["pool"][1]["generate"]["teacher"]["endpoint"].update(model="other"),
+        lambda d: d["pool"][1]["generate"]["teacher"].update(revision="abc123"),
+        lambda d: d["pool"][1]["generate"].update(samples=4),
+        lambda d: d["pool"][1]["generate"].update(prompt="Solve: {problem}"),
+        lambda d: d["pool"][1]["generate"].update(sampling={"temperature": 1.0}),
+        lambda d: d["pool"][1]["generate"]["problems"].update(limit=9),
+    ],
+    ids=["model", "revision", "samples", "prompt", "sampling", "problems"],
+)
+def test_what_determines_the_traces_keys_the_generation_and_what_follows(edit):
+    before, after = plan(), plan(edit)
+    first_b, refine_b = generate_jobs(before)
+    first_a, refine_a = generate_jobs(after)
+    assert first_a.id != first_b.id and refine_a.id != refine_b.id  # the refinement rewrites other traces
+    assert before.by_stage("pool")[0].id != after.by_stage("pool")[0].id
+
+
+def test_a_spec_without_generation_plans_no_generate_job():
+    p = plan(lambda d: d.update(pool=[{"preset": "toy"}], factors={"source": {"levels": ["long_cot", "terse"]}}))
+    assert generate_jobs(p) == [] and p.generated == {}
+    assert all(stages["generate"] == [] for stages in p.cell_jobs.values())
+
+
+@pytest.mark.parametrize(
+    ("generate", "message"),
+    [
+        ({"teacher": {"endpoint": ENDPOINT}}, "exactly one of 'problems'"),
+        ({"refine": "t", "teacher": {"endpoint": ENDPOINT}}, "must contain {trace}"),
+        ({"problems": {"preset": "toy"}, "teacher": {"model": "x", "endpoint": ENDPOINT}}, "exactly one of 'model'"),
+        ({"problems": {"preset": "toy"}, "teacher": {"model": "x"}, "prompt": "no field"}, "names no field"),
+        (
+            {"problems": {"preset": "toy"}, "teacher": {"endpoint": {**ENDPOINT, "api_key_env": "sk-abc def"}}},
+            "NAME of an environment variable",
+        ),
+        ({"problems": {"preset": "toy"}, "teacher": {"endpoint": {**ENDPOINT, "base_url": "localhost:8000"}}}, "http"),
+    ],
+)
+def test_bad_generate_blocks_are_refused_with_a_reason(generate, message):
+    data = copy.deepcopy(SPEC)
+    data["pool"] = [{"source": "t", "generate": generate}]
+    with pytest.raises(SpecErrors, match=message) as info:
+        spec_from_dict(data)
+    assert "sk-abc" not in str(info.value)  # a key pasted as the variable's name is not repeated
+
+
+def test_a_generated_source_takes_no_file_location():
+    data = copy.deepcopy(SPEC)
+    data["pool"][1]["path"] = "x.jsonl"
+    with pytest.raises(SpecErrors, match="drop 'path'"):
+        spec_from_dict(data)
