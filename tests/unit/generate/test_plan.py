@@ -114,3 +114,54 @@ def test_a_generated_source_takes_no_file_location():
     data["pool"][1]["path"] = "x.jsonl"
     with pytest.raises(SpecErrors, match="drop 'path'"):
         spec_from_dict(data)
+
+
+def test_problems_of_a_tested_benchmark_are_refused_unless_allowed(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from framework.generate.stage import GenerateError, read_problems, refuse_test_problems
+    from framework.toy import benchmark_rows, make_world
+
+    tested = benchmark_rows(make_world(0), split="test")[2]["problem"]
+    rows = [{"question": "  " + tested.upper() + " "}, {"question": "a problem nobody tests"}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = copy.deepcopy(SPEC)
+    data["pool"][1]["generate"]["problems"] = {"path": str(tmp_path / "p.jsonl"), "columns": {"problem": "question"}}
+    data["eval"]["benchmarks"] = [{"name": "toy"}]
+    spec = spec_from_dict(data)
+    problems = read_problems(spec.pool[1].generate.problems, "pool[1].generate", lambda p: tmp_path / "p.jsonl")
+    assert len(problems) == 2 and problems["problem_id"].is_unique
+    with pytest.raises(GenerateError, match=r"1 of them are problems of benchmark toy.*allow_test_problems"):
+        refuse_test_problems(problems, spec, lambda p: None, "pool[1].generate")
+    refuse_test_problems(problems.iloc[[1]], spec, lambda p: None, "pool[1].generate")  # the other one is fine
+    assert isinstance(problems, pd.DataFrame)
+
+
+def test_plan_estimates_requests_tokens_and_cost_and_counts_journaled_answers(tmp_path):
+    from framework.generate.estimate import estimate, render
+    from framework.generate.journal import JournalWriter
+    from framework.generate.requests import build_requests
+    from framework.generate.stage import journal_dir, read_problems
+
+    def priced(d):
+        d["pool"][1]["generate"]["teacher"]["endpoint"].update(price_input_per_mtok=1.0, price_output_per_mtok=4.0)
+        d["pool"][1]["generate"].update(samples=2, sampling={"max_tokens": 100})
+
+    p = plan(priced)
+    gen = p.spec.pool[1].generate
+    teacher = p.jobs[p.generated[1]].config["teacher"]
+    requests = build_requests(read_problems(gen.problems, "w", lambda x: None), gen, teacher)
+    with JournalWriter(journal_dir(tmp_path, teacher, gen)) as w:  # three answered before, of 10 tokens each
+        for r in requests[:3]:
+            w.write({"request_id": r.request_id, "status": "ok", "text": "x", "completion_tokens": 10})
+    first, refine = estimate(p, None, tmp_path)
+    n = len(requests)
+    assert first.requests == n and first.journaled == 3 and first.max_output_tokens == (n - 3) * 100
+    assert first.expected_output_tokens == (n - 3) * 10
+    prompt_tokens = sum(len(r.prompt) for r in requests) / 4
+    assert first.cost_max == pytest.approx((prompt_tokens * (n - 3) / n * 1.0 + (n - 3) * 100 * 4.0) / 1e6)
+    assert refine.requests == n and refine.cost_max is None  # its prompts hold traces not written yet
+    lines = render([first, refine])
+    assert f"{n} requests (3 already answered, {n - 3} to ask)" in lines[0] and "cost at most" in lines[0]
