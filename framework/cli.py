@@ -13,19 +13,29 @@ import errno
 import json
 import os
 import re
-import shutil
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from framework.errors import RetryLater, UserError
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
+from framework.spec.docs import render_schema
 from framework.store import Store
+from framework.sweep import view as sweep_view
 from framework.sweep.execute import Sweep, execute, open_store, prepare, results_root
-from framework.sweep.plan import Plan, PlanError, build_plan
+from framework.sweep.live_runs import live_runs, other_host_runs
+from framework.sweep.plan import Plan, PlanError, build_plan, configured_tracking_uri, toy_base_path, tracking_uri
 from framework.sweep.pruning import is_pruned
 from framework.sweep.stages import STAGE_ORDER, STAGES
+from launchers.base import LAUNCHERS, launch, launcher_class, pending_tasks
+from launchers.base import summary as run_summary
 
 USER_ERRORS = (SpecErrors, SpecFileError, UserError)
 # A path the user gave (results dir, export file) that cannot be used: not a directory, no permission, read-only.
@@ -177,10 +187,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    from rich.text import Text
-
-    from framework.sweep import view as sweep_view
-
     states = {j["id"]: "done" if j["done"] else "pending" for j in summary["jobs"]}
     console = _console(args)
     spec = loaded.spec
@@ -191,8 +197,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _print_lines(sweep_view.wide_plan_lines(plan, states))
     else:
         console.print(sweep_view.sweep_view(plan, states, width=console.width))
-    from rich.table import Table
-
     for report in summary["topic_clusters"].values():
         purity = report.get("purity_against_given")
         tt = Table(
@@ -216,8 +220,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _console(args: argparse.Namespace) -> Any:
     """A terminal's console; under --wide one that never cuts a line (the terminal wraps it instead)."""
-    from rich.console import Console
-
     return Console(soft_wrap=True) if args.wide else Console()
 
 
@@ -230,13 +232,10 @@ def _print_lines(lines: list[str]) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     sweep = _open(args)
     loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
-    queued: dict[tuple[str, str], dict[str, Any]] = {}
-    if shutil.which("squeue"):
-        from launchers.slurm import slurm_states
-
-        for info in slurm_states(plan, store).values():
-            for key in info["keys"]:
-                queued[(info["stage"], key)] = info
+    launchers = [launcher_class(kind) for kind in LAUNCHERS]
+    queued: dict[tuple[str, str], dict[str, Any]] = {}  # what a launcher knows of a job beyond the store
+    for launcher in launchers:
+        queued.update(launcher.live_jobs(plan, store))
     # One listing per stage: looking up each job's files made a 10,000-cell status take most of a minute.
     found = {s: store.statuses(s, [j.key for j in plan.by_stage(s)]) for s in STAGE_ORDER}
     logs = {s: str(store.root / s) for s in STAGE_ORDER}
@@ -248,9 +247,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 st = found[stage][key]
                 state, detail = st.state, st.detail
                 if state == "running":  # whose job: a live run's, or one left by a run that is gone
-                    from launchers.local import running_detail
-
-                    detail = running_detail(store, stage, key, detail)
+                    for launcher in launchers:
+                        detail = launcher.running_detail(store, stage, key, detail)
                 if stage == "train" and state == "done" and is_pruned(store, key):
                     detail = "checkpoint deleted after its evaluations (keep_checkpoint: false)"
                 slurm = queued.get((stage, key))
@@ -270,8 +268,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"name": loaded.spec.name, "stages": rows}, indent=2))
         return 0
-    from framework.sweep import view as sweep_view
-
     if args.wide:
         _print_lines(sweep_view.wide_status_lines(plan, rows))
         return 0
@@ -319,24 +315,19 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Stop the sweep wherever it runs: this host's local runs and the stage jobs left by runs that are gone (each
     waited for, a training given time to checkpoint), then its queued and running Slurm jobs."""
-    from launchers.local import cancel_local
-    from launchers.slurm import cancel_sweep
-
     sweep = _open(args)
-    plan, store = sweep.plan, sweep.store
-    pids = cancel_local(store)
-    if pids:
-        print(f"stopped {len(pids)} local process(es): {' '.join(map(str, pids))}")
-    ids = cancel_sweep(plan, store)
-    if ids:
-        print(f"cancelled {len(ids)} Slurm job(s): {' '.join(map(str, ids))}")
-    if not pids and not ids:
+    stopped = False
+    for kind in LAUNCHERS:
+        if said := launcher_class(kind).stop_sweep(sweep.plan, sweep.store):
+            print(said)
+            stopped = True
+    if not stopped:
         print("nothing queued or running")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from framework.report import write_report
+    from framework.report import write_report  # pandas and matplotlib, about a second: only a report needs them
 
     sweep = _open(args)
     loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
@@ -351,10 +342,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from framework.log.stage import ui_command
-    from framework.sweep.plan import configured_tracking_uri, tracking_uri
+    from framework.log.stage import ui_command  # the log stage imports pandas, which no other command here needs
 
     loaded = load_spec(args.spec)
     uri = tracking_uri(configured_tracking_uri(loaded.spec), results_root(loaded, args.results_dir).parent)
@@ -364,10 +352,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from framework.sweep.plan import toy_base_path
-
     cmd = [
         sys.executable,
         "-m",
@@ -392,9 +376,6 @@ RUN_EXIT_CODES = (
 
 def cmd_run(args: argparse.Namespace) -> int:
     """validate -> plan -> launch every job not done (in dependency order) -> report."""
-
-    from launchers.base import launch, pending_tasks, summary
-
     sweep = _open(args, check_tracking=True)
     loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     tasks = pending_tasks(plan, store)
@@ -407,15 +388,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"note: {n}", file=sys.stderr)
     if tasks:
         launcher = launch(kind, loaded.spec, args.spec, store, tasks, args.results_dir, wait=not args.no_wait)
-        if args.no_wait and kind != "local":  # a local run is this process: it always waits
+        if args.no_wait and not launcher.always_waits:  # a local run is this process: it always waits
             print("submitted; follow with `ablate status` (and `ablate cancel` to stop)")
             return 0
-        code, lines = summary(tasks, launcher)
+        code, lines = run_summary(tasks, launcher)
         print("\n".join(lines))
         if code == 1:
             return 1
     if not args.no_report:
-        from framework.report import write_report
+        from framework.report import write_report  # pandas and matplotlib: imported once the stage jobs are over
 
         out = write_report(loaded, plan, store, sweep.root)
         print(f"report: {out}")
@@ -430,7 +411,7 @@ EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from framework.artifacts import read_training_set
+    from framework.artifacts import read_training_set  # pandas (0.3 s), which only this command reads with
 
     sweep = _open(args)
     loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
@@ -450,7 +431,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     stage_dir = store.path(*jobs[0].split("/"))
     rows = read_training_set(stage_dir)
     if args.export:
-        import pandas as pd
+        import pandas as pd  # only an export writes a table (see read_training_set above)
 
         frame = pd.DataFrame(rows)
         if suffix == "csv":
@@ -476,8 +457,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- schema
 def cmd_schema(args: argparse.Namespace) -> int:
-    from framework.spec.docs import render_schema
-
     print(render_schema(args.section))
     return 0
 
@@ -526,8 +505,6 @@ def _refuse_while_running(store: Store, spec: str, *, force: bool) -> None:
     """A run of any spec sharing this store may be about to build a key this plan lacks: its job writes the log
     first and takes the lock only once it has loaded the spec, and a deferred job resumes from a work dir. Runs on
     this host are known to be going; one recorded by another host may have been killed there (--force)."""
-    from framework.sweep.live_runs import live_runs, other_host_runs
-
     problems = [
         f"a local run of this sweep is going (pid {pid}, {r.get('spec', '?')}, since {r.get('started', '?')}): "
         f"clean once it has ended (`ablate cancel {spec}` stops it)"
@@ -545,7 +522,6 @@ def _refuse_while_running(store: Store, spec: str, *, force: bool) -> None:
 
 def _disk_usage(path: os.PathLike[str] | str) -> int:
     """Bytes under `path`, links not followed; what vanishes meanwhile (a build's temporaries) counts as 0."""
-    from pathlib import Path
 
     def size(p: Path) -> int:
         with contextlib.suppress(OSError):

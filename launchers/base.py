@@ -7,19 +7,23 @@ launcher, is the truth about what is done: a job whose outputs are marked is nev
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 from framework.errors import RetryLater
 from framework.spec.models import AblationSpec
 from framework.store import Store
 from framework.sweep.plan import Job, Plan
 from framework.sweep.pruning import needed_again
+from framework.sweep.view import live_run
 
 
 @dataclass
@@ -107,26 +111,110 @@ def run_exit_code(tasks: list[Task], states: dict[str, str]) -> int:
     return RetryLater.exit_code if any(states.get(t.id) != "done" for t in tasks) else 0
 
 
-class Launcher(Protocol):
-    """submit / wait / status / cancel, as in submitit's executors: everything `ablate run` and `ablate cancel`
-    ask of a launcher. `states` and `reasons` are what `status()` answers and why, per task id."""
-
-    name: str
-    states: dict[str, str]  # task id -> pending | running | done | failed | deferred | skipped | cancelled
-    reasons: dict[str, str]  # task id -> why it is not done (exit code and log, a dependency, ...)
-
-    def submit(self, tasks: list[Task]) -> None: ...
-
-    def wait(self, poll_s: float) -> dict[str, str]: ...
-
-    def status(self) -> dict[str, str]: ...
-
-    def cancel(self) -> Any: ...
+FINAL = frozenset({"done", "failed", "deferred", "skipped", "cancelled"})  # a task in one of these has ended
 
 
-# The launchers by the name `launcher.kind` gives them: "module:function(spec, spec_path, store, tasks,
-# results_dir, wait) -> Launcher", imported when used (a laptop never imports the Slurm code's dependencies).
-LAUNCHERS = {"local": "launchers.local:run_local", "slurm": "launchers.slurm:run_slurm"}
+@dataclass
+class Launcher:
+    """What every launcher is, as submitit's executors are: submit, poll, cancel, and the loop and state they share.
+
+    A launcher implements submit() (start or queue the tasks), poll() (look at every task once: move on what can
+    move, record each new state in `states` and why in `reasons`, say what changed) and cancel(); wait(), status()
+    and start() are the same for all. The class methods after start() are what the CLI asks of each launcher kind
+    about a whole sweep (`ablate status`, `ablate cancel`), whether or not this process started it."""
+
+    spec: AblationSpec
+    spec_path: str | Path
+    store: Store
+    results_dir: str | None = None
+    echo: Callable[[str], Any] = print  # every line the launcher says (the live view takes its place in a terminal)
+    command: Callable[[Task], list[str]] | None = None  # Task -> argv; default `ablate exec` (tests substitute one)
+    states: dict[str, str] = field(default_factory=dict)  # task id -> pending | queued | running, or one of FINAL
+    reasons: dict[str, str] = field(default_factory=dict)  # task id -> why it is not done (exit code and log, ...)
+
+    name: ClassVar[str] = ""  # its `launcher.kind`
+    poll_s: ClassVar[float] = 1.0  # how often wait() polls by default
+    always_waits: ClassVar[bool] = False  # the tasks are this process's own: it follows them even without `wait`
+    live_view: ClassVar[bool] = False  # in a terminal, `ablate run` draws the tasks' progress under the lines
+
+    def submit(self, tasks: list[Task]) -> None:
+        raise NotImplementedError
+
+    def poll(self) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> Any:
+        raise NotImplementedError
+
+    def following(self) -> contextlib.AbstractContextManager[Any]:
+        """What a launcher holds around its wait (signal handlers, guards) and does on the way out of it."""
+        return contextlib.nullcontext()
+
+    def status(self) -> dict[str, str]:
+        return dict(self.states)
+
+    def wait(self, poll_s: float | None = None) -> dict[str, str]:
+        """Poll until every task has ended; returns the final state of every task."""
+        interval = self.poll_s if poll_s is None else poll_s
+        with self.following():
+            while True:
+                self.poll()
+                if all(s in FINAL for s in self.states.values()):
+                    return self.status()
+                time.sleep(interval)
+
+    @classmethod
+    def options(cls, spec: AblationSpec) -> dict[str, Any]:
+        """Constructor arguments that the spec's own section for this launcher sets."""
+        return {}
+
+    @classmethod
+    def start(
+        cls, spec: AblationSpec, spec_path: str | Path, store: Store, tasks: list[Task], results_dir: str | None = None,
+        *, wait: bool = True, echo: Callable[[str], Any] = print, poll_s: float | None = None,
+    ) -> Launcher:  # fmt: skip
+        """For `ablate run`: submit the tasks and, with `wait` (or always, for a launcher whose tasks are this
+        process's children), follow them to the end. The live view draws itself only in a terminal."""
+        launcher = cls(spec, spec_path, store, results_dir, echo=echo, **cls.options(spec))
+        launcher.submit(tasks)
+        if wait or cls.always_waits:
+            with live_run(launcher, tasks, store) if cls.live_view else contextlib.nullcontext():
+                launcher.wait(poll_s)
+        return launcher
+
+    @classmethod
+    def live_jobs(cls, plan: Plan, store: Store) -> dict[tuple[str, str], dict[str, Any]]:
+        """For `ablate status`: (stage, key) -> what this launcher knows of the job building it beyond the store
+        (`state`, `detail`, `job_id`), for jobs it queued that the store cannot see yet."""
+        return {}
+
+    @classmethod
+    def running_detail(cls, store: Store, stage: str, key: str, detail: str) -> str:
+        """For `ablate status`: the store's detail of a build in progress, with what this launcher adds to it."""
+        return detail
+
+    @classmethod
+    def stop_sweep(cls, plan: Plan, store: Store) -> str:
+        """For `ablate cancel`: stop everything of the sweep this launcher has queued or running; one line saying
+        what it stopped, or "" when there was nothing."""
+        return ""
+
+
+def log_tail(path: Path, n: int) -> list[str]:
+    """The last n lines of a stage's log, shown under a failure; none if it cannot be read."""
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+# The launchers by the name `launcher.kind` gives them: each a Launcher subclass, imported only when a command needs it.
+LAUNCHERS = {"local": "launchers.local:LocalLauncher", "slurm": "launchers.slurm:SlurmLauncher"}
+
+
+def launcher_class(kind: str) -> type[Launcher]:
+    module, _, attr = LAUNCHERS[kind].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def launch(
@@ -134,9 +222,7 @@ def launch(
     *, wait: bool = True,
 ) -> Launcher:  # fmt: skip
     """Start the tasks on the launcher named `kind` and, with wait, follow them to the end."""
-    module, _, attr = LAUNCHERS[kind].partition(":")
-    start = getattr(importlib.import_module(module), attr)
-    return start(spec, spec_path, store, tasks, results_dir, wait=wait)
+    return launcher_class(kind).start(spec, spec_path, store, tasks, results_dir, wait=wait)
 
 
 def summary(tasks: list[Task], launcher: Launcher) -> tuple[int, list[str]]:

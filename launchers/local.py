@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from framework.errors import RetryLater
 from framework.redaction import redact_log
@@ -32,9 +32,10 @@ from framework.store import Store, write_json_atomic
 from framework.store.locks import HOST
 from framework.sweep.live_runs import RUNS_DIR, live_runs
 from framework.sweep.live_runs import process_alive as _alive
+from framework.sweep.plan import Plan
 from framework.sweep.resources import processes_per_node
 from framework.sweep.stages import STAGES
-from launchers.base import Task, exec_command, shell_join
+from launchers.base import Launcher, Task, exec_command, log_tail, shell_join
 from launchers.local_reaper import group_alive, process_start
 
 GpuId = int | str  # an index, or an opaque CUDA_VISIBLE_DEVICES entry such as GPU-<uuid> or MIG-<uuid>
@@ -121,21 +122,20 @@ class Running:
 
 
 @dataclass
-class LocalLauncher:
-    """submit() then wait(); status() and cancel() may be called from a signal handler or another thread."""
+class LocalLauncher(Launcher):
+    """Each task a child process of this one, started when its dependencies are done and slots are free; status()
+    and cancel() may be called from a signal handler or another thread."""
 
-    spec: AblationSpec
-    spec_path: str | Path
-    store: Store
-    results_dir: str | None = None
-    echo: Any = print
-    command: Any = None  # Task -> argv; default `ablate exec` (tests substitute a trivial command)
-    name: str = "local"
-    states: dict[str, str] = field(default_factory=dict)
+    name: ClassVar[str] = "local"
+    poll_s: ClassVar[float] = 0.2
+    always_waits: ClassVar[bool] = True  # its tasks are this process's children: a local run always waits
+    live_view: ClassVar[bool] = True
     logs: dict[str, Path] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
     _tasks: list[Task] = field(default_factory=list)
     _running: dict[str, Running] = field(default_factory=dict)
+    _gpus_free: list[GpuId] = field(default_factory=list)  # the slots not taken, set when a wait begins
+    _n_gpus: int = 0
+    _cpu_free: int = 0
     _quiet: bool = False  # the reader of our output is gone: keep scheduling, stop printing
     _reaper: subprocess.Popen | None = None  # stops the stage jobs if this process dies (launchers/local_reaper.py)
     _reaper_fd: int | None = None  # the only write end of the reaper's pipe
@@ -146,9 +146,6 @@ class LocalLauncher:
         for t in tasks:
             self.states[t.id] = "pending"
             self.logs[t.id] = self.store.log_path(t.stage, t.keys[0])
-
-    def status(self) -> dict[str, str]:
-        return dict(self.states)
 
     def cancel(self) -> None:
         """TERM every running task's process group, then KILL what is still alive after a grace period: long
@@ -181,16 +178,18 @@ class LocalLauncher:
                     if state == "pending":
                         self.states[tid] = "cancelled"
 
-    def wait(self, poll_s: float = 0.2) -> dict[str, str]:
-        """Run everything submitted; returns the final state of every task, never while one is pending or running.
-
-        Whatever ends the wait early (Ctrl-C, SIGTERM, SIGHUP, any error) stops the running stage processes
+    @contextlib.contextmanager
+    def following(self) -> Iterator[None]:
+        """Whatever ends the wait early (Ctrl-C, SIGTERM, SIGHUP, any error) stops the running stage processes
         first, then propagates: they run in their own sessions, so nothing else would stop them. cancel() runs in a
         finally, so that not even a failing line of output (a terminal hung up) can skip it."""
         with _stop_signals_raise():
             try:
                 self._guard()
-                self._run(poll_s)
+                self._gpus_free = visible_gpus(self.spec.launcher.local.gpus)
+                self._n_gpus = len(self._gpus_free)
+                self._cpu_free = self.spec.launcher.local.cpu_slots
+                yield
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):
                     why = f"got {e}" if isinstance(e, Terminated) else "interrupted"
@@ -203,7 +202,38 @@ class LocalLauncher:
                 raise
             finally:
                 self._unguard()
-        return self.status()
+
+    def poll(self) -> None:
+        """Reap the tasks that ended, skip those whose dependencies failed, start those whose dependencies are done
+        as long as their slots are free."""
+        for tid in list(self._running):
+            r = self._running[tid]
+            if r.proc.poll() is not None:
+                self._tell({"end": r.proc.pid})
+                self._finish(r)
+                del self._running[tid]
+                self._gpus_free.extend(r.gpus)
+                self._cpu_free += r.cpu_slots
+        self._skip_blocked()
+        for task in self._tasks:
+            if self.states[task.id] != "pending" or not all(self.states[d] == "done" for d in task.deps):
+                continue
+            need = gpus_needed(task, self.spec, self._n_gpus)
+            if need and len(self._gpus_free) >= need:
+                take, self._gpus_free = self._gpus_free[:need], self._gpus_free[need:]
+                self._start(task, take)
+            elif not need and self._cpu_free >= (slots := cpu_slots_needed(task, self.spec)):
+                self._cpu_free -= slots
+                self._start(task, [], slots)
+
+    @classmethod
+    def running_detail(cls, store: Store, stage: str, key: str, detail: str) -> str:
+        return running_detail(store, stage, key, detail)  # the module's function below, not this method
+
+    @classmethod
+    def stop_sweep(cls, plan: Plan, store: Store) -> str:
+        pids = cancel_local(store)
+        return f"stopped {len(pids)} local process(es): {' '.join(map(str, pids))}" if pids else ""
 
     def _guard(self) -> None:
         """Start the reaper that stops our stage jobs if this process is killed outright, and list this run among
@@ -245,32 +275,6 @@ class LocalLauncher:
             return
         with contextlib.suppress(OSError):
             os.write(self._reaper_fd, (json.dumps(message) + "\n").encode())
-
-    def _run(self, poll_s: float) -> None:
-        gpus_free = visible_gpus(self.spec.launcher.local.gpus)
-        n_gpus = len(gpus_free)
-        cpu_free = self.spec.launcher.local.cpu_slots
-        while any(s in ("pending", "running") for s in self.states.values()):
-            for tid in list(self._running):
-                r = self._running[tid]
-                if r.proc.poll() is not None:
-                    self._tell({"end": r.proc.pid})
-                    self._finish(r)
-                    del self._running[tid]
-                    gpus_free.extend(r.gpus)
-                    cpu_free += r.cpu_slots
-            self._skip_blocked()
-            for task in self._tasks:
-                if self.states[task.id] != "pending" or not all(self.states[d] == "done" for d in task.deps):
-                    continue
-                need = gpus_needed(task, self.spec, n_gpus)
-                if need and len(gpus_free) >= need:
-                    take, gpus_free = gpus_free[:need], gpus_free[need:]
-                    self._start(task, take)
-                elif not need and cpu_free >= (slots := cpu_slots_needed(task, self.spec)):
-                    cpu_free -= slots
-                    self._start(task, [], slots)
-            time.sleep(poll_s)
 
     def _say(self, line: str) -> None:
         """Print a status line. A reader that went away (`ablate run | tee log`, tee killed with the ssh session:
@@ -344,7 +348,7 @@ class LocalLauncher:
             self.states[r.task.id] = "failed"
             self.reasons[r.task.id] = f"exit {r.proc.returncode}; log: {r.log}"
             self._say(f"FAILED {r.task.id}  exit {r.proc.returncode}  log: {r.log}")
-            for line in _tail(r.log, 5):
+            for line in log_tail(r.log, 5):
                 self._say(f"       | {line}")
 
     def _skip_blocked(self) -> None:
@@ -419,13 +423,6 @@ def _detach_stdout() -> None:
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-
-
-def _tail(path: Path, n: int) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return []
 
 
 # ---- live runs and the stage jobs they started, for `ablate cancel` and for a run that finds a lock held
@@ -548,28 +545,6 @@ def cancel_local(store: Store, echo: Any = print, poll_s: float = 0.2) -> list[i
             del left[pid]
         time.sleep(poll_s)
     return sorted(targets)
-
-
-def run_local(
-    spec: AblationSpec,
-    spec_path: str | Path,
-    store: Store,
-    tasks: list[Task],
-    results_dir: str | None = None,
-    echo: Any = print,
-    *,
-    wait: bool = True,
-) -> LocalLauncher:
-    """For `ablate run`: run the tasks on this machine. A local run is its own process, so it always waits (the
-    `wait` of the launcher interface; `--no-wait` is for a scheduler)."""
-    from framework.sweep.view import live_run
-
-    launcher = LocalLauncher(spec, spec_path, store, results_dir, echo=echo)
-    launcher.submit(tasks)
-    # In a terminal, _say's lines scroll above a live table of the tasks; elsewhere (logs, Slurm) they stay plain.
-    with live_run(launcher, tasks, store):
-        launcher.wait()
-    return launcher
 
 
 if __name__ == "__main__":  # pragma: no cover - use `ablate run`

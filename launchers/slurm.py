@@ -32,6 +32,7 @@ Only squeue, scontrol and scancel are read (sacct when accounting is available):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -39,12 +40,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from framework.errors import RetryLater, UserError
 from framework.redaction import redact_log
@@ -54,7 +54,7 @@ from framework.sweep.execute import results_base
 from framework.sweep.plan import Plan
 from framework.sweep.pruning import PRUNED
 from framework.sweep.resources import StageResources, stage_resources
-from launchers.base import Task, exec_command, shell_join
+from launchers.base import FINAL, Launcher, Task, exec_command, log_tail, shell_join
 from launchers.slurm_done import outputs_done, task_done
 from launchers.slurm_reuse import (
     ALIVE,
@@ -90,7 +90,6 @@ FORWARDED_ENV = (
 )
 SIGNAL_SECONDS = 300  # USR1 this long before the time limit: enough to write a ZeRO checkpoint of a 32B model
 MAX_REQUEUES = 20  # a job that is signalled every time it runs must not requeue for ever
-TERMINAL = ("done", "failed", "cancelled", "deferred")
 MAX_FAILED_POLLS = 10  # consecutive failed squeue/scontrol calls before `wait` gives up following the jobs
 # Slurm job states, by what they mean for a task whose outputs are not (yet) complete.
 _QUEUED, _RUNNING, _ALIVE = QUEUED, RUNNING, ALIVE
@@ -244,30 +243,25 @@ def _ended_badly(info: Mapping[str, str]) -> bool:
 
 # ---------------------------------------------------------------------------------------------- launcher
 @dataclass
-class SlurmLauncher:
-    """submit() writes, records and submits one job per task; wait() follows them until every one has ended.
+class SlurmLauncher(Launcher):
+    """submit() writes, records and submits one job per task; poll() reads the queue back, so that wait() follows
+    them until every one has ended.
 
     `command` (Task -> argv) replaces `ablate exec` (tests); `python`, `workdir` and `env` are what the scripts
     use, by default this interpreter, the current directory and FORWARDED_ENV as set now.
     """
 
-    spec: AblationSpec
-    spec_path: str | Path
-    store: Store
-    results_dir: str | None = None
-    echo: Callable[[str], Any] = print
-    command: Callable[[Task], list[str]] | None = None
+    name: ClassVar[str] = "slurm"
+    poll_s: ClassVar[float] = 30.0
     python: str | None = None
     workdir: str | Path | None = None
     env: Mapping[str, str] | None = None
     signal_s: int = SIGNAL_SECONDS
     max_requeues: int = MAX_REQUEUES
-    name: str = "slurm"
-    states: dict[str, str] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
     jobs: dict[str, int] = field(default_factory=dict)  # task id -> Slurm job id
     reused: set[str] = field(default_factory=set)  # tasks whose job came from an earlier run
     _tasks: dict[str, Task] = field(default_factory=dict)
+    _failed_polls: int = 0  # consecutive polls that could not read the queue
 
     # ---- scripts
     def resources(self, task: Task) -> StageResources:
@@ -427,7 +421,7 @@ class SlurmLauncher:
     # ---- follow
     def refresh(self) -> list[tuple[str, str, str]]:
         """Poll Slurm once; return the (task id, new state, detail) of every task whose state changed."""
-        open_tasks = [t for tid, t in self._tasks.items() if self.states.get(tid) not in TERMINAL]
+        open_tasks = [t for tid, t in self._tasks.items() if self.states.get(tid) not in FINAL]
         done = {t.id: task_done(self.store, t, self._tasks.values()) for t in open_tasks}
         infos = _lookup((self.jobs[t.id] for t in open_tasks if not done[t.id]), _ended_badly)
         # A job may publish and leave the queue between the marker check and the lookup: look again, or a
@@ -453,29 +447,28 @@ class SlurmLauncher:
                 self.states[task.id], self.reasons[task.id] = state, detail
         return changes
 
-    def status(self) -> dict[str, str]:
-        return dict(self.states)
-
-    def wait(self, poll_s: float = 30.0) -> dict[str, str]:
-        """Poll until every task is done, failed or cancelled, printing each change. Ctrl-C stops watching only:
-        the jobs stay queued (`ablate status` follows them, `ablate cancel` stops them)."""
-        failed_polls = 0
+    def poll(self) -> None:
+        """refresh() and say what changed. A failed look at the queue (a controller restarting or busy) is only
+        warned about, since the jobs go on, until MAX_FAILED_POLLS in a row."""
         try:
-            while True:
-                try:
-                    changes = self.refresh()
-                    failed_polls = 0
-                except UserError as e:  # a controller restarting or busy: the jobs go on, so keep following
-                    failed_polls += 1
-                    if failed_polls >= MAX_FAILED_POLLS:
-                        raise
-                    self.echo(f"warning: {e}; polling again ({failed_polls}/{MAX_FAILED_POLLS})")
-                    changes = []
-                for tid, state, detail in changes:
-                    self._report(tid, state, detail)
-                if all(s in TERMINAL for s in self.states.values()):
-                    return self.status()
-                time.sleep(poll_s)
+            changes = self.refresh()
+        except UserError as e:
+            self._failed_polls += 1
+            if self._failed_polls >= MAX_FAILED_POLLS:
+                raise
+            self.echo(f"warning: {e}; polling again ({self._failed_polls}/{MAX_FAILED_POLLS})")
+            return
+        self._failed_polls = 0
+        for tid, state, detail in changes:
+            self._report(tid, state, detail)
+
+    @contextlib.contextmanager
+    def following(self) -> Iterator[None]:
+        """Ctrl-C stops watching only: the jobs stay queued (`ablate status` follows them, `ablate cancel` stops
+        them)."""
+        self._failed_polls = 0
+        try:
+            yield
         except KeyboardInterrupt:
             self.echo(
                 "interrupted: the jobs stay on the cluster; `ablate status` follows them, `ablate cancel` stops them"
@@ -489,7 +482,7 @@ class SlurmLauncher:
             task = self._tasks[tid]
             log = self.store.log_path(task.stage, task.keys[0])
             redact_log(log)  # a job killed outright never ran its own redaction
-            for line in _tail(log, 5):
+            for line in log_tail(log, 5):
                 self.echo(f"        | {line}")
             return
         suffix = {"queued": f" ({detail})", "running": f" on {detail}"}.get(state, f": {detail}")
@@ -497,23 +490,33 @@ class SlurmLauncher:
 
     def cancel(self) -> list[int]:
         """scancel every job of this launcher that has not ended."""
-        ids = [self.jobs[t] for t, s in self.states.items() if s not in TERMINAL and t in self.jobs]
+        ids = [self.jobs[t] for t, s in self.states.items() if s not in FINAL and t in self.jobs]
         scancel(ids)
         for tid in list(self.states):
-            if self.states[tid] not in TERMINAL:
+            if self.states[tid] not in FINAL:
                 self.states[tid], self.reasons[tid] = "cancelled", "cancelled by the user"
         return sorted(set(ids))
+
+    @classmethod
+    def options(cls, spec: AblationSpec) -> dict[str, Any]:
+        return {"signal_s": spec.launcher.slurm.signal_seconds, "max_requeues": spec.launcher.slurm.max_requeues}
+
+    @classmethod
+    def live_jobs(cls, plan: Plan, store: Store) -> dict[tuple[str, str], dict[str, Any]]:
+        """The recorded jobs' states (slurm_states), by each of their keys; none where Slurm's commands are not
+        on PATH (a laptop reading a store)."""
+        if not shutil.which("squeue"):
+            return {}
+        return {(info["stage"], key): info for info in slurm_states(plan, store).values() for key in info["keys"]}
+
+    @classmethod
+    def stop_sweep(cls, plan: Plan, store: Store) -> str:
+        ids = cancel_sweep(plan, store)
+        return f"cancelled {len(ids)} Slurm job(s): {' '.join(map(str, ids))}" if ids else ""
 
 
 def _captured_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-
-
-def _tail(path: Path, n: int) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return []
 
 
 # --------------------------------------------------------------------------------- sweep-level entry points
@@ -578,30 +581,3 @@ def cancel_sweep(plan: Plan, store: Store) -> list[int]:
     )
     scancel(ids)
     return ids
-
-
-def run_slurm(
-    spec: AblationSpec,
-    spec_path: str | Path,
-    store: Store,
-    tasks: list[Task],
-    results_dir: str | None = None,
-    wait: bool = True,
-    echo: Callable[[str], Any] = print,
-    poll_s: float = 30.0,
-) -> SlurmLauncher:
-    """For `ablate run`: submit the tasks; with wait, follow them until each is done, failed or cancelled."""
-    slurm = spec.launcher.slurm  # signal_seconds / max_requeues: taken from the spec once it has them
-    launcher = SlurmLauncher(
-        spec,
-        spec_path,
-        store,
-        results_dir,
-        echo=echo,
-        signal_s=getattr(slurm, "signal_seconds", SIGNAL_SECONDS),
-        max_requeues=getattr(slurm, "max_requeues", MAX_REQUEUES),
-    )
-    launcher.submit(tasks)
-    if wait:
-        launcher.wait(poll_s)
-    return launcher

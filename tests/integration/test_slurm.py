@@ -31,7 +31,6 @@ from launchers.slurm import (
     _recorded,
     cancel_sweep,
     read_record,
-    run_slurm,
     scontrol_job,
     slurm_states,
     squeue,
@@ -372,7 +371,7 @@ def test_quickstart_end_to_end_through_slurm(slurm, tmp_path, monkeypatch):
     plan = build_plan(loaded.spec, spec_path)
     store = Store(tmp_path / "results" / loaded.spec.name / "store")
     tasks = pending_tasks(plan, store)
-    launcher = run_slurm(loaded.spec, spec_path, store, tasks, str(tmp_path / "results"), poll_s=2)
+    launcher = SlurmLauncher.start(loaded.spec, spec_path, store, tasks, str(tmp_path / "results"), poll_s=2)
     assert set(launcher.status().values()) == {"done"}, launcher.reasons
     assert all(store.is_done(j.stage, j.key) for j in plan.jobs.values())
     assert pending_tasks(plan, store) == []  # `ablate run` again would submit nothing
@@ -416,7 +415,9 @@ def test_real_training_preempted_by_slurm_checkpoints_requeues_and_resumes(slurm
     key = publish_inputs(store, plan, tmp_path / "tiny", toy_like_rows())
     train = next(t for t in pending_tasks(plan, store) if t.stage == "train")
     task = Task("train", train.jobs)
-    launcher = run_slurm(loaded.spec, spec_path, store, [task], str(tmp_path / "results"), wait=False, poll_s=1)
+    launcher = SlurmLauncher.start(
+        loaded.spec, spec_path, store, [task], str(tmp_path / "results"), wait=False, poll_s=1
+    )
     work_log = store.work_path("train", key) / "train.log"
     wait_for(
         lambda: work_log.exists() and "'loss':" in work_log.read_text(errors="replace"),

@@ -3,6 +3,7 @@ deferred work (75), including tasks that only wait on a deferred one, else 0."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from framework.cli import main
 from framework.errors import RetryLater
-from launchers.base import run_exit_code, unfinished_on_their_own
+from framework.spec.launch import LauncherSpec
+from launchers.base import LAUNCHERS, Launcher, launcher_class, run_exit_code, summary, unfinished_on_their_own
 from tests.unit.launchers.fakes import make
 
 DEFER = [sys.executable, "-c", "import sys; sys.exit(75)"]
@@ -61,8 +63,6 @@ def test_run_help_and_readme_promise_75_for_deferred_work(capsys):
 def test_the_closing_summary_is_one_for_every_launcher(minimal, tmp_path):
     """`ablate run` reads the same summary off any launcher: counts, each deferred and failed task with its
     reason, and the exit status of run_exit_code."""
-    from launchers.base import summary
-
     _, _, tasks, launcher, _ = make(minimal, tmp_path)
     inner = launcher.command
     launcher.command = lambda task: DEFER if task.stage == "log" else inner(task)
@@ -74,16 +74,12 @@ def test_the_closing_summary_is_one_for_every_launcher(minimal, tmp_path):
     assert all("retry later; log:" in line for line in lines[1:]) and len(lines) == 1 + n_log
 
 
-def test_every_launcher_kind_resolves_to_a_start_function_with_the_interfaces_arguments():
-    import importlib
-    import inspect
-
-    from framework.spec.launch import LauncherSpec
-    from launchers.base import LAUNCHERS
-
+def test_every_launcher_kind_resolves_to_a_launcher_that_implements_submit_poll_cancel():
     kinds = set(LauncherSpec.model_fields["kind"].annotation.__args__)
     assert set(LAUNCHERS) == kinds
-    for target in LAUNCHERS.values():
-        module, _, attr = target.partition(":")
-        params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
+    for kind in LAUNCHERS:
+        cls = launcher_class(kind)
+        assert issubclass(cls, Launcher) and cls.name == kind
+        assert all(getattr(cls, m) is not getattr(Launcher, m) for m in ("submit", "poll", "cancel")), kind
+        params = inspect.signature(cls.start).parameters
         assert list(params)[:5] == ["spec", "spec_path", "store", "tasks", "results_dir"] and "wait" in params

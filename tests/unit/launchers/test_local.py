@@ -13,7 +13,9 @@ import time
 from framework.spec import spec_from_dict
 from framework.store import Store
 from framework.sweep.plan import build_plan
+from launchers import local
 from launchers.base import pending_tasks
+from launchers.local import cpu_slots_needed
 from tests.unit.launchers.fakes import make
 
 
@@ -80,8 +82,6 @@ def test_exit_75_defers_instead_of_failing(minimal, tmp_path):
 def test_a_cpu_training_takes_a_slot_per_process(minimal, tmp_path):
     """With 3 slots and 2-process trainings, two trainings never run at once, but a training and one light stage
     do; a pool smaller than a training still runs it alone."""
-    from launchers.local import cpu_slots_needed
-
     minimal["factors"] = {"source": {"levels": ["a", "b", "c"]}}
     minimal["train"] = {**minimal.get("train", {}), "processes": 2}
     minimal["launcher"] = {"kind": "local", "local": {"cpu_slots": 3}}
@@ -108,8 +108,6 @@ def test_a_cpu_training_takes_a_slot_per_process(minimal, tmp_path):
 
 
 def test_cancel_gives_a_training_time_to_checkpoint(minimal, tmp_path, monkeypatch):
-    import launchers.local as local
-
     monkeypatch.setattr(local, "STOP_GRACE_S", 0.5)
     monkeypatch.setattr(local, "TRAIN_STOP_GRACE_S", 10.0)
     _, _, tasks, launcher, _ = make(minimal, tmp_path)

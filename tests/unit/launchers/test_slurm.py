@@ -25,8 +25,9 @@ from framework.store import Store
 from framework.sweep.plan import build_plan
 from framework.sweep.pruning import PRUNED, is_pruned
 from framework.sweep.resources import StageResources, stage_resources
+from launchers import slurm
 from launchers.base import pending_tasks
-from launchers.slurm import SlurmLauncher, parse_job_id, record_path, run_slurm, script_path, task_state
+from launchers.slurm import SlurmLauncher, parse_job_id, record_path, script_path, task_state
 from tests.unit.launchers.fakes import task
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -243,8 +244,6 @@ def test_refresh_reports_failures_with_exit_code_and_log(minimal, tmp_path, fake
 
 
 def test_a_job_that_publishes_during_the_poll_is_done_not_failed(minimal, tmp_path, fake_slurm, monkeypatch):
-    import launchers.slurm as slurm
-
     plan, store, launcher = sweep(minimal, tmp_path)
     tasks = pending_tasks(plan, store)
     launcher.submit(tasks)
@@ -263,10 +262,10 @@ def test_a_job_that_publishes_during_the_poll_is_done_not_failed(minimal, tmp_pa
     assert changes[first.id] == "done"
 
 
-def test_run_slurm_without_wait_returns_after_submission(minimal, tmp_path, fake_slurm):
+def test_start_without_wait_returns_after_submission(minimal, tmp_path, fake_slurm):
     plan, store, launcher = sweep(minimal, tmp_path)
     tasks = pending_tasks(plan, store)
-    run = run_slurm(launcher.spec, tmp_path / "spec.yaml", store, tasks, wait=False, echo=lambda *a: None)
+    run = SlurmLauncher.start(launcher.spec, tmp_path / "spec.yaml", store, tasks, wait=False, echo=lambda *a: None)
     assert set(run.status().values()) == {"queued"} and len(fake_slurm.calls) == len(tasks)
     assert "#SBATCH --signal=B:USR1@300" in script_path(store, "train", plan.by_stage("train")[0].key).read_text()
 
