@@ -184,6 +184,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     summary["data"] = data_stats(plan, store)
     summary["topic_clusters"] = topic_clusters(plan, store)
     summary["notes"] = plan.notes
+    summary["generation"] = generation_estimates(sweep)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -210,12 +211,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for name, c in report["clusters"].items():
             tt.add_row(name, str(c["problems"]), " ".join(c["top_terms"]), c["example"][:80])
         console.print(tt)
+    if summary["generation"]:
+        print("generation (what `ablate run` will ask the teachers):")
+        _print_lines([f"  {e['line']}" for e in summary["generation"]])
     if summary["data"]:
         rows = len(summary["data"]) if args.wide else sweep_view.MAX_ROWS
         console.print(*sweep_view.data_table(plan, summary["data"], max_rows=rows))
     for n in plan.notes:
         print(f"note: {n}", file=sys.stderr)
     return 0
+
+
+def generation_estimates(sweep: Sweep) -> list[dict[str, Any]]:
+    """Each generated source's requests, tokens and cost before anything is spent (empty without one)."""
+    if not sweep.plan.generated:
+        return []
+    # lazy: the generate stage imports the HTTP client, which only a spec with generated sources needs
+    from framework.generate.estimate import estimate, render
+
+    spec_dir = sweep.loaded.path.resolve().parent if sweep.loaded.path else None
+    estimates = estimate(sweep.plan, spec_dir, sweep.store.root)
+    sweep_lines = render(estimates)
+    out = [e.to_dict() for e in estimates]
+    for entry, line in zip(out, sweep_lines):
+        entry["line"] = line.strip()
+    return out
 
 
 def _console(args: argparse.Namespace) -> Any:

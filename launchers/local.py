@@ -34,7 +34,7 @@ from framework.sweep.live_runs import RUNS_DIR, live_runs
 from framework.sweep.live_runs import process_alive as _alive
 from framework.sweep.plan import Plan
 from framework.sweep.resources import processes_per_node
-from framework.sweep.stages import STAGES
+from framework.sweep.stages import job_device
 from launchers.base import Launcher, Task, exec_command, log_tail, shell_join
 from launchers.local_reaper import group_alive, process_start
 
@@ -81,10 +81,13 @@ def uses_gpu_off_slot(task: Task) -> bool:
 
 
 def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
-    if STAGES[task.stage].device != "gpu" or available == 0:
+    if job_device(task.stage, task.jobs[0].config) != "gpu" or available == 0:
         return 0
     if task.stage == "train":
         return min(available, spec.train.processes or available)
+    if task.stage == "generate":
+        teachers = [src.generate.teacher for src in spec.pool if src.generate is not None]
+        return min(available, max(t.tensor_parallel_size for t in teachers))
     return min(available, spec.eval.tensor_parallel_size * spec.eval.data_parallel_size)
 
 
@@ -296,7 +299,7 @@ class LocalLauncher(Launcher):
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-        elif STAGES[task.stage].device != "gpu" and not uses_gpu_off_slot(task):
+        elif job_device(task.stage, task.jobs[0].config) != "gpu" and not uses_gpu_off_slot(task):
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU slot: no GPU another task was given, nor any other
         # (A GPU-stage task without GPUs: none was found, so it sees what this process sees, as it always did.)
         log = self.logs[task.id]

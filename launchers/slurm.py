@@ -54,6 +54,7 @@ from framework.sweep.execute import results_base
 from framework.sweep.plan import Plan
 from framework.sweep.pruning import PRUNED
 from framework.sweep.resources import StageResources, stage_resources
+from framework.sweep.stages import job_device
 from launchers.base import FINAL, Launcher, Task, exec_command, log_tail, shell_join
 from launchers.slurm_done import outputs_done, task_done
 from launchers.slurm_reuse import (
@@ -265,7 +266,7 @@ class SlurmLauncher(Launcher):
 
     # ---- scripts
     def resources(self, task: Task) -> StageResources:
-        return stage_resources(self.spec, task.stage)
+        return stage_resources(self.spec, task.stage, job_device(task.stage, task.jobs[0].config))
 
     def job_name(self, task: Task) -> str:
         return job_name(self.spec.name, task.stage, task.keys[0])

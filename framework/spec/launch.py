@@ -130,7 +130,7 @@ class SlurmLauncherSpec(SlurmStageResources):
         description="Shell lines run before each job (module load, conda activate, ...).",
     )
     container: str | None = Field(None, description="Command prefix that runs the job in a container.")
-    stages: dict[Literal["model", "pool", "data", "train", "eval", "log"], SlurmStageResources] = Field(
+    stages: dict[Literal["model", "generate", "pool", "data", "train", "eval", "log"], SlurmStageResources] = Field(
         default_factory=dict,
         description="Per-stage resource overrides. There `field: ~` means none for that stage (no qos, no extra "
         "#SBATCH line), in the spec and in an included base alike; leave the field out for the launcher's value.",

@@ -77,13 +77,14 @@ class StageResources:
     extra_sbatch: tuple[str, ...] = ()
 
 
-def stage_resources(spec: AblationSpec, stage: str) -> StageResources:
+def stage_resources(spec: AblationSpec, stage: str, device: str | None = None) -> StageResources:
     """Launcher defaults overridden by `stages.<stage>` (a field set there, even to null, wins).
 
     Node and GPU counts are the exception, because the defaults describe the training job: CPU stages get 1 node and
     no GPU, eval gets 1 node, and train gets `train.nodes` (which the training's process layout follows), unless
     `stages.<stage>` says otherwise. A Slurm node count for train that differs from `train.nodes` is an error rather
-    than an allocation half the training would leave idle.
+    than an allocation half the training would leave idle. `device`: what the job needs, when it differs from
+    its stage's (a generation through an endpoint needs no GPU).
     """
     slurm: SlurmLauncherSpec = spec.launcher.slurm
     override = slurm.stages.get(stage)
@@ -92,7 +93,7 @@ def stage_resources(spec: AblationSpec, stage: str) -> StageResources:
     def pick(name: str) -> Any:
         return getattr(override, name) if name in explicit else getattr(slurm, name)
 
-    gpu_stage = STAGES[stage].device == "gpu"
+    gpu_stage = (device or STAGES[stage].device) == "gpu"
     if stage == "train":
         asked = override.nodes if "nodes" in explicit and override is not None else slurm.nodes
         if asked is not None and asked != spec.train.nodes:

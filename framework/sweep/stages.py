@@ -53,3 +53,11 @@ STAGES: dict[str, Stage] = {
     )
 }
 STAGE_ORDER = list(STAGES)
+
+
+def job_device(stage: str, config: dict) -> str:
+    """What one job of `stage` needs: the stage's device, except that a generation whose teacher is an endpoint
+    only sends requests (a GPU allocation would sit idle while a server elsewhere answers)."""
+    if stage == "generate" and "endpoint_model" in (config.get("teacher") or {}):
+        return "cpu"
+    return STAGES[stage].device

@@ -53,6 +53,32 @@ def test_plan_json_lists_cells_jobs_and_counts(write_spec, minimal, in_tmp, caps
     job_ids = {j["id"] for j in data["jobs"]}
     assert all(d in job_ids for j in data["jobs"] for d in j["deps"])
     assert any(n.startswith("pool[0]: hub dataset 'nvidia/Nemotron-Math-HumanReasoning'") for n in data["notes"])
+    assert data["generation"] == []
+
+
+def test_plan_shows_what_generations_will_ask(write_spec, in_tmp, capsys):
+    endpoint = {
+        "base_url": "http://127.0.0.1:9/v1",
+        "model": "t",
+        "price_input_per_mtok": 1,
+        "price_output_per_mtok": 2,
+    }
+    generated = {"problems": {"preset": "toy", "limit": 8}, "teacher": {"endpoint": endpoint}, "samples": 3}
+    spec = {
+        "name": "g",
+        "model": {"name_or_path": "toy:base"},
+        "pool": [{"preset": "toy"}, {"source": "t", "generate": {**generated, "sampling": {"max_tokens": 10}}}],
+        "factors": {"source": {"levels": ["long_cot", "t"]}},
+        "eval": {"benchmarks": [{"name": "toy", "limit": 2}], "samples": 1},
+    }
+    path = write_spec(spec)
+    assert main(["plan", str(path), "--json"]) == 0  # builds nothing that waits for the generation
+    (gen,) = json.loads(capsys.readouterr().out)["generation"]
+    assert gen["requests"] % 3 == 0 and gen["journaled"] == 0 and gen["max_output_tokens"] == gen["requests"] * 10
+    assert gen["cost_max"] > 0 and gen["source"] == "pool[1] t"
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"pool[1] t (t): {gen['requests']} requests (0 already answered" in out and "cost at most" in out
 
 
 def test_exec_unknown_key_and_unimplemented_stage(write_spec, minimal, in_tmp, capsys):

@@ -105,6 +105,42 @@ def test_golden_vllm_eval_script(minimal):
     assert text.count("/SUCCESS'") + text.count("/SUCCESS\n") == 2  # one marker per benchmark of the checkpoint
 
 
+def test_golden_generation_scripts_gpu_teacher_and_endpoint(minimal, tmp_path):
+    """Sampling QwQ-32B-Preview 8 times per problem on GPUs, and rewriting human solutions through an endpoint:
+    the Slurm jobs each would submit."""
+    problems = {"preset": "nemotron-math-human-reasoning"}
+    qwq = {
+        "model": "Qwen/QwQ-32B-Preview",
+        "revision": "91906fe41a48b6a89ce2970abfd1269eefee170e",
+        "tensor_parallel_size": 8,
+    }
+    sampling = {"temperature": 0.7, "max_tokens": 30000}
+    minimal["pool"] += [
+        {"source": "qwq-x8", "generate": {"problems": problems, "teacher": qwq, "samples": 8, "sampling": sampling}},
+        {
+            "source": "human-checked",
+            "generate": {
+                "refine": "human_stage4",
+                "teacher": {"endpoint": {"base_url": "https://api.internal/v1", "model": "qwen2.5-72b-instruct"}},
+                "prompt": "Rewrite this solution, checking each step:\n{trace}",
+            },
+        },
+    ]
+    minimal["factors"]["source"]["levels"] += ["qwq-x8", "human-checked"]
+    spec = spec_32b(minimal, slurm={**CLUSTER_32B["slurm"], "stages": {"generate": {"time": "24:00:00"}}})
+    plan = build_plan(spec)
+    tasks = [t for t in pending_tasks(plan, Store(tmp_path / "store")) if t.stage == "generate"]
+    gpu, endpoint = tasks
+    launcher = golden_launcher(spec)
+    gpu_text = launcher.script(gpu)
+    check_golden("generate_qwq_1x8.sbatch", gpu_text)
+    assert "#SBATCH --gpus-per-node=8" in gpu_text and "#SBATCH --time=24:00:00" in gpu_text
+    endpoint_text = launcher.script(endpoint)
+    check_golden("generate_endpoint_cpu.sbatch", endpoint_text)
+    assert "--gpus-per-node" not in endpoint_text  # requests to a server elsewhere: no GPU held idle
+    assert stage_resources(spec, "generate", "cpu").gpus_per_node == 0
+
+
 def test_script_is_valid_bash(minimal, tmp_path):
     launcher = golden_launcher(spec_32b(minimal))
     path = tmp_path / "job.sbatch"
