@@ -246,6 +246,10 @@ def _text(v: Any) -> str:
     return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
 
 
+def _count(v: Any) -> str:
+    return "" if _text(v) == "" else str(int(v))
+
+
 def _pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
@@ -266,6 +270,44 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+GENERATION_COLUMNS = (
+    "requests", "finished", "failed", "empty", "truncated", "prompt_tokens", "completion_tokens", "cost", "seconds",
+)  # fmt: skip
+
+
+def generation_frame(plan: Plan, store: Store) -> pd.DataFrame:
+    """One row per generated pool source: who wrote its traces and what it cost (usage.json of its job)."""
+    rows = []
+    for index, job_id in plan.generated.items():
+        src = plan.spec.pool[index]
+        stage, key = job_id.split("/")
+        usage = _read_json(store.path(stage, key) / "usage.json") if store.is_done(stage, key) else {}
+        rows.append(
+            {
+                "source": src.source or src.generate.teacher.name,
+                "teacher": src.generate.teacher.name,
+                "job": job_id,
+                "done": store.is_done(stage, key),
+                **{c: usage.get(c) for c in GENERATION_COLUMNS},
+            }
+        )
+    return pd.DataFrame(rows, columns=["source", "teacher", "job", "done", *GENERATION_COLUMNS])
+
+
+def _generation_section(gen: pd.DataFrame) -> str:
+    header = ["source", "teacher", "traces", "failed", "truncated", "generated tokens", "cost"]
+    rows = [
+        [
+            r["source"], r["teacher"],
+            f"{int(r['finished'])} of {int(r['requests'])}" if r["done"] else "not generated yet",
+            _count(r["failed"]), _count(r["truncated"]), _count(r["completion_tokens"]),
+            "" if _text(r["cost"]) == "" else f"{float(r['cost']):.2f}",
+        ]
+        for _, r in gen.iterrows()
+    ]  # fmt: skip
+    return "## Generated traces\n\n" + _table(header, rows) + "\n"
 
 
 def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
@@ -406,6 +448,10 @@ def write_report(
         sections.append(
             _benchmark_section(bench, cmp, cells, factors, [str(p.relative_to(out_dir)) for p in made if p])
         )
+    generation = generation_frame(plan, store)
+    if not generation.empty:
+        write_csv(generation, tables / "generation.csv")
+        sections.insert(0, _generation_section(generation))
     for name, parts in results.items():
         if parts:
             df = pd.concat(parts, ignore_index=True)

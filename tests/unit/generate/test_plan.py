@@ -165,3 +165,20 @@ def test_plan_estimates_requests_tokens_and_cost_and_counts_journaled_answers(tm
     assert refine.requests == n and refine.cost_max is None  # its prompts hold traces not written yet
     lines = render([first, refine])
     assert f"{n} requests (3 already answered, {n - 3} to ask)" in lines[0] and "cost at most" in lines[0]
+
+
+def test_the_report_lists_each_generation_with_its_usage(tmp_path):
+    from framework.report import _generation_section, generation_frame
+    from framework.store import Store, write_json_atomic
+
+    p = plan()
+    store = Store(tmp_path / "store")
+    stage, key = p.generated[1].split("/")
+    usage = {"requests": 16, "finished": 15, "failed": 1, "empty": 0, "truncated": 2, "prompt_tokens": 100}
+    with store.build(stage, key) as build:
+        write_json_atomic(build.dir / "usage.json", {**usage, "completion_tokens": 900, "cost": 0.0123, "seconds": 3})
+    frame = generation_frame(p, store)
+    assert list(frame["source"]) == ["t", "t2"] and list(frame["done"]) == [True, False]
+    assert frame.loc[0, "finished"] == 15 and frame.loc[0, "cost"] == 0.0123
+    text = _generation_section(frame)
+    assert "| t | teacher | 15 of 16 | 1 | 2 | 900 | 0.01 |" in text and "| t2 | teacher | not generated yet |" in text
