@@ -47,16 +47,25 @@ def generate(
     requests: list[Request],
     gen: GenerateSpec,
     on_result: Callable[[Outcome], None],
-) -> None:
+    context: int | None = None,
+) -> int:
+    """Answer the requests; returns the max_tokens the answers were allowed: the spec's, or less where the longest
+    prompt and the spec's max_tokens do not fit the teacher's `context` (vLLM would refuse every request)."""
     teacher = gen.teacher
     dtype = ("bfloat16" if has_cuda() else "float32") if teacher.dtype == "auto" else teacher.dtype
     stop_ids = generation_stop_ids(model_dir, tokenizer)
     s = gen.sampling
-    decoding = Decoding(
-        Sampling(s.temperature, s.top_p, s.top_k, s.max_tokens, s.seed), 1, teacher.tensor_parallel_size
-    )
     ids = {r.request_id: prompt_tokens(tokenizer, r.prompt, gen.chat) for r in requests}
-    max_len = max((len(p) for p in ids.values()), default=1) + s.max_tokens
+    longest = max((len(p) for p in ids.values()), default=1)
+    max_tokens = s.max_tokens
+    if context is not None and longest + max_tokens > context:
+        max_tokens = context - longest
+        if max_tokens < 1:
+            raise DataError(
+                f"a prompt of {longest} tokens leaves no room to answer in the teacher's context of {context} tokens"
+            )
+    decoding = Decoding(Sampling(s.temperature, s.top_p, s.top_k, max_tokens, s.seed), 1, teacher.tensor_parallel_size)
+    max_len = longest + max_tokens
     for start in range(0, len(requests), teacher.batch_size):
         batch = requests[start : start + teacher.batch_size]
         outs = vllm_generate(
@@ -75,3 +84,4 @@ def generate(
                     attempts=1,
                 )
             )
+    return max_tokens

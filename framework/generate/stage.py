@@ -116,8 +116,9 @@ def api_key(gen: GenerateSpec) -> str | None:
     return key
 
 
-def ask_teacher(ctx: StageContext, gen: GenerateSpec, todo: list[Request], record: Any) -> None:
-    """Send the requests to the endpoint or the offline engine; `record(outcome)` journals each one."""
+def ask_teacher(ctx: StageContext, gen: GenerateSpec, todo: list[Request], record: Any) -> str | None:
+    """Send the requests to the endpoint or the offline engine; `record(outcome)` journals each one. Returns a
+    warning for the stage's usage report, if any."""
     ep = gen.teacher.endpoint
     if ep is not None:
         endpoint = client.Endpoint(
@@ -129,14 +130,21 @@ def ask_teacher(ctx: StageContext, gen: GenerateSpec, todo: list[Request], recor
             client.generate(endpoint, calls, record, seed=gen.sampling.seed)
         except client.EndpointRefused as e:
             raise GenerateError(str(e)) from None
-        return
+        return None
     spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
     teacher = ModelSpec(
         name_or_path=gen.teacher.model, revision=gen.teacher.revision, dtype=gen.teacher.dtype,
         chat_template=gen.teacher.chat_template,
     )  # fmt: skip
     source = models.fetch(models.resolve(teacher, spec_dir=spec_dir))
-    offline.generate(Path(source.location), models.load_tokenizer(source), todo, gen, record)
+    context = models.max_positions(models.load_config(source))
+    allowed = offline.generate(Path(source.location), models.load_tokenizer(source), todo, gen, record, context)
+    if allowed < gen.sampling.max_tokens:
+        return (
+            f"answers were allowed {allowed} tokens, not max_tokens {gen.sampling.max_tokens}: the longest prompt "
+            f"and max_tokens do not fit the teacher's context of {context} tokens"
+        )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -234,12 +242,13 @@ def run(ctx: StageContext) -> None:
                 }
             )  # fmt: skip
 
-        if todo:
-            ask_teacher(ctx, gen, todo, record)
+        warning = ask_teacher(ctx, gen, todo, record) if todo else None
     seconds = time.monotonic() - t0
     done, failed = read_journal(journal)
     lost = [r for r in requests if r.request_id not in done]
     report = usage(requests, done, failed, len(todo), seconds, gen)
+    if warning:
+        report["warning"] = warning
     frame = traces_frame(items, requests, done, gen, teacher, where)
     frame.to_parquet(ctx.out / GENERATED_FILE, index=False)
     write_json_atomic(ctx.out / "usage.json", report)

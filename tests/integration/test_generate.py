@@ -150,7 +150,7 @@ def test_vllm_offline_teacher_writes_graded_traces(tmp_path: Path):
                     "teacher": {"model": "toy:base", "batch_size": 4},
                     "prompt": "{problem}",
                     "samples": 2,
-                    "sampling": {"temperature": 0.8, "max_tokens": 48},
+                    "sampling": {"temperature": 0.8, "max_tokens": 4096},  # beyond the toy's context
                 },
             },
         ],
@@ -167,6 +167,11 @@ def test_vllm_offline_teacher_writes_graded_traces(tmp_path: Path):
     usage = json.loads((out / "usage.json").read_text())
     problems = traces["problem_id"].nunique()
     assert usage["requests"] == 2 * problems and usage["finished"] == usage["requests"]
-    assert len(traces) == usage["finished"] - usage["empty"] and (traces["completion_tokens"] <= 48).all()
+    assert len(traces) == usage["finished"] - usage["empty"]
+    context = json.loads((Path(__file__).parents[2] / "framework/toy/assets/base/config.json").read_text())
+    longest = int(traces["prompt_tokens"].max())
+    allowed = context["max_position_embeddings"] - longest
+    assert f"allowed {allowed} tokens, not max_tokens 4096" in usage["warning"]  # capped, and said so
+    assert (traces["completion_tokens"] <= allowed).all()
     assert set(traces["finish_reason"]) <= {"stop", "length"} and (traces["teacher"] == "toy:base").all()
     ablate("exec", "generate", key, "--spec", "spec.yaml", cwd=tmp_path, ok=True)  # done: returns at once
