@@ -205,10 +205,14 @@ def unpinned_hub_data(spec: AblationSpec, models: dict[str, dict[str, Any]]) -> 
     upload would change them under the same keys."""
     hint = "pin `revision:` to a commit so a new upload cannot change it under the same key"
     out = []
-    for i, src in enumerate(spec.pool):
+    sources = [(f"pool[{i}]", src) for i, src in enumerate(spec.pool)]
+    sources += [(f"pool[{i}].generate.problems", s.generate.problems) for i, s in enumerate(spec.pool) if s.generate]
+    for where, src in sources:
+        if src is None or src.generate is not None:
+            continue
         hub = src.hub or (POOL_PRESETS.resolve(src.preset).hub if src.preset and src.path is None else None)
         if hub and src.revision is None:
-            out.append(f"pool[{i}]: hub dataset {hub!r} is read at its latest revision; {hint}")
+            out.append(f"{where}: hub dataset {hub!r} is read at its latest revision; {hint}")
     for i, b in enumerate(spec.eval.benchmarks):
         hub = _benchmark_hub(b)
         if hub and b.revision is None:
@@ -512,6 +516,7 @@ class _Planner:
                 continue
             if i not in self.generated_configs:
                 self.generated_configs[i] = generate_config(self.spec, i, self.spec_dir, self.problems)
+                self.model_idents[f"pool[{i}].generate.teacher"] = self.generated_configs[i]["teacher"]
             deps = list(ids) if src.generate.refine is not None else []
             self.generated[i] = self.add("generate", self.generated_configs[i], deps, cell)
             ids.append(self.generated[i])
