@@ -372,6 +372,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
+    if args.action == "teacher":  # fine-tunes the shipped base; its world is the base's
+        out = ["--out", args.out] if args.out else []
+        return subprocess.call([sys.executable, "-m", "framework.toy.teacher", "--seed", str(args.seed), *out])
     cmd = [
         sys.executable,
         "-m",
@@ -609,11 +612,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=5000)
     p.add_argument("--results-dir", help="the results root the sweep ran with (default: the spec's results_dir)")
-    p = command("toy", cmd_toy, "toy world tools: `ablate toy pretrain` builds the toy base model")
-    p.add_argument("action", choices=["pretrain"])
-    p.add_argument("--world-seed", type=int, default=0)
+    p = command(
+        "toy",
+        cmd_toy,
+        "toy world tools: `ablate toy pretrain` builds the toy base model, `ablate toy teacher` the toy teacher "
+        "(the base fine-tuned on long chain-of-thought traces)",
+    )
+    p.add_argument("action", choices=["pretrain", "teacher"])
+    p.add_argument("--world-seed", type=int, default=0, help="pretrain only (the teacher uses the base's world)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="where to write it (default: the shipped toy:base, inside the package)")
+    p.add_argument("--out", help="where to write it (default: the shipped toy:base or toy:teacher, in the package)")
     p = command(
         "cancel",
         cmd_cancel,

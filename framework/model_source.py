@@ -1,7 +1,7 @@
 """Where a spec's model lives, and loading it with the checks that must fail before any process is launched.
 
-A model is a hub id (pinned by revision), a local Hugging Face directory, the shipped toy base (`toy:base`) or a
-tiny model built by the `model` stage. Everything a multi-hour job would trip over late (a missing path, no chat
+A model is a hub id (pinned by revision), a local Hugging Face directory, a shipped toy model (`toy:base`,
+`toy:teacher`) or a tiny model built by the `model` stage. Everything a multi-hour job would trip over late (a missing path, no chat
 template, a sequence length the model cannot take) is a `ModelError`. `preflight` finds these from the
 checkpoint's JSON files without importing transformers (seconds of CPU on a small machine), so a stage can refuse
 before it launches anything; `check` repeats them on the loaded tokenizer and config, authoritatively.
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framework.errors import UserError
-from framework.spec.models import ModelSpec
-from framework.sweep.plan import resolve_path, toy_base_path
+from framework.spec.models import TOY_MODELS, ModelSpec
+from framework.sweep.plan import resolve_path, toy_model_path
 
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 # What a training or evaluation process reads from a hub snapshot (no .bin/.pth duplicates of the weights).
@@ -64,10 +64,12 @@ def resolve(model: ModelSpec, *, model_dir: Path | None = None, spec_dir: Path |
             raise ModelError(f"the tiny model has not been built: no config.json in {model_dir} (run its model stage)")
         return ModelSource("tiny", str(model_dir), **common)
     name = model.name_or_path or ""
-    if name == "toy:base":
-        path = toy_base_path()
+    if name in TOY_MODELS:
+        path = toy_model_path(name)
         if not (path / "config.json").is_file():
-            raise ModelError(f"the shipped toy base is missing at {path} (run `ablate toy pretrain` to build it)")
+            raise ModelError(
+                f"the shipped toy {name[4:]} is missing at {path} (run `{TOY_MODELS[name][1]}` to build it)"
+            )
         return ModelSource("toy", str(path), **common)
     local = resolve_path(name, spec_dir)
     if local is not None:

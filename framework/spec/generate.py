@@ -69,7 +69,9 @@ class TeacherSpec(SpecModel):
     """Who writes the traces: a model run here with vLLM (offline), or an endpoint."""
 
     model: str | None = Field(
-        None, description="Hub id, local checkpoint directory or 'toy:base', run with vLLM in the stage's process."
+        None,
+        description="Hub id, local checkpoint directory, 'toy:base' or 'toy:teacher', run with vLLM in the stage's "
+        "process.",
     )
     revision: str | None = Field(
         None,

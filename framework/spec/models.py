@@ -57,13 +57,22 @@ class TinyModelSpec(SpecModel):
         return self
 
 
+# Models shipped with ablate: the name a spec gives one -> (its directory under framework/toy/assets, the command
+# that builds it there).
+TOY_MODELS: dict[str, tuple[str, str]] = {
+    "toy:base": ("base", "ablate toy pretrain"),
+    "toy:teacher": ("teacher", "ablate toy teacher"),
+}
+
+
 class ModelSpec(SpecModel):
     """The base model every cell fine-tunes: a hub id, a local directory, or a tiny model built here."""
 
     name_or_path: str | None = Field(
         None,
         description="Hub id (e.g. Qwen/Qwen2.5-32B) or local directory of a Hugging Face checkpoint. "
-        "'toy:base' names the pretrained toy base shipped with ablate.",
+        "'toy:base' names the pretrained toy base shipped with ablate, 'toy:teacher' the toy base fine-tuned on long "
+        "chain-of-thought traces (a reasoning model to generate traces with).",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
     tiny: TinyModelSpec | None = Field(None, description="Build a small Qwen2 locally instead of loading one.")
@@ -79,8 +88,10 @@ class ModelSpec(SpecModel):
     def _one_source(self) -> ModelSpec:
         if (self.name_or_path is None) == (self.tiny is None):
             raise ValueError("give exactly one of 'name_or_path' (hub id or local path) or 'tiny' (build locally)")
-        if self.name_or_path and self.name_or_path.startswith("toy:") and self.name_or_path != "toy:base":
-            raise ValueError(f"unknown toy model {self.name_or_path!r}: the toy world ships one base model, 'toy:base'")
+        if self.name_or_path and self.name_or_path.startswith("toy:") and self.name_or_path not in TOY_MODELS:
+            raise ValueError(
+                f"unknown toy model {self.name_or_path!r}: the toy world ships {', '.join(map(repr, TOY_MODELS))}"
+            )
         return self
 
 

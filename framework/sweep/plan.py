@@ -19,7 +19,15 @@ from framework.registry import BENCHMARKS, FACTORS, POOL_PRESETS
 from framework.spec.base import run_only_fields
 from framework.spec.generate import GenerateSpec, TeacherSpec
 from framework.spec.launch import tracking_uri_problem
-from framework.spec.models import AblationSpec, BenchmarkSpec, EvalSpec, ModelSpec, PoolSourceSpec, TrainSpec
+from framework.spec.models import (
+    TOY_MODELS,
+    AblationSpec,
+    BenchmarkSpec,
+    EvalSpec,
+    ModelSpec,
+    PoolSourceSpec,
+    TrainSpec,
+)
 from framework.sweep.grid import Cell, arm_definition, expand
 from framework.sweep.resources import TrainConfigError, layout, stage_resources
 from framework.sweep.stages import STAGES
@@ -82,7 +90,12 @@ def searched(path: str, spec_dir: Path | None) -> str:
 
 
 def toy_base_path() -> Path:
-    return Path(__file__).parents[1] / "toy" / "assets" / "base"
+    return toy_model_path("toy:base")
+
+
+def toy_model_path(name: str) -> Path:
+    """The directory of a shipped toy model (`TOY_MODELS`)."""
+    return Path(__file__).parents[1] / "toy" / "assets" / TOY_MODELS[name][0]
 
 
 def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
@@ -90,10 +103,10 @@ def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str],
     if model.tiny is not None:
         return {"tiny": model.tiny.model_dump(mode="json"), "chat_template": model.chat_template}
     name = model.name_or_path or ""
-    if name == "toy:base":
-        path = toy_base_path()
+    if name in TOY_MODELS:
+        path = toy_model_path(name)
         if not path.exists():
-            problems.append(f"{where}: the shipped toy base is missing at {path} (run `ablate toy pretrain`)")
+            problems.append(f"{where}: the shipped toy {name[4:]} is missing at {path} (run `{TOY_MODELS[name][1]}`)")
             return {"toy": "missing"}
         return {"local": tree_digest(path), "chat_template": model.chat_template}
     local = resolve_path(name, spec_dir)

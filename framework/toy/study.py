@@ -135,8 +135,10 @@ def generate(
     problems: Sequence[Problem],
     max_new_tokens: int,
     device: str = "cpu",
+    temperature: float = 0.0,
 ) -> list[str]:
-    """Greedy responses to the chat-formatted problems, decoded without special tokens."""
+    """Responses to the chat-formatted problems (greedy, or sampled at `temperature` from torch's global RNG),
+    decoded without special tokens."""
     import torch
 
     prompt = PromptSpec(user_template=USER_TEMPLATE)
@@ -153,7 +155,11 @@ def generate(
                 input_ids=ids,
                 attention_mask=mask,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
+                **(
+                    {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+                    if temperature > 0
+                    else {"do_sample": False}
+                ),
                 eos_token_id=stops,
                 pad_token_id=pad,
             )
