@@ -230,7 +230,7 @@ def generation_estimates(sweep: Sweep) -> list[dict[str, Any]]:
     from framework.generate.estimate import estimate, render
 
     spec_dir = sweep.loaded.path.resolve().parent if sweep.loaded.path else None
-    estimates = estimate(sweep.plan, spec_dir, sweep.store.root)
+    estimates = estimate(sweep.plan, spec_dir, sweep.store)
     sweep_lines = render(estimates)
     out = [e.to_dict() for e in estimates]
     for entry, line in zip(out, sweep_lines):

@@ -63,11 +63,12 @@ def vllm_generate(
     indices: list[int] | None = None,
     *,
     seeds: list[int] | None = None,
+    max_tokens: list[int] | None = None,
 ) -> list[list[dict]]:
     """Samples per prompt from this process's vLLM engine, each ending at the first of `stop_ids`. `indices`: the
     prompts' places in the whole benchmark (they seed the requests), when this process generates one data-parallel
     shard of it (framework.eval.parallel). `seeds`: each request's own seed instead (a generation's requests are
-    content-addressed and seeded by their id)."""
+    content-addressed and seeded by their id); `max_tokens`: each request's own limit (what fits its context)."""
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -104,7 +105,7 @@ def vllm_generate(
             temperature=s.temperature,
             top_p=s.top_p,
             top_k=s.top_k,
-            max_tokens=s.max_tokens,
+            max_tokens=max_tokens[k] if max_tokens is not None else s.max_tokens,
             seed=(seeds[k] if seeds is not None else sample_seed(s.seed, i, 0, ev.samples)) if per_request else None,
             stop_token_ids=stop_ids,
         )

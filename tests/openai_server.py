@@ -60,6 +60,7 @@ class FakeOpenAI:
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are written apart: no delayed-ACK stall per reply
 
         def log_message(self, *args: Any) -> None:  # quiet
             pass
@@ -88,11 +89,15 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # a burst of new connections is queued, not reset
+    daemon_threads = True
+
+
 @contextmanager
 def serving(fake: FakeOpenAI) -> Iterator[str]:
     """The server on 127.0.0.1 and a free port for the block; yields its base URL (…/v1)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", 0), _handler(fake))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -53,13 +53,14 @@ class Outcome:
     error: str | None = None
     attempts: int = 0
     seconds: float = 0.0
+    max_tokens: int | None = None  # the limit the answer had, where it was less than the spec's
 
 
 @dataclass
 class Endpoint:
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # in the Authorization header and nowhere else
     chat: bool = True
     concurrency: int = 16
     timeout_s: float = 600.0
@@ -88,8 +89,15 @@ class Malformed(ValueError):
     """A 200 response that is not one complete sample."""
 
 
+class Unusable(ValueError):
+    """A complete, well-formed answer that is no trace (a content filter, an unknown finish reason): asking again
+    would pay for the same answer, so the request fails at once."""
+
+
 def parse_response(body: bytes, chat: bool) -> tuple[str, str, int | None, int | None]:
-    """(text, finish_reason, prompt tokens, completion tokens) of one complete sample, or Malformed."""
+    """(text, finish_reason, prompt tokens, completion tokens) of one complete sample; Malformed for what may be
+    a transport fault (retried), Unusable for a complete answer that is not a trace (not retried). A reasoning
+    server's separate chain of thought (`reasoning_content`, `reasoning`) comes first in the text: it is the trace."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -100,13 +108,24 @@ def parse_response(body: bytes, chat: bool) -> tuple[str, str, int | None, int |
     if len(choices) != 1:
         raise Malformed(f"asked for 1 choice, got {len(choices)}")
     choice = choices[0] if isinstance(choices[0], dict) else {}
-    text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+    message = choice.get("message") if chat else None
+    if chat and not isinstance(message, dict):
+        raise Malformed("the choice holds no message")
+    text = message.get("content") if message is not None else choice.get("text")
+    thinking = next(
+        (message[k] for k in ("reasoning_content", "reasoning") if isinstance((message or {}).get(k), str)), None
+    )
+    if thinking:
+        text = thinking if not isinstance(text, str) or not text else f"{thinking}\n\n{text}"
     if not isinstance(text, str):
         raise Malformed("the choice holds no text")
     reason = choice.get("finish_reason")
+    if reason is None:
+        raise Malformed("no finish_reason: the answer was cut short")
     if reason not in ("stop", "length"):
-        raise Malformed(f"finish_reason {reason!r}: the sample did not end by a stop or the token limit")
+        raise Unusable(f"finish_reason {reason!r}: the sample did not end by a stop or the token limit")
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    text = text.encode("utf-8", errors="replace").decode("utf-8")  # a lone surrogate cannot be stored
     return text, reason, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
 
 
@@ -144,10 +163,10 @@ def backoff(attempt: int, base_s: float, rng: random.Random) -> float:
 
 def _reason(status: int, body: bytes, key: str | None) -> str:
     """A server may echo the key it refused: the reason never holds it, whatever its shape."""
-    snippet = body[:300].decode("utf-8", errors="replace").replace("\n", " ")
+    text = body.decode("utf-8", errors="replace")
     if key:
-        snippet = snippet.replace(key, "[REDACTED]")
-    return redact_text(f"HTTP {status}: {snippet}")
+        text = text.replace(key, "[REDACTED]")  # before the cut, so no part of the key survives it
+    return redact_text(f"HTTP {status}: {text[:300]}".replace("\n", " "))
 
 
 async def _one(client: httpx.AsyncClient, ep: Endpoint, call: Call, rng: random.Random) -> Outcome:
@@ -157,8 +176,9 @@ async def _one(client: httpx.AsyncClient, ep: Endpoint, call: Call, rng: random.
     for attempt in range(ep.max_retries + 1):
         wait: float | None = None
         try:
-            resp = await client.post(ep.url(), json=ep.payload(call))
-            body = await resp.aread()
+            async with asyncio.timeout(ep.timeout_s):  # the whole answer, not each read: a trickle also times out
+                resp = await client.post(ep.url(), json=ep.payload(call))
+                body = await resp.aread()
             if resp.status_code == 200:
                 text, finish, p_tok, c_tok = parse_response(body, ep.chat)
                 return Outcome(
@@ -173,12 +193,15 @@ async def _one(client: httpx.AsyncClient, ep: Endpoint, call: Call, rng: random.
             if resp.status_code not in RETRY_STATUS:
                 break  # a 400 or 404 asked again is refused again
             wait = retry_after(resp.headers)
+        except Unusable as e:
+            reason = f"unusable answer: {e}"
+            break
         except Malformed as e:
             reason = f"malformed response: {e}"
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             reason = f"no complete response within {ep.timeout_s:g} s"
-        except httpx.TransportError as e:  # refused, reset or dropped connection
-            reason = redact_text(f"connection failed: {type(e).__name__}")
+        except httpx.HTTPError as e:  # refused, reset or dropped connection, an undecodable body, ...
+            reason = f"connection failed: {type(e).__name__}"  # the type only: a message may quote the URL
         if attempt < ep.max_retries:
             await asyncio.sleep(wait if wait is not None else backoff(attempt, ep.backoff_s, rng))
     return Outcome(call.request_id, False, error=reason, attempts=attempt + 1, seconds=time.monotonic() - t0)
@@ -198,7 +221,14 @@ async def _run(ep: Endpoint, calls: list[Call], on_result: Callable[[Outcome], N
             rng = random.Random(seed * 1_000_003 + k)
             while not queue.empty():
                 call = queue.get_nowait()
-                on_result(await _one(client, ep, call, rng))
+                try:
+                    outcome = await _one(client, ep, call, rng)
+                except EndpointRefused:
+                    raise
+                except Exception as e:  # a fault of one request never costs the others (nor their answers)
+                    outcome = Outcome(call.request_id, False, error=f"client error: {type(e).__name__}")
+                # In a thread: the journal's fsync must not stall every other answer in flight.
+                await asyncio.to_thread(on_result, outcome)
 
         workers = [asyncio.create_task(worker(k)) for k in range(min(ep.concurrency, len(calls)))]
         try:
@@ -209,8 +239,9 @@ async def _run(ep: Endpoint, calls: list[Call], on_result: Callable[[Outcome], N
 
 
 def generate(ep: Endpoint, calls: Iterable[Call], on_result: Callable[[Outcome], None], seed: int = 0) -> None:
-    """Send every call, `ep.concurrency` at a time, handing each outcome to `on_result` as it arrives. Raises
-    EndpointRefused at once on a 401/403 (the outcomes already handed over stay with the caller)."""
+    """Send every call, `ep.concurrency` at a time, handing each outcome to `on_result` as it arrives (from worker
+    threads: `on_result` must be thread-safe). Raises EndpointRefused at once on a 401/403 (the outcomes already
+    handed over stay with the caller)."""
     todo = list(calls)
     if todo:
         asyncio.run(_run(ep, todo, on_result, seed))

@@ -15,7 +15,8 @@ from typing import Any
 from framework.errors import UserError
 from framework.generate.journal import read_journal
 from framework.generate.requests import build_requests
-from framework.generate.stage import journal_dir, read_problems
+from framework.generate.stage import journal_dir, read_problems, read_refined
+from framework.store import Store
 from framework.sweep.plan import Plan, resolve_path
 
 CHARS_PER_TOKEN = 4.0
@@ -39,7 +40,7 @@ class Estimate:
         return asdict(self)
 
 
-def estimate(plan: Plan, spec_dir: Path | None, store_root: Path) -> list[Estimate]:
+def estimate(plan: Plan, spec_dir: Path | None, store: Store) -> list[Estimate]:
     """One estimate per generated pool source of the plan, in pool order."""
     out: list[Estimate] = []
     counts: dict[int, int | None] = {}
@@ -49,7 +50,7 @@ def estimate(plan: Plan, spec_dir: Path | None, store_root: Path) -> list[Estima
         assert gen is not None
         teacher = plan.jobs[job_id].config["teacher"]
         label = f"pool[{index}] {src.source or gen.teacher.name}"
-        journal_done, _ = read_journal(journal_dir(store_root, teacher, gen))
+        journal_done, _ = read_journal(journal_dir(store.root, teacher, gen))
         if gen.problems is not None:
             try:
                 problems = read_problems(gen.problems, f"pool[{index}].generate", lambda p: resolve_path(p, spec_dir))
@@ -63,12 +64,40 @@ def estimate(plan: Plan, spec_dir: Path | None, store_root: Path) -> list[Estima
             chars = sum(len(r.prompt) for r in requests)
             out.append(_estimate(label, gen, job_id, len(requests), done, chars / CHARS_PER_TOKEN, journal_done))
         else:
+            requests = refined_requests(plan, index, spec_dir, store, teacher)
+            if requests is not None:  # the traces it rewrites exist: count its requests as the stage will
+                counts[index] = len(requests)
+                done = sum(r.request_id in journal_done for r in requests)
+                chars = sum(len(r.prompt) for r in requests)
+                out.append(_estimate(label, gen, job_id, len(requests), done, chars / CHARS_PER_TOKEN, journal_done))
+                continue
             parents = [n for j, n in counts.items() if plan.spec.pool[j].source == gen.refine] if counts else []
             n = parents[0] * gen.samples if parents and parents[0] is not None else None
-            note = "" if n is not None else f"rewrites the traces labelled {gen.refine!r}: counted once they exist"
+            note = f"rewrites the traces labelled {gen.refine!r}: " + (
+                "counted from the generation that writes them" if n is not None else "counted once they exist"
+            )
             counts[index] = n
             out.append(_estimate(label, gen, job_id, n, 0, None, journal_done, note))
     return out
+
+
+def refined_requests(
+    plan: Plan, index: int, spec_dir: Path | None, store: Store, teacher: dict[str, Any]
+) -> list[Any] | None:
+    """A refinement's requests, when every generation before it is done (their traces are what it may rewrite);
+    None before that, or when its sources cannot be read here."""
+    generated = {}
+    for j, job_id in plan.generated.items():
+        if j < index:
+            stage, key = job_id.split("/")
+            if not store.is_done(stage, key):
+                return None
+            generated[j] = store.path(stage, key)
+    try:
+        rows = read_refined(plan.spec, index, lambda p: resolve_path(p, spec_dir), generated, f"pool[{index}].generate")
+    except (UserError, OSError):
+        return None
+    return build_requests(rows, plan.spec.pool[index].generate, teacher, "parent_trace_id")
 
 
 def _estimate(

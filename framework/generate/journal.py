@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -64,14 +65,17 @@ class JournalWriter:
         name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{JOURNAL_SUFFIX}"
         self.path = directory / name
         self._file: TextIO | None = None
+        self._lock = threading.Lock()  # the endpoint client hands results over from several threads
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
-            fsync_dir(self.path.parent)  # the new file's name survives a power cut too
-        self._file.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+        with self._lock:
+            if self._file is None:
+                self._file = self.path.open("a", encoding="utf-8")
+                fsync_dir(self.path.parent)  # the new file's name survives a power cut too
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:

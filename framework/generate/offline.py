@@ -48,40 +48,38 @@ def generate(
     gen: GenerateSpec,
     on_result: Callable[[Outcome], None],
     context: int | None = None,
-) -> int:
-    """Answer the requests; returns the max_tokens the answers were allowed: the spec's, or less where the longest
-    prompt and the spec's max_tokens do not fit the teacher's `context` (vLLM would refuse every request)."""
+) -> None:
+    """Answer the requests in batches. A request whose prompt and max_tokens do not fit the teacher's `context`
+    is answered within what fits (its outcome says the limit it had), and one whose prompt alone fills it fails;
+    each request's limit depends on its own prompt only, so a journaled answer means the same in every job."""
     teacher = gen.teacher
     dtype = ("bfloat16" if has_cuda() else "float32") if teacher.dtype == "auto" else teacher.dtype
     stop_ids = generation_stop_ids(model_dir, tokenizer)
     s = gen.sampling
     ids = {r.request_id: prompt_tokens(tokenizer, r.prompt, gen.chat) for r in requests}
-    longest = max((len(p) for p in ids.values()), default=1)
-    max_tokens = s.max_tokens
-    if context is not None and longest + max_tokens > context:
-        max_tokens = context - longest
-        if max_tokens < 1:
-            raise DataError(
-                f"a prompt of {longest} tokens leaves no room to answer in the teacher's context of {context} tokens"
-            )
-    decoding = Decoding(Sampling(s.temperature, s.top_p, s.top_k, max_tokens, s.seed), 1, teacher.tensor_parallel_size)
-    max_len = longest + max_tokens
-    for start in range(0, len(requests), teacher.batch_size):
-        batch = requests[start : start + teacher.batch_size]
+    limit = {rid: s.max_tokens if context is None else min(s.max_tokens, context - len(p)) for rid, p in ids.items()}
+    for r in requests:
+        if limit[r.request_id] < 1:
+            on_result(Outcome(r.request_id, False, error=f"the prompt's {len(ids[r.request_id])} tokens fill the "
+                              f"teacher's context of {context}", attempts=1))  # fmt: skip
+    todo = [r for r in requests if limit[r.request_id] >= 1]
+    if not todo:
+        return
+    decoding = Decoding(
+        Sampling(s.temperature, s.top_p, s.top_k, s.max_tokens, s.seed), 1, teacher.tensor_parallel_size
+    )
+    max_len = max(len(ids[r.request_id]) + limit[r.request_id] for r in todo)
+    for start in range(0, len(todo), teacher.batch_size):
+        batch = todo[start : start + teacher.batch_size]
         outs = vllm_generate(
             model_dir, [ids[r.request_id] for r in batch], decoding, dtype, max_len, stop_ids,
-            seeds=[r.seed for r in batch],
+            seeds=[r.seed for r in batch], max_tokens=[limit[r.request_id] for r in batch],
         )  # fmt: skip
         for r, (sample,) in zip(batch, outs, strict=True):
+            capped = limit[r.request_id] if limit[r.request_id] < s.max_tokens else None
             on_result(
                 Outcome(
-                    r.request_id,
-                    True,
-                    sample["text"],
-                    sample["finish_reason"],
-                    prompt_tokens=len(ids[r.request_id]),
-                    completion_tokens=sample["n_tokens"],
-                    attempts=1,
+                    r.request_id, True, sample["text"], sample["finish_reason"], prompt_tokens=len(ids[r.request_id]),
+                    completion_tokens=sample["n_tokens"], attempts=1, max_tokens=capped,
                 )
-            )
-    return max_tokens
+            )  # fmt: skip

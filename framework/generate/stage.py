@@ -80,6 +80,7 @@ def read_refined(spec: Any, index: int, resolve: Any, generated: dict[int, Path]
     if rows.empty:
         known = ", ".join(sorted(labels)) or "none"
         raise GenerateError(f"{where}.refine: no trace before pool[{index}] is labelled {label!r}; labels: {known}")
+    rows = rows.drop(columns=["parent_source", "parent_trace_id"], errors="ignore")  # a refinement's own parent
     rows["parent_trace_id"] = [trace_id(s, p, t) for s, p, t in zip(rows["source"], rows["problem_id"], rows["trace"])]
     rows = rows.rename(columns={"source": "parent_source"}).drop_duplicates("parent_trace_id")
     return rows.reset_index(drop=True)
@@ -116,9 +117,8 @@ def api_key(gen: GenerateSpec) -> str | None:
     return key
 
 
-def ask_teacher(ctx: StageContext, gen: GenerateSpec, todo: list[Request], record: Any) -> str | None:
-    """Send the requests to the endpoint or the offline engine; `record(outcome)` journals each one. Returns a
-    warning for the stage's usage report, if any."""
+def ask_teacher(ctx: StageContext, gen: GenerateSpec, todo: list[Request], record: Any) -> None:
+    """Send the requests to the endpoint or the offline engine; `record(outcome)` journals each one."""
     ep = gen.teacher.endpoint
     if ep is not None:
         endpoint = client.Endpoint(
@@ -130,7 +130,7 @@ def ask_teacher(ctx: StageContext, gen: GenerateSpec, todo: list[Request], recor
             client.generate(endpoint, calls, record, seed=gen.sampling.seed)
         except client.EndpointRefused as e:
             raise GenerateError(str(e)) from None
-        return None
+        return
     spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
     teacher = ModelSpec(
         name_or_path=gen.teacher.model, revision=gen.teacher.revision, dtype=gen.teacher.dtype,
@@ -138,13 +138,7 @@ def ask_teacher(ctx: StageContext, gen: GenerateSpec, todo: list[Request], recor
     )  # fmt: skip
     source = models.fetch(models.resolve(teacher, spec_dir=spec_dir))
     context = models.max_positions(models.load_config(source))
-    allowed = offline.generate(Path(source.location), models.load_tokenizer(source), todo, gen, record, context)
-    if allowed < gen.sampling.max_tokens:
-        return (
-            f"answers were allowed {allowed} tokens, not max_tokens {gen.sampling.max_tokens}: the longest prompt "
-            f"and max_tokens do not fit the teacher's context of {context} tokens"
-        )
-    return None
+    offline.generate(Path(source.location), models.load_tokenizer(source), todo, gen, record, context)
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -176,7 +170,11 @@ def traces_frame(
                 "_where": f"{where} {'trace ' + r.item if gen.refine else 'problem ' + r.problem_id} sample {r.sample}",
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for column in ("sample", "prompt_tokens", "completion_tokens"):  # counts stay integers beside other sources
+        if column in frame.columns:
+            frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def usage(requests: list[Request], done: dict, failed: dict, asked: int, seconds: float, gen: GenerateSpec) -> dict:
@@ -187,7 +185,15 @@ def usage(requests: list[Request], done: dict, failed: dict, asked: int, seconds
     cost = None
     if ep is not None and ep.price_input_per_mtok is not None and ep.price_output_per_mtok is not None:
         cost = (p_tok * ep.price_input_per_mtok + c_tok * ep.price_output_per_mtok) / 1e6
+    capped = [rec["max_tokens"] for rec in mine if rec.get("max_tokens") is not None]
+    warning = (
+        f"{len(capped)} answers were allowed fewer than max_tokens {gen.sampling.max_tokens} tokens (down to "
+        f"{min(capped)}): their prompt and max_tokens do not fit the teacher's context"
+        if capped
+        else None
+    )
     return {
+        "warning": warning,
         "requests": len(requests),
         "finished": len(mine),
         "empty": sum(not (rec.get("text") or "").strip() for rec in mine),
@@ -195,6 +201,7 @@ def usage(requests: list[Request], done: dict, failed: dict, asked: int, seconds
         "asked_now": asked,
         "reused": len(requests) - asked,
         "truncated": sum(rec.get("finish_reason") == "length" for rec in mine),
+        "capped": sum(rec.get("max_tokens") is not None for rec in mine),
         "prompt_tokens": p_tok,
         "completion_tokens": c_tok,
         "cost": cost,
@@ -225,7 +232,7 @@ def run(ctx: StageContext) -> None:
     requests = build_requests(items, gen, teacher, item)
     journal = journal_dir(ctx.store.root, teacher, gen)
     done, _ = read_journal(journal)
-    todo = [r for r in requests if r.request_id not in done]
+    todo = list({r.request_id: r for r in requests if r.request_id not in done}.values())  # one call per id
     t0 = time.monotonic()
     with JournalWriter(journal) as writer:
         by_id = {r.request_id: r for r in todo}
@@ -238,17 +245,16 @@ def run(ctx: StageContext) -> None:
                     "problem_id": r.problem_id, "sample": r.sample, "text": outcome.text,
                     "finish_reason": outcome.finish_reason, "prompt_tokens": outcome.prompt_tokens,
                     "completion_tokens": outcome.completion_tokens, "attempts": outcome.attempts,
-                    "error": outcome.error, "at": time.time(),
+                    "error": outcome.error, "max_tokens": outcome.max_tokens, "at": time.time(),
                 }
             )  # fmt: skip
 
-        warning = ask_teacher(ctx, gen, todo, record) if todo else None
+        if todo:
+            ask_teacher(ctx, gen, todo, record)
     seconds = time.monotonic() - t0
     done, failed = read_journal(journal)
     lost = [r for r in requests if r.request_id not in done]
     report = usage(requests, done, failed, len(todo), seconds, gen)
-    if warning:
-        report["warning"] = warning
     frame = traces_frame(items, requests, done, gen, teacher, where)
     frame.to_parquet(ctx.out / GENERATED_FILE, index=False)
     write_json_atomic(ctx.out / "usage.json", report)

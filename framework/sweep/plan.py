@@ -179,7 +179,12 @@ def generate_config(
 
 def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
     if src.generate is not None:  # what it holds is its generate job's output, a dependency of the pool job
-        return {"generated": True, **src.model_dump(mode="json", exclude={"generate", "revision", "on_missing"})}
+        unkeyed = {
+            "generate",
+            "revision",
+            *(["on_missing"] if src.missing_rule() == src.default_missing_rule() else []),
+        }
+        return {"generated": True, **src.model_dump(mode="json", exclude=unkeyed)}
     default_rule = src.missing_rule() == src.default_missing_rule()
     unset = (("revision",) if src.revision is None else ()) + (("on_missing",) if default_rule else ())
     # the defaults (and no `generate`) keep the keys made before them
@@ -430,6 +435,12 @@ def build_plan(
     )  # fmt: skip
 
 
+def _same_journal(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two generations' requests go to one journal (framework.generate.stage.journal_dir)."""
+    pick = ("chat", "sampling")
+    return a["teacher"] == b["teacher"] and all(a["generate"][k] == b["generate"][k] for k in pick)
+
+
 def data_config(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
     """What a trained cell's data job hashes: its arm's factor levels, the sample size and the data seed."""
     data_seed = cell.seed if spec.resample_per_seed else spec.data_seed
@@ -530,7 +541,11 @@ class _Planner:
             if i not in self.generated_configs:
                 self.generated_configs[i] = generate_config(self.spec, i, self.spec_dir, self.problems)
                 self.model_idents[f"pool[{i}].generate.teacher"] = self.generated_configs[i]["teacher"]
-            deps = list(ids) if src.generate.refine is not None else []
+            config = self.generated_configs[i]
+            shared = [j for j in ids if _same_journal(self.jobs[j].config, config)]
+            # A refinement may rewrite any earlier generation's traces; generations asking one teacher the same
+            # way share a request journal, so they run one after the other and never pay twice for a request.
+            deps = list(ids) if src.generate.refine is not None else shared
             self.generated[i] = self.add("generate", self.generated_configs[i], deps, cell)
             ids.append(self.generated[i])
         return ids

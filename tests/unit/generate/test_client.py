@@ -16,6 +16,7 @@ from framework.generate.client import (
     EndpointRefused,
     Malformed,
     Outcome,
+    Unusable,
     backoff,
     generate,
     parse_response,
@@ -137,10 +138,56 @@ def test_parse_response_rejects_what_is_not_one_sample():
         b"",
         b"[]",
         b'{"choices": [{"message": {}}]}',
-        json.dumps(completion("x", finish="content_filter")).encode(),
+        b'{"choices": [{"message": "hi", "finish_reason": "stop"}]}',
     ):
         with pytest.raises(Malformed):
             parse_response(body, chat=True)
+    with pytest.raises(Unusable):  # complete but no trace: asking again would pay for the same answer
+        parse_response(json.dumps(completion("x", finish="content_filter")).encode(), chat=True)
+
+
+def test_a_reasoning_servers_chain_of_thought_is_the_trace():
+    body = completion("The answer is 4.")
+    body["choices"][0]["message"]["reasoning_content"] = "Let me think. 2+2=4. Wait, check: yes."
+    assert parse_response(json.dumps(body).encode(), chat=True)[0] == (
+        "Let me think. 2+2=4. Wait, check: yes.\n\nThe answer is 4."
+    )
+    body["choices"][0]["message"]["content"] = None  # cut while thinking
+    body["choices"][0]["finish_reason"] = "length"
+    assert parse_response(json.dumps(body).encode(), chat=True)[:2] == (
+        "Let me think. 2+2=4. Wait, check: yes.",
+        "length",
+    )
+
+
+def test_odd_answers_fail_their_request_only_and_are_never_retried_for_nothing():
+    content_filter = json.dumps(completion("x", finish="content_filter")).encode()
+    surrogate = b'{"choices": [{"message": {"content": "ok \\ud83d"}, "finish_reason": "stop"}]}'
+    bad_gzip = Reply(200, b"not gzip at all", {"Content-Encoding": "gzip"})
+
+    def script(k, req):
+        prompt = req["messages"][0]["content"]
+        return {"problem 0": Reply(200, content_filter), "problem 1": bad_gzip, "problem 2": Reply(200, surrogate)}.get(
+            prompt, Reply()
+        )
+
+    fake = FakeOpenAI(script)
+    out = run(fake, calls(6), concurrency=2, max_retries=2)
+    assert sorted(out) == [f"r{i}" for i in range(6)]  # every request accounted for; none took the run down
+    assert not out["r0"].ok and out["r0"].attempts == 1 and "content_filter" in out["r0"].error
+    assert not out["r1"].ok and out["r1"].attempts == 3 and "DecodingError" in out["r1"].error
+    assert out["r2"].ok and out["r2"].text == "ok ?"  # storable text
+    assert all(out[f"r{i}"].ok for i in range(3, 6))
+    json.dumps(out["r2"].text).encode("utf-8")
+
+
+def test_no_part_of_the_key_survives_in_a_reason_or_a_repr():
+    key = "sk-" + "A1b2C3d4" * 6
+    body = ("x" * 290 + f" invalid key {key}").encode()  # the key straddles the 300-character cut
+    fake = FakeOpenAI(lambda k, req: Reply(400, body))
+    out = run(fake, calls(1), api_key=key)
+    assert "sk-A1b" not in out["r0"].error and "A1b2C3d4" not in out["r0"].error
+    assert key not in repr(Endpoint("http://x/v1", "m", api_key=key))
 
 
 def test_retry_after_reads_seconds_and_dates():

@@ -156,7 +156,9 @@ def test_plan_estimates_requests_tokens_and_cost_and_counts_journaled_answers(tm
     with JournalWriter(journal_dir(tmp_path, teacher, gen)) as w:  # three answered before, of 10 tokens each
         for r in requests[:3]:
             w.write({"request_id": r.request_id, "status": "ok", "text": "x", "completion_tokens": 10})
-    first, refine = estimate(p, None, tmp_path)
+    from framework.store import Store
+
+    first, refine = estimate(p, None, Store(tmp_path))
     n = len(requests)
     assert first.requests == n and first.journaled == 3 and first.max_output_tokens == (n - 3) * 100
     assert first.expected_output_tokens == (n - 3) * 10
@@ -182,3 +184,63 @@ def test_the_report_lists_each_generation_with_its_usage(tmp_path):
     assert frame.loc[0, "finished"] == 15 and frame.loc[0, "cost"] == 0.0123
     text = _generation_section(frame)
     assert "| t | teacher | 15 of 16 | 1 | 2 | 900 | 0.01 |" in text and "| t2 | teacher | not generated yet |" in text
+
+
+def test_generations_sharing_a_journal_run_one_after_the_other():
+    def two_askers(d):
+        more = copy.deepcopy(d["pool"][1])
+        more["source"], more["generate"]["samples"] = "t-more", 4
+        other = copy.deepcopy(d["pool"][1])
+        other["source"], other["generate"]["sampling"] = "t-hot", {"temperature": 1.2}
+        d["pool"][3:3] = [more, other]
+
+    p = plan(two_askers)
+    first, refine, more, other = (p.jobs[p.generated[i]] for i in (1, 2, 3, 4))
+    assert more.deps == [first.id, refine.id]  # same teacher and sampling: one journal, never two askers at once
+    assert other.deps == []  # another sampling: a journal of its own
+
+
+def test_on_missing_of_a_generated_source_keys_the_pool_when_it_is_not_the_default():
+    pools = {
+        rule: plan(lambda d, r=rule: d["pool"][1].update(on_missing=r) if r else None).by_stage("pool")[0].id
+        for rule in (None, "error", "drop", "keep")
+    }
+    assert pools[None] == pools["error"] and len({pools[None], pools["drop"], pools["keep"]}) == 3
+
+
+def test_a_second_refinement_names_its_own_parent(tmp_path):
+    import pandas as pd
+
+    from framework.generate.stage import read_refined
+    from framework.sources import trace_id
+
+    def chain(d):
+        third = copy.deepcopy(d["pool"][2])
+        third["source"], third["generate"]["refine"] = "t3", "t2"
+        d["pool"].append(third)
+
+    spec = plan(chain).spec
+    first = pd.DataFrame({"problem_id": ["p1"], "problem": ["1+1"], "trace": ["two"], "_where": ["g problem p1"]})
+    second = first.assign(trace="2, checked", parent_source="t", parent_trace_id=trace_id("t", "p1", "two"))
+    dirs = {1: tmp_path / "g1", 2: tmp_path / "g2"}
+    for i, frame in ((1, first), (2, second)):
+        dirs[i].mkdir()
+        frame.to_parquet(dirs[i] / "traces.parquet")
+    rows = read_refined(spec, 3, lambda p: None, dirs, "pool[3].generate")
+    assert list(rows["parent_source"]) == ["t2"] and list(rows["trace"]) == ["2, checked"]
+    assert list(rows["parent_trace_id"]) == [trace_id("t2", "p1", "2, checked")]
+
+
+def test_plan_counts_a_refinement_of_a_files_traces(tmp_path):
+    from framework.generate.estimate import estimate
+    from framework.store import Store
+
+    def refine_file(d):
+        d["pool"] = [
+            {"preset": "toy", "options": {"n_problems": 6}},
+            {"source": "t2", "generate": {"refine": "long_cot", "teacher": {"endpoint": ENDPOINT}, "prompt": "{trace}"}},
+        ]
+        d["factors"] = {"source": {"levels": ["long_cot", "t2"]}}
+
+    (only,) = estimate(plan(refine_file), None, Store(tmp_path))
+    assert only.requests == 6 and only.journaled == 0 and only.prompt_tokens > 0  # six long chains, one each

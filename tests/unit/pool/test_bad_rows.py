@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework.sources import PoolError, problem_id_for
 from framework.pool.stage import load_pool
+from framework.sources import PoolError, problem_id_for
 from framework.spec import spec_from_dict
 
 MAPPING = {"problem": "question", "trace": "output", "source": "model", "expected_answer": "gold"}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from framework.sources import PoolError, problem_id_for
 from framework.pool.stage import check_answers_agree, load_pool, trace_id
+from framework.sources import PoolError, problem_id_for
 from framework.spec import spec_from_dict
 
 ROWS = [
