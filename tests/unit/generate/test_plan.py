@@ -238,7 +238,10 @@ def test_plan_counts_a_refinement_of_a_files_traces(tmp_path):
     def refine_file(d):
         d["pool"] = [
             {"preset": "toy", "options": {"n_problems": 6}},
-            {"source": "t2", "generate": {"refine": "long_cot", "teacher": {"endpoint": ENDPOINT}, "prompt": "{trace}"}},
+            {
+                "source": "t2",
+                "generate": {"refine": "long_cot", "teacher": {"endpoint": ENDPOINT}, "prompt": "{trace}"},
+            },
         ]
         d["factors"] = {"source": {"levels": ["long_cot", "t2"]}}
 
