@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2 as httpx  # httpx's successor: its connection pool keeps up at high concurrency (benchmarks)
 
 from framework.redaction import redact_text
 

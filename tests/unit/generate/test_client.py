@@ -7,7 +7,7 @@ import json
 import random
 import time
 
-import httpx
+import httpx2 as httpx
 import pytest
 
 from framework.generate.client import (
