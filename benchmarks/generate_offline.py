@@ -26,6 +26,10 @@ from pathlib import Path
 
 import yaml
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: the tests' spec helper
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.helpers import generation_spec
+
 BARE = r"""
 import json, os, sys, time
 if __name__ == "__main__":
@@ -48,29 +52,15 @@ if __name__ == "__main__":
 
 
 def spec(problems: int, samples: int, max_tokens: int) -> dict:
-    return {
-        "name": "bench-gen",
-        "model": {"name_or_path": "toy:base"},
-        "prompt": {"user_template": "{problem}"},
-        "pool": [
-            {"preset": "toy"},
-            {
-                "source": "toy-base-teacher",
-                "generate": {
-                    "problems": {"preset": "toy", "limit": 4 * problems},  # 4 traces per toy problem
-                    "teacher": {"model": "toy:base"},
-                    "prompt": "{problem}",
-                    "samples": samples,
-                    "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": max_tokens},
-                    "allow_test_problems": True,  # the benchmark measures speed, not a sweep
-                },
-            },
-        ],
-        "factors": {"source": {"levels": ["long_cot", "toy-base-teacher"]}},
-        "n_examples": 2,
-        "seeds": [0],
-        "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1},
+    generated = {
+        "problems": {"preset": "toy", "limit": 4 * problems},  # 4 traces per toy problem
+        "teacher": {"model": "toy:base"},
+        "prompt": "{problem}",
+        "samples": samples,
+        "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": max_tokens},
+        "allow_test_problems": True,  # the benchmark measures speed, not a sweep
     }
+    return generation_spec("toy-base-teacher", generated, name="bench-gen")
 
 
 def bare_config(data: dict) -> dict:

@@ -28,3 +28,38 @@ TINY_MODEL: dict[str, Any] = {
         "max_position_embeddings": 512,
     }
 }
+
+# The toy effect's fine-tune and evaluation (the settings toy-world.md found to show the effect in minutes).
+TOY_RECIPE: dict[str, Any] = {
+    "prompt": {"user_template": "{problem}"},
+    "train": {
+        "epochs": 40,
+        "learning_rate": 5.0e-4,
+        "warmup_ratio": 0.1,
+        "global_batch_size": 4,
+        "max_seq_len": 512,
+        "gradient_checkpointing": False,
+        "processes": 2,
+    },
+    "eval": {
+        "benchmarks": [{"name": "toy", "limit": 40}],
+        "samples": 2,
+        "sampling": {"temperature": 0.6, "top_p": 0.95, "max_tokens": 256},
+    },
+}
+
+
+def generation_spec(source: str, generate: dict[str, Any], name: str = "gen", **extra: Any) -> dict[str, Any]:
+    """A toy spec whose pool is the toy preset and one generated source `source` (more in `extra["pool"]`),
+    compared with the preset's long chains; small enough that planning and the cheap stages take seconds."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "model": {"name_or_path": "toy:base"},
+        "prompt": {"user_template": "{problem}"},
+        "pool": [{"preset": "toy"}, {"source": source, "generate": generate}],
+        "factors": {"source": {"levels": ["long_cot", source]}},
+        "n_examples": 2,
+        "seeds": [0],
+        "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1, "sampling": {"max_tokens": 16}},
+    }
+    return {**spec, **extra}

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.helpers import generation_spec
 from tests.openai_server import FakeOpenAI, Reply, serving
 
 pytestmark = pytest.mark.integration
@@ -25,31 +26,17 @@ KEY = "sk-planted-teacher-key-0123456789abcdef"
 
 def spec(url: str, **endpoint) -> dict:
     teacher = {"endpoint": {"base_url": url, "model": "fake-teacher", "api_key_env": "TEACHER_KEY", **endpoint}}
-    return {
-        "name": "gen",
-        "model": {"name_or_path": "toy:base"},
-        "prompt": {"user_template": "{problem}"},
-        "pool": [
-            {"preset": "toy"},
-            {
-                "source": "teacher-x",
-                "generate": {"problems": {"preset": "toy", "limit": 30}, "teacher": teacher, "samples": 2},
-            },
-            {
-                "source": "teacher-x-checked",
-                "generate": {
-                    "refine": "teacher-x",
-                    "teacher": teacher,
-                    "prompt": "Rewrite, checking each step:\n{trace}",
-                    "chat": False,
-                },
-            },
-        ],
-        "factors": {"source": {"levels": ["long_cot", "teacher-x", "teacher-x-checked"]}},
-        "n_examples": 4,
-        "seeds": [0],
-        "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1, "sampling": {"max_tokens": 16}},
+    generated = {"problems": {"preset": "toy", "limit": 30}, "teacher": teacher, "samples": 2}
+    refined = {
+        "refine": "teacher-x",
+        "teacher": teacher,
+        "prompt": "Rewrite, checking each step:\n{trace}",
+        "chat": False,
     }
+    data = generation_spec("teacher-x", generated)
+    data["pool"].append({"source": "teacher-x-checked", "generate": refined})
+    data["factors"]["source"]["levels"].append("teacher-x-checked")
+    return data
 
 
 def ablate(*args: str, cwd: Path, ok: bool = True, **popen) -> subprocess.CompletedProcess:
@@ -137,28 +124,16 @@ def test_a_kill_mid_generation_loses_only_the_requests_in_flight(tmp_path: Path)
 
 
 def test_vllm_offline_teacher_writes_graded_traces(tmp_path: Path):
-    data = {
-        "name": "gen",
-        "model": {"name_or_path": "toy:base"},
-        "prompt": {"user_template": "{problem}"},
-        "pool": [
-            {"preset": "toy"},
-            {
-                "source": "toy-base-teacher",
-                "generate": {
-                    "problems": {"preset": "toy", "limit": 12},
-                    "teacher": {"model": "toy:base", "batch_size": 4},
-                    "prompt": "{problem}",
-                    "samples": 2,
-                    "sampling": {"temperature": 0.8, "max_tokens": 4096},  # beyond the toy's context
-                },
-            },
-        ],
-        "factors": {"source": {"levels": ["long_cot", "toy-base-teacher"]}},
-        "n_examples": 2,
-        "seeds": [0],
-        "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1, "sampling": {"max_tokens": 16}},
-    }
+    data = generation_spec(
+        "toy-base-teacher",
+        {
+            "problems": {"preset": "toy", "limit": 12},
+            "teacher": {"model": "toy:base", "batch_size": 4},
+            "prompt": "{problem}",
+            "samples": 2,
+            "sampling": {"temperature": 0.8, "max_tokens": 4096},  # beyond the toy's context
+        },
+    )
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
     (key,) = generate_keys(tmp_path)
     ablate("exec", "generate", key, "--spec", "spec.yaml", cwd=tmp_path)

@@ -23,6 +23,7 @@ import yaml
 
 from framework.generate.requests import request_seed
 from framework.sweep.plan import toy_model_path
+from tests.helpers import generation_spec
 from tests.mlflow_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -106,29 +107,15 @@ def spec(url: str) -> dict:
             "timeout_s": 60,
         }
     }  # fmt: skip
-    return {
-        "name": "gen",
-        "model": {"name_or_path": "toy:base"},
-        "prompt": {"user_template": "{problem}"},
-        "pool": [
-            {"preset": "toy"},
-            {
-                "source": "toy-teacher",
-                "generate": {
-                    "problems": {"preset": "toy", "limit": 4 * PROBLEMS},
-                    "teacher": teacher,
-                    "prompt": "{problem}",
-                    "chat": True,
-                    "samples": SAMPLES,
-                    "sampling": {"temperature": 0.8, "max_tokens": 64},
-                },
-            },
-        ],
-        "factors": {"source": {"levels": ["long_cot", "toy-teacher"]}},
-        "n_examples": 2,
-        "seeds": [0],
-        "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1, "sampling": {"max_tokens": 16}},
+    generated = {
+        "problems": {"preset": "toy", "limit": 4 * PROBLEMS},
+        "teacher": teacher,
+        "prompt": "{problem}",
+        "chat": True,
+        "samples": SAMPLES,
+        "sampling": {"temperature": 0.8, "max_tokens": 64},
     }
+    return generation_spec("toy-teacher", generated)
 
 
 def ablate(*args: str, cwd: Path) -> subprocess.CompletedProcess:

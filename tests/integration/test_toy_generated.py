@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.helpers import TOY_RECIPE
+
 pytestmark = pytest.mark.integration
 
 SEED = 0  # sampling and training seed; the margins below were measured on seeds 0 and 1
@@ -44,21 +46,7 @@ SPEC = {
     "factors": {"source": {"levels": ["teacher", "base"]}},
     "n_examples": 20,
     "seeds": [SEED],
-    "prompt": {"user_template": "{problem}"},
-    "train": {
-        "epochs": 40,
-        "learning_rate": 5.0e-4,
-        "warmup_ratio": 0.1,
-        "global_batch_size": 4,
-        "max_seq_len": 512,
-        "gradient_checkpointing": False,
-        "processes": 2,
-    },
-    "eval": {
-        "benchmarks": [{"name": "toy", "limit": 40}],
-        "samples": 2,
-        "sampling": {"temperature": 0.6, "top_p": 0.95, "max_tokens": 256},
-    },
+    **TOY_RECIPE,
 }
 
 
