@@ -318,10 +318,13 @@ def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
     )
     trained = [c for c in plan.cells if c.baseline is None]
     arms = len({c.arm_id for c in trained})
+    baselines = ", ".join(b.name for b in spec.baselines) or "none"
     lines = [
         f"- Factors (* = reference level): {factors or 'none'}; grid: {spec.grid.design}.",
         f"- {arms} arms x {len(spec.seeds)} seeds {spec.seeds} = {len(trained)} fine-tuned cells, "
-        f"{spec.n_examples} training examples each; baselines: {', '.join(b.name for b in spec.baselines) or 'none'}.",
+        f"{spec.n_examples} training examples each; baselines: {baselines}."
+        if spec.trains
+        else f"- Evaluation only (baselines, no factors): nothing is trained; baselines: {baselines}.",
     ]
     for bench, d in frame.groupby("benchmark", sort=False):
         done = d[d["evaluated"]]

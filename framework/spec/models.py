@@ -455,11 +455,16 @@ class AblationSpec(SpecModel):
     name: str = Field(..., pattern=NAME_RE, description="Sweep name; results go under <results_dir>/<name>/.")
     description: str = Field("", description="What question the sweep asks.")
     model: ModelSpec = Field(..., description="The base model every cell fine-tunes.")
-    pool: list[PoolSourceSpec] = Field(..., min_length=1, description="Sources of traces, concatenated.")
+    pool: list[PoolSourceSpec] = Field(
+        default_factory=list,
+        description="Sources of traces, concatenated. Required unless the spec only evaluates (baselines, no factors).",
+    )
     annotate: AnnotateSpec = Field(default_factory=AnnotateSpec, description="Per-trace annotations.")
     factors: dict[str, FactorSpec] = Field(
         default_factory=dict,
-        description="Data properties to vary, by name; applied in a fixed documented order.",
+        description="Data properties to vary, by name; applied in a fixed documented order. None, with baselines: "
+        "an evaluation-only spec that trains nothing (scores teachers or instruct models beside earlier sweeps); "
+        "none and no baselines: one arm trained on the whole pool.",
     )
     n_examples: int = Field(20, ge=1, description="Training examples per cell, sampled after the factors' filters.")
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
@@ -520,6 +525,20 @@ class AblationSpec(SpecModel):
         if bad:
             raise ValueError(f"invalid factor name(s) {bad}: {NAME_RULE}; 'seed'/'baseline' are reserved")
         return v
+
+    @property
+    def trains(self) -> bool:
+        """Whether any cell is fine-tuned: a spec with baselines and no factors only evaluates."""
+        return bool(self.factors) or not self.baselines
+
+    @model_validator(mode="after")
+    def _pool_when_training(self) -> AblationSpec:
+        if self.trains and not self.pool:
+            raise ValueError(
+                "pool: a spec that trains needs at least one source of traces (one that only evaluates, with "
+                "baselines and no factors, needs none)"
+            )
+        return self
 
     @field_validator("baselines")
     @classmethod

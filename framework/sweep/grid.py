@@ -44,7 +44,7 @@ def _arms(spec: AblationSpec) -> list[Arm]:
     factors = spec.factors
     names = list(factors)
     if not names:
-        return [()]
+        return [()] if spec.trains else []  # baselines and no factors: evaluation only
     ref = {f: factors[f].reference_level for f in names}
     if spec.grid.design == "factorial":
         combos = itertools.product(*([lv.name for lv in factors[f].levels] for f in names))

@@ -136,6 +136,8 @@ def summary_text(plan: Plan, states: dict[str, str], width: int = 80) -> Text:
     )
     if baselines:
         grid += f" + {baselines} baseline{'s' * (baselines != 1)}"
+    if not plan.spec.trains:
+        grid = f"{len(plan.cells)} cells: {baselines} baseline{'s' * (baselines != 1)}, evaluation only (nothing is trained)"
     factors = varying_factors(plan)
     if factors:
         grid += f" (varying {', '.join(factors)})"

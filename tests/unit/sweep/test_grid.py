@@ -64,6 +64,22 @@ def test_no_factors_is_one_arm(minimal):
     assert [c.id for c in expand(spec_from_dict(minimal))] == ["seed=0", "seed=1"]
 
 
+def test_baselines_and_no_factors_only_evaluate_and_need_no_pool(minimal):
+    from framework.spec import SpecErrors
+    from framework.sweep.plan import build_plan
+
+    minimal["factors"] = {}
+    minimal["baselines"] = ["base", {"name": "instruct", "model": {"name_or_path": "Qwen/Qwen2.5-32B-Instruct"}}]
+    del minimal["pool"]
+    spec = spec_from_dict(minimal)
+    assert not spec.trains and [c.id for c in expand(spec)] == ["baseline=base", "baseline=instruct"]
+    plan = build_plan(spec)
+    assert {j.stage for j in plan.jobs.values()} == {"eval", "log"}  # no pool, data or training job
+    minimal["factors"] = {"source": {"levels": ["a", "b"]}}
+    with pytest.raises(SpecErrors, match="pool: a spec that trains needs at least one source"):
+        spec_from_dict(minimal)
+
+
 def test_cell_key_ignores_yaml_order_but_not_params(minimal):
     def keyed(spec_dict):
         return {(frozenset(c.levels), c.seed, c.baseline): c for c in expand(spec_from_dict(spec_dict))}
