@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 MINIMAL: dict[str, Any] = {
     "name": "mini",
@@ -63,3 +69,15 @@ def generation_spec(source: str, generate: dict[str, Any], name: str = "gen", **
         "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1, "sampling": {"max_tokens": 16}},
     }
     return {**spec, **extra}
+
+
+def run_sweep(cwd: Path, spec: dict[str, Any], timeout_s: float = 1500) -> Path:
+    """`ablate run` a spec in `cwd` (a fresh directory) as a user would, with no tracking URI from the
+    environment; returns the sweep's results directory. Fails with the run's output tail."""
+    (cwd / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "framework.cli", "run", "spec.yaml"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return cwd / "results" / spec["name"]

@@ -9,16 +9,12 @@ with 2 samples each keep it to a few minutes. Training settings are the ones the
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.helpers import TOY_RECIPE
+from tests.helpers import TOY_RECIPE, run_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +32,7 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("toy-effect")
-    (cwd / "spec.yaml").write_text(yaml.safe_dump(SPEC, sort_keys=False))
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "framework.cli", "run", "spec.yaml"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return cwd / "results" / SPEC["name"] / "tables"
+    return run_sweep(tmp_path_factory.mktemp("toy-effect"), SPEC) / "tables"
 
 
 def test_long_cot_beats_direct_with_an_interval_that_excludes_zero(tables: Path) -> None:

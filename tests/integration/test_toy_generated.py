@@ -9,16 +9,12 @@ grades the traces, ZeRO-3 over two CPU processes fine-tunes, vLLM evaluates, the
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.helpers import TOY_RECIPE
+from tests.helpers import TOY_RECIPE, run_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -52,20 +48,7 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("toy-generated")
-    (cwd / "spec.yaml").write_text(yaml.safe_dump(SPEC, sort_keys=False))
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "framework.cli", "run", "spec.yaml"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return cwd / "results" / SPEC["name"]
+    return run_sweep(tmp_path_factory.mktemp("toy-generated"), SPEC)
 
 
 def test_the_pool_holds_both_teachers_traces_graded(results: Path) -> None:
