@@ -25,6 +25,8 @@ from rich.table import Table
 from rich.text import Text
 
 from framework.errors import RetryLater, UserError
+from framework.fetch import add_arguments as add_fetch_arguments
+from framework.fetch import cmd_fetch
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
 from framework.spec.docs import render_schema
 from framework.store import Store
@@ -653,6 +655,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir")
     p = command("schema", cmd_schema, "print the spec format: every field with its type, default and meaning")
     p.add_argument("section", nargs="?", help="a section such as train, eval.sampling, factors.keywords")
+    p = command(
+        "fetch",
+        cmd_fetch,
+        "download benchmarks and pools into the local files specs read (on a machine with network), each with a "
+        "record of its source, commit and sha256; no NAME lists them",
+    )
+    add_fetch_arguments(p)
     return parser
 
 

@@ -98,6 +98,7 @@ BENCHMARKS = Registry(
             "aime24": "AIME24",
             "aime25": "AIME25",
             "hmmt-24-25": "HMMT_24_25",
+            "hmmt-feb-2025": "HMMT_FEB_2025",
             "math-500": "MATH_500",
             "gpqa-diamond": "GPQA_DIAMOND",
             "toy": "TOY",

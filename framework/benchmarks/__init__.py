@@ -2,7 +2,7 @@
 
 A benchmark loads from its hub id, or from a local JSONL/Parquet file in the NeMo-Skills layout (`problem`,
 `expected_answer`, optional `subset_for_metrics`, `id`) given as `path:` in the spec. comp-math-24-25 has no
-single hub copy: prepare it with NeMo-Skills and point `path:` at its test.jsonl.
+single hub copy: `ablate fetch comp-math-24-25` writes NeMo-Skills' file; point `path:` at it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ COMP_MATH_24_25 = Benchmark(
 AIME24 = Benchmark("aime24", hub="HuggingFaceH4/aime_2024", split="train", columns={"expected_answer": "answer"})
 AIME25 = Benchmark("aime25", hub="math-ai/aime25", columns={"expected_answer": "answer"})
 HMMT_24_25 = Benchmark("hmmt-24-25", hub=None, subset_field="subset_for_metrics", description="NeMo-Skills layout.")
+HMMT_FEB_2025 = Benchmark(
+    "hmmt-feb-2025", hub="MathArena/hmmt_feb_2025", split="train", columns={"expected_answer": "answer"}
+)
 MATH_500 = Benchmark("math-500", hub="HuggingFaceH4/MATH-500", columns={"expected_answer": "answer"})
 GPQA_DIAMOND = Benchmark(
     "gpqa-diamond",

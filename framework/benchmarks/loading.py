@@ -16,6 +16,7 @@ import pandas as pd
 
 from framework import hub_data
 from framework.errors import UserError
+from framework.fetch import fetch_hint
 from framework.grading import answer_text
 from framework.registry import BENCHMARKS
 from framework.spec.models import BenchmarkSpec
@@ -81,16 +82,16 @@ def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
     if bench.path is not None:
         path = resolve(bench.path)
         if path is None:
-            raise BenchmarkError(f"benchmark {bench.name}: file {bench.path!r} does not exist")
+            raise BenchmarkError(f"benchmark {bench.name}: file {bench.path!r} does not exist{fetch_hint(bench.path)}")
         frame = _read_local(path)
     elif bench.name == "toy" or getattr(info, "name", None) == "toy":
         frame = pd.DataFrame(benchmark_rows(make_world(0), split="test"))
     elif getattr(info, "hub", None):
         frame = _read_hub(info, bench.revision)
     else:
-        raise BenchmarkError(
-            f"benchmark {bench.name} has no hub copy: prepare it (NeMo-Skills layout) and give `path:`"
-        )
+        fetched = f"data/benchmarks/{bench.name}/test.jsonl"
+        how = f"`ablate fetch {bench.name}` writes it to {fetched}" if fetch_hint(fetched) else "prepare it"
+        raise BenchmarkError(f"benchmark {bench.name} has no hub copy: {how} (NeMo-Skills layout); give `path:`")
     origin = frame.attrs.get("hub")
     columns = dict(getattr(info, "columns", {}) or {})
     frame = frame.rename(columns={v: k for k, v in columns.items() if v in frame.columns})

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import UserError
+from framework.fetch import fetch_hint
 from framework.hashing import content_key, file_digest, tree_digest
 from framework.redaction import lines_with_secrets, redact_text
 from framework.registry import BENCHMARKS, FACTORS, POOL_PRESETS
@@ -197,7 +198,10 @@ def pool_identity(src: PoolSourceSpec, spec_dir: Path | None, problems: list[str
     if src.path is not None:
         p = resolve_path(src.path, spec_dir)
         if p is None:
-            problems.append(f"{where}.path: pool file {src.path!r} does not exist{searched(src.path, spec_dir)}")
+            problems.append(
+                f"{where}.path: pool file {src.path!r} does not exist{searched(src.path, spec_dir)}"
+                f"{fetch_hint(src.path)}"
+            )
             ident["content"] = "missing"
         else:
             ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)
@@ -211,7 +215,10 @@ def benchmark_identity(b: BenchmarkSpec, spec_dir: Path | None, problems: list[s
     if b.path is not None:
         p = resolve_path(b.path, spec_dir)
         if p is None:
-            problems.append(f"{where}.path: benchmark file {b.path!r} does not exist{searched(b.path, spec_dir)}")
+            problems.append(
+                f"{where}.path: benchmark file {b.path!r} does not exist{searched(b.path, spec_dir)}"
+                f"{fetch_hint(b.path)}"
+            )
             ident["content"] = "missing"
         else:
             ident["content"] = tree_digest(p) if p.is_dir() else file_digest(p)
