@@ -20,17 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from framework.errors import RetryLater, UserError
 from framework.fetch import add_arguments as add_fetch_arguments
 from framework.fetch import cmd_fetch
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
 from framework.spec.docs import render_schema
 from framework.store import Store
-from framework.sweep import view as sweep_view
 from framework.sweep.execute import Sweep, execute, open_store, prepare, results_root
 from framework.sweep.live_runs import live_runs, other_host_runs
 from framework.sweep.plan import Plan, PlanError, build_plan, configured_tracking_uri, toy_base_path, tracking_uri
@@ -191,6 +186,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     states = {j["id"]: "done" if j["done"] else "pending" for j in summary["jobs"]}
+    # lazy: rich and the views cost every stage job's process (`ablate exec`, which draws nothing) ~40 ms
+    from rich.table import Table
+    from rich.text import Text
+
+    from framework.sweep import view as sweep_view  # lazy: as rich, above
+
     console = _console(args)
     spec = loaded.spec
     console.print(Text.assemble((spec.name, "bold"), f" — {spec.description or 'no description'}"))
@@ -242,6 +243,9 @@ def generation_estimates(sweep: Sweep) -> list[dict[str, Any]]:
 
 def _console(args: argparse.Namespace) -> Any:
     """A terminal's console; under --wide one that never cuts a line (the terminal wraps it instead)."""
+    # lazy: rich and the views cost every stage job's process (`ablate exec`, which draws nothing) ~40 ms
+    from rich.console import Console
+
     return Console(soft_wrap=True) if args.wide else Console()
 
 
@@ -252,6 +256,9 @@ def _print_lines(lines: list[str]) -> None:
 
 # --------------------------------------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
+    # lazy: rich and the views cost every stage job's process (`ablate exec`, which draws nothing) ~40 ms
+    from framework.sweep import view as sweep_view
+
     sweep = _open(args)
     loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
     launchers = [launcher_class(kind) for kind in LAUNCHERS]

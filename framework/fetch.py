@@ -23,14 +23,14 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from framework import hub_data
 from framework.errors import UserError
 from framework.redaction import redact_text
 from framework.registry import POOL_PRESETS, suggest
+
+if TYPE_CHECKING:  # frames come from the hub reader, imported when used
+    import pandas as pd
 
 DEFAULT_DIR = "data"
 RECORD_SUFFIX = ".source.json"
@@ -271,6 +271,9 @@ def _read_hub(
         preset = POOL_PRESETS.resolve(origin.preset)
         dataset, split = preset.hub, preset.split
     limit = limit if limit is not None else origin.limit
+    # lazy: the hub reader imports pandas, which every CLI command would pay ~200 ms for (the parser imports this)
+    from framework import hub_data
+
     try:
         frame = hub_data.read_hub_split(
             dataset, split, config=origin.config, revision=revision, where=origin.where or None, limit=limit

@@ -23,7 +23,6 @@ from framework.spec.models import AblationSpec
 from framework.store import Store
 from framework.sweep.plan import Job, Plan
 from framework.sweep.pruning import needed_again
-from framework.sweep.view import live_run
 
 
 @dataclass
@@ -178,6 +177,9 @@ class Launcher:
         launcher = cls(spec, spec_path, store, results_dir, echo=echo, **cls.options(spec))
         launcher.submit(tasks)
         if wait or cls.always_waits:
+            # lazy: the live view imports rich, which a stage job's process (`ablate exec`) never draws with
+            from framework.sweep.view import live_run
+
             with live_run(launcher, tasks, store) if cls.live_view else contextlib.nullcontext():
                 launcher.wait(poll_s)
         return launcher

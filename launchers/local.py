@@ -85,9 +85,8 @@ def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
         return 0
     if task.stage == "train":
         return min(available, spec.train.processes or available)
-    if task.stage == "generate":
-        teachers = [src.generate.teacher for src in spec.pool if src.generate is not None]
-        return min(available, max(t.tensor_parallel_size for t in teachers))
+    if task.stage == "generate":  # its own teacher's tensor parallelism
+        return min(available, max(j.gpus or 1 for j in task.jobs))
     return min(available, spec.eval.tensor_parallel_size * spec.eval.data_parallel_size)
 
 
@@ -138,7 +137,7 @@ class LocalLauncher(Launcher):
     _running: dict[str, Running] = field(default_factory=dict)
     _gpus_free: list[GpuId] = field(default_factory=list)  # the slots not taken, set when a wait begins
     _n_gpus: int = 0
-    _cpu_free: int = 0
+    _cpu_free: int | None = None  # None outside a wait: the slots are counted when following() begins
     _quiet: bool = False  # the reader of our output is gone: keep scheduling, stop printing
     _reaper: subprocess.Popen | None = None  # stops the stage jobs if this process dies (launchers/local_reaper.py)
     _reaper_fd: int | None = None  # the only write end of the reaper's pipe
@@ -209,6 +208,8 @@ class LocalLauncher(Launcher):
     def poll(self) -> None:
         """Reap the tasks that ended, skip those whose dependencies failed, start those whose dependencies are done
         as long as their slots are free."""
+        if self._cpu_free is None:
+            raise RuntimeError("LocalLauncher.poll() runs inside wait(), which counts the free slots first")
         for tid in list(self._running):
             r = self._running[tid]
             if r.proc.poll() is not None:

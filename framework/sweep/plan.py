@@ -47,6 +47,7 @@ class Job:
     deps: list[str]
     config: dict[str, Any]
     cells: list[str] = field(default_factory=list)
+    gpus: int | None = None  # GPUs it needs when its stage does not say (a generation's tensor parallelism); unkeyed
 
     @property
     def id(self) -> str:
@@ -554,6 +555,7 @@ class _Planner:
             # way share a request journal, so they run one after the other and never pay twice for a request.
             deps = list(ids) if src.generate.refine is not None else shared
             self.generated[i] = self.add("generate", self.generated_configs[i], deps, cell)
+            self.jobs[self.generated[i]].gpus = src.generate.teacher.tensor_parallel_size
             ids.append(self.generated[i])
         return ids
 

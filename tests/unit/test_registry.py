@@ -29,6 +29,13 @@ def test_import_paths_and_errors():
     assert reg.problem("framework.registry:suggest") is None
 
 
+def test_the_cli_loads_no_table_drawing_nor_pandas_until_a_command_needs_them():
+    """Every stage job is a process of its own (`ablate exec`): what the CLI module imports, each job pays."""
+    code = "import sys, framework.cli\nprint(','.join(m for m in ('rich', 'pandas', 'httpx2') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_importing_the_framework_and_planning_loads_no_engine():
     code = (
         "import sys, framework, framework.cli, framework.sweep.plan, framework.sweep.execute, launchers\n"

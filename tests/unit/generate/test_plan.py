@@ -247,3 +247,20 @@ def test_plan_counts_a_refinement_of_a_files_traces(tmp_path):
 
     (only,) = estimate(plan(refine_file), None, Store(tmp_path))
     assert only.requests == 6 and only.journaled == 0 and only.prompt_tokens > 0  # six long chains, one each
+
+
+def test_a_generation_asks_for_its_own_teachers_gpus(tmp_path):
+    from framework.store import Store
+    from launchers.base import pending_tasks
+    from launchers.local import gpus_needed
+
+    def two_offline(d):
+        d["pool"][1]["generate"]["teacher"] = {"model": "toy:base", "tensor_parallel_size": 4}
+        d["pool"][2]["generate"]["teacher"] = {"model": "toy:base"}
+
+    p = plan(two_offline)
+    tasks = {t.jobs[0].id: t for t in pending_tasks(p, Store(tmp_path)) if t.stage == "generate"}
+    assert [gpus_needed(tasks[p.generated[i]], p.spec, 8) for i in (1, 2)] == [4, 1]
+    endpoint = plan()
+    (task, _) = [t for t in pending_tasks(endpoint, Store(tmp_path / "e")) if t.stage == "generate"]
+    assert gpus_needed(task, endpoint.spec, 8) == 0  # requests to a server elsewhere
