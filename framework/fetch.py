@@ -99,7 +99,8 @@ def _math_500(frame: pd.DataFrame) -> pd.DataFrame:
 def _gpqa(frame: pd.DataFrame) -> pd.DataFrame:
     """Rendered as the loader renders the hub copy (same option order, same letters), so a sweep that reads the
     file asks what one reading the hub asks."""
-    from framework.benchmarks.loading import multiple_choice  # the loader imports this module for its hints
+    # lazy: the rendering imports pandas, which every CLI command would pay for (the parser imports this module)
+    from framework.benchmarks.choices import multiple_choice
 
     rendered = multiple_choice(frame, "gpqa-diamond")
     return rendered.rename(columns={"problem_id": "id"})[["id", "problem", "expected_answer"]]

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from framework.errors import UserError
+
+
+class BenchmarkError(UserError):
+    """A benchmark that cannot be loaded or lacks a field."""
+
 
 @dataclass(frozen=True)
 class Benchmark:

@@ -7,26 +7,19 @@ so every model sees the same order and the answer letter is not always the same.
 
 from __future__ import annotations
 
-import hashlib
-import random
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from framework import hub_data
-from framework.errors import UserError
+from framework.benchmarks import BenchmarkError
+from framework.benchmarks.choices import multiple_choice
 from framework.fetch import fetch_hint
 from framework.grading import answer_text
 from framework.registry import BENCHMARKS
 from framework.spec.models import BenchmarkSpec
 from framework.toy import benchmark_rows, make_world
-
-LETTERS = "ABCDEFGH"
-
-
-class BenchmarkError(UserError):
-    """A benchmark that cannot be loaded or lacks a field."""
 
 
 def _read_local(path: Path) -> pd.DataFrame:
@@ -47,32 +40,6 @@ def _read_hub(info: Any, revision: str | None) -> pd.DataFrame:
             f"benchmark {info.name}: hub dataset {info.hub!r}{at} cannot be loaded ({e}); give a local copy with "
             "`path:`"
         ) from None
-
-
-def multiple_choice(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """GPQA layout (Question, Correct Answer, Incorrect Answer 1-3) -> lettered problem + expected letter."""
-    needed = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
-    if "expected_answer" in frame.columns and "problem" in frame.columns:
-        return frame  # already rendered (e.g. a NeMo-Skills prepared file)
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise BenchmarkError(f"benchmark {name}: multiple-choice columns missing: {missing}")
-    rows = []
-    for i, r in frame.reset_index(drop=True).iterrows():
-        options = [str(r[c]).strip() for c in needed[1:]]
-        qid = str(r.get("Record ID", i))
-        order = list(range(4))
-        random.Random(int(hashlib.sha256(qid.encode()).hexdigest()[:8], 16)).shuffle(order)
-        lines = [f"({LETTERS[k]}) {options[j]}" for k, j in enumerate(order)]
-        rows.append(
-            {
-                "problem_id": qid,
-                "problem": f"{str(r['Question']).strip()}\n\n" + "\n".join(lines),
-                "expected_answer": LETTERS[order.index(0)],
-                "subset": None,
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
