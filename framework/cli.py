@@ -26,6 +26,8 @@ from framework.fetch import cmd_fetch
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
 from framework.spec.docs import render_schema
 from framework.store import Store
+from framework.sweep.cost import DEFAULT_GPU, GPU_TABLE, estimate_cost
+from framework.sweep.cost import render as render_cost
 from framework.sweep.execute import Sweep, execute, open_store, prepare, results_root
 from framework.sweep.live_runs import live_runs, other_host_runs
 from framework.sweep.plan import Plan, PlanError, build_plan, configured_tracking_uri, toy_base_path, tracking_uri
@@ -182,6 +184,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     summary["topic_clusters"] = topic_clusters(plan, store)
     summary["notes"] = plan.notes
     summary["generation"] = generation_estimates(sweep)
+    spec_dir = loaded.path.resolve().parent if loaded.path else None
+    summary["cost"] = estimate_cost(plan, store, spec_dir, gpu=args.gpu, generation=summary["generation"]).to_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -217,6 +221,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if summary["generation"]:
         print("generation (what `ablate run` will ask the teachers):")
         _print_lines([f"  {e['line']}" for e in summary["generation"]])
+    _print_lines(render_cost(summary["cost"]))
     if summary["data"]:
         rows = len(summary["data"]) if args.wide else sweep_view.MAX_ROWS
         console.print(*sweep_view.data_table(plan, summary["data"], max_rows=rows))
@@ -605,6 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
                 dest="build",
                 action="store_false",
                 help="do not build the cheap CPU stages (tiny model, pool, data)",
+            )
+            p.add_argument(
+                "--gpu",
+                choices=sorted(GPU_TABLE),
+                default=DEFAULT_GPU,
+                help="the GPU kind whose default rates price the cost table until this store has measured its own",
             )
     p = command("run", cmd_run, "run a sweep: every stage job not done yet, in dependency order, then the report")
     p.epilog = RUN_EXIT_CODES
