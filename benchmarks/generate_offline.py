@@ -69,9 +69,9 @@ def bare_config(data: dict) -> dict:
     from framework.generate.offline import prompt_tokens
     from framework.generate.requests import render
     from framework.generate.stage import read_problems
+    from framework.locations import toy_model_path
     from framework.model_source import ModelSource, load_tokenizer
     from framework.spec import spec_from_dict
-    from framework.sweep.plan import toy_model_path
 
     s = spec_from_dict(data)
     gen = s.pool[1].generate

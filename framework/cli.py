@@ -23,6 +23,7 @@ from typing import Any
 from framework.errors import RetryLater, UserError
 from framework.fetch import add_arguments as add_fetch_arguments
 from framework.fetch import cmd_fetch
+from framework.locations import toy_base_path
 from framework.spec import LoadedSpec, SpecErrors, SpecFileError, load_spec
 from framework.spec.docs import render_schema
 from framework.store import Store
@@ -30,7 +31,7 @@ from framework.sweep.cost import DEFAULT_GPU, GPU_TABLE, estimate_cost
 from framework.sweep.cost import render as render_cost
 from framework.sweep.execute import Sweep, execute, open_store, prepare, results_root
 from framework.sweep.live_runs import live_runs, other_host_runs
-from framework.sweep.plan import Plan, PlanError, build_plan, configured_tracking_uri, toy_base_path, tracking_uri
+from framework.sweep.plan import Plan, PlanError, build_plan, configured_tracking_uri, tracking_uri
 from framework.sweep.pruning import is_pruned
 from framework.sweep.stages import STAGE_ORDER, STAGES
 from launchers.base import LAUNCHERS, launch, launcher_class, pending_tasks

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from framework.errors import UserError
+from framework.locations import resolve_path, toy_model_path
 from framework.spec.models import TOY_MODELS, ModelSpec
-from framework.sweep.plan import resolve_path, toy_model_path
 
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 # What a training or evaluation process reads from a hub snapshot (no .bin/.pth duplicates of the weights).
@@ -247,3 +247,62 @@ def load_model(source: ModelSource, *, dtype: Any, attn_implementation: str | No
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
     return AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **kw)
+
+
+def context_length(config: dict[str, Any]) -> int | None:
+    """The longest sequence a model takes, as vLLM derives it from config.json: the smallest position limit it
+    declares (top level or its text config's), stretched by a rope scaling factor (YaRN from its original length)."""
+    scopes = [config, config.get("text_config") or {}]
+    limits = [s[k] for s in scopes for k in _POSITION_KEYS if isinstance(s.get(k), int) and s[k] > 0]
+    if not limits:
+        return None
+    limit = min(limits)
+    scaling = next((s.get(k) for s in scopes for k in ("rope_scaling", "rope_parameters") if s.get(k)), None)
+    if isinstance(scaling, dict) and isinstance(scaling.get("factor"), int | float):
+        kind = scaling.get("rope_type") or scaling.get("type")
+        if kind not in ("su", "longrope", "llama3", "default"):
+            original = scaling.get("original_max_position_embeddings") if kind == "yarn" else None
+            limit = int((original if isinstance(original, int) else limit) * scaling["factor"])
+    return limit
+
+
+def known_context_length(source: ModelSource) -> int | None:
+    """A model's context length from its config.json where that is on this machine (a local checkpoint, or a hub
+    model in the local Hugging Face cache) without downloading anything; None when it cannot be read."""
+    if source.kind != "hub" or Path(source.location).is_dir():  # a hub model once fetched is a local directory
+        path: Any = Path(source.location) / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(source.location, "config.json", revision=source.revision)
+    if not isinstance(path, str | Path) or not Path(path).is_file():
+        return None
+    try:
+        return context_length(_read_json(Path(path)))
+    except ModelError:
+        return None
+
+
+def budget_problem(
+    describe: str, limit: int, max_tokens: int, *, prompt: int | None, max_model_len: int | None, where: str
+) -> str | None:
+    """Why a generation budget does not fit a model's context of `limit` tokens, or None. `prompt` is the longest
+    prompt's token count (None at plan time, when at least one prompt token is needed); `where` names the spec's
+    settings (e.g. `baselines[1]` or `eval`) in the fix."""
+    if max_model_len is not None and max_model_len > limit:
+        return (
+            f"{where}.max_model_len {max_model_len} exceeds the context of {describe} ({limit} tokens, from its "
+            f"config.json); lower it to at most {limit}"
+        )
+    if max_model_len is not None:  # the engine's context, chosen by the spec: it stops generations at its end
+        return None
+    need = (prompt or 1) + max_tokens
+    if need <= limit:
+        return None
+    longest = f"the longest prompt ({prompt} tokens)" if prompt is not None else "a prompt"
+    room = f"at most {limit - prompt}" if prompt is not None else f"below {limit} minus the prompt"
+    return (
+        f"{where}: {longest} + max_tokens {max_tokens} does not fit the context of {describe} ({limit} tokens, from "
+        f"its config.json); set {where}.sampling.max_tokens {room}, or {where}.clip_to_context: true to generate "
+        "only what fits"
+    )

@@ -27,9 +27,9 @@ from framework.formatting import prompt_ids
 from framework.grading import grade_many
 from framework.grading.extraction import extract_answer, extract_choice
 from framework.grading.metrics import benchmark_metrics, problem_table
+from framework.locations import resolve_path
 from framework.registry import BENCHMARKS
 from framework.store import write_json_atomic
-from framework.sweep.plan import resolve_path
 
 if TYPE_CHECKING:
     from framework.spec.models import EvalSpec
@@ -177,15 +177,50 @@ def sample_warnings(samples: pd.DataFrame, ev: EvalSpec, leaked: list[str], n_pr
     return warnings
 
 
+def fit_context(ev: EvalSpec, limit: int | None, longest: int, describe: str, where: str) -> tuple[EvalSpec, str]:
+    """The settings to generate with, checked against the model's context of `limit` tokens (None: unknown)
+    before an engine is loaded: a budget that does not fit is a ModelError naming both numbers, or, with
+    clip_to_context, max_tokens lowered to what fits beside the longest prompt, returned with the warning that
+    says so (else "")."""
+    context = ev.max_model_len or limit
+    if context is None:
+        return ev, ""
+    too_long = limit is not None and ev.max_model_len is not None and ev.max_model_len > limit
+    if longest >= context and not too_long:
+        raise models.ModelError(
+            f"{where}: the longest prompt ({longest} tokens) leaves no room to generate in the {context}-token "
+            f"context of {describe}; shorten the prompt or give the model a longer context"
+        )
+    max_tokens = ev.sampling.max_tokens
+    if ev.clip_to_context and not too_long and longest + max_tokens > context:
+        sampling = ev.sampling.model_copy(update={"max_tokens": context - longest})
+        return ev.model_copy(update={"sampling": sampling}), (
+            f"max_tokens clipped from {max_tokens} to {context - longest} to fit the {context}-token context of "
+            f"{describe} beside the longest prompt ({longest} tokens), as {where}.clip_to_context asks"
+        )
+    if limit is not None:
+        problem = models.budget_problem(
+            describe, limit, max_tokens, prompt=longest, max_model_len=ev.max_model_len, where=where
+        )
+        if problem:
+            raise models.ModelError(problem)
+    return ev, ""
+
+
 def run(ctx: StageContext) -> None:
-    spec, ev = ctx.spec, ctx.spec.eval
+    spec = ctx.spec
+    cell = next(c for c in ctx.plan.cells if c.id in ctx.job.cells)
+    prompt_spec, ev = spec.evaluation_for(cell.baseline)  # a baseline may have its own (its key records them)
     bench = next(b for b in ev.benchmarks if b.name == ctx.job.config["benchmark"]["name"])
     spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
     problems = load_benchmark(bench, lambda p: resolve_path(p, spec_dir))
     source = model_source_for(ctx)
     model_dir = Path(source.location)
     tokenizer = cached_tokenizer(source)
-    prompts = [prompt_ids(tokenizer, p, spec.prompt) for p in problems["problem"]]
+    prompts = [prompt_ids(tokenizer, p, prompt_spec) for p in problems["problem"]]
+    where = f"baselines.{cell.baseline}" if cell.baseline else "eval"
+    limit = models.known_context_length(source)
+    ev, clipped = fit_context(ev, limit, max(map(len, prompts)), source.describe(), where)
     n = bench.samples or ev.samples
     ev_n = ev.model_copy(update={"samples": n})
     max_len = ev.max_model_len or (max(map(len, prompts)) + ev.sampling.max_tokens)
@@ -201,7 +236,7 @@ def run(ctx: StageContext) -> None:
     samples, grade_s = graded_samples(problems, generations, ev, bench.name, spec.annotate.reflection_keywords)
     metrics = benchmark_metrics(samples, ks=tuple(k for k in ev.pass_k if k <= n), subset_col="subset")
     leaked = overlap(training_problems(ctx), problems)
-    warnings = sample_warnings(samples, ev, leaked, len(problems))
+    warnings = [clipped] * bool(clipped) + sample_warnings(samples, ev, leaked, len(problems))
     samples.to_parquet(ctx.out / "samples.parquet", index=False)
     problem_table(samples).to_parquet(ctx.out / "problems.parquet", index=False)
     result = {
@@ -209,6 +244,7 @@ def run(ctx: StageContext) -> None:
         "model_dir": str(model_dir),
         "n_problems": len(problems),
         "n_samples": n,
+        "max_tokens": ev.sampling.max_tokens,  # what the model could generate (clip_to_context may lower it)
         "metrics": metrics,
         "warnings": warnings,
         "trained_on": leaked,  # benchmark problem ids the model was fine-tuned on

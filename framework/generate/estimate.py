@@ -16,8 +16,9 @@ from framework.errors import UserError
 from framework.generate.journal import read_journal
 from framework.generate.requests import build_requests
 from framework.generate.stage import journal_dir, read_problems, read_refined
+from framework.locations import resolve_path
 from framework.store import Store
-from framework.sweep.plan import Plan, resolve_path
+from framework.sweep.plan import Plan
 
 CHARS_PER_TOKEN = 4.0
 

@@ -28,11 +28,11 @@ from framework.generate import client, offline
 from framework.generate.journal import JournalWriter, read_journal
 from framework.generate.requests import Request, build_requests, sampling_identity
 from framework.hashing import content_key
+from framework.locations import resolve_path
 from framework.sources import conform, problem_id_for, read_generated, read_source, trace_id
 from framework.spec.generate import GenerateSpec
 from framework.spec.models import ModelSpec
 from framework.store import write_json_atomic
-from framework.sweep.plan import resolve_path
 
 if TYPE_CHECKING:
     from framework.spec.pool import PoolSourceSpec

@@ -222,8 +222,9 @@ def cell_params(spec: AblationSpec, cell: Cell) -> dict[str, str]:
         b = next(b for b in spec.baselines if b.name == cell.baseline)
         model = b.model or spec.model
     params.update(flatten(model.model_dump(mode="json", exclude_none=True), "model"))
-    params.update(flatten(spec.prompt.model_dump(mode="json"), "prompt"))
-    params.update(flatten(spec.eval.model_dump(mode="json", exclude={"benchmarks"}), "eval"))
+    prompt, ev = spec.evaluation_for(cell.baseline)  # a baseline's own settings, where it sets them
+    params.update(flatten(prompt.model_dump(mode="json"), "prompt"))
+    params.update(flatten(ev.model_dump(mode="json", exclude={"benchmarks"}), "eval"))
     for bench in spec.eval.benchmarks:
         params.update(
             flatten(bench.model_dump(mode="json", exclude={"name"}, exclude_none=True), f"benchmark.{bench.name}")

@@ -23,6 +23,7 @@ from framework.artifacts import POOL_FILE, count_tokens
 from framework.benchmarks.loading import load_benchmark
 from framework.grading import answer_text, grade_many
 from framework.grading.extraction import extract_answer
+from framework.locations import resolve_path
 from framework.model_source import load_tokenizer
 from framework.pool.topics import cluster_topics, model_embeddings, tfidf
 from framework.sources import (
@@ -35,7 +36,6 @@ from framework.sources import (
     trace_id,
 )
 from framework.store import write_json_atomic
-from framework.sweep.plan import resolve_path
 
 if TYPE_CHECKING:
     from framework.spec.models import AblationSpec

@@ -138,6 +138,11 @@ def null_rules(root: type[BaseModel]) -> NullRules:
     )
 
 
+# A field that overrides, for one item, settings whose section is elsewhere (a baseline's `sampling` over
+# eval.sampling): that section stays the home of their keys, so a misplaced key is sent there.
+OVERRIDES: dict[str, Any] = {"overrides": True}
+
+
 @functools.cache
 def _homes(root: type[BaseModel]) -> dict[str, list[tuple[int, str]]]:
     """Each field name -> (depth, section) of every model that has it, shallowest first (breadth-first)."""
@@ -150,6 +155,8 @@ def _homes(root: type[BaseModel]) -> dict[str, list[tuple[int, str]]]:
             continue
         seen.add(model)
         for name, field in model.model_fields.items():
+            if field.json_schema_extra == OVERRIDES:
+                continue
             homes.setdefault(name, []).append((depth, path))
             sub = f"{path}.{name}" if path else name
             todo.extend((m, sub + how, depth + 1) for m, how in element_models(field.annotation))

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from framework.registry import suggest
 from framework.spec.base import RUN_ONLY, PassThroughArgs, SpecModel
+from framework.spec.fields import OVERRIDES
 from framework.spec.launch import LauncherSpec, TrackingSpec
 from framework.spec.names import NAME_RE, NAME_RULE, RESERVED_SWEEP_NAMES, is_name, normalize_levels, plain_name
 from framework.spec.pool import (  # re-exported: the spec's types are imported from here
@@ -172,7 +173,41 @@ class BaselineSpec(SpecModel):
     """A model evaluated as is, beside the arms (e.g. the untuned base model)."""
 
     name: str = Field(..., pattern=NAME_RE, description="Baseline name; 'base' is the spec's base model.")
-    model: ModelSpec | None = Field(None, description="Model to evaluate; 'base' (only) may leave it out.")
+    model: ModelSpec | None = Field(
+        None,
+        description="Model to evaluate; 'base' (only) may leave it out. Its `chat_template` overrides the "
+        "tokenizer's for this baseline alone.",
+    )
+    prompt: PromptSpec | None = Field(
+        None,
+        description="The prompt this model is evaluated with (e.g. the system message its model card recommends); "
+        "fields left out are the spec's `prompt`. Default: the spec's prompt, the one the arms train and test on.",
+        json_schema_extra=OVERRIDES,
+    )
+    sampling: SamplingSpec | None = Field(
+        None,
+        description="Decoding settings for this model; fields left out are `eval.sampling`'s (e.g. only "
+        "`max_tokens: 3072` for a model with a 4,096-token context). Default: eval.sampling.",
+        json_schema_extra=OVERRIDES,
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        description="Engine context length for this model; default: eval.max_model_len.",
+        json_schema_extra=OVERRIDES,
+    )
+    clip_to_context: bool | None = Field(
+        None,
+        description="Lower max_tokens to what fits this model's context instead of refusing the plan; default: "
+        "eval.clip_to_context.",
+        json_schema_extra=OVERRIDES,
+    )
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The evaluation settings this baseline sets for itself, by field name (none: the spec's apply)."""
+        names = ("prompt", "sampling", "max_model_len", "clip_to_context")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     @model_validator(mode="after")
     def _has_model(self) -> BaselineSpec:
@@ -413,6 +448,13 @@ class EvalSpec(SpecModel):
     max_model_len: int | None = Field(
         None, ge=16, description="Context length for the engine; default: prompt + max_tokens."
     )
+    clip_to_context: bool = Field(
+        False,
+        description="When the longest prompt + max_tokens exceeds the model's context (max_position_embeddings), "
+        "generate at most what fits, and say so in the eval's warnings; by default that is an error naming both "
+        "numbers (found at plan time when the model's config.json is local or cached, else before the engine "
+        "loads).",
+    )
     truncation_warning: float = Field(
         0.05,
         ge=0,
@@ -526,6 +568,22 @@ class AblationSpec(SpecModel):
             raise ValueError(f"invalid factor name(s) {bad}: {NAME_RULE}; 'seed'/'baseline' are reserved")
         return v
 
+    def evaluation_for(self, baseline: str | None) -> tuple[PromptSpec, EvalSpec]:
+        """The prompt and evaluation settings a cell is scored with: the spec's, with a baseline's own fields over
+        them (only those it sets, so `sampling: {max_tokens: 3072}` keeps eval.sampling's temperature)."""
+        b = next((b for b in self.baselines if b.name == baseline), None)
+        if b is None or not b.overrides:
+            return self.prompt, self.eval
+        prompt, ev = self.prompt, self.eval
+        if b.prompt is not None:
+            prompt = prompt.model_copy(update={k: getattr(b.prompt, k) for k in b.prompt.model_fields_set})
+        update: dict[str, Any] = {}
+        if b.sampling is not None:
+            fields = {k: getattr(b.sampling, k) for k in b.sampling.model_fields_set}
+            update["sampling"] = ev.sampling.model_copy(update=fields)
+        update |= {k: getattr(b, k) for k in ("max_model_len", "clip_to_context") if getattr(b, k) is not None}
+        return prompt, ev.model_copy(update=update)
+
     @property
     def trains(self) -> bool:
         """Whether any cell is fine-tuned: a spec with baselines and no factors only evaluates."""
@@ -548,3 +606,6 @@ class AblationSpec(SpecModel):
         if dupes:
             raise ValueError(f"duplicate baseline(s): {dupes}")
         return v
+
+
+BaselineSpec.model_rebuild()  # its prompt and sampling types are defined below it

@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.locations import resolve_path, toy_model_path
 from framework.spec.models import TOY_MODELS, AblationSpec, ModelSpec
 from framework.store import Store
-from framework.sweep.plan import Job, Plan, resolve_path, toy_model_path
+from framework.sweep.plan import Job, Plan
 from framework.sweep.resources import stage_resources
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework import model_source
 from framework.errors import UserError
 from framework.fetch import fetch_hint
 from framework.hashing import content_key, file_digest, tree_digest
+from framework.locations import resolve_path, searched, toy_model_path
 from framework.redaction import lines_with_secrets, redact_text
 from framework.registry import BENCHMARKS, FACTORS, POOL_PRESETS
 from framework.spec.base import run_only_fields
@@ -72,34 +74,6 @@ class Plan:
 
 
 # --------------------------------------------------------------------------------------- fingerprints
-def resolve_path(path: str, spec_dir: Path | None) -> Path | None:
-    """Relative paths resolve against the working directory, then the spec file's directory."""
-    p = Path(os.path.expanduser(path))
-    if p.is_absolute():
-        return p if p.exists() else None
-    for base in (Path.cwd(), spec_dir):
-        if base is not None and (base / p).exists():
-            return (base / p).resolve()
-    return None
-
-
-def searched(path: str, spec_dir: Path | None) -> str:
-    """Where resolve_path looked, for a "does not exist" message."""
-    if Path(os.path.expanduser(path)).is_absolute():
-        return ""
-    dirs = [str(Path.cwd())] + ([str(spec_dir)] if spec_dir is not None and spec_dir != Path.cwd() else [])
-    return f" (looked in {' and '.join(dirs)})"
-
-
-def toy_base_path() -> Path:
-    return toy_model_path("toy:base")
-
-
-def toy_model_path(name: str) -> Path:
-    """The directory of a shipped toy model (`TOY_MODELS`)."""
-    return Path(__file__).parents[1] / "toy" / "assets" / TOY_MODELS[name][0]
-
-
 def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:
     """What identifies a model's weights and tokenizer, cheaply."""
     if model.tiny is not None:
@@ -328,6 +302,17 @@ def tracking_uri(configured: str | None, results_base: Path) -> str:
     return configured or f"sqlite:///{results_base.resolve() / 'mlflow.db'}"
 
 
+def eval_config(ev: EvalSpec) -> dict[str, Any]:
+    """What an eval job hashes of its evaluation settings: all but the benchmarks (each job's own) and run-only
+    fields; clip_to_context only when set, so keys made before it existed stay."""
+    unkeyed = {
+        "benchmarks": True,
+        **run_only_fields(EvalSpec),
+        **({"clip_to_context": True} if not ev.clip_to_context else {}),
+    }
+    return ev.model_dump(mode="json", exclude=unkeyed)
+
+
 @dataclass(frozen=True)
 class SharedSlices:
     """The parts of the spec that every cell's jobs of a stage hash alike, computed once per plan."""
@@ -353,7 +338,7 @@ def shared_slices(spec: AblationSpec, spec_dir: Path | None, problems: list[str]
     train_slice = spec.train.model_dump(
         mode="json", exclude={**run_only_fields(TrainSpec), **dict.fromkeys(once, True)}
     )
-    eval_slice = spec.eval.model_dump(mode="json", exclude={"benchmarks": True, **run_only_fields(EvalSpec)})
+    eval_slice = eval_config(spec.eval)
     # what the pool's annotations depend on besides its sources: grading labels `correct`, and a pass-rate file
     pool_extra: dict[str, Any] = {"grading": spec.eval.grading.model_dump(mode="json", include={"grader", "fallbacks"})}
     if spec.annotate.pass_rates:
@@ -443,6 +428,27 @@ def build_plan(
     )  # fmt: skip
 
 
+def context_problems(spec: AblationSpec, baseline: str, spec_dir: Path | None) -> list[str]:
+    """A baseline whose generation budget cannot fit its model's context, where its config.json can be read here
+    (a local checkpoint, a hub model in the local cache); the eval stage checks the rest before its engine loads,
+    with the prompts' real lengths."""
+
+    b = next(b for b in spec.baselines if b.name == baseline)
+    _, ev = spec.evaluation_for(baseline)
+    try:
+        source = model_source.resolve(b.model or spec.model, spec_dir=spec_dir)
+    except UserError:  # a missing or malformed model is reported where its identity is taken
+        return []
+    limit = model_source.known_context_length(source)
+    if limit is None or (ev.clip_to_context and ev.max_model_len is None):
+        return []
+    where = f"baselines.{baseline}"
+    problem = model_source.budget_problem(
+        source.describe(), limit, ev.sampling.max_tokens, prompt=None, max_model_len=ev.max_model_len, where=where
+    )
+    return [problem] if problem else []
+
+
 def _same_journal(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two generations' requests go to one journal (framework.generate.stage.journal_dir)."""
     pick = ("chat", "sampling")
@@ -494,12 +500,16 @@ class _Planner:
         """A cell's job ids by stage: a trained cell's model, pool, data and train jobs, or a baseline's model
         job; then the evaluation of what they produced on each benchmark, and its log job."""
         spec, shared = self.spec, self.shared
+        prompt, eval_slice = shared.prompt, shared.eval
         if cell.baseline is None:
             stages = self.training_jobs(cell)
             checkpoint, ident, dtype = stages["train"], shared.base_model, spec.model.dtype
         else:
             stages, ident, dtype = self.baseline_jobs(cell.baseline, cell.id)
             checkpoint = stages["model"]
+            if next(b for b in spec.baselines if b.name == cell.baseline).overrides:  # its own evaluation settings
+                own_prompt, own_eval = spec.evaluation_for(cell.baseline)
+                prompt, eval_slice = own_prompt.model_dump(mode="json"), eval_config(own_eval)
         model_ref = {"checkpoint": checkpoint} if checkpoint else {"model": ident}
         stages["eval"] = [
             self.add(
@@ -508,8 +518,8 @@ class _Planner:
                     **model_ref,
                     "dtype": dtype,
                     "benchmark": bident,
-                    "prompt": shared.prompt,
-                    "eval": shared.eval,
+                    "prompt": prompt,
+                    "eval": eval_slice,
                     "reflection_keywords": spec.annotate.reflection_keywords,
                 },
                 checkpoint,
@@ -568,4 +578,6 @@ class _Planner:
             self.model_idents[f"baselines.{b.name}"] = ident
         stages: dict[str, list[str]] = {"model": self.model_job(ident, cell)}
         stages["generate"] = stages["pool"] = stages["data"] = stages["train"] = []
+        if "tiny" not in ident and ident.get("local") != "missing":
+            self.problems += context_problems(self.spec, b.name, self.spec_dir)
         return stages, ident, (b.model or self.spec.model).dtype

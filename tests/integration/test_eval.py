@@ -87,7 +87,7 @@ from framework.benchmarks.loading import load_benchmark
 from framework.eval.stage import generate_vllm
 from framework.formatting import prompt_ids
 from framework.model_source import ModelSource, load_tokenizer
-from framework.sweep.plan import toy_base_path
+from framework.locations import toy_base_path
 from framework.spec.models import BenchmarkSpec, EvalSpec, PromptSpec
 
 base = toy_base_path()
@@ -111,7 +111,7 @@ def test_the_stop_ids_given_end_every_sample_in_one_engine_and_in_data_parallel_
     assert first[0] > 1, free  # each sample is longer than one token without the extra stop id
     from transformers import AutoTokenizer
 
-    from framework.sweep.plan import toy_base_path
+    from framework.locations import toy_base_path
 
     tok = AutoTokenizer.from_pretrained(toy_base_path())
     first_ids = [tok(o[0]["text"], add_special_tokens=False)["input_ids"][0] for o in free]

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from framework.generate.requests import request_seed
-from framework.sweep.plan import toy_model_path
+from framework.locations import toy_model_path
 from tests.helpers import generation_spec
 from tests.mlflow_server import free_port
 

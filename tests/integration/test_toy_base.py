@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.sweep.plan import toy_base_path
+from framework.locations import toy_base_path
 from framework.toy import make_world
 from framework.toy.pretrain import PretrainSettings, pretrain
 from framework.toy.skills import skill_check

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from framework import model_source as models
+from framework.locations import toy_base_path
 from framework.model.stage import CHATML_TEMPLATE, build
 from framework.model_source import ModelError, ModelSource
 from framework.spec.models import ModelSpec, TinyModelSpec
-from framework.sweep.plan import toy_base_path
 
 CORPUS = ["we add 3 and 4 . 3 + 4 = 7 . the answer is \\boxed { 7 }", "let x = 12 . apply f to x 2 times ."] * 30
 SMALL = TinyModelSpec(hidden_size=64, num_heads=1, num_layers=1, intermediate_size=64, vocab_size=300,

@@ -457,3 +457,29 @@ def test_benchmarks_whose_names_share_a_stem_stage_their_generations_apart(tmp_p
         assert len(rows) == 5
         assert all(r["answer"] == own.loc[(r["problem_id"], r["sample_index"]), "answer"] for r in rows)
     assert staged[benches[0]].read_text() != staged[benches[1]].read_text()
+
+
+def test_a_baselines_own_evaluation_settings_are_its_runs_params():
+    from framework.log.stage import cell_params
+    from framework.spec import spec_from_dict
+    from framework.sweep.grid import expand
+
+    spec = spec_from_dict(
+        {
+            "name": "own",
+            "model": {"name_or_path": "org/base"},
+            "prompt": {"system": "Arms."},
+            "baselines": [
+                "base",
+                {
+                    "name": "math",
+                    "model": {"name_or_path": "org/m"},
+                    "prompt": {"system": "Step by step."},
+                    "sampling": {"max_tokens": 9},
+                },
+            ],
+        }
+    )
+    params = {cell.baseline: cell_params(spec, cell) for cell in expand(spec)}
+    assert (params["math"]["prompt.system"], params["math"]["eval.sampling.max_tokens"]) == ("Step by step.", "9")
+    assert (params["base"]["prompt.system"], params["base"]["eval.sampling.max_tokens"]) == ("Arms.", "32768")
