@@ -325,6 +325,12 @@ def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
         f"{spec.n_examples} training examples each; baselines: {baselines}."
         if spec.trains
         else f"- Evaluation only (baselines, no factors): nothing is trained; baselines: {baselines}.",
+        "- Grading: a response cut off at the token limit is "
+        + (
+            "graded as it stands (`eval.grading.score_truncated: true`, NeMo-Skills' rule)."
+            if spec.eval.grading.score_truncated
+            else "scored wrong (`eval.grading.score_truncated: false`; NeMo-Skills grades it as it stands)."
+        ),
     ]
     for bench, d in frame.groupby("benchmark", sort=False):
         done = d[d["evaluated"]]
