@@ -453,7 +453,8 @@ class EvalSpec(SpecModel):
         description="When the longest prompt + max_tokens exceeds the model's context (max_position_embeddings), "
         "generate at most what fits, and say so in the eval's warnings; by default that is an error naming both "
         "numbers (found at plan time when the model's config.json is local or cached, else before the engine "
-        "loads).",
+        "loads). It is part of every evaluation's key: set it on the baseline that needs it "
+        "(baselines[].clip_to_context), not here, to keep finished evaluations.",
     )
     truncation_warning: float = Field(
         0.05,

@@ -94,7 +94,7 @@ for _name in list(KNOWN_MODELS):  # the instruct checkpoints share their base's 
 
 # Problems of the built-in benchmarks (before `limit` / `problem_ids`), when no file or finished eval says.
 KNOWN_BENCHMARK_SIZES = {
-    "comp-math-24-25": 120, "aime24": 30, "aime25": 30, "hmmt-feb-2025": 30, "hmmt-24-25": 60, "math-500": 500,
+    "comp-math-24-25": 256, "aime24": 30, "aime25": 30, "hmmt-feb-2025": 30, "hmmt-24-25": 60, "math-500": 500,
     "gpqa-diamond": 198,
 }  # fmt: skip
 
@@ -385,8 +385,12 @@ def eval_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, do
         if problems is None:
             unknown += 1
             continue
-        per_sample = mean_tokens or spec.eval.sampling.max_tokens
-        flops += 2 * sizes[job.id].params * problems * (bench.samples or spec.eval.samples) * per_sample
+        ev = _job_eval(plan, job)  # a baseline with its own sampling is priced at its own budget
+        own = ev.sampling.max_tokens != spec.eval.sampling.max_tokens
+        per_sample = ev.sampling.max_tokens if own else (mean_tokens or ev.sampling.max_tokens)
+        if own:
+            notes.add(f"a baseline with its own max_tokens ({ev.sampling.max_tokens}) is priced at it")
+        flops += 2 * sizes[job.id].params * problems * (bench.samples or ev.samples) * per_sample
     notes.add(
         f"tokens per sample: {mean_tokens:.0f}, the mean of finished evaluations"
         if mean_tokens
@@ -398,6 +402,14 @@ def eval_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, do
     gpus = max(1, spec.eval.tensor_parallel_size * spec.eval.data_parallel_size)
     hours = flops / rate.flops_per_gpu_s / 3600
     return StageCost("eval", len(jobs), len(todo), hours, gpus, rate.source, sorted(notes), unknown)
+
+
+def _job_eval(plan: Plan, job: Job) -> Any:
+    """The evaluation settings a job runs with: its baseline's own over the spec's (a checkpoint: the spec's)."""
+    if "checkpoint" in job.config or not job.cells:
+        return plan.spec.eval
+    cell = next((c for c in plan.cells if c.id == job.cells[0]), None)
+    return plan.spec.evaluation_for(cell.baseline if cell is not None else None)[1]
 
 
 def _eval_model_size(plan: Plan, job: Job, spec_dir: Path | None) -> ModelSize:

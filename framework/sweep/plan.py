@@ -416,6 +416,7 @@ def build_plan(
     trains = any(j.stage == "train" for j in planner.jobs.values())
     if trains:
         problems += launch_problems(spec)
+        problems += context_problems(spec, None, spec_dir)
     if check_tracking:  # only where a run starts: status, cancel or a non-log stage never depend on tracking
         problems += [p for p in [tracking_dir_problem(spec, results_base)] if p]
     problems = list(dict.fromkeys(problems))
@@ -428,21 +429,25 @@ def build_plan(
     )  # fmt: skip
 
 
-def context_problems(spec: AblationSpec, baseline: str, spec_dir: Path | None) -> list[str]:
+def context_problems(spec: AblationSpec, baseline: str | None, spec_dir: Path | None) -> list[str]:
     """A baseline whose generation budget cannot fit its model's context, where its config.json can be read here
     (a local checkpoint, a hub model in the local cache); the eval stage checks the rest before its engine loads,
-    with the prompts' real lengths."""
+    with the prompts' real lengths. `baseline` None: the trained arms' checkpoints, whose context is the base
+    model's; checked on a local or shipped base only (a hub base's cached config would make a plan depend on the
+    machine's cache), so an arm's budget is refused before any GPU-hour is spent on its training."""
 
-    b = next(b for b in spec.baselines if b.name == baseline)
+    b = next((b for b in spec.baselines if b.name == baseline), None)
     _, ev = spec.evaluation_for(baseline)
     try:
-        source = model_source.resolve(b.model or spec.model, spec_dir=spec_dir)
+        source = model_source.resolve(b.model if b is not None and b.model else spec.model, spec_dir=spec_dir)
     except UserError:  # a missing or malformed model is reported where its identity is taken
+        return []
+    if baseline is None and source.kind not in ("local", "toy"):
         return []
     limit = model_source.known_context_length(source)
     if limit is None or (ev.clip_to_context and ev.max_model_len is None):
         return []
-    where = f"baselines.{baseline}"
+    where = f"baselines.{baseline}" if baseline is not None else "eval"
     problem = model_source.budget_problem(
         source.describe(), limit, ev.sampling.max_tokens, prompt=None, max_model_len=ev.max_model_len, where=where
     )

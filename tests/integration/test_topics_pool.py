@@ -20,7 +20,7 @@ def spec(embedder: str) -> dict:
         "factors": {"diversity": {"levels": ["single_topic", "stratified"]}},
         "n_examples": 8,
         "seeds": [0],
-        "eval": {"benchmarks": [{"name": "toy", "limit": 4}]},
+        "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "sampling": {"max_tokens": 64}},
     }
 
 

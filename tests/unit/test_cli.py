@@ -69,7 +69,7 @@ def test_plan_shows_what_generations_will_ask(write_spec, in_tmp, capsys):
         "model": {"name_or_path": "toy:base"},
         "pool": [{"preset": "toy"}, {"source": "t", "generate": {**generated, "sampling": {"max_tokens": 10}}}],
         "factors": {"source": {"levels": ["long_cot", "t"]}},
-        "eval": {"benchmarks": [{"name": "toy", "limit": 2}], "samples": 1},
+        "eval": {"benchmarks": [{"name": "toy", "limit": 2}], "samples": 1, "sampling": {"max_tokens": 64}},
     }
     path = write_spec(spec)
     assert main(["plan", str(path), "--json"]) == 0  # builds nothing that waits for the generation
@@ -223,7 +223,7 @@ def test_plan_reports_every_cell_that_cannot_be_built(write_spec, in_tmp, capsys
         "model": {"name_or_path": "toy:base"},
         "pool": [{"preset": "toy", "options": {"n_problems": 16}}],
         "factors": {"source": {"levels": {"a": {"sources": ["nope_a"]}, "b": {"sources": ["nope_b"]}}}},
-        "eval": {"benchmarks": [{"name": "toy", "limit": 4}]},
+        "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "sampling": {"max_tokens": 64}},
     }
     assert main(["plan", str(write_spec(spec))]) == 2
     err = capsys.readouterr().err

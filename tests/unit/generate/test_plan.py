@@ -21,7 +21,7 @@ SPEC = {
     ],
     "factors": {"source": {"levels": ["long_cot", "t", "t2"]}},
     "seeds": [0],
-    "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1},
+    "eval": {"benchmarks": [{"name": "toy", "limit": 4}], "samples": 1, "sampling": {"max_tokens": 64}},
 }
 
 

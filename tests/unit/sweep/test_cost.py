@@ -70,6 +70,14 @@ def test_hand_computed_train_and_eval_hours(spec_dict, tmp_path):
     )
 
 
+def test_a_baseline_with_its_own_budget_is_priced_at_it(spec_dict, tmp_path):
+    spec_dict["baselines"] = [{"name": "base", "sampling": {"max_tokens": 1024}}]
+    plan = build_plan(spec_from_dict(spec_dict))
+    ev = next(s for s in estimate_cost(plan, Store(tmp_path / "store"), None, gpu="h100").stages if s.stage == "eval")
+    per_token = 2 * PARAMS * 30 * 4 / (0.1 * 989e12) / 3600
+    assert ev.gpu_hours == pytest.approx(8 * per_token * 32768 + per_token * 1024)  # 8 arms, 1 baseline
+
+
 def test_h200_default_reproduces_the_gpu_measurement():
     """benchmarks/train_gpu.py on one H200 (1.5B Qwen2.5 shape, 16k tokens, gradient checkpointing): 19.5k
     tokens/s; the default rate and FLOP count give it back within 3% (Qwen2's q/k/v biases are not counted)."""

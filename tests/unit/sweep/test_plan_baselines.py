@@ -75,6 +75,15 @@ def test_a_budget_that_cannot_fit_the_models_context_is_a_plan_error(minimal, sh
         build_plan(spec_from_dict(with_baselines(minimal, {**short, "max_model_len": 1024, "clip_to_context": True})))
 
 
+def test_an_arms_budget_that_cannot_fit_the_base_models_context_is_refused_before_training(minimal, short_model):
+    minimal["model"] = {"name_or_path": short_model}
+    minimal["baselines"] = []
+    with pytest.raises(PlanError, match=r"eval: a prompt \+ max_tokens 32768 does not fit .*\(512 tokens"):
+        build_plan(spec_from_dict(minimal))
+    minimal["eval"]["sampling"] = {"max_tokens": 400}
+    assert build_plan(spec_from_dict(minimal)).by_stage("train")
+
+
 def test_a_rope_scaled_context_is_the_one_the_engine_allows():
     from framework.model_source import context_length
 
