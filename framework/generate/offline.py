@@ -12,7 +12,7 @@ from framework.engines import Decoding, generation_stop_ids, has_cuda, vllm_gene
 from framework.errors import DataError
 from framework.generate.client import Outcome
 from framework.generate.requests import Request
-from framework.spec.generate import GenerateSpec
+from framework.spec.pool import GenerateSpec
 
 
 @dataclass

@@ -14,7 +14,8 @@ import pandas as pd
 
 from framework.errors import DataError
 from framework.hashing import content_key
-from framework.spec.generate import PLACEHOLDER, GenerateSpec
+from framework.spec.generate import PLACEHOLDER
+from framework.spec.pool import GenerateSpec
 
 
 @dataclass(frozen=True)

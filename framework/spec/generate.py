@@ -1,17 +1,14 @@
-"""The spec of a generated pool source: problems, a teacher (a model run here, or an OpenAI-compatible endpoint),
-the prompt and the sampling. Its traces enter the pool like a file's, so every factor applies to them."""
+"""The teacher of a generated pool source (a model run here, or an OpenAI-compatible endpoint), its sampling and
+the prompt template's rules. The generated source itself (`GenerateSpec`) is a pool section: framework.spec.pool."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from framework.spec.base import RUN_ONLY, SpecModel
-
-if TYPE_CHECKING:
-    from framework.spec.pool import PoolSourceSpec
 
 DEFAULT_PROMPT = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")  # `\boxed{}` and `{ }` are text, not placeholders
@@ -115,61 +112,3 @@ class GenerateSamplingSpec(SpecModel):
     top_k: int = Field(-1, description="Top-k sampling; -1 = off (not sent to an endpoint).")
     max_tokens: int = Field(32768, ge=1, description="Longest trace in tokens.")
     seed: int = Field(0, description="Sampling seed; each request's seed is derived from it and the request.")
-
-
-class GenerateSpec(SpecModel):
-    """Sample a teacher on problems: `samples` traces per problem, each graded and annotated by the pool stage."""
-
-    problems: PoolSourceSpec | None = Field(
-        None,
-        description="Where the problems come from: a pool source (path, hub or preset, with columns mapping "
-        "problem, problem_id and expected_answer; a trace column is not needed). Each distinct problem is asked once "
-        "per sample.",
-    )
-    refine: str | None = Field(
-        None,
-        description="Instead of problems: rewrite the traces labelled with this source by the pool sources listed "
-        "before this one (a file's source column or label, or an earlier generated source: refinement passes "
-        "chain). Each trace is asked once per sample with the prompt's {trace} as the trace; the rewrite keeps "
-        "`parent_trace_id`, the pool's trace_id of the trace it came from.",
-    )
-    teacher: TeacherSpec = Field(..., description="The model that writes the traces.")
-    prompt: str = Field(
-        DEFAULT_PROMPT,
-        description="Prompt template: {name} is the problem row's field or column `name` (problem, problem_id, "
-        "expected_answer or any column of the source); other braces, as in \\boxed{}, are text.",
-    )
-    chat: bool = Field(
-        True,
-        description="Send the prompt as a user turn through the teacher's chat template (the endpoint's "
-        "/chat/completions); false for a base model: the prompt is the raw text (/completions).",
-    )
-    sampling: GenerateSamplingSpec = Field(default_factory=GenerateSamplingSpec, description="Decoding settings.")
-    samples: int = Field(1, ge=1, description="Traces per problem. Raising it later asks only for the new samples.")
-    max_failed_fraction: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="The stage fails (after finishing every request it can) when more than this fraction of requests "
-        "failed for good; the finished ones are kept and a rerun asks only for the failed ones.",
-        json_schema_extra=RUN_ONLY,
-    )
-    allow_test_problems: bool = Field(
-        False,
-        description="Allow problems that are also problems of the sweep's evaluated benchmarks (compared by "
-        "normalized text). Default: such problems are refused, since training on them leaks the test.",
-    )
-
-    @model_validator(mode="after")
-    def _checks(self) -> GenerateSpec:
-        if (self.problems is None) == (self.refine is None):
-            raise ValueError("give exactly one of 'problems' (sample the teacher on them) or 'refine' (rewrite traces)")
-        if self.problems is not None and self.problems.generate is not None:
-            raise ValueError("generate.problems reads problems from a file, the hub or a preset; to rewrite "
-                             "generated traces, name their source label with 'refine'")  # fmt: skip
-        names = {m.group(1) for m in PLACEHOLDER.finditer(self.prompt)}
-        if not names:
-            raise ValueError("the prompt template names no field: put {problem} where the problem goes")
-        if self.refine is not None and "trace" not in names:
-            raise ValueError("a refinement's prompt must contain {trace}, the trace to rewrite")
-        return self

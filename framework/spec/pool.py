@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from framework.registry import POOL_PRESETS, ResolveError, suggest
-from framework.spec.base import SpecModel
-from framework.spec.generate import GenerateSpec
+from framework.spec.base import RUN_ONLY, SpecModel
+from framework.spec.generate import DEFAULT_PROMPT, PLACEHOLDER, GenerateSamplingSpec, TeacherSpec
 from framework.toy.world import pool_rows
 
 DEFAULT_REFLECTION_KEYWORDS = [
@@ -175,4 +175,62 @@ class AnnotateSpec(SpecModel):
     )
 
 
-GenerateSpec.model_rebuild(_types_namespace={"PoolSourceSpec": PoolSourceSpec})
+class GenerateSpec(SpecModel):
+    """Sample a teacher on problems: `samples` traces per problem, each graded and annotated by the pool stage."""
+
+    problems: PoolSourceSpec | None = Field(
+        None,
+        description="Where the problems come from: a pool source (path, hub or preset, with columns mapping "
+        "problem, problem_id and expected_answer; a trace column is not needed). Each distinct problem is asked once "
+        "per sample.",
+    )
+    refine: str | None = Field(
+        None,
+        description="Instead of problems: rewrite the traces labelled with this source by the pool sources listed "
+        "before this one (a file's source column or label, or an earlier generated source: refinement passes "
+        "chain). Each trace is asked once per sample with the prompt's {trace} as the trace; the rewrite keeps "
+        "`parent_trace_id`, the pool's trace_id of the trace it came from.",
+    )
+    teacher: TeacherSpec = Field(..., description="The model that writes the traces.")
+    prompt: str = Field(
+        DEFAULT_PROMPT,
+        description="Prompt template: {name} is the problem row's field or column `name` (problem, problem_id, "
+        "expected_answer or any column of the source); other braces, as in \\boxed{}, are text.",
+    )
+    chat: bool = Field(
+        True,
+        description="Send the prompt as a user turn through the teacher's chat template (the endpoint's "
+        "/chat/completions); false for a base model: the prompt is the raw text (/completions).",
+    )
+    sampling: GenerateSamplingSpec = Field(default_factory=GenerateSamplingSpec, description="Decoding settings.")
+    samples: int = Field(1, ge=1, description="Traces per problem. Raising it later asks only for the new samples.")
+    max_failed_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="The stage fails (after finishing every request it can) when more than this fraction of requests "
+        "failed for good; the finished ones are kept and a rerun asks only for the failed ones.",
+        json_schema_extra=RUN_ONLY,
+    )
+    allow_test_problems: bool = Field(
+        False,
+        description="Allow problems that are also problems of the sweep's evaluated benchmarks (compared by "
+        "normalized text). Default: such problems are refused, since training on them leaks the test.",
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> GenerateSpec:
+        if (self.problems is None) == (self.refine is None):
+            raise ValueError("give exactly one of 'problems' (sample the teacher on them) or 'refine' (rewrite traces)")
+        if self.problems is not None and self.problems.generate is not None:
+            raise ValueError("generate.problems reads problems from a file, the hub or a preset; to rewrite "
+                             "generated traces, name their source label with 'refine'")  # fmt: skip
+        names = {m.group(1) for m in PLACEHOLDER.finditer(self.prompt)}
+        if not names:
+            raise ValueError("the prompt template names no field: put {problem} where the problem goes")
+        if self.refine is not None and "trace" not in names:
+            raise ValueError("a refinement's prompt must contain {trace}, the trace to rewrite")
+        return self
+
+
+PoolSourceSpec.model_rebuild()  # its `generate` field names GenerateSpec, defined after it (they hold each other)

@@ -20,7 +20,7 @@ from framework.locations import resolve_path, searched, toy_model_path
 from framework.redaction import lines_with_secrets, redact_text
 from framework.registry import BENCHMARKS, FACTORS, POOL_PRESETS
 from framework.spec.base import run_only_fields
-from framework.spec.generate import GenerateSpec, TeacherSpec
+from framework.spec.generate import TeacherSpec
 from framework.spec.launch import tracking_uri_problem
 from framework.spec.models import (
     TOY_MODELS,
@@ -31,6 +31,7 @@ from framework.spec.models import (
     PoolSourceSpec,
     TrainSpec,
 )
+from framework.spec.pool import GenerateSpec
 from framework.sweep.grid import Cell, arm_definition, expand
 from framework.sweep.resources import TrainConfigError, layout, stage_resources
 from framework.sweep.stages import STAGES

@@ -12,7 +12,7 @@ import pytest
 from framework.errors import DataError
 from framework.generate.journal import JournalWriter, read_journal
 from framework.generate.requests import build_requests, render, request_seed
-from framework.spec.generate import GenerateSpec
+from framework.spec.pool import GenerateSpec
 
 
 def test_success_wins_over_failure_in_any_order(tmp_path: Path):
