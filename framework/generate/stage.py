@@ -30,8 +30,8 @@ from framework.generate.requests import Request, build_requests, sampling_identi
 from framework.hashing import content_key
 from framework.locations import resolve_path
 from framework.sources import conform, problem_id_for, read_generated, read_source, trace_id
-from framework.spec.generate import GenerateSpec
 from framework.spec.models import ModelSpec
+from framework.spec.pool import GenerateSpec
 from framework.store import write_json_atomic
 
 if TYPE_CHECKING:
@@ -148,13 +148,13 @@ def traces_frame(
     """One row per finished request with text: the item's fields (a refinement's without the trace it rewrote,
     which `parent_trace_id` names), the trace and how it was made. An empty answer is no trace."""
     key = "parent_trace_id" if gen.refine is not None else "problem_id"
-    by_id = items.set_index(key, drop=False)
+    by_id = {str(row[key]): row for row in items.to_dict("records")}
     rows = []
     for r in requests:
         rec = done.get(r.request_id)
         if rec is None or not (rec.get("text") or "").strip():
             continue
-        item = by_id.loc[r.item].to_dict()
+        item = by_id[r.item]
         rows.append(
             {
                 **{k: v for k, v in item.items() if k not in ("_where", "trace")},
@@ -231,7 +231,7 @@ def run(ctx: StageContext) -> None:
     teacher = ctx.job.config["teacher"]
     requests = build_requests(items, gen, teacher, item)
     journal = journal_dir(ctx.store.root, teacher, gen)
-    done, _ = read_journal(journal)
+    done, failed = read_journal(journal)  # kept up to date below: the journal is read once
     todo = list({r.request_id: r for r in requests if r.request_id not in done}.values())  # one call per id
     t0 = time.monotonic()
     with JournalWriter(journal) as writer:
@@ -239,20 +239,23 @@ def run(ctx: StageContext) -> None:
 
         def record(outcome: client.Outcome) -> None:
             r = by_id[outcome.request_id]
-            writer.write(
-                {
-                    "request_id": r.request_id, "status": "ok" if outcome.ok else "failed",
-                    "problem_id": r.problem_id, "sample": r.sample, "text": outcome.text,
-                    "finish_reason": outcome.finish_reason, "prompt_tokens": outcome.prompt_tokens,
-                    "completion_tokens": outcome.completion_tokens, "attempts": outcome.attempts,
-                    "error": outcome.error, "max_tokens": outcome.max_tokens, "at": time.time(),
-                }
-            )  # fmt: skip
+            rec = {
+                "request_id": r.request_id, "status": "ok" if outcome.ok else "failed",
+                "problem_id": r.problem_id, "sample": r.sample, "text": outcome.text,
+                "finish_reason": outcome.finish_reason, "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens, "attempts": outcome.attempts,
+                "error": outcome.error, "max_tokens": outcome.max_tokens, "at": time.time(),
+            }  # fmt: skip
+            writer.write(rec)
+            if outcome.ok:  # as read_journal would read it back: a success wins over a failure
+                done[r.request_id] = rec
+                failed.pop(r.request_id, None)
+            elif r.request_id not in done:
+                failed[r.request_id] = rec
 
         if todo:
             ask_teacher(ctx, gen, todo, record)
     seconds = time.monotonic() - t0
-    done, failed = read_journal(journal)
     lost = [r for r in requests if r.request_id not in done]
     report = usage(requests, done, failed, len(todo), seconds, gen)
     frame = traces_frame(items, requests, done, gen, teacher, where)
