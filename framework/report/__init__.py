@@ -344,16 +344,32 @@ def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-DIFFERENCE_HEADER = ["Δ pass@1 [95% CI]", "p", "p (Holm)", "p (seeds)"]
+DIFFERENCE_HEADER = ["Δ pass@1 [95% CI]", "p", "p (Holm)", "variance: problems/seeds/samples", "narrows most"]
+
+
+def _split(row: Any) -> str:
+    """Where an interval's variance comes from, as percentages of problems / seeds / samples."""
+    if pd.isna(row["share_problems"]):
+        return "–"
+    return "/".join(f"{row[f'share_{k}']:.0%}" for k in ("problems", "seeds", "samples"))
+
+
+def _narrows(row: Any) -> str:
+    """Which doubling narrows the interval most, and what the interval speaks for when not training runs."""
+    most = _text(row.get("narrows_most")) or "–"
+    over = _text(row.get("over"))
+    return most if not over or "seed" in over else f"{most} (over: {over})"
 
 
 def _difference_cells(row: Any) -> list[str]:
-    """A comparison row's difference with its interval, then its p-values (as DIFFERENCE_HEADER names them)."""
+    """A comparison row's difference with its interval, its tests and its variance (as DIFFERENCE_HEADER names
+    them)."""
     return [
         _ci(row["estimate"], row["ci_low"], row["ci_high"], delta=True),
         _p(row["p_value"]),
         _p(row["p_holm"]),
-        _p(row["p_seeds"]),
+        _split(row),
+        _narrows(row),
     ]
 
 
@@ -372,10 +388,14 @@ def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors
                 _pct(c["maj@n"].mean()),
                 _pct(c["truncation_rate"].mean()),
                 f"{c['mean_response_tokens'].mean():.0f}",
-                f"{a['seed_share']:.0%}",
+                _split(a),
+                _narrows(a),
             ]
         )
-    header = ["arm", *factors, "seeds", "pass@1 [95% CI]", "maj@n", "truncated", "mean tokens", "seed share"]
+    header = [
+        "arm", *factors, "seeds", "pass@1 [95% CI]", "maj@n", "truncated", "mean tokens",
+        "variance: problems/seeds/samples", "narrows most",
+    ]  # fmt: skip
     out += [_table(header, rows), ""]
     # the comparison tables: their own leading columns, then the difference with its interval and tests
     for title, table, lead, names in (
@@ -396,20 +416,21 @@ def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors
 
 
 STATS_NOTE = (
-    "Intervals: 95%, hierarchical bootstrap over training seeds and problems ({n_boot} replicates; sampling noise "
-    "is carried by the problem level), paired on problems between arms, widened by t/z for few seeds. "
-    "p: two-sided sign-flip permutation test over problems, conditional on the trained runs; Holm-adjusted within "
-    "each table. p (seeds): permutation test over training seeds, which generalizes over training runs (with 3 "
-    "seeds per arm it cannot go below 0.1 for one pair of arms; – with 1 seed); against a baseline, a sign-flip "
-    "test of the arm's seeds about the baseline's score (with 3 seeds, not below 0.25). Δ in percentage points, "
-    "positive = the level (or first arm) is better. Seed share: the part of an arm's interval that comes from "
-    "seed-to-seed variation. Method: framework/report/stats.py."
+    "Intervals: 95%, estimate ± t × SE, the variance split into problems, training seeds and samples by a "
+    "method-of-moments (ANOVA) estimate of the crossed design: problems shared by every arm (comparisons are "
+    "paired on them), each arm's seeds its own, the seed-to-seed variance pooled over the trained arms; t on "
+    "Welch-Satterthwaite degrees of freedom. They speak for other training runs of each arm and other problems "
+    "like the benchmark's, unless `over` says otherwise (one seed per arm, or a seed variance on fewer than 3 "
+    "degrees of freedom: then for these fine-tunes only). p: the same t test, two-sided, so p < 0.05 exactly when "
+    "the interval excludes 0; Holm-adjusted within each table. The CSV tables also hold p_checkpoints, a "
+    "sign-flip test over problems of whether these checkpoints differ: it ignores seed-to-seed variation and is "
+    "not a test of the data's effect. Δ in percentage points, positive = the level (or first arm) is better. "
+    "Variance: the share of each interval's variance from problems, seeds and samples; narrows most: which of "
+    "twice the seeds, samples or problems would narrow it most. Method: framework/variance.py."
 )
 
 
-def write_report(
-    loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *, n_boot: int = 2000, track: bool = True
-) -> Path:
+def write_report(loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *, track: bool = True) -> Path:
     """Write out_dir/report.md with its CSV tables and PNG plots; attach them to the sweep's MLflow parent run
     when tracking is reachable. Returns the path of report.md."""
     spec = loaded.spec
@@ -443,7 +464,7 @@ def write_report(
             why = "its cells share no problem (see Warnings)" if cells["evaluated"].any() else "no cell evaluated yet"
             sections.append(f"## {bench}\n\nNo comparison on {bench}: {why}.\n")
             continue
-        cmp = compare_arms(arms, levels, refs, n_boot=n_boot, columns=columns)
+        cmp = compare_arms(arms, levels, refs, columns=columns)
         warnings += [f"{bench}: {n}" for n in cmp.notes]
         for name, table in (("arms", cmp.arms), ("levels", cmp.levels), ("effects", cmp.effects)):
             results[name].append(table.assign(benchmark=bench))
@@ -483,7 +504,7 @@ def write_report(
         "",
         *_design(loaded, plan, frame),
         "",
-        STATS_NOTE.format(n_boot=n_boot),
+        STATS_NOTE,
         "",
     ]
     if warnings:

@@ -212,10 +212,10 @@ def test_paper_specs_grade_cut_off_answers_as_nemo_skills_and_the_report_says_wh
     path = ROOT / "ablations" / "paper-keywords.yaml"
     loaded = on_toy_base(path)
     plan = build_plan(loaded.spec, path)
-    report = write_report(loaded, plan, Store(tmp_path / "store"), tmp_path / "out", n_boot=50, track=False)
+    report = write_report(loaded, plan, Store(tmp_path / "store"), tmp_path / "out", track=False)
     assert (
         "cut off at the token limit is graded as it stands (`eval.grading.score_truncated: true`" in report.read_text()
     )
     other = synthetic_sweep(tmp_path / "default")  # ablate's default rule
-    report = write_report(other.loaded, other.plan, other.store, tmp_path / "out2", n_boot=50, track=False)
+    report = write_report(other.loaded, other.plan, other.store, tmp_path / "out2", track=False)
     assert "cut off at the token limit is scored wrong (`eval.grading.score_truncated: false`" in report.read_text()

@@ -417,7 +417,7 @@ def test_the_report_attached_to_the_sweeps_run_is_redacted(tmp_path: Path, tmp_p
     description = f"Does the source matter? Keys: {SK_PROJ}, {HF}; export OPENAI_API_KEY=sk-test-123"
     sw = synthetic_sweep(tmp_path, seeds=(0,), description=description)
     out = tmp_path / "results" / "synth"
-    report = write_report(sw.loaded, sw.plan, sw.store, out, n_boot=50)
+    report = write_report(sw.loaded, sw.plan, sw.store, out)
     local = "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix != ".png")
     client = MlflowClient(sw.loaded.spec.tracking.uri)
     (parent,) = client.search_runs([client.get_experiment_by_name("synth").experiment_id])

@@ -178,7 +178,7 @@ def test_undoing_a_change_makes_the_old_runs_current_again(tmp_path, template_db
     # yet the UI's current runs (no superseded_by tag) must be the ones the store points at.
     undone = synthetic_sweep(tmp_path, seeds=(0,))
     assert [r["run_id"] for r in log_all(undone)] == list(old.values())
-    write_report(undone.loaded, undone.plan, undone.store, tmp_path / "out", n_boot=50)
+    write_report(undone.loaded, undone.plan, undone.store, tmp_path / "out")
     assert current_runs(client, exp_id) == old
 
 

@@ -66,7 +66,7 @@ def test_cells_not_evaluated_yet_have_missing_metrics_and_the_report_says_so(swe
     sweep.store.invalidate(*job.split("/"))
     frame = report_frame(sweep.plan, sweep.store).set_index("cell")
     assert not frame.loc[TRUNCATED, "evaluated"] and pd.isna(frame.loc[TRUNCATED, "pass@1"])
-    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", n_boot=200, track=False).read_text()
+    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", track=False).read_text()
     assert "8 of 9 cells evaluated" in text
     assert "source=human_stage4,keywords=mask has 1 of 2 seeds evaluated" in text
 
@@ -76,14 +76,14 @@ def test_cells_that_share_no_problem_are_a_warning_not_a_crash(sweep, tmp_path):
     path = sweep.store.path(*job.split("/")) / "samples.parquet"
     samples = pd.read_parquet(path)
     samples.assign(problem_id="other-" + samples["problem_id"]).to_parquet(path, index=False)
-    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", n_boot=50, track=False).read_text()
+    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", track=False).read_text()
     assert "No comparison on aime24: its cells share no problem" in text
     assert "aime24: no problem is shared by every evaluated cell" in text
 
 
 def test_report_tables_and_markdown_carry_the_stores_numbers(sweep, tmp_path):
     out = tmp_path / "out"
-    path = write_report(sweep.loaded, sweep.plan, sweep.store, out, n_boot=300, track=False)
+    path = write_report(sweep.loaded, sweep.plan, sweep.store, out, track=False)
     text = path.read_text()
     assert path == out / "report.md"
     assert "Does the trace source matter" in text and "12 problems x 4 samples per problem" in text
@@ -129,7 +129,7 @@ def test_a_factor_named_like_a_column_gets_its_own_column_in_every_table(tmp_pat
     }
     sw = synthetic_sweep(tmp_path, factors=factors)
     out = tmp_path / "out"
-    text = write_report(sw.loaded, sw.plan, sw.store, out, n_boot=100, track=False).read_text()
+    text = write_report(sw.loaded, sw.plan, sw.store, out, track=False).read_text()
     arms = pd.read_csv(out / "tables" / "arms.csv").set_index("arm")
     ref = "arm=qwq_32b_preview,estimate=keep"
     assert ref in arms.index and arms.loc[ref, "factor.arm"] == "qwq_32b_preview"
@@ -148,7 +148,7 @@ def test_report_files_are_attached_to_the_sweeps_parent_run(tmp_path, template_d
     db.parent.mkdir(parents=True)
     shutil.copy(template_db, db)
     sw = synthetic_sweep(tmp_path, seeds=(0,))
-    text = write_report(sw.loaded, sw.plan, sw.store, tmp_path / "out", n_boot=100).read_text()
+    text = write_report(sw.loaded, sw.plan, sw.store, tmp_path / "out").read_text()
     assert "MLflow: attached to the sweep's parent run" in text
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("synth").experiment_id
@@ -164,7 +164,7 @@ def test_unreachable_tracking_is_a_note_not_an_error(tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sw = synthetic_sweep(tmp_path, seeds=(0,), uri=f"http://127.0.0.1:{port}")
-    text = write_report(sw.loaded, sw.plan, sw.store, tmp_path / "out", n_boot=100).read_text()
+    text = write_report(sw.loaded, sw.plan, sw.store, tmp_path / "out").read_text()
     assert "MLflow: not reachable, report not attached" in text
     assert "warning: MLflow: not reachable" in capsys.readouterr().err  # said on the console too
 
@@ -197,10 +197,10 @@ def test_cells_that_read_different_commits_of_a_hub_benchmark_are_named(sweep, t
 
     for cell in sweep.plan.cells:
         read_commit(cell.id, "a" * 40)
-    same = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "same", n_boot=50, track=False)
+    same = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "same", track=False)
     assert "different commits" not in same.read_text()
     read_commit(TRUNCATED, "b" * 40)
-    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "mixed", n_boot=50, track=False).read_text()
+    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "mixed", track=False).read_text()
     assert f"aime24: the cells read different commits of the hub dataset ({'a' * 12} by 8 cell(s), " in text
     assert f"{'b' * 12} by 1 cell(s))" in text and "pin `revision:`" in text
 
@@ -213,5 +213,5 @@ def test_training_examples_cut_at_max_seq_len_are_a_warning(sweep, tmp_path):
     path.write_text(json.dumps({**m, "examples": {"kept": 4, "dropped": 0, "truncated": 3}}))
     frame = report_frame(sweep.plan, sweep.store).set_index("cell")
     assert frame.loc[cell, "train_truncated"] == 3 and frame["train_truncated"].isna().sum() == 8
-    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", n_boot=50, track=False).read_text()
+    text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", track=False).read_text()
     assert f"{cell}: 3 of 4 training examples were cut at train.max_seq_len 16384" in text
