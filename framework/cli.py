@@ -187,6 +187,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     summary["generation"] = generation_estimates(sweep)
     spec_dir = loaded.path.resolve().parent if loaded.path else None
     summary["cost"] = estimate_cost(plan, store, spec_dir, gpu=args.gpu, generation=summary["generation"]).to_dict()
+    from framework.sweep import power  # lazy: pandas and scipy cost every other command's start
+
+    summary["power"] = [row.to_dict() for row in power.estimate_power(plan, store, spec_dir)]
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -223,6 +226,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("generation (what `ablate run` will ask the teachers):")
         _print_lines([f"  {e['line']}" for e in summary["generation"]])
     _print_lines(render_cost(summary["cost"]))
+    _print_lines(power.render(summary["power"]))
     if summary["data"]:
         rows = len(summary["data"]) if args.wide else sweep_view.MAX_ROWS
         console.print(*sweep_view.data_table(plan, summary["data"], max_rows=rows))

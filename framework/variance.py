@@ -46,6 +46,7 @@ from scipy import stats
 
 __all__ = [
     "ArmCounts",
+    "Components",
     "Contrast",
     "CrossedDesign",
     "align",
@@ -319,4 +320,98 @@ def crossed_design(
             x for x in LEVELS if x in generalize and (x != "seed" or seed_df) and (x != "problem" or n_problems > 1)
         ),
         too_few_seed_df=too_few,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ power
+@dataclass(frozen=True)
+class Components:
+    """Variance components of pass@1 on one benchmark per unit (one problem, one sample, one training run), free
+    of any design: what `plan` projects onto P problems x K samples x S seeds to say what a design can detect."""
+
+    interaction: float  # variance over problems of two arms' true per-problem difference
+    seed: float  # variance of one training run's pass@1 about its arm's mean (the seed main effect)
+    seed_x_problem: float  # variance of a cell's true rate beyond its seed's and its problem's effects
+    bernoulli: float  # one sample's variance p(1-p), averaged over cells
+    source: str  # where the numbers come from, for the reader
+
+    def pair(self, problems: int, samples: float, seeds: int, arms: int = 2) -> Contrast:
+        """The difference of two arms of `seeds` seeds each on `problems` problems x `samples` samples, the seed
+        variance pooled over `arms` arms as the report pools it, with what doubling each would leave."""
+        variance, df, parts = self._pair(problems, samples, seeds, arms)
+        doubled = {  # in order of cost, which breaks ties
+            "samples": self._pair(problems, 2 * samples, seeds, arms)[0],
+            "problems": self._pair(2 * problems, samples, seeds, arms)[0],
+            "seeds": self._pair(problems, samples, 2 * seeds, arms)[0],
+        }
+        return Contrast(0.0, variance, df, parts, doubled)
+
+    def _pair(self, problems: int, samples: float, seeds: int, arms: int) -> tuple[float, float, dict[str, float]]:
+        p, k, s = max(problems, 2), max(samples, 1.0), max(seeds, 1)
+        cell = self.seed_x_problem + self.bernoulli / k
+        seed_df = arms * (s - 1)
+        by_seed = seed_df >= MIN_SEED_DF  # else the report's intervals are for these fine-tunes only
+        seed_part = 2 * (self.seed + cell / p) / s if by_seed else 0.0
+        problem_part = self.interaction / p + (0.0 if by_seed else 2 * cell / (s * p))
+        variance = problem_part + seed_part
+        terms = [(problem_part, p - 1), (seed_part, seed_df)]
+        denom = sum(v**2 / d for v, d in terms if d > 0 and v > 0)
+        df = variance**2 / denom if denom > 0 else float("inf")
+        sampling = 2 * self.bernoulli / (k * s * p)
+        parts = {
+            "problems": self.interaction / p,
+            "seeds": variance - self.interaction / p - sampling,
+            "samples": sampling,
+        }
+        return variance, df, parts
+
+    def detectable(self, contrast: Contrast, power: float = 0.8) -> float:
+        """The smallest true difference the report's two-sided 5% test finds with `power`, for a contrast of
+        this variance."""
+        q = (lambda x: stats.t.ppf(x, contrast.df)) if np.isfinite(contrast.df) else stats.norm.ppf
+        return float((q(0.975) + q(power)) * contrast.se)
+
+
+# Competition-math-like components for a plan with nothing measured yet: problems with Beta(0.3, 0.3) pass rates
+# (most problems nearly always or nearly never solved: p(1-p) averages 0.094), training runs whose pass@1
+# scatters by ~2.8 pp (a seed effect of 0.3 on the logit scale, as in the report's simulated designs), and two
+# arms whose per-problem differences scatter by ~10 pp.
+ASSUMED = Components(
+    interaction=0.01,
+    seed=0.0008,
+    seed_x_problem=0.001,
+    bernoulli=0.094,
+    source="assumed (competition-math-like defaults; replaced by this store's once an evaluation has run)",
+)
+
+
+def measured_components(arms: Sequence[ArmCounts], trained: Sequence[bool], source: str) -> Components | None:
+    """The components estimated from evaluated arms (None without a trained arm); those the arms cannot show
+    (a seed variance from one seed each, an interaction from one arm) keep the assumed value."""
+    cells = [a for a, t in zip(arms, trained, strict=True) if t]
+    if not cells:
+        return None
+    n_problems = cells[0].n_problems
+    residuals = [a.residual() for a in cells]
+    resid = [v for v, d in residuals if d]
+    sampling = float(np.mean([a.sampling_variance() for a in cells]))
+    several = [a for a in cells if a.n_seeds > 1]
+    seed = ASSUMED.seed
+    if several:
+        df = sum(a.n_seeds - 1 for a in several)
+        v = sum((a.n_seeds - 1) * a.rates.mean(axis=1).var(ddof=1) for a in several) / df
+        seed = max(v - (float(np.mean(resid)) / n_problems if resid else 0.0), 0.0)
+    gaps = []
+    for i, a in enumerate(cells):
+        for b in cells[i + 1 :]:
+            if n_problems > 1:
+                spread = float((a.problem_rates() - b.problem_rates()).var(ddof=1))
+                held = sum((x.residual()[0] if x.residual()[1] else sampling) / x.n_seeds for x in (a, b))
+                gaps.append(max(spread - held, 0.0))
+    return Components(
+        interaction=float(np.mean(gaps)) if gaps else ASSUMED.interaction,
+        seed=seed,
+        seed_x_problem=max(float(np.mean(resid)) - sampling, 0.0) if resid else ASSUMED.seed_x_problem,
+        bernoulli=float(np.mean([a.bernoulli_variance() for a in cells])),
+        source=source,
     )

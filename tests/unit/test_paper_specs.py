@@ -28,6 +28,7 @@ from framework.spec.yamlsrc import Source
 from framework.store import Store
 from framework.sweep.execute import prepare
 from framework.sweep.plan import Plan, build_plan
+from framework.sweep.power import estimate_power
 from tests.synthetic import synthetic_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,6 +203,11 @@ def test_paper_spec_plans_and_fills_every_arm(path: Path, fetched: Path, tmp_pat
     assert all(store.is_done("pool", j.key) for j in plan.by_stage("pool"))
     trained = [c for c in plan.cells if c.baseline is None]
     assert len(plan.by_stage("train")) == len(trained)
+    # and plan says what each comparison can detect, on every benchmark
+    power = estimate_power(plan, store, path.parent)
+    levels = sum(len(f.levels) - 1 for f in loaded.spec.factors.values())
+    assert len(power) == levels * len(loaded.spec.eval.benchmarks)
+    assert all(r.problems and 0 < r.detectable < 1 for r in power)
 
 
 def test_paper_specs_grade_cut_off_answers_as_nemo_skills_and_the_report_says_which_rule(

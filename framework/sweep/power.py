@@ -1,0 +1,184 @@
+"""Power before launch: for each comparison a spec makes, the smallest difference its design can detect.
+
+Each factor level's effect against its reference is what the report tests (`framework.report.stats`: the t test
+its interval inverts, two-sided 5%); `plan` prints the true difference that test finds with 80% power, from the
+design (problems x samples x seeds, and how many arms pool the seed variance) and the variance components of
+`framework.variance`: measured on this store's finished evaluations of the benchmark once there are any, else
+assumed competition-math-like values (and it says which). A level's effect averages its arm pairs (one per
+combination of the other factors' levels); their variances are taken as independent, which is optimistic where
+they share problems, exact in a one-at-a-time design (one pair).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import textwrap
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from framework.sweep.cost import _benchmark_problems
+from framework.variance import (
+    ASSUMED,
+    MIN_SEED_DF,
+    ArmCounts,
+    Components,
+    align,
+    measured_components,
+    problem_counts,
+)
+
+if TYPE_CHECKING:
+    from framework.store import Store
+    from framework.sweep.plan import Plan
+
+__all__ = ["Detectable", "estimate_power", "render"]
+
+
+@dataclass(frozen=True)
+class Detectable:
+    """What one comparison's design can detect."""
+
+    benchmark: str
+    comparison: str
+    pairs: int
+    problems: int | None
+    samples: float
+    seeds: int
+    detectable: float | None  # pass@1 difference (0-1) found with 80% power; None without a problem count
+    over: str  # what the report's test will speak for: "seed+problem", or "problem" (these fine-tunes)
+    narrows_most: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def estimate_power(plan: Plan, store: Store, spec_dir: Path | None, power: float = 0.8) -> list[Detectable]:
+    """One row per (benchmark, factor level against its reference)."""
+    spec = plan.spec
+    trained = {c.arm_id: c.level_map for c in plan.cells if c.baseline is None}
+    seeds = len(spec.seeds)
+    problems = _benchmark_problems(plan, store, spec_dir, store.done_keys("eval"))
+    rows = []
+    for bench in spec.eval.benchmarks:
+        samples = _samples(bench.samples if bench.samples is not None else spec.eval.samples)
+        components = _measured(plan, store, bench.name) or ASSUMED
+        n = problems.get(bench.name)
+        for factor, fs in spec.factors.items():
+            ref = fs.reference_level
+            for level in (lv.name for lv in fs.levels if lv.name != ref):
+                pairs = _pairs(trained, factor, level, ref)
+                if not pairs:
+                    continue
+                contrast = components.pair(n or 2, samples, seeds, arms=len(trained))
+                scaled = _scaled(contrast, pairs)
+                rows.append(
+                    Detectable(
+                        benchmark=bench.name,
+                        comparison=f"{factor}={level} vs {ref}",
+                        pairs=pairs,
+                        problems=n,
+                        samples=samples,
+                        seeds=seeds,
+                        detectable=components.detectable(scaled, power) if n else None,
+                        over="seed+problem" if len(trained) * (seeds - 1) >= MIN_SEED_DF else "problem",
+                        narrows_most=scaled.narrows_most(),
+                        source=components.source,
+                    )
+                )
+    return rows
+
+
+def _samples(value: Any) -> float:
+    """Samples per problem: the constant, or a budget's mean."""
+    return float(getattr(value, "budget", value))
+
+
+def _pairs(trained: dict[str, dict[str, str]], factor: str, level: str, ref: str) -> int:
+    """Arms at `level` with a twin at `ref` (the other factors equal): the pairs its effect averages."""
+    at_ref = {
+        tuple(sorted((k, v) for k, v in m.items() if k != factor)) for m in trained.values() if m.get(factor) == ref
+    }
+    return sum(
+        tuple(sorted((k, v) for k, v in m.items() if k != factor)) in at_ref
+        for m in trained.values()
+        if m.get(factor) == level
+    )
+
+
+def _scaled(contrast: Any, pairs: int) -> Any:
+    """The contrast averaged over `pairs` independent pairs: every variance over `pairs`."""
+    return replace(
+        contrast,
+        variance=contrast.variance / pairs,
+        parts={k: v / pairs for k, v in contrast.parts.items()},
+        doubled={k: v / pairs for k, v in contrast.doubled.items()},
+    )
+
+
+def _measured(plan: Plan, store: Store, benchmark: str) -> Components | None:
+    """The components of this store's finished evaluations of `benchmark` in this plan (None before any)."""
+    tables: dict[str, pd.DataFrame] = {}
+    arm_of: dict[str, tuple[str, bool]] = {}
+    for cell in plan.cells:
+        for job in plan.cell_jobs[cell.id]["eval"]:
+            stage, key = job.split("/")
+            if plan.jobs[job].config["benchmark"]["name"] != benchmark or not store.is_done(stage, key):
+                continue
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                path = store.path(stage, key) / "samples.parquet"
+                tables[cell.id] = problem_counts(pd.read_parquet(path, columns=["problem_id", "subset", "correct"]))
+                arm_of[cell.id] = (cell.arm_id, cell.baseline is None)
+    if not tables:
+        return None
+    keys, aligned = align(tables)
+    if not keys:
+        return None
+    by_arm: dict[str, list[str]] = {}
+    for cell_id, (arm, _) in arm_of.items():
+        by_arm.setdefault(arm, []).append(cell_id)
+    arms = [
+        ArmCounts(np.stack([aligned[c][0] for c in cells]), np.stack([aligned[c][1] for c in cells]))
+        for cells in by_arm.values()
+    ]
+    trained = [arm_of[cells[0]][1] for cells in by_arm.values()]
+    return measured_components(arms, trained, f"measured on {len(tables)} finished evaluation(s) in this store")
+
+
+def render(rows: list[dict[str, Any]], width: int = 80) -> list[str]:
+    """The plan's power lines, per benchmark and design, wrapped to `width`."""
+    if not rows:
+        return []
+    lines = ["Detectable difference (80% power, the report's two-sided 5% test):"]
+    designs: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        designs.setdefault((r["benchmark"], r["problems"], r["samples"], r["seeds"], r["over"]), []).append(r)
+    for (bench, problems, samples, seeds, over), group in designs.items():
+        head = f"{bench}: {problems or '?'} problems x {samples:g} samples x {seeds} seed(s)"
+        lines += textwrap.wrap(
+            head + ("" if over == "seed+problem" else ", for these fine-tunes only"),
+            width - 2,
+            initial_indent="  ",
+            subsequent_indent="    ",
+        )
+        for r in group:
+            found = f"{r['detectable'] * 100:.1f} pp" if r["detectable"] is not None else "? (problems unknown)"
+            pairs = f" ({r['pairs']} pairs)" if r["pairs"] > 1 else ""
+            most = f"; more {r['narrows_most']} narrow it most" if r["narrows_most"] else ""
+            lines += textwrap.wrap(
+                f"{r['comparison']}{pairs}: {found}{most}", width - 4, initial_indent="    ", subsequent_indent="      "
+            )
+    notes = [f"variance components: {'; '.join(sorted({r['source'] for r in rows}))}"]
+    if any(r["over"] != "seed+problem" for r in rows):
+        notes.append(
+            f"with these seeds the seed-to-seed variance rests on fewer than {MIN_SEED_DF} degrees of freedom: "
+            "the report's tests will speak for these fine-tunes, not for other training runs of the arms; add "
+            "seeds (`seeds:`) for a claim about the data"
+        )
+    for note in notes:
+        lines += textwrap.wrap(note, width - 2, initial_indent="  ", subsequent_indent="    ")
+    return lines
