@@ -55,11 +55,12 @@ __all__ = [
 ]
 
 LEVELS = ("seed", "problem")
-# Fewest degrees of freedom of the pooled seed variance for an interval to speak for other training runs. With 2
-# (two arms of two seeds) simulated 95% intervals covered 92-94% and the test rejected 6-8% of true nulls when
-# seeds dominate, since the t's degrees of freedom then move with the seed variance's own low draws; with 3 or
-# more, 93.6-95% and 5.3-6.0%.
-MIN_SEED_DF = 3
+# Fewest degrees of freedom of the pooled seed variance for an interval to speak for other training runs. When
+# seeds dominate, the t's degrees of freedom move with the seed variance's own low draws: simulated 95% intervals
+# covered 92-94% and the test rejected 6-8% of true nulls on 2 degrees of freedom (two arms of two seeds), and on
+# 3 (three arms of two) the arm covered 92.9% and the test rejected up to 6.6% (benchmarks/statistics.py); on 4
+# or more, 93.5-96.5% and at most 6%.
+MIN_SEED_DF = 4
 SOURCES = ("problems", "seeds", "samples")  # where an interval's variance comes from, in the report's order
 
 
@@ -104,16 +105,23 @@ class ArmCounts:
 
     def sampling_variance(self) -> float:
         """Mean over cells of the variance of a cell's rate from sampling alone: p(1-p)/n, estimated without bias
-        by r(1-r)/(n-1); a cell of one sample takes its problem's rate over the seeds instead."""
-        r, n = self.rates, self.total
-        pooled = self.problem_rates()[None, :].repeat(self.n_seeds, axis=0)
-        per_cell = np.where(n > 1, r * (1 - r) / np.maximum(n - 1, 1), pooled * (1 - pooled))
-        return float(per_cell.mean())
+        by r(1-r)/(n-1). A cell of one sample has no spread of its own: it takes its problem's rates over the
+        seeds (r(1-r) S/(S-1)), or with one seed the arm's pass@1 m(1-m) -- an upper bound, as problems differ."""
+        return float((self._one_sample_variance() / self.total).mean())
 
     def bernoulli_variance(self) -> float:
-        """Mean over cells of one sample's variance p(1-p), estimated without bias by r(1-r) n/(n-1)."""
-        r, n = self.rates, self.total
-        return float(np.where(n > 1, r * (1 - r) * n / np.maximum(n - 1, 1), 0.25).mean())
+        """Mean over cells of one sample's variance p(1-p), estimated as in `sampling_variance`."""
+        return float(self._one_sample_variance().mean())
+
+    def _one_sample_variance(self) -> np.ndarray:
+        r, n, s = self.rates, self.total, self.n_seeds
+        if s > 1:
+            p = self.problem_rates()[None, :]
+            fallback = np.broadcast_to(p * (1 - p) * s / (s - 1), r.shape)
+        else:
+            m = self.estimate()
+            fallback = np.full(r.shape, m * (1 - m))
+        return np.where(n > 1, r * (1 - r) * n / np.maximum(n - 1, 1), fallback)
 
     def residual(self) -> tuple[float, int]:
         """The seed x problem two-way ANOVA residual mean square and its degrees of freedom (0 with one seed or
@@ -207,15 +215,15 @@ class CrossedDesign:
     n_seeds: np.ndarray  # (arms,)
     seeds_vary: np.ndarray  # (arms,) bool: the arm's seed-to-seed variance enters its contrasts
     borrowed: np.ndarray  # (arms,) bool: an arm with one seed that takes the pooled seed variance
-    seed_var: float  # V: variance of one seed's pass@1 about its arm's mean, pooled over the trained arms
-    seed_df: int
+    seed_var: np.ndarray  # (arms,) V: variance of one seed's pass@1 about its arm's mean (0 where seeds are fixed)
+    seed_df: float  # the pooled seed variance's (effective) degrees of freedom
     residual: np.ndarray  # (arms,): each arm's seed x problem residual mean square (its own, else the pool's)
     residual_df: np.ndarray
     sampling: np.ndarray  # (arms,): mean sampling variance of one cell's rate
     n_problems: int
     problems_vary: bool
     over: tuple[str, ...]  # the populations the intervals speak for: ("seed", "problem"), ("problem",), ...
-    too_few_seed_df: int  # the pooled seed variance's degrees of freedom when 1 to MIN_SEED_DF - 1, else 0
+    too_few_seed_df: int  # the pooled seed variance's degrees of freedom when above 0 but below MIN_SEED_DF
 
     def contrast(self, weights: Sequence[float] | np.ndarray) -> Contrast:
         """The estimate of sum_a weights[a] * pass@1[a], its variance (see the module docstring) and its split."""
@@ -223,8 +231,7 @@ class CrossedDesign:
         estimate = float(self.estimates @ w)
         p, s = self.n_problems, self.n_seeds.astype(float)
         seeded = self.seeds_vary & (w != 0)
-        seed_coef = float(((w**2) / s)[seeded].sum())
-        seed_part = seed_coef * self.seed_var
+        seed_part = float(((w**2) * self.seed_var / s)[seeded].sum())
         terms: list[tuple[float, float]] = [(seed_part, self.seed_df)] if seed_part > 0 else []
         sampling = (w**2) * self.sampling / (s * p)  # per arm: the samples' share of every level it enters
         if self.problems_vary:
@@ -288,28 +295,28 @@ def crossed_design(
         raise ValueError("one `trained` flag per arm")
     n_seeds = np.array([a.n_seeds for a in arms])
     several = trained_mask & (n_seeds > 1)
-    seed_df = int((n_seeds[several] - 1).sum()) if "seed" in generalize else 0
-    too_few = seed_df if 0 < seed_df < MIN_SEED_DF else 0
-    if too_few:  # a seed variance this uncertain cannot carry an interval over training runs: these fine-tunes only
-        seed_df, generalize = 0, generalize - {"seed"}
-    seed_var = (
-        float(sum((a.n_seeds - 1) * a.rates.mean(axis=1).var(ddof=1) for a, m in zip(arms, several) if m) / seed_df)
-        if seed_df
-        else 0.0
-    )
     residuals = [a.residual() for a in arms]
     pool_df = sum(d for (_, d), m in zip(residuals, several) if m)
     pool_res = sum(v * d for (v, d), m in zip(residuals, several) if m) / pool_df if pool_df else 0.0
-    seeds_vary = trained_mask & (seed_df > 0)
     residual = np.array([v if d else pool_res for v, d in residuals])
     residual_df = np.array([d if d else pool_df for _, d in residuals])
+    slopes = np.array([float((r * (1 - r)).mean()) for r in (a.problem_rates() for a in arms)])
+    scale, seed_df = _logit_seed_variance(arms, several, slopes, residual, n_problems)
+    # the design decides whether the seeds are pooled (not the estimates: a refusal that moved with the data would
+    # bias what is printed); the t then takes the pool's effective degrees of freedom
+    nominal = int((n_seeds[several] - 1).sum()) if "seed" in generalize else 0
+    too_few = nominal if 0 < nominal < MIN_SEED_DF else 0
+    if too_few or not nominal:  # too uncertain to carry an interval over training runs: these fine-tunes only
+        seed_df, generalize = 0.0, generalize - {"seed"}
+    seeds_vary = trained_mask & (seed_df > 0)
+    seed_vars = np.where(seeds_vary, np.maximum(slopes**2 * scale + residual / n_problems, 0.0), 0.0)
     return CrossedDesign(
         rates=np.stack([a.problem_rates() for a in arms]),
         estimates=np.array([a.estimate() for a in arms]),
         n_seeds=n_seeds,
         seeds_vary=seeds_vary,
         borrowed=seeds_vary & (n_seeds == 1),
-        seed_var=seed_var,
+        seed_var=seed_vars,
         seed_df=seed_df,
         residual=residual,
         residual_df=residual_df,
@@ -347,27 +354,29 @@ class Components:
         return Contrast(0.0, variance, df, parts, doubled)
 
     def _pair(self, problems: int, samples: float, seeds: int, arms: int) -> tuple[float, float, dict[str, float]]:
+        """Variance, degrees of freedom and split of the report's interval over training runs and problems (its
+        degrees of freedom 0 when one seed per arm leaves no seed variance to estimate)."""
         p, k, s = max(problems, 2), max(samples, 1.0), max(seeds, 1)
         cell = self.seed_x_problem + self.bernoulli / k
         seed_df = arms * (s - 1)
-        by_seed = seed_df >= MIN_SEED_DF  # else the report's intervals are for these fine-tunes only
-        seed_part = 2 * (self.seed + cell / p) / s if by_seed else 0.0
-        problem_part = self.interaction / p + (0.0 if by_seed else 2 * cell / (s * p))
+        seed_part = 2 * (self.seed + cell / p) / s
+        problem_part = self.interaction / p
         variance = problem_part + seed_part
-        terms = [(problem_part, p - 1), (seed_part, seed_df)]
-        denom = sum(v**2 / d for v, d in terms if d > 0 and v > 0)
-        df = variance**2 / denom if denom > 0 else float("inf")
+        if seed_df == 0:
+            df = 0.0
+        else:
+            denom = sum(v**2 / d for v, d in ((problem_part, p - 1), (seed_part, seed_df)) if v > 0)
+            df = variance**2 / denom if denom > 0 else float("inf")
         sampling = 2 * self.bernoulli / (k * s * p)
-        parts = {
-            "problems": self.interaction / p,
-            "seeds": variance - self.interaction / p - sampling,
-            "samples": sampling,
-        }
+        parts = {"problems": problem_part, "seeds": seed_part - sampling, "samples": sampling}
         return variance, df, parts
 
-    def detectable(self, contrast: Contrast, power: float = 0.8) -> float:
+    def detectable(self, contrast: Contrast, power: float = 0.8) -> float | None:
         """The smallest true difference the report's two-sided 5% test finds with `power`, for a contrast of
-        this variance."""
+        this variance; None when the report will not test it (a seed variance on fewer than MIN_SEED_DF
+        degrees of freedom)."""
+        if contrast.df < MIN_SEED_DF:
+            return None
         q = (lambda x: stats.t.ppf(x, contrast.df)) if np.isfinite(contrast.df) else stats.norm.ppf
         return float((q(0.975) + q(power)) * contrast.se)
 
@@ -406,7 +415,10 @@ def measured_components(arms: Sequence[ArmCounts], trained: Sequence[bool], sour
         for b in cells[i + 1 :]:
             if n_problems > 1:
                 spread = float((a.problem_rates() - b.problem_rates()).var(ddof=1))
-                held = sum((x.residual()[0] if x.residual()[1] else sampling) / x.n_seeds for x in (a, b))
+                # each side's seed-level noise; a one-seed arm takes the pooled residual (seed x problem and
+                # sampling), else its sampling alone
+                pooled = float(np.mean(resid)) if resid else sampling
+                held = sum((x.residual()[0] if x.residual()[1] else pooled) / x.n_seeds for x in (a, b))
                 gaps.append(max(spread - held, 0.0))
     return Components(
         interaction=float(np.mean(gaps)) if gaps else ASSUMED.interaction,
@@ -415,3 +427,28 @@ def measured_components(arms: Sequence[ArmCounts], trained: Sequence[bool], sour
         bernoulli=float(np.mean([a.bernoulli_variance() for a in cells])),
         source=source,
     )
+
+
+def _logit_seed_variance(
+    arms: Sequence[ArmCounts], several: np.ndarray, slopes: np.ndarray, residual: np.ndarray, n_problems: int
+) -> tuple[float, float]:
+    """The seed main effect's variance on the logit scale, pooled over the trained arms with several seeds.
+
+    A training run shifts an arm's logits; on pass@1 that moves the arm by about mean_p p(1-p) (its slope) times
+    the shift, so an arm that nearly always fails (or succeeds) scatters little from seed to seed. Pooling the
+    variance of the pass@1 itself would let such arms shrink every other arm's seed variance (a test of two
+    mid-range arms beside two near 0% rejected 11% of true nulls). Each arm's seed main effect (its per-seed
+    means' variance less the residual's share, untruncated) is set against its squared slope, pooled as a ratio
+    of sums weighted by S-1 so that near-0% arms weigh nothing rather than divide by ~0. Returns it with its
+    effective degrees of freedom.
+    """
+    num = den = den2 = 0.0
+    for a, m, g, res in zip(arms, several, slopes, residual, strict=True):
+        if not m:
+            continue
+        main = float(a.rates.mean(axis=1).var(ddof=1)) - (res / n_problems if n_problems > 1 else 0.0)
+        num += (a.n_seeds - 1) * main
+        den += (a.n_seeds - 1) * g**2
+        den2 += (a.n_seeds - 1) * g**4
+    # its degrees of freedom: sum(S-1) when the arms are alike, fewer when some (near 0% or 100%) tell nothing
+    return (num / den, den**2 / den2) if den > 0 else (0.0, 0.0)

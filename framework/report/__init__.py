@@ -355,17 +355,26 @@ def _split(row: Any) -> str:
 
 
 def _narrows(row: Any) -> str:
-    """Which doubling narrows the interval most, and what the interval speaks for when not training runs."""
-    most = _text(row.get("narrows_most")) or "–"
-    over = _text(row.get("over"))
-    return most if not over or "seed" in over else f"{most} (over: {over})"
+    """Which doubling narrows the interval most."""
+    return _text(row.get("narrows_most")) or "–"
+
+
+def _for_these_fine_tunes(row: Any) -> bool:
+    """A row about trained arms whose interval speaks for these fine-tunes only (too few seeds to pool)."""
+    return "seed" not in (_text(row.get("over")) or "seed") and not bool(row.get("baseline", False))
+
+
+def _interval(row: Any, *, delta: bool = False) -> str:
+    """The estimate and its interval, marked when it does not speak for other training runs."""
+    text = _ci(row["estimate"], row["ci_low"], row["ci_high"], delta=delta)
+    return text + " (these fine-tunes)" if _for_these_fine_tunes(row) and text != "–" else text
 
 
 def _difference_cells(row: Any) -> list[str]:
     """A comparison row's difference with its interval, its tests and its variance (as DIFFERENCE_HEADER names
     them)."""
     return [
-        _ci(row["estimate"], row["ci_low"], row["ci_high"], delta=True),
+        _interval(row, delta=True),
         _p(row["p_value"]),
         _p(row["p_holm"]),
         _split(row),
@@ -384,7 +393,7 @@ def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors
                 a["arm"] + (" (baseline)" if a["baseline"] else ""),
                 *(_text(a.get(f)) or "–" for f in factors),
                 str(a["n_seeds"]),
-                _ci(a["estimate"], a["ci_low"], a["ci_high"]),
+                _interval(a),
                 _pct(c["maj@n"].mean()),
                 _pct(c["truncation_rate"].mean()),
                 f"{c['mean_response_tokens'].mean():.0f}",
@@ -420,9 +429,10 @@ STATS_NOTE = (
     "method-of-moments (ANOVA) estimate of the crossed design: problems shared by every arm (comparisons are "
     "paired on them), each arm's seeds its own, the seed-to-seed variance pooled over the trained arms; t on "
     "Welch-Satterthwaite degrees of freedom. They speak for other training runs of each arm and other problems "
-    "like the benchmark's, unless `over` says otherwise (one seed per arm, or a seed variance on fewer than 3 "
-    "degrees of freedom: then for these fine-tunes only). p: the same t test, two-sided, so p < 0.05 exactly when "
-    "the interval excludes 0; Holm-adjusted within each table. The CSV tables also hold p_checkpoints, a "
+    "like the benchmark's, unless `over` says otherwise (one seed per arm, or a seed variance on fewer than 4 "
+    "degrees of freedom: then for these fine-tunes only, marked so). p: the same t test, two-sided, so p < 0.05 "
+    "exactly when the interval excludes 0; Holm-adjusted within each table; blank where a row speaks for these "
+    "fine-tunes only, since no test of them is a test of the data. The CSV tables also hold p_checkpoints, a "
     "sign-flip test over problems of whether these checkpoints differ: it ignores seed-to-seed variation and is "
     "not a test of the data's effect. Δ in percentage points, positive = the level (or first arm) is better. "
     "Variance: the share of each interval's variance from problems, seeds and samples; narrows most: which of "

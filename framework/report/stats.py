@@ -6,7 +6,7 @@ problems shared by every arm (comparisons are paired on them), seeds each arm's 
 pooled over the trained arms. The interval is estimate +- t(nu) x SE and the headline p-value is the same t test,
 so the two never disagree, and both speak for other training runs of the arms and other problems like the
 benchmark's (`over` names what a row speaks for when the design cannot carry that: one seed per arm, or a seed
-variance on fewer than 3 degrees of freedom). Simulated coverage and size are in tests/unit/report/test_stats.py.
+variance on fewer than 4 degrees of freedom). Simulated coverage and size are in tests/unit/report/test_stats.py.
 
 Beside it, `p_checkpoints` is a sign-flip permutation test over problems: do these trained checkpoints differ on
 this population of problems? It conditions on the fine-tunes, so it is secondary: when seeds vary it rejects far
@@ -184,8 +184,12 @@ class _Contrasts:
         """The interval columns of a contrast (clipped to `bounds`), and its headline p-value."""
         c = self.contrast(plus, minus)
         low, high = c.interval(self.level)
-        seeded = any(self.design.seeds_vary[j] for j in [*plus, *minus])
+        members = [*plus, *minus]
+        seeded = any(self.design.seeds_vary[j] for j in members)
         over = [x for x in self.design.over if x != "seed" or seeded]
+        # a contrast of fine-tunes that cannot speak for other training runs has no headline test: "these
+        # checkpoints differ" (p_checkpoints) is all the design can say, and it is not the data's effect
+        conditional = "seed" not in over and any(not self.arms[j].baseline for j in members)
         return {
             "estimate": c.estimate,
             "ci_low": max(low, bounds[0]),
@@ -194,7 +198,7 @@ class _Contrasts:
             **{f"share_{k}": c.share(k) for k in SOURCES},
             "narrows_most": c.narrows_most(),
             "over": "+".join(over) or "samples",
-            "p_value": c.p_value(),
+            "p_value": float("nan") if conditional else c.p_value(),
         }
 
     def difference(self, pairs: Sequence[tuple[int, int]]) -> dict:
@@ -240,9 +244,9 @@ def _arm_notes(arm: Arm, iv: Mapping[str, object], borrowed: bool) -> list[str]:
     c = arm.counts
     if not c.correct.any() or (c.correct == c.total).all():
         notes.append(
-            f"{arm.id}: every sample is {'right' if c.correct.any() else 'wrong'}: its own counts have no spread "
-            f"(any width of its interval is the other arms' seed variance); over {c.n_problems} problems the rule "
-            "of three bounds its pass rate within "
+            f"{arm.id}: every sample is {'right' if c.correct.any() else 'wrong'}: its own counts have no spread"
+            f"{'' if arm.baseline else ' (any width of its interval is the seed variance pooled over the arms)'}; "
+            f"over {c.n_problems} problems the rule of three bounds its pass rate within "
             f"{3 / c.n_problems:.1%} of {'100' if c.correct.any() else '0'}% (95%)"
         )
     if borrowed:
@@ -351,8 +355,8 @@ def _disagreement(what: str, row: Mapping[str, float], alpha: float = 0.05) -> l
     """A note when these checkpoints differ on the problems but the headline test, which also carries
     seed-to-seed variation, does not call it: the difference may be one of training runs, not of the data."""
     p, low, high = row["p_value"], row["ci_low"], row["ci_high"]
-    if not (row["p_checkpoints"] < alpha and not p < alpha):
-        return []
+    if np.isnan(p) or not (row["p_checkpoints"] < alpha and not p < alpha):
+        return []  # no headline test (the design speaks for these fine-tunes only): the design note says why
     return [
         f"{what}: these checkpoints differ on the problems (p = {row['p_checkpoints']:.3g}), but the interval "
         f"[{low:+.1%}, {high:+.1%}], which also holds seed-to-seed variation, spans 0 (p = {p:.3g}): the "

@@ -48,10 +48,12 @@ class Detectable:
     problems: int | None
     samples: float
     seeds: int
-    detectable: float | None  # pass@1 difference (0-1) found with 80% power; None without a problem count
-    over: str  # what the report's test will speak for: "seed+problem", or "problem" (these fine-tunes)
+    detectable: float | None  # pass@1 difference (0-1) found with 80% power; None without a test or a count
+    over: str  # "seed+problem"; "" when the report will not test it over training runs (too few seeds)
     narrows_most: str
     source: str
+    seeds_needed: int  # the fewest seeds per arm whose pooled seed variance the report tests with
+    detectable_then: float | None  # what that many seeds would detect
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -74,8 +76,10 @@ def estimate_power(plan: Plan, store: Store, spec_dir: Path | None, power: float
                 pairs = _pairs(trained, factor, level, ref)
                 if not pairs:
                     continue
-                contrast = components.pair(n or 2, samples, seeds, arms=len(trained))
-                scaled = _scaled(contrast, pairs)
+                arms = len(trained)
+                scaled = _scaled(components.pair(n or 2, samples, seeds, arms=arms), pairs)
+                needed = max(seeds, 1 + -(-MIN_SEED_DF // max(arms, 1)))
+                then = _scaled(components.pair(n or 2, samples, needed, arms=arms), pairs)
                 rows.append(
                     Detectable(
                         benchmark=bench.name,
@@ -85,9 +89,11 @@ def estimate_power(plan: Plan, store: Store, spec_dir: Path | None, power: float
                         samples=samples,
                         seeds=seeds,
                         detectable=components.detectable(scaled, power) if n else None,
-                        over="seed+problem" if len(trained) * (seeds - 1) >= MIN_SEED_DF else "problem",
-                        narrows_most=scaled.narrows_most(),
+                        over="seed+problem" if arms * (seeds - 1) >= MIN_SEED_DF else "",
+                        narrows_most=scaled.narrows_most() if n else "",
                         source=components.source,
+                        seeds_needed=needed,
+                        detectable_then=components.detectable(then, power) if n else None,
                     )
                 )
     return rows
@@ -157,18 +163,24 @@ def render(rows: list[dict[str, Any]], width: int = 80) -> list[str]:
     designs: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         designs.setdefault((r["benchmark"], r["problems"], r["samples"], r["seeds"], r["over"]), []).append(r)
-    for (bench, problems, samples, seeds, over), group in designs.items():
+    for (bench, problems, samples, seeds, _), group in designs.items():
         head = f"{bench}: {problems or '?'} problems x {samples:g} samples x {seeds} seed(s)"
-        lines += textwrap.wrap(
-            head + ("" if over == "seed+problem" else ", for these fine-tunes only"),
-            width - 2,
-            initial_indent="  ",
-            subsequent_indent="    ",
-        )
+        lines += textwrap.wrap(head, width - 2, initial_indent="  ", subsequent_indent="    ")
         for r in group:
-            found = f"{r['detectable'] * 100:.1f} pp" if r["detectable"] is not None else "? (problems unknown)"
             pairs = f" ({r['pairs']} pairs)" if r["pairs"] > 1 else ""
-            most = f"; more {r['narrows_most']} narrow it most" if r["narrows_most"] else ""
+            if r["detectable"] is not None:
+                found = f"{r['detectable'] * 100:.1f} pp"
+            elif not r["problems"]:
+                found = "? (problems unknown)"
+            else:
+                then = r["detectable_then"]
+                found = (
+                    f"no test over training runs at {r['seeds']} seed(s); {r['seeds_needed']} seeds per arm would "
+                    f"detect {then * 100:.1f} pp"
+                    if then is not None
+                    else "no test over training runs"
+                )
+            most = f"; more {r['narrows_most']} narrow it most" if r["narrows_most"] and r["detectable"] else ""
             lines += textwrap.wrap(
                 f"{r['comparison']}{pairs}: {found}{most}", width - 4, initial_indent="    ", subsequent_indent="      "
             )
@@ -176,8 +188,8 @@ def render(rows: list[dict[str, Any]], width: int = 80) -> list[str]:
     if any(r["over"] != "seed+problem" for r in rows):
         notes.append(
             f"with these seeds the seed-to-seed variance rests on fewer than {MIN_SEED_DF} degrees of freedom: "
-            "the report's tests will speak for these fine-tunes, not for other training runs of the arms; add "
-            "seeds (`seeds:`) for a claim about the data"
+            "the report's intervals will speak for these fine-tunes only and it will not test the data's effect; "
+            "add seeds (`seeds:`) for a claim about the data"
         )
     for note in notes:
         lines += textwrap.wrap(note, width - 2, initial_indent="  ", subsequent_indent="    ")

@@ -39,8 +39,10 @@ def test_one_seed_says_the_tests_speak_for_these_fine_tunes(tmp_path):
     spec = spec_from_dict({**copy.deepcopy(MINIMAL), "seeds": [0]})
     plan = build_plan(spec, results_base=tmp_path / "results")
     rows = [r.to_dict() for r in estimate_power(plan, Store(tmp_path / "store"), None)]
-    assert {r["over"] for r in rows} == {"problem"}
-    assert "fewer than 3 degrees of freedom" in " ".join(" ".join(render(rows)).split())
+    assert {r["over"] for r in rows} == {""} and {r["detectable"] for r in rows} == {None}
+    # 4 arms need 2 seeds each for 4 degrees of freedom: plan says what that would detect
+    assert {r["seeds_needed"] for r in rows} == {2} and all(0 < r["detectable_then"] < 1 for r in rows)
+    assert "fewer than 4 degrees of freedom" in " ".join(" ".join(render(rows)).split())
 
 
 def test_finished_evaluations_replace_the_assumed_components(tmp_path):
