@@ -12,9 +12,11 @@ finish reason, seed, extracted answer and verdict), `problems.parquet`, `metrics
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from framework import model_source as models
@@ -22,6 +24,7 @@ from framework.annotations import count_keywords, normalize_problem
 from framework.artifacts import TRAIN_FILE, read_training_set
 from framework.benchmarks.loading import load_benchmark
 from framework.engines import cached_tokenizer, generate_hf, generation_stop_ids, has_cuda, vllm_generate
+from framework.eval.budget import Z95, checkpoint_allocation, round2_seeds, variance_target
 from framework.eval.parallel import generate_data_parallel
 from framework.formatting import prompt_ids
 from framework.grading import grade_many
@@ -29,10 +32,10 @@ from framework.grading.extraction import extract_answer, extract_choice
 from framework.grading.metrics import benchmark_metrics, problem_table
 from framework.locations import resolve_path
 from framework.registry import BENCHMARKS
+from framework.spec.models import BenchmarkSpec, EvalSpec, SampleBudget, first_round
 from framework.store import write_json_atomic
 
 if TYPE_CHECKING:
-    from framework.spec.models import EvalSpec
     from framework.sweep.execute import StageContext
 
 
@@ -207,7 +210,24 @@ def fit_context(ev: EvalSpec, limit: int | None, longest: int, describe: str, wh
     return ev, ""
 
 
-def run(ctx: StageContext) -> None:
+@dataclass
+class _Setup:
+    """What both rounds of an evaluation prepare alike: the benchmark, its prompts, the model and the settings."""
+
+    bench: BenchmarkSpec
+    ev: EvalSpec
+    problems: pd.DataFrame
+    prompts: list[list[int]]
+    model_dir: Path
+    tokenizer: Any
+    dtype: str
+    max_len: int
+    stop_ids: list[int]
+    clipped: str  # the clip_to_context warning, or ""
+    keywords: list[str]
+
+
+def _setup(ctx: StageContext) -> _Setup:
     spec = ctx.spec
     cell = next(c for c in ctx.plan.cells if c.id in ctx.job.cells)
     prompt_spec, ev = spec.evaluation_for(cell.baseline)  # a baseline may have its own (its key records them)
@@ -221,39 +241,134 @@ def run(ctx: StageContext) -> None:
     where = f"baselines.{cell.baseline}" if cell.baseline else "eval"
     limit = models.known_context_length(source)
     ev, clipped = fit_context(ev, limit, max(map(len, prompts)), source.describe(), where)
-    n = bench.samples or ev.samples
-    ev_n = ev.model_copy(update={"samples": n})
     max_len = ev.max_model_len or (max(map(len, prompts)) + ev.sampling.max_tokens)
     dtype = _dtype(ctx.job.config["dtype"])  # what the key records: a baseline may name its own
-    t0 = time.perf_counter()
     stop_ids = generation_stop_ids(model_dir, tokenizer)
-    if ev.backend == "vllm":
-        generations = generate_vllm(model_dir, prompts, ev_n, dtype, max_len, stop_ids)
-    else:
-        generations = generate_hf(model_dir, tokenizer, prompts, ev_n, dtype, stop_ids)
-    gen_s = time.perf_counter() - t0
+    keywords = spec.annotate.reflection_keywords
+    return _Setup(bench, ev, problems, prompts, model_dir, tokenizer, dtype, max_len, stop_ids, clipped, keywords)
 
-    samples, grade_s = graded_samples(problems, generations, ev, bench.name, spec.annotate.reflection_keywords)
-    metrics = benchmark_metrics(samples, ks=tuple(k for k in ev.pass_k if k <= n), subset_col="subset")
-    leaked = overlap(training_problems(ctx), problems)
-    warnings = [clipped] * bool(clipped) + sample_warnings(samples, ev, leaked, len(problems))
+
+def _generate(s: _Setup, prompts: list[list[int]], ev: EvalSpec) -> list[list[dict]]:
+    if ev.backend == "vllm":
+        return generate_vllm(s.model_dir, prompts, ev, s.dtype, s.max_len, s.stop_ids)
+    return generate_hf(s.model_dir, s.tokenizer, prompts, ev, s.dtype, s.stop_ids)
+
+
+def run(ctx: StageContext) -> None:
+    if ctx.job.config.get("round") == 2:
+        return run_second_round(ctx)
+    s = _setup(ctx)
+    n = first_round(s.ev.samples_for(s.bench))  # a budget's first round, or the fixed count
+    t0 = time.perf_counter()
+    generations = _generate(s, s.prompts, s.ev.model_copy(update={"samples": n}))
+    gen_s = time.perf_counter() - t0
+    samples, grade_s = graded_samples(s.problems, generations, s.ev, s.bench.name, s.keywords)
+    _write(ctx, s, samples, n, {"generate_s": gen_s, "grade_s": grade_s})
+
+
+def _write(
+    ctx: StageContext, s: _Setup, samples: pd.DataFrame, n: float, timings: dict, extra: dict | None = None
+) -> None:
+    """samples.parquet, problems.parquet and metrics.json (`n`: samples per problem, a mean under a budget)."""
+    ks = tuple(k for k in s.ev.pass_k if k <= samples.groupby(["subset", "problem_id"], dropna=False).size().min())
+    metrics = benchmark_metrics(samples, ks=ks, subset_col="subset")
+    leaked = overlap(training_problems(ctx), s.problems)
+    warnings = [s.clipped] * bool(s.clipped) + sample_warnings(samples, s.ev, leaked, len(s.problems))
     samples.to_parquet(ctx.out / "samples.parquet", index=False)
     problem_table(samples).to_parquet(ctx.out / "problems.parquet", index=False)
     result = {
-        "benchmark": bench.name,
-        "model_dir": str(model_dir),
-        "n_problems": len(problems),
+        "benchmark": s.bench.name,
+        "model_dir": str(s.model_dir),
+        "n_problems": len(s.problems),
         "n_samples": n,
-        "max_tokens": ev.sampling.max_tokens,  # what the model could generate (clip_to_context may lower it)
+        "max_tokens": s.ev.sampling.max_tokens,  # what the model could generate (clip_to_context may lower it)
         "metrics": metrics,
         "warnings": warnings,
         "trained_on": leaked,  # benchmark problem ids the model was fine-tuned on
-        "hub_data": problems.attrs.get("hub"),  # the hub dataset and commit read (None for local/toy data)
-        "timings": {"generate_s": gen_s, "grade_s": grade_s},
+        "hub_data": s.problems.attrs.get("hub"),  # the hub dataset and commit read (None for local/toy data)
+        "timings": timings,
+        **(extra or {}),
     }
     write_json_atomic(ctx.out / "metrics.json", result)
     ctx.build.manifest.update(
-        {"metrics": metrics, "warnings": warnings, "timings": result["timings"], "hub_data": result["hub_data"]}
+        {"metrics": metrics, "warnings": warnings, "timings": timings, "hub_data": result["hub_data"]}
     )
     for w in warnings:
-        print(f"warning: {bench.name}: {w}")
+        print(f"warning: {s.bench.name}: {w}")
+
+
+# ------------------------------------------------------------------------------------------ second round
+def _problem_keys(frame: pd.DataFrame) -> pd.Series:
+    sub = frame["subset"].astype(object).where(frame["subset"].notna(), "") if "subset" in frame else ""
+    return sub.astype(str) + "\x1f" + frame["problem_id"].astype(str)
+
+
+def first_round_counts(path: Path, keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Correct and total samples per problem of a stored evaluation, in the order of `keys` (0 where absent)."""
+    df = pd.read_parquet(path / "samples.parquet", columns=["subset", "problem_id", "correct"])
+    df["key"] = _problem_keys(df)
+    df["correct"] = df["correct"].astype("boolean").fillna(False).astype(int)
+    table = df.groupby("key")["correct"].agg(["sum", "count"]).reindex(keys, fill_value=0)
+    return table["sum"].to_numpy(), table["count"].to_numpy()
+
+
+def _generate_counts(s: _Setup, ev: EvalSpec, counts: np.ndarray, seeds: list[int]) -> list[list[dict]]:
+    """`counts[i]` samples of problem i (none where 0), request i seeded from `seeds[i]` on. Problems with the same
+    count go to the engine together."""
+    out: list[list[dict]] = [[] for _ in counts]
+    if ev.backend != "vllm":  # one prompt at a time anyway: each its own count and seed
+        for i in np.flatnonzero(counts):
+            sampling = ev.sampling.model_copy(update={"seed": seeds[i]})
+            one = ev.model_copy(update={"samples": int(counts[i]), "sampling": sampling})
+            out[i] = generate_hf(s.model_dir, s.tokenizer, [s.prompts[i]], one, s.dtype, s.stop_ids)[0]
+        return out
+    for n in sorted(set(counts[counts > 0].tolist())):
+        idx = [int(i) for i in np.flatnonzero(counts == n)]
+        part = ev.model_copy(update={"samples": int(n)})
+        gens = vllm_generate(
+            s.model_dir, [s.prompts[i] for i in idx], part, s.dtype, s.max_len, s.stop_ids,
+            seeds=[seeds[i] for i in idx],
+        )  # fmt: skip
+        for i, g in zip(idx, gens, strict=True):
+            out[i] = g
+    return out
+
+
+def run_second_round(ctx: StageContext) -> None:
+    """Spend the rest of the budget where the other checkpoints' first rounds vary most (framework.eval.budget),
+    and store both rounds' samples together: this job is the checkpoint's evaluation of the benchmark."""
+    s = _setup(ctx)
+    cfg = ctx.job.config
+    budget = SampleBudget(**cfg["samples"])
+    f = budget.first_round
+    keys = _problem_keys(s.problems)
+    counts = {k: first_round_counts(ctx.input_dir(f"eval/{k}"), keys) for k in cfg["reference"]}
+    target = cfg.get("seeds_per_arm") and variance_target(budget.target_half_width, cfg["seeds_per_arm"])
+    alloc = checkpoint_allocation(counts, cfg["reference"], budget, len(keys), max_variance=target or None)
+    seeds = round2_seeds(s.ev.sampling.seed, len(keys), f, alloc.extra)
+    # On CPU vLLM seeds the engine, not the request: a fresh one must not replay round 1's draws either.
+    ev = s.ev.model_copy(update={"sampling": s.ev.sampling.model_copy(update={"seed": seeds[0]})})
+    t0 = time.perf_counter()
+    generations = _generate_counts(s, ev, alloc.extra, seeds)
+    gen_s = time.perf_counter() - t0
+    drawn = [i for i in range(len(keys)) if generations[i]]
+    second, grade_s = graded_samples(
+        s.problems.iloc[drawn].reset_index(drop=True), [generations[i] for i in drawn], s.ev, s.bench.name,
+        s.keywords,
+    )  # fmt: skip
+    first = pd.read_parquet(ctx.input_dir(f"eval/{cfg['first_round']}") / "samples.parquet")
+    if len(second):
+        second["sample_index"] += f
+    samples = pd.concat([first.assign(round=1), second.assign(round=2)], ignore_index=True)
+    samples = samples.astype({"round": "int64"})
+    design = {
+        **budget.model_dump(mode="json"),
+        "mean_samples": float(alloc.total.mean()),
+        "max_drawn": int(alloc.total.max()),
+        "min_drawn": int(alloc.total.min()),
+        "reference_checkpoints": len(cfg["reference"]),
+        "stopped_at_target": alloc.stopped_at_target,
+        "sampling_half_width": float(Z95 * np.sqrt(alloc.projected_variance)),
+    }
+    extra = {"design": design, "allocation": dict(zip(keys.tolist(), alloc.total.tolist(), strict=True))}
+    _write(ctx, s, samples, float(alloc.total.mean()), {"generate_s": gen_s, "grade_s": grade_s}, extra)

@@ -191,9 +191,14 @@ def report_frame(plan: Plan, store: Store) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- statistics
 def benchmark_arms(plan: Plan, store: Store, benchmark: str) -> tuple[list[Arm], list[str]]:
-    """The evaluated arms of one benchmark with their (seed x problem) counts on the problems all of them share."""
+    """The evaluated arms of one benchmark with their (seed x problem) counts on the problems all of them share.
+
+    Under a sample budget a cell's evaluation is its second-round job, whose samples.parquet holds both rounds:
+    the counts are every sample the checkpoint drew (per problem a different number, fixed before its own
+    samples were seen, so each problem's mean is unbiased: framework.eval.budget), and a note states the design."""
     counts: dict[str, pd.DataFrame] = {}
     commits: dict[str, list[str]] = {}  # hub commit read -> cells
+    designs: list[dict[str, Any]] = []
     for cell in plan.cells:
         for job in plan.cell_jobs[cell.id]["eval"]:
             stage, key = job.split("/")
@@ -202,10 +207,13 @@ def benchmark_arms(plan: Plan, store: Store, benchmark: str) -> tuple[list[Arm],
                 names = pq.read_schema(path).names  # read the verdicts, not GBs of generated text
                 samples = pd.read_parquet(path, columns=[c for c in ("problem_id", "subset", "correct") if c in names])
                 counts[cell.id] = problem_counts(samples)
-                hub = _read_json(path.parent / "metrics.json").get("hub_data") or {}
+                result = _read_json(path.parent / "metrics.json")
+                hub = result.get("hub_data") or {}
                 if hub.get("commit"):  # local and toy benchmarks have none
                     commits.setdefault(hub["commit"], []).append(cell.id)
-    notes: list[str] = []
+                if result.get("design"):
+                    designs.append(result["design"])
+    notes: list[str] = [_budget_note(benchmark, designs, len(counts))] if designs else []
     if not counts:
         return [], notes
     if len(commits) > 1:
@@ -238,6 +246,20 @@ def benchmark_arms(plan: Plan, store: Store, benchmark: str) -> tuple[list[Arm],
         if len(members) < planned:
             notes.append(f"{benchmark}: {arm_id} has {len(members)} of {planned} seeds evaluated")
     return arms, notes
+
+
+def _budget_note(benchmark: str, designs: list[dict[str, Any]], cells: int) -> str:
+    """The adaptive design of a benchmark, from its second-round jobs' metrics.json."""
+    d = designs[0]
+    target = f", target half-width {d['target_half_width']:g}" if d.get("target_half_width") else ""
+    means = [x["mean_samples"] for x in designs]
+    return (
+        f"{benchmark}: adaptive samples ({len(designs)} of {cells} evaluated cells): {d['first_round']} per problem "
+        f"for every checkpoint, then up to {d['max']} where the other checkpoints' first rounds varied most, within "
+        f"a budget of {d['budget']} per problem{target}; drawn {min(means):.1f}-{max(means):.1f} per problem on "
+        f"average, at most {max(x['max_drawn'] for x in designs)}. pass@1 is each problem's mean over all its "
+        "samples (its count was fixed from other checkpoints' outcomes, so the mean is unbiased)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ markdown

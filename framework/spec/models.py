@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from framework.registry import suggest
 from framework.spec.base import RUN_ONLY, PassThroughArgs, SpecModel
@@ -381,6 +381,52 @@ class SamplingSpec(SpecModel):
     seed: int = Field(0, description="Sampling seed (each sample's seed is derived from it).")
 
 
+class SampleBudget(SpecModel):
+    """Samples per problem as a budget spent in two rounds: `first_round` for every problem of every checkpoint,
+    then the rest of `budget` on the problems whose outcomes vary most (framework.eval.budget says why the
+    per-problem mean stays unbiased)."""
+
+    budget: int = Field(16, ge=1, description="Mean samples per problem per checkpoint: the cap on what it costs.")
+    first_round: int = Field(
+        4, ge=1, description="Samples every problem of every checkpoint gets in round 1 (pass_k must not exceed it)."
+    )
+    max: int = Field(64, ge=1, description="Most samples one problem of one checkpoint gets, both rounds together.")
+    target_half_width: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Stop allocating once the part of a 95% half-width (pass-rate units, 0.02 = 2 points) of an "
+        "arm difference that sampling adds is projected to reach this; the budget still caps. Default: spend "
+        "the whole budget.",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> SampleBudget:
+        if not self.first_round <= self.budget <= self.max:
+            raise ValueError(
+                f"need first_round <= budget <= max, got first_round {self.first_round}, budget {self.budget}, "
+                f"max {self.max}"
+            )
+        return self
+
+
+def _samples_kind(value: Any) -> str:
+    return "dict[budget]" if isinstance(value, dict | SampleBudget) else "int"
+
+
+# A number or a budget mapping; the discriminator keeps a mistake in one from being reported as both (its tags
+# read as types, which error messages leave out of the YAML path).
+SamplesSetting = Annotated[
+    Annotated[Annotated[int, Field(ge=1)], Tag("int")] | Annotated[SampleBudget, Tag("dict[budget]")],
+    Discriminator(_samples_kind),
+]
+
+
+def first_round(samples: int | SampleBudget) -> int:
+    """Samples per problem of a benchmark's first (for a fixed design its only) evaluation."""
+    return samples.first_round if isinstance(samples, SampleBudget) else samples
+
+
 class BenchmarkSpec(SpecModel):
     """A benchmark to evaluate on, by registry name or import path, optionally from a local file."""
 
@@ -396,7 +442,9 @@ class BenchmarkSpec(SpecModel):
         "sweep reads the same problems and answers. Default: the latest (the commit read is recorded).",
     )
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems.")
-    samples: int | None = Field(None, ge=1, description="Samples per problem; default: eval.samples.")
+    samples: SamplesSetting | None = Field(
+        None, description="Samples per problem, a number or a budget mapping as eval.samples; default: eval.samples."
+    )
     problem_ids: list[str] | None = Field(None, description="Evaluate only these problem ids.")
 
     @model_validator(mode="after")
@@ -435,7 +483,11 @@ class EvalSpec(SpecModel):
         default_factory=lambda: [BenchmarkSpec(name="comp-math-24-25")],
         description="Benchmarks: names, or mappings with name/path/limit/samples.",
     )
-    samples: int = Field(64, ge=1, description="Samples per problem (pass@1 is their mean; maj@n their vote).")
+    samples: SamplesSetting = Field(
+        64,
+        description="Samples per problem (pass@1 is their mean; maj@n their vote): a number, or a budget "
+        "{budget, first_round, max, target_half_width} spent in two rounds where outcomes vary most.",
+    )
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Decoding settings.")
     grading: GradingSpec = Field(default_factory=GradingSpec, description="Answer extraction and comparison.")
     backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine; hf = transformers generate.")
@@ -482,11 +534,18 @@ class EvalSpec(SpecModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate benchmark(s): {dupes}")
-        fewest = min([b.samples or self.samples for b in self.benchmarks], default=self.samples)
+        fewest = min([first_round(self.samples_for(b)) for b in self.benchmarks], default=first_round(self.samples))
         over = [k for k in self.pass_k if k > fewest]
         if over:
-            raise ValueError(f"pass_k {over} needs more samples per problem than {fewest}: pass@k takes k <= samples")
+            raise ValueError(
+                f"pass_k {over} needs more samples per problem than {fewest} (a budget's first_round): pass@k "
+                "takes k <= samples"
+            )
         return self
+
+    def samples_for(self, bench: BenchmarkSpec) -> int | SampleBudget:
+        """A benchmark's own samples setting, else eval.samples."""
+        return bench.samples if bench.samples is not None else self.samples
 
 
 # ---------------------------------------------------------------------------------------------- spec

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.locations import resolve_path, toy_model_path
-from framework.spec.models import TOY_MODELS, AblationSpec, ModelSpec
+from framework.spec.models import TOY_MODELS, AblationSpec, ModelSpec, SampleBudget
 from framework.store import Store
 from framework.sweep.plan import Job, Plan
 from framework.sweep.resources import stage_resources
@@ -390,7 +390,7 @@ def eval_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, do
         per_sample = ev.sampling.max_tokens if own else (mean_tokens or ev.sampling.max_tokens)
         if own:
             notes.add(f"a baseline with its own max_tokens ({ev.sampling.max_tokens}) is priced at it")
-        flops += 2 * sizes[job.id].params * problems * (bench.samples or ev.samples) * per_sample
+        flops += 2 * sizes[job.id].params * problems * job_samples(job, ev.samples_for(bench)) * per_sample
     notes.add(
         f"tokens per sample: {mean_tokens:.0f}, the mean of finished evaluations"
         if mean_tokens
@@ -402,6 +402,14 @@ def eval_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, do
     gpus = max(1, spec.eval.tensor_parallel_size * spec.eval.data_parallel_size)
     hours = flops / rate.flops_per_gpu_s / 3600
     return StageCost("eval", len(jobs), len(todo), hours, gpus, rate.source, sorted(notes), unknown)
+
+
+def job_samples(job: Job, setting: int | SampleBudget) -> int:
+    """Samples per problem one eval job draws: the fixed count; under a budget, the first round, or for the second
+    round the rest of the budget (all of it: a target half-width reached earlier spends less)."""
+    if not isinstance(setting, SampleBudget):
+        return setting
+    return setting.budget - setting.first_round if job.config.get("round") == 2 else setting.first_round
 
 
 def _job_eval(plan: Plan, job: Job) -> Any:

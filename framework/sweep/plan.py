@@ -29,7 +29,9 @@ from framework.spec.models import (
     EvalSpec,
     ModelSpec,
     PoolSourceSpec,
+    SampleBudget,
     TrainSpec,
+    first_round,
 )
 from framework.spec.pool import GenerateSpec
 from framework.sweep.grid import Cell, arm_definition, expand
@@ -305,13 +307,35 @@ def tracking_uri(configured: str | None, results_base: Path) -> str:
 
 def eval_config(ev: EvalSpec) -> dict[str, Any]:
     """What an eval job hashes of its evaluation settings: all but the benchmarks (each job's own) and run-only
-    fields; clip_to_context only when set, so keys made before it existed stay."""
+    fields; clip_to_context only when set, so keys made before it existed stay. A sample budget's first round is
+    keyed as that many fixed samples: it is that evaluation (a sweep that had `samples: 4` reuses it)."""
     unkeyed = {
         "benchmarks": True,
         **run_only_fields(EvalSpec),
         **({"clip_to_context": True} if not ev.clip_to_context else {}),
     }
-    return ev.model_dump(mode="json", exclude=unkeyed)
+    return {**ev.model_dump(mode="json", exclude=unkeyed), "samples": first_round(ev.samples)}
+
+
+def first_round_identity(bident: dict[str, Any]) -> dict[str, Any]:
+    """A benchmark's identity for its first-round evaluation: a budget of its own keyed as its first round."""
+    samples = bident.get("samples")
+    return {**bident, "samples": samples["first_round"]} if isinstance(samples, dict) else bident
+
+
+def budgets(spec: AblationSpec) -> dict[str, SampleBudget]:
+    """The benchmarks whose samples are a budget, by name."""
+    out = {b.name: spec.eval.samples_for(b) for b in spec.eval.benchmarks}
+    return {name: s for name, s in out.items() if isinstance(s, SampleBudget)}
+
+
+def allocation_references(own: str, round1: dict[str, str], arm_of: dict[str, str]) -> list[str]:
+    """The first-round jobs whose outcomes set the second round of the cell whose first round is `own`: the other
+    seeds of its arm where there are any, else every other checkpoint's; never its own (framework.eval.budget
+    says why). `round1`: cell -> its first-round job id; `arm_of`: cell -> arm."""
+    cell = next(c for c, j in round1.items() if j == own)
+    same = [j for c, j in round1.items() if j != own and arm_of[c] == arm_of[cell]]
+    return sorted(set(same or [j for j in round1.values() if j != own]))
 
 
 @dataclass(frozen=True)
@@ -384,6 +408,14 @@ def plan_notes(spec: AblationSpec, model_idents: dict[str, dict[str, Any]], trai
             "(readable by you only); read it when the job runs instead, as `export X=$(cat ~/.x)`, or pass it "
             "from your environment with the scheduler's --export"
         )
+    for name, b in budgets(spec).items():
+        notes.append(
+            f"eval: {name} samples {b.first_round} per problem from every checkpoint, then a second round per "
+            f"checkpoint up to a mean of {b.budget} (at most {b.max} per problem) where the other seeds of its arm "
+            "(else the other checkpoints) varied most; its own first round never decides it, so pass@1 stays unbiased"
+            + (f"; it stops once sampling adds at most {b.target_half_width:g} to an arm difference's 95% half-width"
+               if b.target_half_width is not None else "")
+        )  # fmt: skip
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     if spec.tracking.uri and env_uri and env_uri != spec.tracking.uri:
         notes.append(
@@ -414,6 +446,7 @@ def build_plan(
     shared = shared_slices(spec, spec_dir, problems)
     planner = _Planner(spec, spec_dir, shared, problems, model_idents={"model": shared.base_model})
     cell_jobs = {cell.id: planner.cell_jobs(cell) for cell in cells}
+    planner.second_rounds(cells, cell_jobs)
     trains = any(j.stage == "train" for j in planner.jobs.values())
     if trains:
         problems += launch_problems(spec)
@@ -531,11 +564,54 @@ class _Planner:
                 checkpoint,
                 cell.id,
             )
-            for _, bident in shared.benchmarks
+            for _, bident in self.round1_benchmarks
         ]
-        log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": shared.log}
-        stages["log"] = [self.add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
+        if not self.budgets:  # else after the second rounds, which need every cell's first
+            self.add_log(cell, stages)
         return stages
+
+    def add_log(self, cell: Cell, stages: dict[str, list[str]]) -> None:
+        log_cfg = {"cell": cell.id, "cell_key": cell.key, "tracking": self.shared.log}
+        stages["log"] = [self.add("log", log_cfg, stages["train"] + stages["eval"], cell.id)]
+
+    @property
+    def budgets(self) -> dict[str, SampleBudget]:
+        return budgets(self.spec)
+
+    @property
+    def round1_benchmarks(self) -> list[tuple[BenchmarkSpec, dict[str, Any]]]:
+        return [(b, first_round_identity(ident)) for b, ident in self.shared.benchmarks]
+
+    def second_rounds(self, cells: list[Cell], cell_jobs: dict[str, dict[str, list[str]]]) -> None:
+        """For each benchmark whose samples are a budget, one more eval job per cell that spends the rest of the
+        budget where the other checkpoints' first rounds vary most; it waits for those first rounds, holds both
+        rounds' samples, and becomes the cell's evaluation of that benchmark (what log and report read)."""
+        if not self.budgets:
+            return
+        arm_of = {c.id: c.arm_id for c in cells}
+        for i, (bench, _) in enumerate(self.shared.benchmarks):
+            budget = self.budgets.get(bench.name)
+            if budget is None:
+                continue
+            round1 = {c.id: cell_jobs[c.id]["eval"][i] for c in cells}
+            for cell in cells:
+                stages = cell_jobs[cell.id]
+                own = round1[cell.id]
+                refs = allocation_references(own, round1, arm_of)
+                first = self.jobs[own]
+                config = {
+                    **{k: first.config[k] for k in ("checkpoint", "model", "dtype", "benchmark") if k in first.config},
+                    "round": 2,
+                    "samples": budget.model_dump(mode="json"),
+                    "first_round": first.key,
+                    "reference": [self.jobs[j].key for j in refs],
+                }
+                if budget.target_half_width is not None:  # the target is per arm difference: seeds share it
+                    config["seeds_per_arm"] = sum(arm_of[c.id] == cell.arm_id for c in cells)
+                stages.setdefault("eval_first_round", []).append(own)
+                stages["eval"][i] = self.add("eval", config, [*first.deps, own, *refs], cell.id)
+        for cell in cells:
+            self.add_log(cell, cell_jobs[cell.id])
 
     def training_jobs(self, cell: Cell) -> dict[str, list[str]]:
         """A trained cell's model (if tiny), pool, data and train jobs."""
