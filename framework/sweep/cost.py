@@ -299,7 +299,49 @@ def estimate_cost(
         )
         if s is not None
     ]
+    if plan.spec.launcher.kind == "slurm":
+        for stage in stages:
+            stage.notes += time_limit_notes(plan.spec, stage)
     return CostEstimate(gpu, stages)
+
+
+def slurm_hours(limit: str | None) -> float | None:
+    """A Slurm time limit (the forms sbatch's -t takes) in hours; None when unset or unlimited."""
+    if limit is None or limit in ("UNLIMITED", "INFINITE"):
+        return None
+    days, _, clock = limit.rpartition("-")
+    parts = [int(x) for x in clock.split(":")]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        h, m, sec = [*parts, 0, 0][:3]
+    elif len(parts) == 1:  # minutes
+        h, m, sec = 0, parts[0], 0
+    elif len(parts) == 2:  # MM:SS
+        h, m, sec = 0, parts[0], parts[1]
+    else:
+        h, m, sec = parts
+    return int(days or 0) * 24 + h + m / 60 + sec / 3600
+
+
+def time_limit_notes(spec: AblationSpec, stage: StageCost) -> list[str]:
+    """A warning when a stage's estimated hours per job exceed its Slurm time limit: a training is stopped at a
+    checkpoint and requeued (each requeue waits in the queue again), anything else starts over."""
+    override = spec.launcher.slurm.stages.get(stage.stage)
+    own = override is not None and "time" in override.model_fields_set
+    wall, where = stage.wall_hours_per_job, f"launcher.slurm.{f'stages.{stage.stage}.' if own else ''}time"
+    limit_text = stage_resources(spec, stage.stage).time
+    limit = slurm_hours(limit_text)
+    if wall is None or limit is None or wall <= limit:
+        return []
+    if stage.stage == "train":
+        return [
+            f"about {wall:.1f} h per job against the Slurm time limit {limit_text} ({where}): each training stops at a "
+            f"checkpoint and requeues about {int(wall // limit)} time(s), waiting in the queue each time"
+        ]
+    return [
+        f"about {wall:.1f} h per job against the Slurm time limit {limit_text} ({where}): a {stage.stage} job cut at "
+        "the limit starts over when requeued and may never finish; raise the limit (the estimate is an upper bound "
+        "until a job of this sweep has finished)"
+    ]
 
 
 def train_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, done: dict[str, set[str]]) -> StageCost | None:  # fmt: skip

@@ -160,3 +160,34 @@ def test_cost_imports_no_stage():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_slurm_time_limits_in_hours():
+    from framework.sweep.cost import slurm_hours
+
+    assert slurm_hours("90") == 1.5  # minutes
+    assert slurm_hours("30:00") == 0.5  # MM:SS
+    assert slurm_hours("06:00:00") == 6.0
+    assert slurm_hours("1-12") == 36.0 and slurm_hours("2-01:30") == 49.5 and slurm_hours("1-00:00:36") == 24.01
+    assert slurm_hours("UNLIMITED") is None and slurm_hours(None) is None
+
+
+def test_plan_warns_when_a_job_outlasts_its_slurm_time_limit(spec_dict, tmp_path):
+    """A 70B-shaped model: 9 evaluations of 30 problems x 4 samples x 32,768 tokens, about 1.5 h per job on one
+    GPU, against 10 minutes; its trainings (~7 min each) stay under 4 hours."""
+    big = {**CONFIG, "hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
+           "num_key_value_heads": 8, "intermediate_size": 28672, "vocab_size": 152064}  # fmt: skip
+    (Path(spec_dict["model"]["name_or_path"]) / "config.json").write_text(json.dumps(big))
+    spec_dict["launcher"] = {"kind": "slurm", "slurm": {"time": "04:00:00", "stages": {"eval": {"time": "10"}}}}
+    plan = build_plan(spec_from_dict(spec_dict))
+    cost = estimate_cost(plan, Store(tmp_path / "store"), None)
+    lines = "\n".join(render(cost.to_dict()))
+    (ev,) = [s for s in cost.stages if s.stage == "eval"]
+    assert ev.wall_hours_per_job > 10 / 60
+    assert "against the Slurm time limit 10 (launcher.slurm.stages.eval.time)" in " ".join(lines.split())
+    assert not [n for s in cost.stages if s.stage == "train" for n in s.notes if "time limit" in n]  # under 4 h
+    spec_dict["launcher"]["slurm"]["stages"]["eval"]["time"] = "UNLIMITED"
+    plan = build_plan(spec_from_dict(spec_dict))
+    assert not any(
+        "time limit" in n for s in estimate_cost(plan, Store(tmp_path / "store2"), None).stages for n in s.notes
+    )
