@@ -12,13 +12,16 @@ Unbiasedness. A checkpoint's pass@1 is the mean over problems of the mean of all
 That per-problem mean is unbiased for the problem's pass rate p_cj only if the number of samples n_cj is
 independent of those samples' outcomes. So the allocation of checkpoint c is computed only from OTHER
 checkpoints' first rounds (cross-fitting): the other seeds of c's arm where there are any (their difficulty
-profile is the closest to c's), else every other checkpoint of the benchmark; never from c's own samples.
+profile is the closest to c's), else a fixed few others (framework.sweep.plan.allocation_references); never
+from c's own samples.
 Given the checkpoint, n_cj is then a constant with respect to c's sampling, and every sample of c is an unbiased
 draw of p_cj, so E[c_cj / n_cj] = p_cj. (A rule that looked at c's own first round would bias the plain mean:
 for a two-stage rule whose second stage depends on the first, the Rao-Blackwell unbiased estimator is the first
 round's mean alone, so the second round would buy nothing.) The other checkpoints are trained and sampled
-independently of c, so using their outcomes costs nothing in bias; it costs only in how well the allocation
-matches c's own difficulty profile. Round-2 samples draw seeds past every round-1 seed, so no draw repeats.
+independently of c -- each draws its own random stream (framework.sweep.plan.seed_offset; with one stream for
+all, similar models' outcomes are correlated and a reference partly is c's own first round: in simulation a full
+copy biased pass@1 by -0.19 pp) -- so using their outcomes costs nothing in bias; it costs only in how well the
+allocation matches c's own difficulty profile. Round-2 samples draw seeds past every round-1 seed, so no draw repeats.
 
 `allocate` is pure: the stage (framework.eval.stage) reads the counts, calls it, and stores the allocation.
 """

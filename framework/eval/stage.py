@@ -11,6 +11,7 @@ finish reason, seed, extracted answer and verdict), `problems.parquet`, `metrics
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,10 +261,17 @@ def run(ctx: StageContext) -> None:
     s = _setup(ctx)
     n = first_round(s.ev.samples_for(s.bench))  # a budget's first round, or the fixed count
     t0 = time.perf_counter()
-    generations = _generate(s, s.prompts, s.ev.model_copy(update={"samples": n}))
+    generations = _generate(s, s.prompts, _offset(s.ev, ctx.job.config).model_copy(update={"samples": n}))
     gen_s = time.perf_counter() - t0
     samples, grade_s = graded_samples(s.problems, generations, s.ev, s.bench.name, s.keywords)
     _write(ctx, s, samples, n, {"generate_s": gen_s, "grade_s": grade_s})
+
+
+def _offset(ev: EvalSpec, config: dict[str, Any]) -> EvalSpec:
+    """The settings with this checkpoint's seeds (under a budget each checkpoint draws its own random stream:
+    framework.sweep.plan.seed_offset says why)."""
+    offset = int(config.get("seed_offset", 0))
+    return ev.model_copy(update={"sampling": ev.sampling.model_copy(update={"seed": ev.sampling.seed + offset})})
 
 
 def _write(
@@ -334,18 +342,44 @@ def _generate_counts(s: _Setup, ev: EvalSpec, counts: np.ndarray, seeds: list[in
     return out
 
 
+class StaleFirstRound(RuntimeError):
+    """The first round was drawn from other weights or other problems than the second would be."""
+
+
+def _check_first_round(ctx: StageContext, first_key: str, hub: dict | None) -> None:
+    """Both rounds must sample one model on one problem set: a training rebuilt since the first round (its
+    checkpoint pruned, then a new budget re-keyed this round) is other weights, and a hub dataset read at its latest
+    revision may have changed between the rounds. Either would mix two evaluations into one."""
+    first = ctx.store.manifest("eval", first_key) or {}
+    for dep, built in (first.get("input_builds") or {}).items():
+        now = (ctx.store.manifest(*dep.split("/")) or {}).get("finished")
+        if built and now and built != now:
+            raise StaleFirstRound(
+                f"the first round eval/{first_key} sampled an earlier build of {dep} (rebuilt since): re-run it with "
+                f"`ablate exec eval {first_key} --force`, then this round"
+            )
+    read = json.loads((ctx.input_dir(f"eval/{first_key}") / "metrics.json").read_text()).get("hub_data") or {}
+    if hub and read.get("commit") and hub.get("commit") != read["commit"]:
+        raise StaleFirstRound(
+            f"the first round eval/{first_key} read {hub.get('dataset', 'the hub dataset')} at commit "
+            f"{read['commit'][:12]}, this round would read {str(hub.get('commit'))[:12]}: pin the benchmark's "
+            "`revision:` to the first round's commit"
+        )
+
+
 def run_second_round(ctx: StageContext) -> None:
     """Spend the rest of the budget where the other checkpoints' first rounds vary most (framework.eval.budget),
     and store both rounds' samples together: this job is the checkpoint's evaluation of the benchmark."""
     s = _setup(ctx)
     cfg = ctx.job.config
+    _check_first_round(ctx, cfg["first_round"], s.problems.attrs.get("hub"))
     budget = SampleBudget(**cfg["samples"])
     f = budget.first_round
     keys = _problem_keys(s.problems)
     counts = {k: first_round_counts(ctx.input_dir(f"eval/{k}"), keys) for k in cfg["reference"]}
     target = cfg.get("seeds_per_arm") and variance_target(budget.target_half_width, cfg["seeds_per_arm"])
     alloc = checkpoint_allocation(counts, cfg["reference"], budget, len(keys), max_variance=target or None)
-    seeds = round2_seeds(s.ev.sampling.seed, len(keys), f, alloc.extra)
+    seeds = round2_seeds(_offset(s.ev, cfg).sampling.seed, len(keys), f, alloc.extra)
     # On CPU vLLM seeds the engine, not the request: a fresh one must not replay round 1's draws either.
     ev = s.ev.model_copy(update={"sampling": s.ev.sampling.model_copy(update={"seed": seeds[0]})})
     t0 = time.perf_counter()

@@ -254,7 +254,8 @@ def measured_eval(plan: Plan, store: Store, done: set[str], sizes: dict[str, Mod
         out = store.path(job.stage, job.key)
         try:
             seconds = float(json.loads((out / "metrics.json").read_text())["timings"]["generate_s"])
-            tokens = _column_sum(out / "samples.parquet", "n_tokens")
+            # a budget's second round times its own samples only, but stores both rounds'
+            tokens = _column_sum(out / "samples.parquet", "n_tokens", only_round=2 if job.config.get("round") else None)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if tokens is None or seconds <= 0:
@@ -268,12 +269,16 @@ def measured_eval(plan: Plan, store: Store, done: set[str], sizes: dict[str, Mod
     return rate, tokens_all / samples_all if samples_all else None
 
 
-def _column_sum(path: Path, column: str) -> tuple[float, int] | None:
-    """(sum, rows) of one column of a Parquet file."""
+def _column_sum(path: Path, column: str, only_round: int | None = None) -> tuple[float, int] | None:
+    """(sum, rows) of one column of a Parquet file; of the rows of one sampling round only, if given (None when
+    there are none: a second round that drew nothing measured nothing)."""
     import pyarrow.parquet as pq  # lazy: only a store with finished evaluations needs it
 
-    table = pq.read_table(path, columns=[column])
-    values = [v for v in table.column(column).to_pylist() if v is not None]
+    table = pq.read_table(path, columns=[column] + (["round"] if only_round is not None else []))
+    values = table.column(column).to_pylist()
+    if only_round is not None:
+        values = [v for v, r in zip(values, table.column("round").to_pylist(), strict=True) if r == only_round]
+    values = [v for v in values if v is not None]
     return (float(sum(values)), len(values)) if values else None
 
 

@@ -7,6 +7,8 @@ work, and two cells that need the same output share one job.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,7 +310,7 @@ def tracking_uri(configured: str | None, results_base: Path) -> str:
 def eval_config(ev: EvalSpec) -> dict[str, Any]:
     """What an eval job hashes of its evaluation settings: all but the benchmarks (each job's own) and run-only
     fields; clip_to_context only when set, so keys made before it existed stay. A sample budget's first round is
-    keyed as that many fixed samples: it is that evaluation (a sweep that had `samples: 4` reuses it)."""
+    keyed as that many fixed samples (the plan adds the checkpoint's own `seed_offset` to its job)."""
     unkeyed = {
         "benchmarks": True,
         **run_only_fields(EvalSpec),
@@ -329,13 +331,34 @@ def budgets(spec: AblationSpec) -> dict[str, SampleBudget]:
     return {name: s for name, s in out.items() if isinstance(s, SampleBudget)}
 
 
+def seed_offset(config: dict[str, Any]) -> int:
+    """Where a checkpoint's sampling seeds start under a sample budget, from its first round's settings: seeds are
+    otherwise the same for every checkpoint (problem i, sample k), and two similar models drawing on one random
+    stream have correlated outcomes -- the others' first rounds, which set this checkpoint's second, would then
+    partly be its own. 16,384 slots 2^17 seeds apart (room for 131,072 samples a checkpoint) below 2^31: two of
+    20 checkpoints share a slot with probability about 1%."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return int(digest[:8], 16) % 16384 * 131072
+
+
+# How many other checkpoints' first rounds set the second round of a checkpoint without other seeds of its own arm.
+REFERENCES = 3
+
+
 def allocation_references(own: str, round1: dict[str, str], arm_of: dict[str, str]) -> list[str]:
     """The first-round jobs whose outcomes set the second round of the cell whose first round is `own`: the other
-    seeds of its arm where there are any, else every other checkpoint's; never its own (framework.eval.budget
-    says why). `round1`: cell -> its first-round job id; `arm_of`: cell -> arm."""
+    seeds of its arm where there are any, else REFERENCES other checkpoints; never its own (framework.eval.budget
+    says why). `round1`: cell -> its first-round job id; `arm_of`: cell -> arm.
+
+    The others are picked by rendezvous hashing (the smallest hashes of own + other): a fixed few, so one failed
+    training blocks few second rounds, and the pick stays put when cells are added unless a new one ranks first --
+    a second round is keyed by its references, so a pick that moved would redo finished work."""
     cell = next(c for c, j in round1.items() if j == own)
-    same = [j for c, j in round1.items() if j != own and arm_of[c] == arm_of[cell]]
-    return sorted(set(same or [j for j in round1.values() if j != own]))
+    same = sorted({j for c, j in round1.items() if j != own and arm_of[c] == arm_of[cell]})
+    if same:
+        return same
+    others = {j for j in round1.values() if j != own}
+    return sorted(sorted(others, key=lambda j: hashlib.sha256(f"{own}|{j}".encode()).hexdigest())[:REFERENCES])
 
 
 @dataclass(frozen=True)
@@ -550,22 +573,19 @@ class _Planner:
                 own_prompt, own_eval = spec.evaluation_for(cell.baseline)
                 prompt, eval_slice = own_prompt.model_dump(mode="json"), eval_config(own_eval)
         model_ref = {"checkpoint": checkpoint} if checkpoint else {"model": ident}
-        stages["eval"] = [
-            self.add(
-                "eval",
-                {
-                    **model_ref,
-                    "dtype": dtype,
-                    "benchmark": bident,
-                    "prompt": prompt,
-                    "eval": eval_slice,
-                    "reflection_keywords": spec.annotate.reflection_keywords,
-                },
-                checkpoint,
-                cell.id,
-            )
-            for _, bident in self.round1_benchmarks
-        ]
+        stages["eval"] = []
+        for bench, bident in self.round1_benchmarks:
+            config = {
+                **model_ref,
+                "dtype": dtype,
+                "benchmark": bident,
+                "prompt": prompt,
+                "eval": eval_slice,
+                "reflection_keywords": spec.annotate.reflection_keywords,
+            }
+            if bench.name in self.budgets:
+                config["seed_offset"] = seed_offset(config)
+            stages["eval"].append(self.add("eval", config, checkpoint, cell.id))
         if not self.budgets:  # else after the second rounds, which need every cell's first
             self.add_log(cell, stages)
         return stages
@@ -600,7 +620,11 @@ class _Planner:
                 refs = allocation_references(own, round1, arm_of)
                 first = self.jobs[own]
                 config = {
-                    **{k: first.config[k] for k in ("checkpoint", "model", "dtype", "benchmark") if k in first.config},
+                    **{
+                        k: first.config[k]
+                        for k in ("checkpoint", "model", "dtype", "benchmark", "seed_offset")
+                        if k in first.config
+                    },
                     "round": 2,
                     "samples": budget.model_dump(mode="json"),
                     "first_round": first.key,

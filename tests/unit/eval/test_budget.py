@@ -112,3 +112,34 @@ def test_allocation_is_unbiased_given_other_checkpoints():
     se = np.std(cross) / np.sqrt(len(cross))
     assert abs(np.mean(cross) - p.mean()) < 4 * se
     assert abs(np.mean(own) - p.mean()) > 4 * se  # the check can fail: a self-allocated mean is biased
+
+
+def test_a_second_round_refuses_a_first_round_of_other_weights_or_other_problems(tmp_path):
+    """A training rebuilt since the first round (its checkpoint pruned, then a new budget re-keyed round 2), or a
+    hub dataset that moved between the rounds: both rounds would be two evaluations mixed into one."""
+    import json
+    from types import SimpleNamespace
+
+    from framework.eval.stage import StaleFirstRound, _check_first_round
+    from framework.store import MARKER, Store
+
+    store = Store(tmp_path / "store")
+
+    def done(stage: str, key: str, manifest: dict, metrics: dict | None = None) -> None:
+        out = store.path(stage, key)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        (out / MARKER).write_text("{}")
+        if metrics is not None:
+            (out / "metrics.json").write_text(json.dumps(metrics))
+
+    done("train", "t1", {"finished": "2026-01-01T00:00:00"})
+    done("eval", "e1", {"input_builds": {"train/t1": "2026-01-01T00:00:00"}}, {"hub_data": {"commit": "a" * 40}})
+    ctx = SimpleNamespace(store=store, input_dir=lambda job: store.path(*job.split("/")))
+    _check_first_round(ctx, "e1", {"dataset": "d", "commit": "a" * 40})  # same weights, same problems
+    _check_first_round(ctx, "e1", None)  # a local benchmark
+    with pytest.raises(StaleFirstRound, match="pin the benchmark's `revision:`"):
+        _check_first_round(ctx, "e1", {"dataset": "d", "commit": "b" * 40})
+    done("train", "t1", {"finished": "2026-02-01T00:00:00"})  # retrained
+    with pytest.raises(StaleFirstRound, match="earlier build of train/t1"):
+        _check_first_round(ctx, "e1", None)

@@ -137,6 +137,27 @@ def test_finished_evaluations_give_the_rate_and_the_tokens_per_sample(spec_dict,
     assert any("200, the mean of finished evaluations" in n for n in ev.notes)
 
 
+def test_a_second_round_measures_the_rate_of_its_own_samples_only(spec_dict, tmp_path):
+    """A budget's second round times its own generation but stores both rounds' samples: counting round 1's
+    tokens against round 2's seconds inflated the rate, and a round 2 that drew nothing made it infinite."""
+    pd = pytest.importorskip("pandas")
+    spec_dict["eval"] = {**spec_dict["eval"], "samples": {"budget": 8, "first_round": 4, "max": 16}}
+    plan = build_plan(spec_from_dict(spec_dict))
+    store = Store(tmp_path / "store")
+    second = next(j for j in plan.by_stage("eval") if j.config.get("round") == 2)
+    metrics = json.dumps({"n_problems": 30, "timings": {"generate_s": 10}})
+    finish(store, "eval", second.key, {}, {"metrics.json": metrics})
+    rounds = pd.DataFrame({"n_tokens": [1000] * 120 + [200] * 120, "round": [1] * 120 + [2] * 120})
+    rounds.to_parquet(store.path("eval", second.key) / "samples.parquet")
+    ev = next(s for s in estimate_cost(plan, store, None).stages if s.stage == "eval")
+    assert ev.rate.startswith("measured: 1 finished evaluation(s)")
+    assert any("200, the mean of finished evaluations" in n for n in ev.notes)  # round 2's tokens, not 600
+    # a second round that drew nothing measured nothing: the default rate stays
+    rounds[rounds["round"] == 1].to_parquet(store.path("eval", second.key) / "samples.parquet")
+    ev = next(s for s in estimate_cost(plan, store, None).stages if s.stage == "eval")
+    assert ev.rate.startswith("H100 default")
+
+
 def test_plan_prints_the_cost_table_and_json_carries_it(write_spec, spec_dict, in_tmp, capsys):
     path = write_spec(spec_dict)
     assert main(["plan", str(path), "--json", "--no-build", "--gpu", "a100"]) == 0

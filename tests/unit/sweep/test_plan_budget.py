@@ -1,5 +1,5 @@
 """A sample budget in the plan: a second-round eval job per cell and benchmark, cross-fitted on other checkpoints'
-first rounds, keyed so that the first round is the fixed evaluation it equals; and its price in `plan`."""
+first rounds, each checkpoint on its own random stream; and its price in `plan`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from framework.spec import spec_from_dict
 from framework.store import Store
 from framework.sweep.cost import estimate_cost
-from framework.sweep.plan import build_plan
+from framework.sweep.plan import REFERENCES, build_plan
 from tests.helpers import MINIMAL
 
 BUDGET = {"budget": 16, "first_round": 4, "max": 64}
@@ -40,22 +40,44 @@ def test_second_rounds_are_cross_fitted_on_other_checkpoints():
         ref_cells = {c for r in refs for c in plan.jobs[r].cells}
         if cell.baseline is None:  # the other seed of its arm
             assert {by_cell[c].arm_id for c in ref_cells} == {cell.arm_id} and cell.id not in ref_cells
-        else:  # a baseline has no other seed: every other checkpoint
-            assert len(refs) == 8
+        else:  # a baseline has no other seed: a fixed few others (REFERENCES), picked by rendezvous hashing
+            assert len(refs) == REFERENCES
         assert plan.jobs[stages["log"][0]].deps == stages["train"] + [second_id]
     ids = list(plan.jobs)
     for job in plan.by_stage("eval"):  # insertion order stays a topological order
         assert all(ids.index(d) < ids.index(job.id) for d in job.deps)
 
 
-def test_the_first_round_is_keyed_as_the_fixed_evaluation_it_equals():
+def test_each_checkpoint_samples_its_own_random_stream_under_a_budget():
+    """Without it every checkpoint draws sample k of problem i with one seed: similar models' outcomes would be
+    correlated, and the others' first rounds that set a checkpoint's second would partly be its own."""
     fixed = build_plan(spec_from_dict(with_samples(4)))
     budget = build_plan(spec_from_dict(with_samples(BUDGET)))
-    first = {j for c in budget.cells for j in budget.cell_jobs[c.id]["eval_first_round"]}
-    assert first == {j.id for j in fixed.by_stage("eval")}
-    # the fixed spec has no second round and its log jobs read its one evaluation
-    assert all("round" not in j.config for j in fixed.by_stage("eval"))
+    firsts = [budget.jobs[j] for c in budget.cells for j in budget.cell_jobs[c.id]["eval_first_round"]]
+    offsets = [j.config["seed_offset"] for j in firsts]
+    assert len(set(offsets)) == len(firsts) and all(0 <= o < 2**31 - 131072 for o in offsets)
+    for job in firsts:  # the second round continues its first round's stream
+        (second,) = [j for j in budget.by_stage("eval") if j.config.get("first_round") == job.key]
+        assert second.config["seed_offset"] == job.config["seed_offset"]
+    # apart from the offset, a first round is the fixed evaluation it equals; a fixed spec has no offset at all
+    stripped = {json.dumps({k: v for k, v in j.config.items() if k != "seed_offset"}, sort_keys=True) for j in firsts}
+    assert stripped == {json.dumps(j.config, sort_keys=True) for j in fixed.by_stage("eval")}
+    assert all("round" not in j.config and "seed_offset" not in j.config for j in fixed.by_stage("eval"))
     assert {j.id for j in fixed.by_stage("train")} == {j.id for j in budget.by_stage("train")}
+
+
+def test_references_stay_few_and_stay_put_when_cells_are_added():
+    """A checkpoint without other seeds of its arm reads REFERENCES others, picked by rendezvous hashing: adding a
+    cell moves a pick only where the new one ranks first, so most finished second rounds keep their keys."""
+    base = with_samples(BUDGET, benchmarks=["aime24"])
+    base["seeds"] = [0]
+    more = copy.deepcopy(base)
+    more["baselines"] = ["base", {"name": "other", "model": {"name_or_path": "Qwen/Qwen2.5-1.5B"}}]
+    a, b = (build_plan(spec_from_dict(d)) for d in (base, more))
+    seconds = lambda p: {j.id for j in p.by_stage("eval") if j.config.get("round") == 2}  # noqa: E731
+    assert all(len(j.config["reference"]) == REFERENCES for j in b.by_stage("eval") if j.config.get("round") == 2)
+    kept = seconds(a) & seconds(b)
+    assert len(kept) >= len(seconds(a)) // 2, (len(kept), len(seconds(a)))
 
 
 def test_a_benchmark_budget_of_its_own_and_a_target():
