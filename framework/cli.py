@@ -121,7 +121,7 @@ def plan_summary(sweep: Sweep) -> dict[str, Any]:
                 "seed": c.seed,
                 "baseline": c.baseline,
                 "stages": {
-                    s: [{"key": jid.split("/")[1], "done": done[jid]} for jid in plan.cell_jobs[c.id][s]]
+                    s: [{"key": jid.split("/")[1], "done": done[jid]} for jid in plan.stage_jobs(c.id, s)]
                     for s in STAGE_ORDER
                 },
             }
@@ -281,7 +281,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for cell in plan.cells:
         for stage in STAGE_ORDER:
-            for jid in plan.cell_jobs[cell.id][stage]:
+            for jid in plan.stage_jobs(cell.id, stage):
                 key = jid.split("/")[1]
                 st = found[stage][key]
                 state, detail = st.state, st.detail

@@ -274,12 +274,23 @@ def _offset(ev: EvalSpec, config: dict[str, Any]) -> EvalSpec:
     return ev.model_copy(update={"sampling": ev.sampling.model_copy(update={"seed": ev.sampling.seed + offset})})
 
 
+def _first_round_statistics(samples: pd.DataFrame, metrics: dict[str, float]) -> dict[str, float]:
+    """Under a budget, pass@k from both rounds (unbiased per problem whatever its count), everything else -- maj,
+    answer and truncation rates, lengths, reflections -- from the first round alone: those weigh responses, and the
+    second round gives some problems many more of them, differently for every checkpoint."""
+    first = benchmark_metrics(samples[samples["round"] == 1], ks=(1,), subset_col="subset")
+    is_pass = lambda key: key.rsplit("/", 1)[-1].startswith("pass@")  # noqa: E731
+    return {k: v for k, v in metrics.items() if is_pass(k)} | {k: v for k, v in first.items() if not is_pass(k)}
+
+
 def _write(
     ctx: StageContext, s: _Setup, samples: pd.DataFrame, n: float, timings: dict, extra: dict | None = None
 ) -> None:
     """samples.parquet, problems.parquet and metrics.json (`n`: samples per problem, a mean under a budget)."""
     ks = tuple(k for k in s.ev.pass_k if k <= samples.groupby(["subset", "problem_id"], dropna=False).size().min())
     metrics = benchmark_metrics(samples, ks=ks, subset_col="subset")
+    if "round" in samples.columns:
+        metrics = _first_round_statistics(samples, metrics)
     leaked = overlap(training_problems(ctx), s.problems)
     warnings = [s.clipped] * bool(s.clipped) + sample_warnings(samples, s.ev, leaked, len(s.problems))
     samples.to_parquet(ctx.out / "samples.parquet", index=False)

@@ -258,7 +258,9 @@ def _budget_note(benchmark: str, designs: list[dict[str, Any]], cells: int) -> s
         f"for every checkpoint, then up to {d['max']} where the other checkpoints' first rounds varied most, within "
         f"a budget of {d['budget']} per problem{target}; drawn {min(means):.1f}-{max(means):.1f} per problem on "
         f"average, at most {max(x['max_drawn'] for x in designs)}. pass@1 is each problem's mean over all its "
-        "samples (its count was fixed from other checkpoints' outcomes, so the mean is unbiased)"
+        "samples (its count was fixed from other checkpoints' outcomes, so the mean is unbiased); maj@n and the "
+        "response statistics (truncated, tokens) are the first round's, the same samples per problem for every "
+        "checkpoint"
     )
 
 

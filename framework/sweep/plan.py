@@ -77,6 +77,12 @@ class Plan:
     def by_stage(self, stage: str) -> list[Job]:
         return [j for j in self.jobs.values() if j.stage == stage]
 
+    def stage_jobs(self, cell_id: str, stage: str) -> list[str]:
+        """Every job of one stage of a cell, for the views: under a sample budget its evaluations' first rounds
+        too (a failed or running first round must show). `cell_jobs[cell][stage]` stays what log and report read."""
+        jobs = self.cell_jobs[cell_id][stage]
+        return [*self.cell_jobs[cell_id].get("eval_first_round", []), *jobs] if stage == "eval" else jobs
+
 
 # --------------------------------------------------------------------------------------- fingerprints
 def model_identity(model: ModelSpec, spec_dir: Path | None, problems: list[str], where: str) -> dict[str, Any]:

@@ -161,7 +161,7 @@ def summary_text(plan: Plan, states: dict[str, str], width: int = 80) -> Text:
 
 
 def _seed_cell(states: dict[str, str], plan: Plan, row: ArmRow, stage: str) -> Text:
-    per_cell = [cell_state(states, plan.cell_jobs[c.id][stage]) for c in row.cells]
+    per_cell = [cell_state(states, plan.stage_jobs(c.id, stage)) for c in row.cells]
     if all(s is None for s in per_cell):
         return Text("—", style="dim")
     if len(per_cell) <= MAX_GLYPHS:
@@ -315,7 +315,7 @@ def wide_plan_lines(plan: Plan, states: dict[str, str]) -> list[str]:
     for c in plan.cells:
         level = c.level_map
         stage_cols = [
-            " ".join(GLYPH[states.get(j, "pending")] + j.split("/")[1][:8] for j in plan.cell_jobs[c.id][s]) or "—"
+            " ".join(GLYPH[states.get(j, "pending")] + j.split("/")[1][:8] for j in plan.stage_jobs(c.id, s)) or "—"
             for s in STAGE_ORDER
         ]
         name = c.baseline or ""

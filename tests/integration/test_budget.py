@@ -65,11 +65,18 @@ def test_budget_sweep(tmp_path: Path):
         metrics = json.loads((store / key / "metrics.json").read_text())
         assert metrics["n_samples"] == pytest.approx(BUDGET["budget"])
         assert metrics["design"]["max_drawn"] == drawn.max()
+        # maj and the response statistics are the first round's: the same samples per problem for every checkpoint
+        first_metrics = json.loads((store / cfg["first_round"] / "metrics.json").read_text())["metrics"]
+        assert "maj@n" not in metrics["metrics"] and metrics["metrics"]["maj@2"] == first_metrics["maj@2"]
+        assert metrics["metrics"]["truncation_rate"] == first_metrics["truncation_rate"]
         per_problem = merged.groupby("problem_id")["correct"].mean()
         assert metrics["metrics"]["pass@1"] == pytest.approx(per_problem.mean())
         # on CPU the engine is seeded, not the request: round 2's engine seed lies past every round-1 seed
         second = merged[merged["round"] == 2]
         assert second["seed"].min() >= 0 + 2 * len(order) and set(second["seed"]).isdisjoint(set(first["seed"]))
+    # each checkpoint samples its own random stream: the two first rounds share no seed
+    firsts = [pd.read_parquet(store / m["config"]["first_round"] / "samples.parquet") for m in seconds.values()]
+    assert set(firsts[0]["seed"]).isdisjoint(set(firsts[1]["seed"]))
     # the report read both rounds and states the design
     report = (results / "report.md").read_text()
     assert "adaptive samples (2 of 2 evaluated cells)" in report

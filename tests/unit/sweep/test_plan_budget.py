@@ -123,3 +123,25 @@ def test_cost_counts_budget_times_problems(tmp_path: Path):
 
     assert eval_hours(BUDGET) == pytest.approx(eval_hours(16))
     assert eval_hours(BUDGET) == pytest.approx(4 * eval_hours(4))
+
+
+def test_the_views_show_a_failed_first_round(write_spec, in_tmp, capsys):
+    """The report and log read the second round; status and plan must still show the first, or a failed first
+    round would leave its cell's evaluation 'pending' with nothing to say why."""
+    from framework.cli import main
+    from framework.sweep.view import cell_state
+
+    path = write_spec(with_samples(BUDGET))
+    assert main(["plan", str(path), "--json", "--no-build"]) == 0
+    cell = json.loads(capsys.readouterr().out)["cells"][0]
+    assert len(cell["stages"]["eval"]) == 2  # the first round, then the second
+    plan = build_plan(spec_from_dict(with_samples(BUDGET)))
+    first = plan.cell_jobs[plan.cells[0].id]["eval_first_round"][0]
+    store = Store(in_tmp / "results" / "mini" / "store")
+    (store.root / "eval").mkdir(parents=True, exist_ok=True)
+    store._record_failure("eval", first.split("/")[1], RuntimeError("the engine ran out of memory"))
+    assert main(["status", str(path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["stages"]
+    assert any(r["stage"] == "eval" and r["key"] == first.split("/")[1] and r["state"] == "failed" for r in rows)
+    states = {first: "failed"}
+    assert cell_state(states, plan.stage_jobs(plan.cells[0].id, "eval")) == "failed"
