@@ -222,6 +222,7 @@ class CrossedDesign:
     sampling: np.ndarray  # (arms,): mean sampling variance of one cell's rate
     n_problems: int
     problems_vary: bool
+    seed_effect: float  # the pooled seed main effect's variance on the logit scale (may be estimated below 0)
     over: tuple[str, ...]  # the populations the intervals speak for: ("seed", "problem"), ("problem",), ...
     too_few_seed_df: int  # the pooled seed variance's degrees of freedom when above 0 but below MIN_SEED_DF
 
@@ -323,6 +324,7 @@ def crossed_design(
         sampling=np.array([a.sampling_variance() for a in arms]),
         n_problems=n_problems,
         problems_vary="problem" in generalize and n_problems > 1,
+        seed_effect=scale,
         over=tuple(
             x for x in LEVELS if x in generalize and (x != "seed" or seed_df) and (x != "problem" or n_problems > 1)
         ),

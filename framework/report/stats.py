@@ -152,6 +152,12 @@ def _design_notes(arms: Sequence[Arm], design: CrossedDesign) -> list[str]:
             "fine-tunes on other problems (`over`: problem). Add a seed to every arm, or arms; `ablate plan` shows "
             "what each design can detect"
         ]
+    if "seed" in design.over and design.seed_effect <= 0:
+        return [
+            "the training seeds of each arm differ no more than their sampled responses' noise predicts (the seed "
+            f"effect is estimated at or below 0 on {design.seed_df:.1f} degrees of freedom): the intervals rest on "
+            "problems and samples, and an arm's seed share reads 0%; with few seeds that estimate is itself rough"
+        ]
     if "seed" not in design.over and all(a.counts.n_seeds == 1 for a in trained):
         return [
             "one training run per arm: every interval and test is for these fine-tunes on other problems, not for "

@@ -393,3 +393,13 @@ def test_an_arm_that_never_succeeds_gets_a_rule_of_three_note() -> None:
     assert row["ci_low"] == row["ci_high"] == 0.0
     assert any(n.startswith("mask: every sample is wrong") and "within 10.0% of 0%" in n for n in cmp.notes)
     assert not any(n.startswith("keep:") and "rule of three" in n for n in cmp.notes)
+
+
+def test_seeds_that_vary_no_more_than_their_noise_are_said_to():
+    """Seed means equal while cells scatter: the pooled seed effect is estimated below 0, every arm's seed share
+    reads 0%, and the report says why rather than leaving a reader to wonder at 0% from two seeds."""
+    crossed = ArmCounts(np.array([[10, 0, 10, 0, 5, 5], [0, 10, 0, 10, 5, 5]]), np.full((2, 6), 10))
+    arms = [Arm(n, {"f": n}, crossed) for n in ("a", "b", "c", "d")]
+    cmp = compare_arms(arms, {"f": ["a", "b", "c", "d"]}, {"f": "a"}, n_perm=50)
+    assert (cmp.arms["share_seeds"] == 0).all() and set(cmp.arms["over"]) == {"seed+problem"}
+    assert any(n.startswith("the training seeds of each arm differ no more than") for n in cmp.notes)
