@@ -155,8 +155,9 @@ def _design_notes(arms: Sequence[Arm], design: CrossedDesign) -> list[str]:
     if "seed" in design.over and design.seed_effect <= 0:
         return [
             "the training seeds of each arm differ no more than their sampled responses' noise predicts (the seed "
-            f"effect is estimated at or below 0 on {design.seed_df:.1f} degrees of freedom): the intervals rest on "
-            "problems and samples, and an arm's seed share reads 0%; with few seeds that estimate is itself rough"
+            f"effect is estimated at or below 0 on {design.seed_df:.1f} degrees of freedom): what the seed shares hold "
+            "is the seeds' scatter from problem to problem, not a shift of whole training runs; with few seeds that "
+            "estimate is itself rough"
         ]
     if "seed" not in design.over and all(a.counts.n_seeds == 1 for a in trained):
         return [

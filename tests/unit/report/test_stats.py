@@ -396,8 +396,8 @@ def test_an_arm_that_never_succeeds_gets_a_rule_of_three_note() -> None:
 
 
 def test_seeds_that_vary_no_more_than_their_noise_are_said_to():
-    """Seed means equal while cells scatter: the pooled seed effect is estimated below 0, every arm's seed share
-    reads 0%, and the report says why rather than leaving a reader to wonder at 0% from two seeds."""
+    """Seed means equal while cells scatter: the pooled seed effect is estimated below 0 and the report says so,
+    rather than leaving a reader to wonder at a seed share of 0% from two seeds."""
     crossed = ArmCounts(np.array([[10, 0, 10, 0, 5, 5], [0, 10, 0, 10, 5, 5]]), np.full((2, 6), 10))
     arms = [Arm(n, {"f": n}, crossed) for n in ("a", "b", "c", "d")]
     cmp = compare_arms(arms, {"f": ["a", "b", "c", "d"]}, {"f": "a"}, n_perm=50)
