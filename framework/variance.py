@@ -18,10 +18,12 @@ where c[p] = sum_a w[a] * (true per-problem rate of arm a) and V[a] = var(seed) 
 sampling) / P is the variance of one seed's pass@1 about the arm's mean. Method-of-moments (ANOVA) estimates,
 unbiased in every term:
 
-* V: the variance of the per-seed means, on S-1 degrees of freedom per arm -- pooled over the trained arms
-  (the same model and recipe; the arms differ in their data), on sum(S-1) degrees of freedom. It is never
-  truncated: a 1-degree-of-freedom seed variance that is often estimated near 0 made 2-seed differences cover 75%
-  whenever it was, since then the interval had no seed part and no widening.
+* V: each arm's per-seed means vary by a seed main effect plus the residual's share over P. The main effect is
+  pooled over the trained arms (the same model and recipe; the arms differ in their data) on the logit scale --
+  a seed shifts an arm's logits, which moves pass@1 by its slope mean p(1-p) -- with effective degrees of freedom
+  up to sum(S-1), and the pool is not truncated: a 1-degree-of-freedom seed variance per arm, often estimated
+  near 0 and truncated, made 2-seed differences cover 75% whenever it was (no seed part, no widening). Only an
+  arm's V as a whole is kept at or above 0.
 * var_p(c): the sample variance of the per-problem contrast over problems, less the seed-level noise it holds
   (each arm's two-way ANOVA residual over its S), truncated at 0 -- a term on P-1 degrees of freedom, so the
   truncation costs little.
@@ -30,8 +32,9 @@ The interval is estimate +- t(nu) * SE, nu by Welch-Satterthwaite over the terms
 same t: p < alpha exactly when the 1-alpha interval excludes 0, and it generalizes over problems and training runs
 like the interval does. A baseline is one fixed model: only its problems and samples vary. With one seed per arm
 there is no seed variance to estimate: a contrast is then conditional on those fine-tunes; an arm with one seed
-among arms with several takes the pooled V. A pooled seed variance on fewer than MIN_SEED_DF degrees of freedom
-is not used either (see there): the intervals then speak for these fine-tunes, and say so. Simulated coverage and size are checked in
+among arms with several takes the pooled V. A design whose seeds give the pool fewer than MIN_SEED_DF degrees
+of freedom (counted from the design, sum(S-1), never from the estimates) does not pool either (see there): the
+intervals then speak for these fine-tunes, and say so. Simulated coverage and size are checked in
 tests/unit/report/test_stats.py.
 """
 
@@ -309,6 +312,8 @@ def crossed_design(
     too_few = nominal if 0 < nominal < MIN_SEED_DF else 0
     if too_few or not nominal:  # too uncertain to carry an interval over training runs: these fine-tunes only
         seed_df, generalize = 0.0, generalize - {"seed"}
+    elif seed_df == 0:  # every arm at 0% or 100%: no seed shows a spread, on the design's degrees of freedom
+        seed_df = float(nominal)
     seeds_vary = trained_mask & (seed_df > 0)
     seed_vars = np.where(seeds_vary, np.maximum(slopes**2 * scale + residual / n_problems, 0.0), 0.0)
     return CrossedDesign(
@@ -364,7 +369,7 @@ class Components:
         seed_part = 2 * (self.seed + cell / p) / s
         problem_part = self.interaction / p
         variance = problem_part + seed_part
-        if seed_df == 0:
+        if seed_df < MIN_SEED_DF:  # the report will not test over training runs: no detectable difference
             df = 0.0
         else:
             denom = sum(v**2 / d for v, d in ((problem_part, p - 1), (seed_part, seed_df)) if v > 0)
@@ -406,12 +411,13 @@ def measured_components(arms: Sequence[ArmCounts], trained: Sequence[bool], sour
     residuals = [a.residual() for a in cells]
     resid = [v for v, d in residuals if d]
     sampling = float(np.mean([a.sampling_variance() for a in cells]))
-    several = [a for a in cells if a.n_seeds > 1]
+    several = np.array([a.n_seeds > 1 for a in cells])
     seed = ASSUMED.seed
-    if several:
-        df = sum(a.n_seeds - 1 for a in several)
-        v = sum((a.n_seeds - 1) * a.rates.mean(axis=1).var(ddof=1) for a in several) / df
-        seed = max(v - (float(np.mean(resid)) / n_problems if resid else 0.0), 0.0)
+    if several.any():  # pooled on the logit scale as the report pools it, then at the arms' mean squared slope
+        slopes = np.array([float((r * (1 - r)).mean()) for r in (a.problem_rates() for a in cells)])
+        res = np.array([v if d else (float(np.mean(resid)) if resid else 0.0) for v, d in residuals])
+        scale, _ = _logit_seed_variance(cells, several, slopes, res, n_problems)
+        seed = max(scale, 0.0) * float((slopes**2).mean())
     gaps = []
     for i, a in enumerate(cells):
         for b in cells[i + 1 :]:

@@ -35,6 +35,7 @@ from framework.locations import resolve_path
 from framework.registry import BENCHMARKS
 from framework.spec.models import BenchmarkSpec, EvalSpec, SampleBudget, first_round
 from framework.store import write_json_atomic
+from framework.sweep.plan import SEED_SLOT
 
 if TYPE_CHECKING:
     from framework.sweep.execute import StageContext
@@ -275,12 +276,17 @@ def _offset(ev: EvalSpec, config: dict[str, Any]) -> EvalSpec:
 
 
 def _first_round_statistics(samples: pd.DataFrame, metrics: dict[str, float]) -> dict[str, float]:
-    """Under a budget, pass@k from both rounds (unbiased per problem whatever its count), everything else -- maj,
+    """Under a budget, pass@k and the counts from both rounds (pass@k is unbiased per problem whatever its count),
+    everything else -- maj,
     answer and truncation rates, lengths, reflections -- from the first round alone: those weigh responses, and the
     second round gives some problems many more of them, differently for every checkpoint."""
     first = benchmark_metrics(samples[samples["round"] == 1], ks=(1,), subset_col="subset")
-    is_pass = lambda key: key.rsplit("/", 1)[-1].startswith("pass@")  # noqa: E731
-    return {k: v for k, v in metrics.items() if is_pass(k)} | {k: v for k, v in first.items() if not is_pass(k)}
+
+    def both(key: str) -> bool:  # pass@k, and the counts of what was drawn
+        name = key.rsplit("/", 1)[-1]
+        return name.startswith("pass@") or name in ("n_problems", "n_samples")
+
+    return {k: v for k, v in metrics.items() if both(k)} | {k: v for k, v in first.items() if not both(k)}
 
 
 def _write(
@@ -387,6 +393,12 @@ def run_second_round(ctx: StageContext) -> None:
     budget = SampleBudget(**cfg["samples"])
     f = budget.first_round
     keys = _problem_keys(s.problems)
+    if budget.budget * len(keys) > SEED_SLOT:  # else its seeds would run into the next checkpoint's
+        raise ValueError(
+            f"a budget of {budget.budget} on {len(keys)} problems draws {budget.budget * len(keys):,} samples, more "
+            f"than the {SEED_SLOT:,} seeds a checkpoint has under a budget: lower eval.samples.budget or the "
+            "benchmark's limit"
+        )
     counts = {k: first_round_counts(ctx.input_dir(f"eval/{k}"), keys) for k in cfg["reference"]}
     target = cfg.get("seeds_per_arm") and variance_target(budget.target_half_width, cfg["seeds_per_arm"])
     alloc = checkpoint_allocation(counts, cfg["reference"], budget, len(keys), max_variance=target or None)

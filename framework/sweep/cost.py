@@ -324,7 +324,8 @@ def slurm_hours(limit: str | None) -> float | None:
         h, m, sec = 0, parts[0], parts[1]
     else:
         h, m, sec = parts
-    return int(days or 0) * 24 + h + m / 60 + sec / 3600
+    hours = int(days or 0) * 24 + h + m / 60 + sec / 3600
+    return hours or None  # sbatch reads a limit of 0 as none
 
 
 def time_limit_notes(spec: AblationSpec, stage: StageCost) -> list[str]:
@@ -339,11 +340,13 @@ def time_limit_notes(spec: AblationSpec, stage: StageCost) -> list[str]:
         return []
     if stage.stage == "train":
         return [
-            f"about {wall:.1f} h per job against the Slurm time limit {limit_text} ({where}): each training stops at a "
-            f"checkpoint and requeues about {int(wall // limit)} time(s), waiting in the queue each time"
+            f"about {wall:.1f} h per job on average against the Slurm time limit {limit_text} ({where}): each "
+            f"training stops at a checkpoint and requeues about {math.ceil(wall / limit) - 1} time(s) (at most "
+            f"launcher.slurm.max_requeues = {spec.launcher.slurm.max_requeues}), waiting in the queue each time"
         ]
     return [
-        f"about {wall:.1f} h per job against the Slurm time limit {limit_text} ({where}): a {stage.stage} job cut at "
+        f"about {wall:.1f} h per job on average against the Slurm time limit {limit_text} ({where}): a "
+        f"{stage.stage} job cut at "
         "the limit starts over when requeued and may never finish; raise the limit (the estimate is an upper bound "
         "until a job of this sweep has finished)"
     ]

@@ -337,14 +337,18 @@ def budgets(spec: AblationSpec) -> dict[str, SampleBudget]:
     return {name: s for name, s in out.items() if isinstance(s, SampleBudget)}
 
 
+SEED_SLOT = 131072
+
+
 def seed_offset(config: dict[str, Any]) -> int:
     """Where a checkpoint's sampling seeds start under a sample budget, from its first round's settings: seeds are
     otherwise the same for every checkpoint (problem i, sample k), and two similar models drawing on one random
     stream have correlated outcomes -- the others' first rounds, which set this checkpoint's second, would then
-    partly be its own. 16,384 slots 2^17 seeds apart (room for 131,072 samples a checkpoint) below 2^31: two of
-    20 checkpoints share a slot with probability about 1%."""
+    partly be its own. 16,384 slots 2^17 seeds apart (room for SEED_SLOT = 131,072 samples a checkpoint, which
+    the second round checks) below 2^31: two of 20 checkpoints share a slot with probability about 1%, of 100
+    about 26%. A baseline with a `sampling.seed` of its own starts from there instead of 0."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    return int(digest[:8], 16) % 16384 * 131072
+    return int(digest[:8], 16) % 16384 * SEED_SLOT
 
 
 # How many other checkpoints' first rounds set the second round of a checkpoint without other seeds of its own arm.
@@ -357,8 +361,9 @@ def allocation_references(own: str, round1: dict[str, str], arm_of: dict[str, st
     says why). `round1`: cell -> its first-round job id; `arm_of`: cell -> arm.
 
     The others are picked by rendezvous hashing (the smallest hashes of own + other): a fixed few, so one failed
-    training blocks few second rounds, and the pick stays put when cells are added unless a new one ranks first --
-    a second round is keyed by its references, so a pick that moved would redo finished work."""
+    training blocks few second rounds, and the pick stays put when cells are added unless a new one ranks among
+    the first REFERENCES: a second round is keyed by its references, so a pick that moved would redo finished
+    work."""
     cell = next(c for c, j in round1.items() if j == own)
     same = sorted({j for c, j in round1.items() if j != own and arm_of[c] == arm_of[cell]})
     if same:
@@ -441,7 +446,7 @@ def plan_notes(spec: AblationSpec, model_idents: dict[str, dict[str, Any]], trai
         notes.append(
             f"eval: {name} samples {b.first_round} per problem from every checkpoint, then a second round per "
             f"checkpoint up to a mean of {b.budget} (at most {b.max} per problem) where the other seeds of its arm "
-            "(else the other checkpoints) varied most; its own first round never decides it, so pass@1 stays unbiased"
+            "(else three other checkpoints) varied most; its own first round never decides it, so pass@1 stays unbiased"
             + (f"; it stops once sampling adds at most {b.target_half_width:g} to an arm difference's 95% half-width"
                if b.target_half_width is not None else "")
         )  # fmt: skip

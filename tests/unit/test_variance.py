@@ -63,3 +63,11 @@ def test_projection_follows_the_design():
     assert ASSUMED.pair(256, 64, 3, 6).narrows_most() == "seeds"
     # an AIME-sized benchmark with many seeds: the problems do
     assert ASSUMED.pair(30, 64, 10, 2).narrows_most() == "problems"
+
+
+def test_no_detectable_difference_where_the_report_will_not_test():
+    """Two arms of two seeds pool 2 degrees of freedom: the report will not test over training runs, so plan must
+    not promise a difference -- even when the seed variance is 0 and the combined degrees of freedom would pass."""
+    flat = Components(interaction=0.02, seed=0.0, seed_x_problem=0.0, bernoulli=0.15, source="test")
+    assert flat.detectable(flat.pair(100, 4, 2, 2)) is None and flat.detectable(flat.pair(100, 4, 2, 3)) is None
+    assert flat.detectable(flat.pair(100, 4, 2, 4)) is not None  # 4 degrees of freedom

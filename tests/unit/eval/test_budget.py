@@ -143,3 +143,23 @@ def test_a_second_round_refuses_a_first_round_of_other_weights_or_other_problems
     done("train", "t1", {"finished": "2026-02-01T00:00:00"})  # retrained
     with pytest.raises(StaleFirstRound, match="earlier build of train/t1"):
         _check_first_round(ctx, "e1", None)
+
+
+def test_counts_come_from_both_rounds_and_response_statistics_from_the_first():
+    import pandas as pd
+
+    from framework.eval.stage import _first_round_statistics
+    from framework.grading.metrics import benchmark_metrics
+
+    rows = []
+    for pid, (first, second) in enumerate([(2, 6), (2, 0), (2, 2)]):  # problems drawn 8, 2 and 4 times
+        for i in range(first + second):
+            rows.append(
+                {"problem_id": str(pid), "sample_index": i, "subset": "s", "correct": i % 2 == 0, "answer": "1",
+                 "finish_reason": "length" if i >= first else "stop", "n_tokens": 10 + i, "round": 1 if i < first else 2}
+            )  # fmt: skip
+    samples = pd.DataFrame(rows)
+    both = _first_round_statistics(samples, benchmark_metrics(samples, subset_col="subset"))
+    assert both["n_samples"] == 14 and both["n_problems"] == 3 and both["s/n_samples"] == 14
+    assert both["truncation_rate"] == 0.0  # the second round's truncated responses do not skew it
+    assert "maj@2" in both and "maj@n" not in both

@@ -403,3 +403,11 @@ def test_seeds_that_vary_no_more_than_their_noise_are_said_to():
     cmp = compare_arms(arms, {"f": ["a", "b", "c", "d"]}, {"f": "a"}, n_perm=50)
     assert (cmp.arms["share_seeds"] == 0).all() and set(cmp.arms["over"]) == {"seed+problem"}
     assert any(n.startswith("the training seeds of each arm differ no more than") for n in cmp.notes)
+
+
+def test_arms_that_never_vary_keep_the_design_s_seed_level():
+    """Every arm at 0%: no seed shows a spread, but the design pools 4 degrees of freedom, so the rows still speak
+    for training runs (with no seed variance) rather than silently turning into "these fine-tunes"."""
+    zero = ArmCounts(np.zeros((2, 5), dtype=int), np.full((2, 5), 4))
+    design = crossed_design([zero] * 4)
+    assert design.over == ("seed", "problem") and design.seed_df == 4

@@ -191,6 +191,7 @@ def test_slurm_time_limits_in_hours():
     assert slurm_hours("06:00:00") == 6.0
     assert slurm_hours("1-12") == 36.0 and slurm_hours("2-01:30") == 49.5 and slurm_hours("1-00:00:36") == 24.01
     assert slurm_hours("UNLIMITED") is None and slurm_hours(None) is None
+    assert slurm_hours("0") is None and slurm_hours("00:00:00") is None  # sbatch reads 0 as no limit
 
 
 def test_plan_warns_when_a_job_outlasts_its_slurm_time_limit(spec_dict, tmp_path):
