@@ -36,6 +36,7 @@ from framework.registry import BENCHMARKS
 from framework.spec.models import BenchmarkSpec, EvalSpec, SampleBudget, first_round
 from framework.store import write_json_atomic
 from framework.sweep.plan import SEED_SLOT
+from framework.variance import problem_counts
 
 if TYPE_CHECKING:
     from framework.sweep.execute import StageContext
@@ -331,10 +332,8 @@ def _problem_keys(frame: pd.DataFrame) -> pd.Series:
 def first_round_counts(path: Path, keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Correct and total samples per problem of a stored evaluation, in the order of `keys` (0 where absent)."""
     df = pd.read_parquet(path / "samples.parquet", columns=["subset", "problem_id", "correct"])
-    df["key"] = _problem_keys(df)
-    df["correct"] = df["correct"].astype("boolean").fillna(False).astype(int)
-    table = df.groupby("key")["correct"].agg(["sum", "count"]).reindex(keys, fill_value=0)
-    return table["sum"].to_numpy(), table["count"].to_numpy()
+    table = problem_counts(df).set_index("key").reindex(keys, fill_value=0)
+    return table["correct"].to_numpy(), table["total"].to_numpy()
 
 
 def _generate_counts(s: _Setup, ev: EvalSpec, counts: np.ndarray, seeds: list[int]) -> list[list[dict]]:
