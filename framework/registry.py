@@ -102,6 +102,7 @@ BENCHMARKS = Registry(
             "math-500": "MATH_500",
             "gpqa-diamond": "GPQA_DIAMOND",
             "toy": "TOY",
+            "toy-dev": "TOY_DEV",
         }.items()
     },
 )

@@ -50,3 +50,9 @@ GPQA_DIAMOND = Benchmark(
     description="Multiple choice; options are shuffled with a fixed seed per question.",
 )
 TOY = Benchmark("toy", hub=None, description="Held-out problems of the toy world, generated in code.")
+TOY_DEV = Benchmark(
+    "toy-dev",
+    hub=None,
+    split="dev",
+    description="The toy world's development problems, disjoint from `toy` and from the pool: for validation.",
+)

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from framework import hub_data
+from framework.annotations import normalize_problem
 from framework.benchmarks import BenchmarkError
 from framework.benchmarks.choices import multiple_choice
 from framework.fetch import fetch_hint
@@ -51,8 +52,8 @@ def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
         if path is None:
             raise BenchmarkError(f"benchmark {bench.name}: file {bench.path!r} does not exist{fetch_hint(bench.path)}")
         frame = _read_local(path)
-    elif bench.name == "toy" or getattr(info, "name", None) == "toy":
-        frame = pd.DataFrame(benchmark_rows(make_world(0), split="test"))
+    elif getattr(info, "name", bench.name) in ("toy", "toy-dev"):
+        frame = pd.DataFrame(benchmark_rows(make_world(0), split=info.split))
     elif getattr(info, "hub", None):
         frame = _read_hub(info, bench.revision)
     else:
@@ -90,3 +91,9 @@ def load_benchmark(bench: BenchmarkSpec, resolve: Any) -> pd.DataFrame:
     if origin is not None:  # the dataset and commit read, for the eval stage to record
         out.attrs["hub"] = origin
     return out
+
+
+def problem_overlap(problems: pd.DataFrame, other: pd.DataFrame) -> list[str]:
+    """Ids of `problems` whose text (case and whitespace aside) is also a problem of `other`."""
+    seen = {normalize_problem(str(t)) for t in other["problem"]}
+    return [str(i) for i, t in zip(problems["problem_id"], problems["problem"]) if normalize_problem(str(t)) in seen]

@@ -589,6 +589,11 @@ class AblationSpec(SpecModel):
     )
     prompt: PromptSpec = Field(default_factory=PromptSpec, description="Prompt format (training and evaluation).")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Fine-tuning recipe.")
+    search: SearchSpec | None = Field(
+        None,
+        description="Tune train fields per arm (or once, on the reference arm) on a validation benchmark before the "
+        "final cells train; default: every arm trains with `train` as written.",
+    )
     eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow logging.")
     launcher: LauncherSpec = Field(default_factory=LauncherSpec, description="Where stage jobs run.")
@@ -658,6 +663,19 @@ class AblationSpec(SpecModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _search_needs_training(self) -> AblationSpec:
+        if self.search is not None and not self.trains:
+            raise ValueError(
+                "search: this spec trains nothing (baselines and no factors), so there is no recipe to tune"
+            )
+        return self
+
+    @property
+    def trial_seed(self) -> int:
+        """The training and data seed of a search's trials."""
+        return self.search.seed if self.search is not None and self.search.seed is not None else self.seeds[0]
+
     @field_validator("baselines")
     @classmethod
     def _baselines_unique(cls, v: list[BaselineSpec]) -> list[BaselineSpec]:
@@ -669,3 +687,6 @@ class AblationSpec(SpecModel):
 
 
 BaselineSpec.model_rebuild()  # its prompt and sampling types are defined below it
+from framework.spec.search import SearchSpec  # noqa: E402  (it builds on the models above)
+
+AblationSpec.model_rebuild()

@@ -15,25 +15,29 @@ Arm = tuple[tuple[str, str], ...]  # ((factor, level), ...) in the spec's factor
 
 @dataclass(frozen=True)
 class Cell:
-    """One trained-and-evaluated unit: an arm (a level per factor) and a seed, or a baseline model."""
+    """One trained-and-evaluated unit: an arm (a level per factor) and a seed, or a baseline model. Under a search,
+    a trained cell also names the recipe it trains with: "shared" (the reference arm's best) or "own" (its arm's)."""
 
     levels: Arm
     seed: int | None
     baseline: str | None
     key: str
+    recipe: str | None = None
 
     @cached_property
     def arm_id(self) -> str:
         """The cell's id without its seed: replicates of one arm share it."""
         if self.baseline is not None:
             return f"baseline={self.baseline}"
-        return ",".join(f"{f}={lv}" for f, lv in self.levels) or "all"
+        parts = [f"{f}={lv}" for f, lv in self.levels] + ([f"recipe={self.recipe}"] if self.recipe else [])
+        return ",".join(parts) or "all"
 
     @cached_property
     def id(self) -> str:
         if self.baseline is not None:
             return self.arm_id
-        return ",".join([*(f"{f}={lv}" for f, lv in self.levels), f"seed={self.seed}"])
+        recipe = [f"recipe={self.recipe}"] if self.recipe else []
+        return ",".join([*(f"{f}={lv}" for f, lv in self.levels), *recipe, f"seed={self.seed}"])
 
     @property
     def level_map(self) -> dict[str, str]:
@@ -83,13 +87,29 @@ def arm_definition(spec: AblationSpec, arm: Arm) -> list[list]:
     return out
 
 
+def recipes(spec: AblationSpec) -> list[str | None]:
+    """The recipes every arm trains with: the spec's (no search); the reference arm's best (shared); or, per arm,
+    both the reference arm's best and the arm's own, which the report sets side by side."""
+    if spec.search is None:
+        return [None]
+    return ["shared"] if spec.search.mode == "shared" else ["shared", "own"]
+
+
+def reference_arm(spec: AblationSpec) -> Arm:
+    """The arm whose levels are every factor's reference: the shared recipe is searched on it."""
+    return tuple((f, spec.factors[f].reference_level) for f in spec.factors)
+
+
 def expand(spec: AblationSpec) -> list[Cell]:
-    """Arms x seeds, then baselines. Deterministic: same spec, same cells in the same order with the same keys."""
+    """Arms x recipes x seeds, then baselines. Deterministic: same spec, same cells in the same order with the
+    same keys."""
     cells = []
     for arm in _arms(spec):
         definition = arm_definition(spec, arm)
-        for seed in spec.seeds:
-            cells.append(Cell(arm, seed, None, content_key({"arm": definition, "seed": seed})))
+        for recipe in recipes(spec):
+            extra = {"recipe": recipe} if recipe else {}  # cells without a search keep their keys
+            for seed in spec.seeds:
+                cells.append(Cell(arm, seed, None, content_key({"arm": definition, "seed": seed, **extra}), recipe))
     for b in spec.baselines:
         model = (b.model or spec.model).model_dump(mode="json")
         cells.append(Cell((), None, b.name, content_key({"baseline": b.name, "model": model})))

@@ -36,7 +36,8 @@ from framework.spec.models import (
     first_round,
 )
 from framework.spec.pool import GenerateSpec
-from framework.sweep.grid import Cell, arm_definition, expand
+from framework.spec.search import SearchSpec
+from framework.sweep.grid import Arm, Cell, arm_definition, expand, reference_arm
 from framework.sweep.resources import TrainConfigError, layout, stage_resources
 from framework.sweep.stages import STAGES
 
@@ -325,6 +326,48 @@ def eval_config(ev: EvalSpec) -> dict[str, Any]:
     return {**ev.model_dump(mode="json", exclude=unkeyed), "samples": first_round(ev.samples)}
 
 
+def validation_overlap(spec: AblationSpec, spec_dir: Path | None) -> list[str]:
+    """A search's validation problems that are also problems of a test benchmark, by text (case and whitespace
+    aside): tuning on them would leak the test set into the recipe. Checked here for benchmarks that load without
+    the hub (local files, the toy world); the search stage checks the rest before its first trial."""
+    # Imported here: loading a benchmark reads pandas and the toy world, which only a search's plan needs.
+    from framework.benchmarks import BenchmarkError
+    from framework.benchmarks.loading import load_benchmark, problem_overlap
+
+    assert spec.search is not None
+    validation = spec.search.objective.benchmark
+    if not _loads_offline(validation):
+        return []
+
+    def load(b: BenchmarkSpec) -> Any:
+        return load_benchmark(b, lambda p: resolve_path(p, spec_dir))
+
+    try:
+        held_out = load(validation)
+    except BenchmarkError:  # a missing file is reported where the benchmark's identity is taken
+        return []
+    problems = []
+    for i, bench in enumerate(spec.eval.benchmarks):
+        if not _loads_offline(bench):
+            continue
+        try:
+            shared = problem_overlap(held_out, load(bench))
+        except BenchmarkError:
+            continue
+        if shared:
+            shown = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+            problems.append(
+                f"search.objective.benchmark: {len(shared)} validation problem(s) are also in eval.benchmarks[{i}] "
+                f"({bench.name}): {shown}; a recipe tuned on test problems overstates every arm -- validate on "
+                "problems the sweep never scores"
+            )
+    return problems
+
+
+def _loads_offline(bench: BenchmarkSpec) -> bool:
+    return bench.path is not None or (_benchmark_hub(bench) is None and bench.name in ("toy", "toy-dev"))
+
+
 def first_round_identity(bident: dict[str, Any]) -> dict[str, Any]:
     """A benchmark's identity for its first-round evaluation: a budget of its own keyed as its first round."""
     samples = bident.get("samples")
@@ -541,6 +584,44 @@ def data_config(spec: AblationSpec, cell: Cell) -> dict[str, Any]:
     return config
 
 
+def job_key(stage: str, config: dict[str, Any], deps: list[str]) -> str:
+    """A stage job's key: what it computes from (its config and its inputs' ids) and the stage's code version. A
+    search's trials key their training and validation jobs with it, as the plan would."""
+    return content_key({"stage": stage, "version": STAGES[stage].version, "config": config, "deps": deps})
+
+
+def study_config(
+    spec: AblationSpec, arm: Arm, shared: SharedSlices, validation: dict[str, Any]
+) -> dict[str, Any]:  # fmt: skip
+    """What a search's study hashes: the arm, the training every trial shares (its parameters aside), the
+    validation evaluation and the search's own settings (how many workers pull its trials, and where its storage
+    is, are how it runs: not keyed)."""
+    search = spec.search
+    assert search is not None
+    settings = search.model_dump(mode="json", exclude={**run_only_fields(SearchSpec), "objective": {"benchmark"}})
+    settings["trials"] = search.n_trials
+    samples = search.objective.samples or first_round(spec.eval.samples)
+    return {
+        "arm": arm_definition(spec, arm),
+        "train": {
+            "model": shared.base_model,
+            "dtype": spec.model.dtype,
+            "prompt": shared.prompt,
+            "train": shared.train,
+            "seed": spec.trial_seed,
+        },
+        "validation": {
+            "validation": True,
+            "dtype": spec.model.dtype,
+            "benchmark": validation,
+            "prompt": shared.prompt,
+            "eval": {**shared.eval, "samples": samples},
+            "reflection_keywords": spec.annotate.reflection_keywords,
+        },
+        "search": settings,
+    }
+
+
 @dataclass
 class _Planner:
     """The jobs of one plan as its cells add them (in a valid topological order), and what planning them found:
@@ -554,10 +635,11 @@ class _Planner:
     jobs: dict[str, Job] = field(default_factory=dict)
     generated: dict[int, str] = field(default_factory=dict)  # pool index -> generate job id
     generated_configs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None  # a search's validation benchmark identity, once taken
 
     def add(self, stage: str, config: dict[str, Any], deps: list[str], cell: str) -> str:
         """The job's id; a job already added by another cell is shared, and lists this cell too."""
-        key = content_key({"stage": stage, "version": STAGES[stage].version, "config": config, "deps": deps})
+        key = job_key(stage, config, deps)
         jid = f"{stage}/{key}"
         if jid not in self.jobs:
             self.jobs[jid] = Job(stage, key, deps, config)
@@ -663,8 +745,41 @@ class _Planner:
             "train": shared.train,
             "seed": cell.seed,
         }
-        stages["train"] = [self.add("train", train_cfg, stages["model"] + stages["data"], cell.id)]
+        deps = stages["model"] + stages["data"]
+        stages["search"] = []
+        if cell.recipe is not None:  # trained with the parameters a study chose (its select job's output)
+            stages["search"] = self.study_jobs(
+                reference_arm(self.spec) if cell.recipe == "shared" else cell.levels, cell
+            )
+            train_cfg["recipe"] = self.jobs[stages["search"][-1]].key
+            deps = deps + stages["search"][-1:]
+        stages["train"] = [self.add("train", train_cfg, deps, cell.id)]
         return stages
+
+    def study_jobs(self, arm: Arm, cell: Cell) -> list[str]:
+        """A study's worker jobs, which pull its trials from Optuna's storage, then its select job, which records
+        the best parameters once every worker is done. Both wait for the trials' data (the arm at the search's
+        seed). The select job is keyed by the study alone: how many workers ran it is not what it found."""
+        spec, shared = self.spec, self.shared
+        search = spec.search
+        assert search is not None
+        trial_cell = Cell(arm, spec.trial_seed, None, "")
+        model = self.model_job(shared.base_model, cell.id)
+        pool = [self.add("pool", shared.pool, model + self.generate_jobs(cell.id), cell.id)]
+        deps = [*model, self.add("data", data_config(spec, trial_cell), pool, cell.id)]
+        if self.validation is None:
+            bench = search.objective.benchmark
+            self.validation = benchmark_identity(bench, self.spec_dir, self.problems, "search.objective.benchmark")
+            self.problems += validation_overlap(spec, self.spec_dir)
+        study = study_config(spec, arm, shared, self.validation)
+        workers = [
+            self.add("search", {"role": "worker", "study": study, "worker": i}, deps, cell.id)
+            for i in range(search.workers)
+        ]
+        select = self.add("search", {"role": "select", "study": study}, deps, cell.id)
+        job = self.jobs[select]
+        job.deps = list(dict.fromkeys([*job.deps, *workers]))  # ordering only: added after the key was taken
+        return [*workers, select]
 
     def generate_jobs(self, cell: str) -> list[str]:
         """The generate job of each generated pool source, in pool order; a refinement waits for the generated
@@ -694,7 +809,7 @@ class _Planner:
             ident = model_identity(b.model, self.spec_dir, self.problems, f"baselines.{b.name}")
             self.model_idents[f"baselines.{b.name}"] = ident
         stages: dict[str, list[str]] = {"model": self.model_job(ident, cell)}
-        stages["generate"] = stages["pool"] = stages["data"] = stages["train"] = []
+        stages["generate"] = stages["pool"] = stages["data"] = stages["search"] = stages["train"] = []
         if "tiny" not in ident and ident.get("local") != "missing":
             self.problems += context_problems(self.spec, b.name, self.spec_dir)
         return stages, ident, (b.model or self.spec.model).dtype

@@ -42,6 +42,13 @@ STAGES: dict[str, Stage] = {
             "cpu",
             "apply a cell's factor levels and sample its training set",
         ),
+        Stage(
+            "search",
+            "1",
+            "framework.search.stage:run",
+            "gpu",
+            "tune train fields on a validation benchmark: Optuna trials of train and validation-eval jobs",
+        ),
         # train 2: examples that do not divide among the ranks are no longer trained twice per epoch
         Stage("train", "2", "framework.train.stage:run", "gpu", "full fine-tune (DeepSpeed ZeRO-3) on the cell's data"),
         # eval 2: samples stop at the chat turn end (a base model's config names only its EOS); samples of
@@ -57,7 +64,10 @@ STAGE_ORDER = list(STAGES)
 
 def job_device(stage: str, config: dict) -> str:
     """What one job of `stage` needs: the stage's device, except that a generation whose teacher is an endpoint
-    only sends requests (a GPU allocation would sit idle while a server elsewhere answers)."""
+    only sends requests (a GPU allocation would sit idle while a server elsewhere answers), and a search's select
+    job only reads its study."""
     if stage == "generate" and "endpoint_model" in (config.get("teacher") or {}):
+        return "cpu"
+    if stage == "search" and config.get("role") == "select":  # reads the study and writes the chosen parameters
         return "cpu"
     return STAGES[stage].device
