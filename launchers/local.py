@@ -34,7 +34,7 @@ from framework.sweep.live_runs import RUNS_DIR, live_runs
 from framework.sweep.live_runs import process_alive as _alive
 from framework.sweep.plan import Plan
 from framework.sweep.resources import processes_per_node
-from framework.sweep.stages import job_device
+from framework.sweep.stages import job_device, trains
 from launchers.base import Launcher, Task, exec_command, log_tail, shell_join
 from launchers.local_reaper import group_alive, process_start
 
@@ -83,7 +83,7 @@ def uses_gpu_off_slot(task: Task) -> bool:
 def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
     if job_device(task.stage, task.jobs[0].config) != "gpu" or available == 0:
         return 0
-    if task.stage == "train":
+    if trains(task.stage, task.jobs[0].config):
         return min(available, spec.train.processes or available)
     if task.stage == "generate":  # its own teacher's tensor parallelism
         return min(available, max(j.gpus or 1 for j in task.jobs))
@@ -91,9 +91,10 @@ def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
 
 
 def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
-    """A CPU training takes one slot per process, so two trainings never share cores they would both fill;
-    every other stage takes one. Capped at the pool, so that a training always fits on its own."""
-    need = processes_per_node(spec.train, gpus=0) if task.stage == "train" else 1
+    """A CPU training (or a search worker, whose trials train) takes one slot per process, so two trainings never
+    share cores they would both fill; every other stage takes one. Capped at the pool, so that a training always
+    fits on its own."""
+    need = processes_per_node(spec.train, gpus=0) if trains(task.stage, task.jobs[0].config) else 1
     return min(need, spec.launcher.local.cpu_slots)
 
 
@@ -158,7 +159,7 @@ class LocalLauncher(Launcher):
             for r in self._running.values():
                 _signal_group(r.proc, signal.SIGTERM)
             try:
-                training = any(r.task.stage == "train" for r in self._running.values())
+                training = any(trains(r.task.stage, r.task.jobs[0].config) for r in self._running.values())
                 grace = TRAIN_STOP_GRACE_S if training else STOP_GRACE_S
                 if training:
                     self._say(f"waiting up to {grace:.0f} s for training to checkpoint (Ctrl-C again to kill it now)")
@@ -318,7 +319,7 @@ class LocalLauncher(Launcher):
                 )
                 self._running[task.id] = Running(task, proc, gpus, log, time.monotonic(), cpu_slots)
                 self.states[task.id] = "running"
-                grace = TRAIN_STOP_GRACE_S if task.stage == "train" else STOP_GRACE_S
+                grace = TRAIN_STOP_GRACE_S if trains(task.stage, task.jobs[0].config) else STOP_GRACE_S
                 self._tell({"start": proc.pid, "ticks": process_start(proc.pid), "grace": grace, "log": str(log)})
         finally:
             if got:
@@ -528,7 +529,7 @@ def cancel_local(store: Store, echo: Any = print, poll_s: float = 0.2) -> list[i
             echo(f"not stopping {h.stage}/{h.key}: {h.describe()} (stop it where it runs)")
     targets: dict[int, tuple[str, float]] = {pid: (f"run pid {pid}", TRAIN_STOP_GRACE_S + 60) for pid in runs}
     for h in orphans:
-        grace = TRAIN_STOP_GRACE_S if h.stage == "train" else STOP_GRACE_S
+        grace = TRAIN_STOP_GRACE_S if h.stage in ("train", "search") else STOP_GRACE_S
         targets[h.pid] = (f"{h.stage}/{h.key} (pid {h.pid}, started by an earlier run at {h.started})", grace)
     groups = {h.pid for h in orphans if h.leader}  # a job the launcher started: its whole group (torchrun, vLLM)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from framework.locations import resolve_path, toy_model_path
-from framework.spec.models import TOY_MODELS, AblationSpec, ModelSpec, SampleBudget
+from framework.spec.models import TOY_MODELS, AblationSpec, BenchmarkSpec, ModelSpec, SampleBudget
 from framework.store import Store
 from framework.sweep.plan import Job, Plan
 from framework.sweep.resources import stage_resources
@@ -294,11 +294,12 @@ def estimate_cost(
     """GPU-hours of the jobs not done yet, per stage kind. `generation`: the generate stage's own estimates
     (`framework.generate.estimate`, as dicts), which the CLI computes; the core does not import that stage."""
     kind = GPU_TABLE[gpu]
-    done = {s: store.done_keys(s) for s in ("generate", "pool", "data", "train", "eval")}
+    done = {s: store.done_keys(s) for s in ("generate", "pool", "data", "search", "train", "eval")}
     stages = [
         s
         for s in (
             generation_cost(plan, spec_dir, kind, done["generate"], generation or []),
+            search_cost(plan, store, spec_dir, kind, done),
             train_cost(plan, store, spec_dir, kind, done),
             eval_cost(plan, store, spec_dir, kind, done["eval"]),
         )
@@ -377,6 +378,72 @@ def train_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, d
         hours += len(todo) * steps * step_s * (gpus or 1) / 3600
         notes.append(f"offload_optimizer: + {step_s:.0f} s per optimizer step on the CPU (assumed), GPUs idle")
     return StageCost("train", len(jobs), len(todo), hours, gpus, rate.source, notes)
+
+
+def search_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, done: dict[str, set[str]]) -> StageCost | None:  # fmt: skip
+    """A search's trials: each a training at the search's seed (priced at the mean of each searched range: epochs
+    scale it) and its validation evaluation. A study counts whole until its select job is done."""
+    spec, search = plan.spec, plan.spec.search
+    selects = [j for j in plan.by_stage("search") if j.config["role"] == "select"]
+    if search is None or not selects:
+        return None
+    size = model_size(spec.model, spec_dir)
+    train_rate = measured_train_rate(plan, store, done["train"], size) or Rate(
+        kind.train_flops(spec.train.gradient_checkpointing), kind.source
+    )
+    eval_rate = Rate(kind.generate_tflops * 1e12, kind.source)
+    epochs = _mean_value(search.params.get("epochs"), spec.train.epochs)
+    objective = search.objective
+    problems = benchmark_problems(objective.benchmark, spec_dir)
+    samples = objective.samples or job_samples(selects[0], spec.eval.samples)
+    todo = [j for j in selects if j.key not in done["search"]]
+    pool_mean, sources = _pool_mean_tokens(plan, store, done["pool"]), set()
+    studies = f"{len(selects)} stud{'y' if len(selects) == 1 else 'ies'}"
+    hours, notes = 0.0, [f"{studies} of {search.n_trials} trials (a job here is a study); each trains and validates"]
+    for job in todo:
+        data = next((d for d in job.deps if d.startswith("data/")), None)
+        per_epoch, examples, how = _training_tokens(spec, store, data, done["data"], pool_mean)
+        sources.add(how)
+        hours += (
+            search.n_trials
+            * train_flops_per_token(size, per_epoch / examples)
+            * per_epoch
+            * epochs
+            / train_rate.flops_per_gpu_s
+            / 3600
+        )
+        if problems is not None:
+            gen = 2 * size.params * problems * samples * spec.eval.sampling.max_tokens
+            hours += search.n_trials * gen / eval_rate.flops_per_gpu_s / 3600
+    notes.append(
+        f"epochs per trial: {epochs:g} (the mean of the searched range)"
+        if "epochs" in search.params
+        else f"epochs per trial: {epochs:g}"
+    )
+    if problems is None:
+        notes.append(f"validation left out: {objective.benchmark.name}'s problem count is unknown here")
+    else:
+        notes.append(
+            f"validation: {problems} problems x {samples} samples x at most {spec.eval.sampling.max_tokens} tokens"
+        )
+    if search.pruner.kind != "none":
+        notes.append("pruned trials evaluate fewer problems: an upper bound")
+    notes += sorted(sources)
+    per_job = _train_gpus(spec)
+    # wall time per job: a worker runs its share of every study's trials
+    return StageCost("search", len(selects), len(todo), hours, per_job, train_rate.source, notes)
+
+
+def _mean_value(param: Any, default: float) -> float:
+    """The mean of a searched range (the mean choice of a numeric categorical), else the spec's value."""
+    if param is None:
+        return default
+    if param.type == "categorical":
+        numbers = [float(c) for c in param.choices if isinstance(c, int | float) and not isinstance(c, bool)]
+        return sum(numbers) / len(numbers) if numbers else default
+    if param.log:
+        return math.exp((math.log(param.low) + math.log(param.high)) / 2)
+    return (param.low + param.high) / 2
 
 
 def _training_tokens(
@@ -490,18 +557,22 @@ def _benchmark_problems(plan: Plan, store: Store, spec_dir: Path | None, done: s
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 out[name] = int(json.loads((store.path("eval", job.key) / "metrics.json").read_text())["n_problems"])
     for b in plan.spec.eval.benchmarks:
-        if b.name in out:
-            continue
-        n = _file_rows(resolve_path(b.path, spec_dir)) if b.path else None
-        n = n if n is not None else KNOWN_BENCHMARK_SIZES.get(b.name)
-        if n is None and b.name == "toy":
-            from framework.toy import benchmark_rows, make_world  # lazy: only the toy benchmark needs it
-
-            n = len(benchmark_rows(make_world(0), split="test"))
-        if n is not None and b.problem_ids is not None:
-            n = min(n, len(b.problem_ids))
-        out[b.name] = min(n, b.limit) if n is not None and b.limit else n
+        if b.name not in out:
+            out[b.name] = benchmark_problems(b, spec_dir)
     return out
+
+
+def benchmark_problems(b: BenchmarkSpec, spec_dir: Path | None) -> int | None:
+    """A benchmark's problems from its local file's rows, else its known size; cut by `limit` and `problem_ids`."""
+    n = _file_rows(resolve_path(b.path, spec_dir)) if b.path else None
+    n = n if n is not None else KNOWN_BENCHMARK_SIZES.get(b.name)
+    if n is None and b.name in ("toy", "toy-dev"):
+        from framework.toy import benchmark_rows, make_world  # lazy: only the toy benchmark needs it
+
+        n = len(benchmark_rows(make_world(0), split="dev" if b.name == "toy-dev" else "test"))
+    if n is not None and b.problem_ids is not None:
+        n = min(n, len(b.problem_ids))
+    return min(n, b.limit) if n is not None and b.limit else n
 
 
 def _file_rows(path: Path | None) -> int | None:

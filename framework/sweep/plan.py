@@ -326,6 +326,32 @@ def eval_config(ev: EvalSpec) -> dict[str, Any]:
     return {**ev.model_dump(mode="json", exclude=unkeyed), "samples": first_round(ev.samples)}
 
 
+def search_note(search: SearchSpec) -> str:
+    """What `plan` says of a search: its studies, what they vary and score, and which recipes the cells train with."""
+    params = ", ".join(f"{name} {_param_range(p)}" for name, p in search.params.items())
+    where = "the reference arm" if search.mode == "shared" else "each arm"
+    then = (
+        "every arm then trains with its best for every seed (recipe=shared)"
+        if search.mode == "shared"
+        else "every arm then trains for every seed with the reference arm's best (recipe=shared) and its own "
+        "(recipe=own), and the report sets each factor's effect under both side by side"
+    )
+    storage = redact_text(search.storage) if search.storage else "sqlite beside the results"
+    return (
+        f"search: {search.n_trials} {search.sampler.kind} trials (seed {search.sampler.seed}) on {where}, "
+        f"{search.workers} worker(s) a study, varying {params}; each trial trains and scores "
+        f"{search.objective.metric} ({search.objective.direction}) on {search.objective.benchmark.name}; {then}; "
+        f"storage: {storage}"
+    )
+
+
+def _param_range(p: Any) -> str:
+    if p.type == "categorical":
+        return "in {" + ", ".join(map(str, p.choices)) + "}"
+    scale = " log" if p.log else (f" step {p.step:g}" if p.step else "")
+    return f"{p.low:g}..{p.high:g}{scale}"
+
+
 def validation_overlap(spec: AblationSpec, spec_dir: Path | None) -> list[str]:
     """A search's validation problems that are also problems of a test benchmark, by text (case and whitespace
     aside): tuning on them would leak the test set into the recipe. Checked here for benchmarks that load without
@@ -493,6 +519,8 @@ def plan_notes(spec: AblationSpec, model_idents: dict[str, dict[str, Any]], trai
             + (f"; it stops once sampling adds at most {b.target_half_width:g} to an arm difference's 95% half-width"
                if b.target_half_width is not None else "")
         )  # fmt: skip
+    if spec.search is not None:
+        notes.append(search_note(spec.search))
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     if spec.tracking.uri and env_uri and env_uri != spec.tracking.uri:
         notes.append(

@@ -62,7 +62,9 @@ class Detectable:
 def estimate_power(plan: Plan, store: Store, spec_dir: Path | None, power: float = 0.8) -> list[Detectable]:
     """One row per (benchmark, factor level against its reference)."""
     spec = plan.spec
-    trained = {c.arm_id: c.level_map for c in plan.cells if c.baseline is None}
+    # Under a search every recipe's comparisons have the same design: the first recipe's arms stand for them.
+    first = plan.cells[0].recipe if plan.cells else None
+    trained = {c.arm_id: c.level_map for c in plan.cells if c.baseline is None and c.recipe == first}
     seeds = len(spec.seeds)
     problems = _benchmark_problems(plan, store, spec_dir, store.done_keys("eval"))
     rows = []

@@ -83,7 +83,8 @@ def stage_resources(spec: AblationSpec, stage: str, device: str | None = None) -
     Node and GPU counts are the exception, because the defaults describe the training job: CPU stages get 1 node and
     no GPU, eval gets 1 node, and train gets `train.nodes` (which the training's process layout follows), unless
     `stages.<stage>` says otherwise. A Slurm node count for train that differs from `train.nodes` is an error rather
-    than an allocation half the training would leave idle. `device`: what the job needs, when it differs from
+    than an allocation half the training would leave idle. A search worker, whose trials train and evaluate, gets
+    the train job's resources unless `stages.search` is given. `device`: what the job needs, when it differs from
     its stage's (a generation through an endpoint needs no GPU).
     """
     slurm: SlurmLauncherSpec = spec.launcher.slurm
@@ -94,6 +95,8 @@ def stage_resources(spec: AblationSpec, stage: str, device: str | None = None) -
         return getattr(override, name) if name in explicit else getattr(slurm, name)
 
     gpu_stage = (device or STAGES[stage].device) == "gpu"
+    if stage == "search" and gpu_stage and override is None:  # a worker trains its trials: a training's job
+        return stage_resources(spec, "train")
     if stage == "train":
         asked = override.nodes if "nodes" in explicit and override is not None else slurm.nodes
         if asked is not None and asked != spec.train.nodes:

@@ -71,3 +71,9 @@ def job_device(stage: str, config: dict) -> str:
     if stage == "search" and config.get("role") == "select":  # reads the study and writes the chosen parameters
         return "cpu"
     return STAGES[stage].device
+
+
+def trains(stage: str, config: dict) -> bool:
+    """Whether one job of `stage` runs trainings: a train job, or a search worker (its trials train), which
+    launchers give a training's processes, GPUs, nodes and time to stop."""
+    return stage == "train" or (stage == "search" and config.get("role") == "worker")

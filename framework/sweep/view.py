@@ -96,16 +96,22 @@ def arm_rows(plan: Plan) -> list[ArmRow]:
             label = (
                 cell.baseline if cell.baseline is not None else str(1 + sum(r.baseline is None for r in rows.values()))
             )
-            row = rows[cell.arm_id] = ArmRow(label, cell.level_map)
+            row = rows[cell.arm_id] = ArmRow(label, shown_levels(cell))
         row.cells.append(cell)
     return list(rows.values())
 
 
+def shown_levels(cell: Any) -> dict[str, str]:
+    """A cell's levels as the views show them: its factors', and under a search the recipe it trains with."""
+    return {**cell.level_map, **({"recipe": cell.recipe} if cell.recipe else {})}
+
+
 def varying_factors(plan: Plan) -> list[str]:
-    """Factors whose level differs between cells: the others say nothing about which cell is which."""
+    """Factors whose level differs between cells (and the recipe, where arms train with more than one): the
+    others say nothing about which cell is which."""
     seen: dict[str, set[str]] = {}
     for cell in plan.cells:
-        for factor, level in cell.levels:
+        for factor, level in shown_levels(cell).items():
             seen.setdefault(factor, set()).add(level)
     return [f for f, levels in seen.items() if len(levels) > 1]
 
@@ -202,7 +208,7 @@ def arms_table(
     """The grid: a row per arm, a column per varying factor (header the factor, value the level; a factor's
     reference level dimmed), the seeds, and a column per stage with a glyph per seed."""
     factors = varying_factors(plan)
-    reference = {f: plan.spec.factors[f].reference_level for f in factors}
+    reference = {f: plan.spec.factors[f].reference_level if f in plan.spec.factors else "shared" for f in factors}
     table = _table(gap)
     table.add_column("#", justify="right", no_wrap=True)
     if levels:
@@ -309,11 +315,11 @@ def aligned(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 def wide_plan_lines(plan: Plan, states: dict[str, str]) -> list[str]:
     """`plan --wide`: a line per cell with every factor's level, its seed and key, and each stage's jobs (state glyph
     and key) — complete, however long the lines."""
-    factors = list(dict.fromkeys([f for c in plan.cells for f, _ in c.levels]))
+    factors = list(dict.fromkeys([f for c in plan.cells for f in shown_levels(c)]))
     header = ["baseline", *factors, "seed", "key", *STAGE_ORDER]
     rows = []
     for c in plan.cells:
-        level = c.level_map
+        level = shown_levels(c)
         stage_cols = [
             " ".join(GLYPH[states.get(j, "pending")] + j.split("/")[1][:8] for j in plan.stage_jobs(c.id, s)) or "—"
             for s in STAGE_ORDER
@@ -336,11 +342,11 @@ def wide_plan_lines(plan: Plan, states: dict[str, str]) -> list[str]:
 def wide_status_lines(plan: Plan, rows: list[dict[str, Any]]) -> list[str]:
     """`status --wide`: a line per cell and stage job with its state, detail and log (the --json rows as text)."""
     cells = {c.id: c for c in plan.cells}
-    factors = list(dict.fromkeys([f for c in plan.cells for f, _ in c.levels]))
+    factors = list(dict.fromkeys([f for c in plan.cells for f in shown_levels(c)]))
     out = []
     for r in rows:
         c = cells[r["cell"]]
-        level = c.level_map
+        level = shown_levels(c)
         who = [c.baseline or "", *(level.get(f, "—") for f in factors)]
         seed = "—" if c.seed is None else str(c.seed)
         out.append([*who, seed, r["stage"], r["key"][:8], r["state"], r["detail"] or "", r["log"]])

@@ -47,7 +47,7 @@ def test_plan_json_lists_cells_jobs_and_counts(write_spec, minimal, in_tmp, caps
     assert data["name"] == "mini" and len(data["cells"]) == 9
     cell = data["cells"][0]
     assert cell["levels"] == {"source": "qwq_32b_preview", "keywords": "keep"} and cell["seed"] == 0
-    assert set(cell["stages"]) == {"model", "generate", "pool", "data", "train", "eval", "log"}
+    assert set(cell["stages"]) == {"model", "generate", "pool", "data", "search", "train", "eval", "log"}
     assert cell["stages"]["generate"] == []  # no generated source
     assert data["counts"]["pool"] == {"jobs": 1, "done": 0}  # shared stage counted once
     job_ids = {j["id"] for j in data["jobs"]}
