@@ -137,8 +137,12 @@ def summary_text(plan: Plan, states: dict[str, str], width: int = 80) -> Text:
     trained = [r for r in arms if r.baseline is None]
     n_seeds = len(plan.spec.seeds)
     baselines = len(arms) - len(trained)
+    recipes = len({c.recipe for c in plan.cells if c.baseline is None})
+    n_arms = len(trained) // max(recipes, 1)
+    per_recipe = f" x {recipes} recipes" if recipes > 1 else ""
     grid = (
-        f"{len(plan.cells)} cells: {len(trained)} arm{'s' * (len(trained) != 1)} x {n_seeds} seed{'s' * (n_seeds != 1)}"
+        f"{len(plan.cells)} cells: {n_arms} arm{'s' * (n_arms != 1)}{per_recipe} x {n_seeds} "
+        f"seed{'s' * (n_seeds != 1)}"
     )
     if baselines:
         grid += f" + {baselines} baseline{'s' * (baselines != 1)}"
