@@ -191,6 +191,22 @@ def _search(client: MlflowClient, exp_id: str, filters: Mapping[str, str]) -> li
     return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
 
+def tagged_runs(client: MlflowClient, exp_id: str, tags: Mapping[str, str]) -> list[Run]:
+    """Active runs carrying every tag of `tags`, oldest first: how a rerun finds what it logged before."""
+    return _search(client, exp_id, tags)
+
+
+def find_or_create_run(
+    client: MlflowClient, exp_id: str, tags: Mapping[str, str], *, name: str, parent: str
+) -> tuple[Run, bool]:
+    """(the oldest active run with `tags`, created?): created as a child of `parent` when none has them. The
+    caller holds a store mutex for `tags`, so that two processes never both create it."""
+    found = _search(client, exp_id, tags)
+    if found:
+        return found[0], False
+    return client.create_run(exp_id, run_name=run_name(name), tags={"mlflow.parentRunId": parent, **tags}), True
+
+
 def find_sweep_run(client: MlflowClient, exp_id: str, sweep: str, store: str, *, create: bool = True) -> str | None:
     """The parent run of the sweep named `sweep` whose results are in the store with identity `store`:
     searched, else created. Only one process at a time may call this for a store with `create=True` (the

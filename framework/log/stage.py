@@ -52,10 +52,12 @@ from framework.log.mlflow_client import (
     connect,
     experiment_id,
     fast_failure,
+    find_or_create_run,
     find_sweep_run,
     log_batched,
     mark_current_runs,
     sqlite_path,
+    tagged_runs,
 )
 from framework.redaction import environment_snapshot, log_artifacts, redact, redact_text, write_json, write_yaml
 from framework.store import write_json_atomic
@@ -200,6 +202,34 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def study_result(store: Store, select_key: str) -> dict[str, Any]:
+    """A finished study's best.json (its select job's output: the search stage's contract), or {} until it is done."""
+    if not store.is_done("search", select_key):
+        return {}
+    return _read_json(store.path("search", select_key) / "best.json")
+
+
+def trained_recipe(plan: Plan, store: Store, cell: Cell) -> dict[str, Any] | None:
+    """What a searched cell trained with: its recipe ("shared" or "own"), the study that chose it (the select job's
+    key), the parameters and the trial they came from. The train job's own record (`search` in its metrics.json) wins
+    where it keeps them (it read them when it ran); else the study's best.json, the file the train stage reads. None without a recipe."""
+    if cell.recipe is None:
+        return None
+    out: dict[str, Any] = {"recipe": cell.recipe, "study": None, "params": {}, "trial": None}
+    for job in plan.cell_jobs[cell.id]["train"]:
+        out["study"] = plan.jobs[job].config.get("recipe")
+        stage, key = job.split("/")
+        metrics = _read_json(store.path(stage, key) / "metrics.json") if store.is_done(stage, key) else {}
+        trained = metrics.get("search")  # the train stage's record: params, study, trial, select
+        if isinstance(trained, Mapping) and isinstance(trained.get("params"), Mapping):
+            out["params"], out["trial"] = dict(trained["params"]), trained.get("trial")
+            return out
+    best = study_result(store, out["study"]) if out["study"] else {}
+    if isinstance(best.get("params"), Mapping):
+        out["params"], out["trial"] = dict(best["params"]), best.get("trial")
+    return out
+
+
 def cell_params(spec: AblationSpec, cell: Cell) -> dict[str, str]:
     """The cell's MLflow params: its levels and their parameters, the recipe, model, prompt and evaluation,
     flattened to dotted keys MLflow accepts, redacted and clipped to MLflow's length limit."""
@@ -243,7 +273,7 @@ def train_metrics(train: Mapping[str, Any], ts: int) -> list[tuple[str, float, i
             numeric = isinstance(value, int | float) and not isinstance(value, bool)
             if name != "step" and numeric and math.isfinite(value):
                 out.append((metric_key("train", name), float(value), ts, step))
-    scalars = {k: v for k, v in train.items() if k != "loss_curve"}
+    scalars = {k: v for k, v in train.items() if k not in ("loss_curve", "search")}  # a search's params are params
     out.extend((metric_key("train", k), v, ts, 0) for k, v in _numbers(scalars, ""))
     return out
 
@@ -268,6 +298,15 @@ def gather(
         "mlflow.note.content": _note(spec.description, cell),
     }
     tags.update(_git(loaded.path.parent if loaded.path else Path.cwd()))
+    used = trained_recipe(plan, store, cell)
+    if used is not None:  # the values it trained with, not the spec's train section's
+        tags["ablate.recipe"] = used["recipe"]
+        tags["ablate.study"] = used["study"] or ""
+        if used["trial"] is not None:
+            tags["ablate.trial"] = str(used["trial"])
+        params["recipe"] = used["recipe"]
+        trained = {metric_key(f"train.{k}"): str(v) for k, v in flatten(used["params"], "").items()}
+        params.update({k: _clip(redact_text(v), MAX_PARAM_LEN) for k, v in trained.items()})
 
     metrics: list[tuple[str, float, int, int]] = []
     manifests: dict[str, dict[str, Any] | None] = {}  # train and eval jobs, read once for timestamps and built
@@ -378,6 +417,8 @@ def log_cell(
             exp_id = experiment_id(client, experiment, uri)
             store_id = store.identity()
             parent = sweep_run(client, exp_id, spec.name, store)
+            study = record.tags.get("ablate.study")
+            study_run = log_study(client, exp_id, parent, plan, store, study) if study else None
             run, created, superseded = child_run(
                 client, exp_id, parent, cell, spec.name, store_id, results_key, record.built
             )
@@ -387,6 +428,8 @@ def log_cell(
             conflicts = sorted(k for k, v in record.params.items() if existing.get(k, v) != v)
             tags = dict(record.tags)
             tags["ablate.log_key"] = log_key or ""
+            if study_run is not None:
+                tags["ablate.study_run"] = study_run
             if conflicts:  # only possible if the flattening itself changed; MLflow forbids rewriting a param
                 tags["ablate.param_conflicts"] = _clip(",".join(conflicts), MAX_TAG_LEN)
             metrics = [Metric(k, v, ts, step) for k, v, ts, step in record.metrics]
@@ -410,6 +453,7 @@ def log_cell(
         "run_name": run.info.run_name,
         "created": created,
         "superseded": superseded,
+        "study_run_id": study_run,
         "results_key": results_key,
         "n_params": len(params),
         "n_metrics": len(metrics),
@@ -455,6 +499,134 @@ def sweep_run(client: MlflowClient, exp_id: str, sweep: str, store: Store) -> st
         parent = find_sweep_run(client, exp_id, sweep, store.identity())
     assert parent is not None
     return parent
+
+
+# ------------------------------------------------------------------------------------------------- studies
+_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def log_study(client: MlflowClient, exp_id: str, parent: str, plan: Plan, store: Store, select_key: str) -> str | None:
+    """A finished study's run under the sweep's parent run, with a run per trial under it; returns the study run's
+    id (None until the study is done). Found by tags or created, by one process at a time for a study (the cells
+    of a study log at once on a cluster), so a rerun updates the runs instead of adding any."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    best = study_result(store, select_key)
+    job = plan.find("search", select_key)
+    if not best or job is None:
+        return None
+    sweep = plan.spec.name
+    ts = _timestamp_ms(store.manifest("search", select_key))
+    identity = {"ablate.sweep": sweep, "ablate.store": store.identity(), "ablate.study": select_key}
+    levels = {f: lv for f, _kind, lv, _params in job.config["study"]["arm"]}
+    arm = ",".join(f"{f}={levels[f]}" for f in plan.spec.factors if f in levels) or "all"
+    metric = str(best.get("metric") or "objective")
+    tags = {
+        "ablate.arm": arm,
+        "ablate.optuna_study": str(best.get("study", "")),
+        "ablate.storage": str(best.get("storage", "")),
+        "ablate.metric": metric,
+        "ablate.direction": str(best.get("direction", "")),
+        "ablate.trial": str(best.get("trial", "")),
+        **{metric_key(f"ablate.best.{k}"): str(v) for k, v in flatten(best.get("params") or {}, "").items()},
+    }
+    params = {metric_key(k): v for k, v in flatten(job.config["study"]["search"], "search").items()}
+    metrics = [(metric_key("best", metric), best.get("value"))]
+    metrics += [(metric_key("trials", k), v) for k, v in (best.get("counts") or {}).items()]
+    metrics += [(metric_key("importance", k), v) for k, v in (best.get("importances") or {}).items()]
+    lock = "mlflow-study-" + hashlib.sha256(f"{exp_id}\0{sweep}\0{select_key}".encode()).hexdigest()[:16]
+    with store.mutex(lock):
+        run, _ = find_or_create_run(
+            client, exp_id, {**identity, "ablate.role": "study"}, name=f"study {arm}", parent=parent
+        )
+        run_id = run.info.run_id
+        log_batched(
+            client,
+            run_id,
+            [Metric(k, float(v), ts, 0) for k, v in metrics if _finite(v)],
+            [
+                Param(k, _clip(redact_text(v), MAX_PARAM_LEN))
+                for k, v in params.items()
+                if v and k not in run.data.params
+            ],
+            [RunTag(k, _clip(redact_text(v), MAX_TAG_LEN)) for k, v in tags.items()],
+        )
+        d = store.path("search", select_key)
+        log_artifacts(client, run_id, {n: d / n for n in ARTIFACTS_OF_STUDY if (d / n).is_file()})
+        client.set_terminated(run_id, "FINISHED")
+        _log_trials(client, exp_id, run_id, identity, d / "trials.csv", metric, ts)
+    return run_id
+
+
+ARTIFACTS_OF_STUDY = ("best.json", "trials.csv", "history.png", "importance.png")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _log_trials(
+    client: MlflowClient, exp_id: str, study_run: str, identity: Mapping[str, str], trials_csv: Path, metric: str,
+    ts: int,
+) -> None:  # fmt: skip
+    """A run per trial of trials.csv under the study's run: its parameters, objective value, intermediate values
+    (a metric history by rung), duration and state. A trial is one (number, train key): a run already logged for
+    it in the same state is left alone."""
+    import pandas as pd
+    from mlflow.entities import Metric, Param, RunTag
+
+    if not trials_csv.is_file():
+        return
+    trials = pd.read_csv(trials_csv)
+    tags = {**identity, "ablate.role": "trial"}
+    logged = {
+        (r.data.tags.get("ablate.trial"), r.data.tags.get("ablate.train_key")): r
+        for r in tagged_runs(client, exp_id, tags)
+    }
+    for _, t in trials.iterrows():
+        number, train_key, state = str(int(t["number"])), _cell_text(t.get("train_key")), _cell_text(t.get("state"))
+        old = logged.get((number, train_key))
+        if old is not None and old.data.tags.get("ablate.state") == state:
+            continue
+        trial_tags = {**tags, "ablate.trial": number, "ablate.train_key": train_key}
+        run = old or client.create_run(
+            exp_id, run_name=f"trial {number}", tags={"mlflow.parentRunId": study_run, **trial_tags}
+        )
+        params = {metric_key(c[len("params.") :]): _cell_text(t[c]) for c in trials.columns if c.startswith("params.")}
+        metrics = [Metric(metric_key(metric), float(t["value"]), ts, 0)] if _finite(t.get("value")) else []
+        if _finite(t.get("duration_s")):
+            metrics.append(Metric("duration_s", float(t["duration_s"]), ts, 0))
+        intermediate = json.loads(_cell_text(t.get("intermediate")) or "{}")
+        for rung, value in intermediate.items():
+            if _finite(value):
+                metrics.append(Metric(metric_key("intermediate", metric), float(value), ts, int(rung)))
+        extra = {
+            "ablate.state": state,
+            "ablate.retried_from": _cell_text(t.get("retried_from")),
+            "ablate.eval_keys": _cell_text(t.get("eval_keys")),
+        }
+        log_batched(
+            client,
+            run.info.run_id,
+            metrics,
+            [
+                Param(k, _clip(redact_text(v), MAX_PARAM_LEN))
+                for k, v in params.items()
+                if v and k not in run.data.params
+            ],
+            [RunTag(k, _clip(redact_text(v), MAX_TAG_LEN)) for k, v in extra.items()],
+        )
+        client.set_terminated(run.info.run_id, _RUN_STATUS.get(state, "FINISHED"))
+
+
+def _cell_text(v: Any) -> str:
+    """A trials.csv cell as text: '' for a missing one, an integral float (pandas' reading of an int column with
+    gaps) without its '.0'."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def log_report(

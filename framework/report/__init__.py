@@ -22,9 +22,16 @@ import pyarrow.parquet as pq
 
 from framework.grading.metrics import pass_at_k_from_samples
 from framework.log.mlflow_client import TrackingUnavailable
-from framework.log.stage import eval_counts, log_report, metric_key
+from framework.log.stage import eval_counts, log_report, metric_key, trained_recipe
 from framework.redaction import write_csv, write_text
 from framework.report.plots import accuracy_by_level, length_vs_accuracy
+from framework.report.search import (
+    RECIPE_TITLES,
+    search_section,
+    studies_frame,
+    survive_frame,
+    trials_frame,
+)
 from framework.report.stats import (
     ARM_COLUMNS,
     Arm,
@@ -44,7 +51,7 @@ if TYPE_CHECKING:
     from framework.store import Store
     from framework.sweep.plan import Plan
 
-__all__ = ["COLUMNS", "report_frame", "write_report"]
+__all__ = ["COLUMNS", "SEARCH_COLUMNS", "report_frame", "write_report"]
 
 # The fixed columns of report_frame, in order: name -> (dtype, meaning). docs/results-schema.md documents them;
 # a test keeps the two in step. Factor columns follow "baseline"; metrics beyond these (pass@k for k > 1,
@@ -78,6 +85,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "eval_key": ("str", "store key of this benchmark's eval stage"),
     "log_key": ("str", "store key of the cell's log stage"),
     "mlflow_run_id": ("str", "the cell's MLflow run, once its log stage is done"),
+}
+# Columns of a sweep with a search, after the factor columns; then one `param.<name>` column per searched param.
+SEARCH_COLUMNS: dict[str, tuple[str, str]] = {
+    "recipe": ("str", "the recipe the cell trained with: shared (the reference arm's best) or own (its arm's best)"),
+    "recipe_study": ("str", "store key of the study (search select job) that chose the recipe's parameters"),
+    "recipe_trial": ("Int64", "the study's trial whose parameters the cell trained with"),
 }
 _TRAIL = ["warnings", "data_key", "train_key", "eval_key", "log_key", "mlflow_run_id"]
 _MAJ = "maj@n"
@@ -126,16 +139,18 @@ def _eval_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def report_factor_columns(factors: Iterable[str]) -> dict[str, str]:
     """A factor's column, the same in cells.csv and arms.csv: `factor.<name>` where it would take a fixed one's."""
-    return factor_columns(factors, [*COLUMNS, *ARM_COLUMNS])
+    return factor_columns(factors, [*COLUMNS, *SEARCH_COLUMNS, *ARM_COLUMNS])
 
 
 def report_frame(plan: Plan, store: Store) -> pd.DataFrame:
     """One row per cell x benchmark, from the store; cells not evaluated yet have missing metrics."""
     factors = list(plan.spec.factors)
     factor_col = report_factor_columns(factors)
+    searched = list(plan.spec.search.params) if plan.spec.search else []
     rows = []
     for cell in plan.cells:
         stages = plan.cell_jobs[cell.id]
+        recipe = _recipe_columns(plan, store, cell, searched)
         keys = {s: ",".join(j.split("/")[1] for j in stages[s]) or None for s in ("data", "train", "log")}
         train: dict[str, Any] = {}
         for job in stages["train"]:
@@ -161,6 +176,7 @@ def report_frame(plan: Plan, store: Store) -> pd.DataFrame:
                     "seed": cell.seed,
                     "baseline": cell.baseline,
                     **{factor_col[f]: cell.level_map.get(f) for f in factors},
+                    **recipe,
                     "benchmark": plan.jobs[job].config["benchmark"]["name"],
                     "evaluated": done,
                     **_eval_metrics(result),
@@ -175,18 +191,40 @@ def report_frame(plan: Plan, store: Store) -> pd.DataFrame:
             )
     frame = pd.DataFrame(rows)
     fixed = [c for c in COLUMNS if c not in _TRAIL]
+    recipe_cols = [*SEARCH_COLUMNS, *(f"param.{n}" for n in searched)] if searched else []
     head = (
-        fixed[: fixed.index("baseline") + 1] + [factor_col[f] for f in factors] + fixed[fixed.index("baseline") + 1 :]
+        fixed[: fixed.index("baseline") + 1]
+        + [factor_col[f] for f in factors]
+        + recipe_cols
+        + fixed[fixed.index("baseline") + 1 :]
     )
     extra = sorted(c for c in frame.columns if c not in COLUMNS and c not in head)
     for col in head + _TRAIL:
         if col not in frame.columns:
             frame[col] = None
     frame = frame[head + extra + _TRAIL]
-    for col, (dtype, _) in COLUMNS.items():
+    for col, (dtype, _) in {**COLUMNS, **(SEARCH_COLUMNS if searched else {})}.items():
         if dtype != "str":
             frame[col] = frame[col].astype(dtype)
+    for name in searched:  # an int parameter stays an int beside the baselines' missing values
+        if plan.spec.search and plan.spec.search.params[name].type == "int":
+            frame[f"param.{name}"] = frame[f"param.{name}"].astype("Int64")
     return frame
+
+
+def _recipe_columns(plan: Plan, store: Store, cell: Any, searched: list[str]) -> dict[str, Any]:
+    """A cell's recipe columns under a search (none without one): which recipe, from which study and trial, and
+    the parameters it trained with (missing until its study has chosen them)."""
+    if not searched:
+        return {}
+    used = trained_recipe(plan, store, cell) or {}
+    params = used.get("params") or {}
+    return {
+        "recipe": used.get("recipe"),
+        "recipe_study": used.get("study"),
+        "recipe_trial": used.get("trial"),
+        **{f"param.{n}": params.get(n) for n in searched},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -342,6 +380,7 @@ def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
     )
     trained = [c for c in plan.cells if c.baseline is None]
     arms = len({c.arm_id for c in trained})
+    fine_tunes = len({tuple(plan.cell_jobs[c.id]["train"]) for c in trained})
     baselines = ", ".join(b.name for b in spec.baselines) or "none"
     lines = [
         f"- Factors (* = reference level): {factors or 'none'}; grid: {spec.grid.design}.",
@@ -356,6 +395,16 @@ def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
             else "scored wrong (`eval.grading.score_truncated: false`; NeMo-Skills grades it as it stands)."
         ),
     ]
+    if spec.search is not None:
+        lines.append(
+            f"- Search: {fine_tunes} distinct fine-tunes; every arm trained under the recipes "
+            + (
+                "`shared` (the reference arm's best parameters) and `own` (its own best); the reference arm's two "
+                "are one set of fine-tunes, and arms are compared only within a recipe (see Search)."
+                if spec.search.mode == "per_arm"
+                else "`shared`: the reference arm's best parameters (see Search)."
+            )
+        )
     for bench, d in frame.groupby("benchmark", sort=False):
         done = d[d["evaluated"]]
         if done.empty:
@@ -406,8 +455,25 @@ def _difference_cells(row: Any) -> list[str]:
     ]
 
 
-def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors: list[str], plots: list[str]) -> str:
-    out = [f"## {bench}", "", "### Arms", ""]
+def _benchmark_section(
+    bench: str, cmps: Mapping[str | None, Comparison], cells: pd.DataFrame, factors: list[str], plots: list[str]
+) -> str:
+    """A benchmark's tables: its arms and comparisons, within each recipe under a search (`cmps`: recipe -> its
+    comparison; the key None without a search)."""
+    out = [f"## {bench}", ""]
+    for recipe, cmp in cmps.items():
+        if recipe is None:
+            out += _comparison_tables(cmp, cells, factors, "###")
+        else:
+            out += [f"### {bench}, {RECIPE_TITLES.get(recipe, recipe)}", ""]
+            out += _comparison_tables(cmp, cells, factors, "####")
+    out += [f"![{Path(p).stem}]({p})" for p in plots]
+    return "\n".join(out) + "\n"
+
+
+def _comparison_tables(cmp: Comparison, cells: pd.DataFrame, factors: list[str], level: str) -> list[str]:
+    """Markdown lines of one comparison: its arms, then each table of differences with its intervals and tests."""
+    out = [f"{level} Arms", ""]
     per_arm = cells[cells["evaluated"]].groupby("arm", sort=False)
     rows = []
     for _, a in cmp.arms.iterrows():
@@ -443,9 +509,30 @@ def _benchmark_section(bench: str, cmp: Comparison, cells: pd.DataFrame, factors
     ):
         if len(table):
             rows = [[str(r[c]) for c in lead] + _difference_cells(r) for _, r in table.iterrows()]
-            out += [f"### {title}", "", _table([*names, *DIFFERENCE_HEADER], rows), ""]
-    out += [f"![{Path(p).stem}]({p})" for p in plots]
-    return "\n".join(out) + "\n"
+            out += [f"{level} {title}", "", _table([*names, *DIFFERENCE_HEADER], rows), ""]
+    return out
+
+
+SURVIVE_NOTE = (
+    "Each level's effect against its factor's reference, measured within each recipe: under the shared recipe "
+    "(every arm trained with the reference arm's best parameters) and under the arms' own (each arm with its own "
+    "best). An effect that holds only under the shared recipe may be the recipe suiting one arm better. Verdicts "
+    "read the two 95% intervals, unadjusted for multiple rows: an interval that covers 0 means these data cannot "
+    "show the effect under that recipe, not that it is 0. The reference arm is one set of fine-tunes under both."
+)
+
+
+def _survive_section(bench: str, survive: pd.DataFrame) -> str:
+    """Side by side, each level's effect under the shared recipe and under the arms' own, with the verdict."""
+    rows = []
+    for _, r in survive.iterrows():
+        sides = []
+        for side in ("shared", "own"):
+            row = {k: r[f"{side}_{k}"] for k in ("estimate", "ci_low", "ci_high", "over")}
+            sides += [_interval(row, delta=True), _p(r[f"{side}_p_value"])]
+        rows.append([r["factor"], r["level"], r["reference_level"], *sides, r["verdict"]])
+    header = ["factor", "level", "vs reference", "Δ shared [95% CI]", "p", "Δ own [95% CI]", "p", "verdict"]
+    return "\n".join([f"### {bench}: does the effect survive per-arm tuning?", "", _table(header, rows), ""]) + "\n"
 
 
 STATS_NOTE = (
@@ -479,8 +566,9 @@ def write_report(loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *,
     levels = {f: [lv.name for lv in fs.levels] for f, fs in spec.factors.items()}
     refs = {f: fs.reference_level for f, fs in spec.factors.items()}
 
-    tables_of = ("arms", "levels", "effects", "comparisons", "baselines")
+    tables_of = ("arms", "levels", "effects", "comparisons", "baselines", "survive")
     sections, warnings, results = [], [], {k: [] for k in tables_of}
+    survival: list[str] = []
     warnings += stale_evaluations(plan, store)
     cut = frame.drop_duplicates("train_key")
     for _, r in cut[cut["train_truncated"].fillna(0) > 0].iterrows():
@@ -498,20 +586,30 @@ def write_report(loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *,
             why = "its cells share no problem (see Warnings)" if cells["evaluated"].any() else "no cell evaluated yet"
             sections.append(f"## {bench}\n\nNo comparison on {bench}: {why}.\n")
             continue
-        cmp = compare_arms(arms, levels, refs, columns=columns)
-        warnings += [f"{bench}: {n}" for n in cmp.notes]
-        for name, table in (("arms", cmp.arms), ("levels", cmp.levels), ("effects", cmp.effects)):
-            results[name].append(table.assign(benchmark=bench))
-        results["comparisons"].append(cmp.pairs.assign(benchmark=bench))
-        results["baselines"].append(cmp.baselines.assign(benchmark=bench))
         slug = metric_key(bench).replace("/", "_")
-        made = [
-            accuracy_by_level(cmp.levels, cmp.arms, bench, plots_dir / f"{slug}-levels.png"),
-            length_vs_accuracy(cells, bench, plots_dir / f"{slug}-length.png"),
-        ]
+        cmps, made = {}, []
+        for recipe, members in _by_recipe(plan, arms).items():
+            cmp = cmps[recipe] = compare_arms(members, levels, refs, columns=columns)
+            where = bench if recipe is None else f"{bench} ({recipe} recipe)"
+            warnings += [f"{where}: {n}" for n in cmp.notes]
+            tag = {"benchmark": bench} | ({} if recipe is None else {"recipe": recipe})
+            for name, table in (
+                ("arms", cmp.arms), ("levels", cmp.levels), ("effects", cmp.effects),
+                ("comparisons", cmp.pairs), ("baselines", cmp.baselines),
+            ):  # fmt: skip
+                results[name].append(table.assign(**tag))
+            name = f"{slug}-levels.png" if recipe is None else f"{slug}-{recipe}-levels.png"
+            made.append(accuracy_by_level(cmp.levels, cmp.arms, bench, plots_dir / name))
+        made.append(length_vs_accuracy(cells, bench, plots_dir / f"{slug}-length.png"))
         sections.append(
-            _benchmark_section(bench, cmp, cells, factors, [str(p.relative_to(out_dir)) for p in made if p])
+            _benchmark_section(bench, cmps, cells, factors, [str(p.relative_to(out_dir)) for p in made if p])
         )
+        if {"shared", "own"} <= set(cmps):
+            survive = survive_frame(cmps["shared"].effects, cmps["own"].effects)
+            results["survive"].append(survive.assign(benchmark=bench))
+            survival.append(_survive_section(bench, survive))
+    if spec.search is not None:
+        sections += _search_sections(plan, store, out_dir, plots_dir, tables, survival)
     generation = generation_frame(plan, store)
     if not generation.empty:
         write_csv(generation, tables / "generation.csv")
@@ -519,7 +617,8 @@ def write_report(loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *,
     for name, parts in results.items():
         if parts:
             df = pd.concat(parts, ignore_index=True)
-            write_csv(df[["benchmark", *[c for c in df.columns if c != "benchmark"]]], tables / f"{name}.csv")
+            lead = [c for c in ("benchmark", "recipe") if c in df.columns]
+            write_csv(df[[*lead, *[c for c in df.columns if c not in lead]]], tables / f"{name}.csv")
 
     files = sorted(p for p in [*tables.glob("*.csv"), *plots_dir.glob("*.png")])
     tracking_line = "MLflow: not attempted (tracking disabled for this report)."
@@ -551,6 +650,39 @@ def write_report(loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *,
     if track and tracking_line.startswith("MLflow: attached"):
         _attach(loaded, plan, store, [path], out_dir)
     return path
+
+
+def _by_recipe(plan: Plan, arms: list[Arm]) -> dict[str | None, list[Arm]]:
+    """The arms of each recipe, the baselines in every one: comparisons never mix recipes. Without a search one
+    group, keyed None."""
+    recipe_of = {c.arm_id: c.recipe for c in plan.cells}
+    recipes = list(dict.fromkeys(recipe_of[a.id] for a in arms if not a.baseline)) or [None]
+    return {r: [a for a in arms if a.baseline or recipe_of[a.id] == r] for r in recipes}
+
+
+def _search_sections(
+    plan: Plan, store: Store, out_dir: Path, plots_dir: Path, tables: Path, survival: list[str]
+) -> list[str]:
+    """The "Does the effect survive per-arm tuning?" section and the "Search" section, with their tables."""
+    search = plan.spec.search
+    assert search is not None
+    head = "## Does the effect survive per-arm tuning?\n\n"
+    if search.mode == "shared":
+        survive = head + (
+            "Every arm was trained with the reference arm's best parameters (`search.mode: shared`): the effects "
+            "above are measured under that one recipe, and whether they survive tuning each arm is not tested "
+            "(`search.mode: per_arm` tests it).\n"
+        )
+    elif survival:
+        survive = head + SURVIVE_NOTE + "\n\n" + "\n".join(survival)
+    else:
+        survive = head + "No benchmark has both recipes evaluated yet.\n"
+    studies = studies_frame(plan, store)
+    write_csv(studies, tables / "studies.csv")
+    trials = trials_frame(plan, store)
+    if not trials.empty:
+        write_csv(trials, tables / "trials.csv")
+    return [survive, search_section(plan, store, out_dir, plots_dir)]
 
 
 def _attach(
