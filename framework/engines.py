@@ -38,6 +38,13 @@ def _drop_engine(key: tuple[str, ...]) -> None:
         torch.cuda.empty_cache()
 
 
+def release_engines() -> None:
+    """Free every loaded engine and tokenizer: a process that evaluates checkpoint after checkpoint (a search's
+    trials) would otherwise keep each one's engine, and GPU memory, to the end."""
+    for key in list(_ENGINES):
+        _drop_engine(key)
+
+
 def has_cuda() -> bool:
     import torch
 

@@ -33,7 +33,7 @@ from framework.grading.extraction import extract_answer, extract_choice
 from framework.grading.metrics import benchmark_metrics, problem_table
 from framework.locations import resolve_path
 from framework.registry import BENCHMARKS
-from framework.spec.models import BenchmarkSpec, EvalSpec, SampleBudget, first_round
+from framework.spec.models import AblationSpec, BenchmarkSpec, EvalSpec, SampleBudget, first_round
 from framework.store import write_json_atomic
 from framework.sweep.plan import SEED_SLOT
 from framework.variance import problem_counts
@@ -234,7 +234,10 @@ def _setup(ctx: StageContext) -> _Setup:
     spec = ctx.spec
     cell = next(c for c in ctx.plan.cells if c.id in ctx.job.cells)
     prompt_spec, ev = spec.evaluation_for(cell.baseline)  # a baseline may have its own (its key records them)
-    bench = next(b for b in ev.benchmarks if b.name == ctx.job.config["benchmark"]["name"])
+    if ctx.job.config.get("validation"):  # a search trial's: the objective's benchmark, not a test benchmark
+        bench, ev = validation_benchmark(ctx.spec, ctx.job.config, ev)
+    else:
+        bench = next(b for b in ev.benchmarks if b.name == ctx.job.config["benchmark"]["name"])
     spec_dir = ctx.loaded.path.resolve().parent if ctx.loaded.path else None
     problems = load_benchmark(bench, lambda p: resolve_path(p, spec_dir))
     source = model_source_for(ctx)
@@ -249,6 +252,17 @@ def _setup(ctx: StageContext) -> _Setup:
     stop_ids = generation_stop_ids(model_dir, tokenizer)
     keywords = spec.annotate.reflection_keywords
     return _Setup(bench, ev, problems, prompts, model_dir, tokenizer, dtype, max_len, stop_ids, clipped, keywords)
+
+
+def validation_benchmark(spec: AblationSpec, config: dict[str, Any], ev: EvalSpec) -> tuple[BenchmarkSpec, EvalSpec]:
+    """A search's validation benchmark (restricted to one rung's problems when the job names them) and the
+    evaluation settings with its own sample count."""
+    assert spec.search is not None
+    bench = spec.search.objective.benchmark
+    ids = config["benchmark"].get("problem_ids")
+    if ids is not None:
+        bench = bench.model_copy(update={"problem_ids": list(ids)})
+    return bench, ev.model_copy(update={"samples": config["eval"]["samples"]})
 
 
 def _generate(s: _Setup, prompts: list[list[int]], ev: EvalSpec) -> list[list[dict]]:

@@ -28,9 +28,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from framework import model_source as models
 from framework.artifacts import TRAIN_FILE
 from framework.errors import RetryLater, UserError
+from framework.spec.models import TrainSpec
 from framework.store import write_json_atomic
 from framework.train.config import (
     Layout,
@@ -65,7 +68,7 @@ class TrainingStopped(RetryLater):
 
 def run(ctx: StageContext) -> None:
     t0 = time.monotonic()
-    spec, train = ctx.spec, ctx.spec.train
+    spec, (train, searched) = ctx.spec, searched_recipe(ctx)
     out = Path(ctx.out)
 
     # 1. The model, checked before any process starts.
@@ -127,10 +130,34 @@ def run(ctx: StageContext) -> None:
         "total_s": time.monotonic() - t0,
     }
     metrics = summarize(result, lay, train.epochs, resume_from, timings, rc)
+    if searched is not None:  # which parameters this checkpoint was trained with, for the log and the report
+        metrics["search"] = searched
     write_json_atomic(out / "metrics.json", metrics)
     ctx.build.manifest["train"] = {
         k: metrics[k] for k in ("final_loss", "steps", "examples", "tokens", "layout", "resumed_from_step")
     } | {k: metrics["timings"][k] for k in ("train_s", "total_s")}
+    if searched is not None:
+        ctx.build.manifest["search"] = searched
+
+
+def searched_recipe(ctx: StageContext) -> tuple[TrainSpec, dict[str, Any] | None]:
+    """The spec's train settings with a search's parameters applied: a trial's own (`params`), or those its
+    study chose (`recipe`: the select job's best.json), validated as the spec's own would be. Also what to record
+    of them: the parameters, and for a recipe the study, its best trial and the select job."""
+    config = ctx.job.config
+    if "params" in config:
+        params, record = config["params"], {"params": config["params"]}
+    elif "recipe" in config:
+        best = json.loads((ctx.input_dir(f"search/{config['recipe']}") / "best.json").read_text(encoding="utf-8"))
+        params = best["params"]
+        record = {"params": params, "study": best["study"], "trial": best["trial"], "select": config["recipe"]}
+    else:
+        return ctx.spec.train, None
+    try:
+        train = TrainSpec.model_validate({**ctx.spec.train.model_dump(exclude_unset=True), **params})
+    except ValidationError as e:
+        raise TrainError(f"train: the search's parameters {params} are not valid train settings: {e}") from None
+    return train, record
 
 
 # ---------------------------------------------------------------------------------------------- helpers
