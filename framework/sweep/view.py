@@ -141,8 +141,7 @@ def summary_text(plan: Plan, states: dict[str, str], width: int = 80) -> Text:
     n_arms = len(trained) // max(recipes, 1)
     per_recipe = f" x {recipes} recipes" if recipes > 1 else ""
     grid = (
-        f"{len(plan.cells)} cells: {n_arms} arm{'s' * (n_arms != 1)}{per_recipe} x {n_seeds} "
-        f"seed{'s' * (n_seeds != 1)}"
+        f"{len(plan.cells)} cells: {n_arms} arm{'s' * (n_arms != 1)}{per_recipe} x {n_seeds} seed{'s' * (n_seeds != 1)}"
     )
     if baselines:
         grid += f" + {baselines} baseline{'s' * (baselines != 1)}"
