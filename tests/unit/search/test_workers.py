@@ -1,11 +1,13 @@
-"""Workers sharing one study, as separate processes on a real sqlite storage under the store's mutex: the study
-gets exactly its number of trials, a grid point is never run twice, and a worker killed mid-trial has its trial
-failed by another after the grace period and its parameters run again, counted once."""
+"""Workers sharing one study, as separate processes on a real storage under the store's mutex -- sqlite, and a
+PostgreSQL server started for the tests where one is installed: the study gets exactly its number of trials, a
+grid point is never run twice, and a worker killed mid-trial has its trial failed by another after the grace
+period and its parameters run again, counted once."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from framework.search.study import open_storage
@@ -24,11 +27,31 @@ ROOT = Path(__file__).resolve().parents[3]
 FAST = {"heartbeat_s": 1.0, "grace_s": 2.0}
 
 
+@pytest.fixture(scope="module")
+def postgres() -> Any:
+    from tests.postgres_server import postgres_server, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(f"no PostgreSQL server here: {why}")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The study's storage: a sqlite file, or a database of its own on the test's PostgreSQL server (each test
+    names its study after itself, so the tests never share one)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    return request.getfixturevalue("postgres")
+
+
 def _start(tmp: Path, search: dict[str, Any], worker: int, **extra: Any) -> subprocess.Popen:
     args = {
-        "url": f"sqlite:///{tmp / 'optuna.db'}",
+        "url": URL[tmp],
         "store": str(tmp / "store"),
-        "study": "ablate-test",
+        "study": STUDY[tmp],
         "search": search,
         "worker": worker,
         "sleep_s": 0.3,
@@ -39,9 +62,21 @@ def _start(tmp: Path, search: dict[str, Any], worker: int, **extra: Any) -> subp
     return subprocess.Popen([sys.executable, str(WORKER), json.dumps(args)], cwd=ROOT, env=env)
 
 
+URL: dict[Path, str] = {}  # a test's tmp_path -> its storage URL
+STUDY: dict[Path, str] = {}  # a test's tmp_path -> its study name
+
+
+@pytest.fixture(autouse=True)
+def _storage(request: pytest.FixtureRequest, tmp_path: Path, url: str) -> Any:
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[-80:]  # a store lock name's characters
+    URL[tmp_path], STUDY[tmp_path] = url, f"ablate-{name}"
+    yield
+    URL.pop(tmp_path), STUDY.pop(tmp_path)
+
+
 def _study(tmp: Path, search: dict[str, Any]) -> optuna.Study:
-    storage = open_storage(f"sqlite:///{tmp / 'optuna.db'}", SearchSpec.model_validate(search))
-    return optuna.load_study(study_name="ablate-test", storage=storage)
+    storage = open_storage(URL[tmp], SearchSpec.model_validate(search))
+    return optuna.load_study(study_name=STUDY[tmp], storage=storage)
 
 
 def _calls(tmp: Path) -> list[dict[str, Any]]:
