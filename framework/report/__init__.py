@@ -379,12 +379,14 @@ def _design(loaded: LoadedSpec, plan: Plan, frame: pd.DataFrame) -> list[str]:
         for f, fs in spec.factors.items()
     )
     trained = [c for c in plan.cells if c.baseline is None]
-    arms = len({c.arm_id for c in trained})
+    recipes = len({c.recipe for c in trained})
+    arms = len({c.levels for c in trained})
+    per_recipe = f" x {recipes} recipes" if recipes > 1 else ""
     fine_tunes = len({tuple(plan.cell_jobs[c.id]["train"]) for c in trained})
     baselines = ", ".join(b.name for b in spec.baselines) or "none"
     lines = [
         f"- Factors (* = reference level): {factors or 'none'}; grid: {spec.grid.design}.",
-        f"- {arms} arms x {len(spec.seeds)} seeds {spec.seeds} = {len(trained)} fine-tuned cells, "
+        f"- {arms} arms{per_recipe} x {len(spec.seeds)} seeds {spec.seeds} = {len(trained)} fine-tuned cells, "
         f"{spec.n_examples} training examples each; baselines: {baselines}."
         if spec.trains
         else f"- Evaluation only (baselines, no factors): nothing is trained; baselines: {baselines}.",
