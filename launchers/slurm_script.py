@@ -17,8 +17,9 @@ from framework.sweep.resources import StageResources
 
 # Stages that stop at a checkpoint on USR1/TERM and exit 75 (train.TrainingStopped) to be resumed. Only their jobs
 # get the time-limit warning and are requeued after it: any other stage would just die of the signal and restart
-# from zero, again and again, each time it outruns its limit. (Preemption, a TERM, requeues any stage.)
-CHECKPOINTING_STAGES = frozenset({"train"})
+# from zero, again and again, each time it outruns its limit. (Preemption, a TERM, requeues any stage.) A search
+# worker stops between trials on USR1 (a trial's training at a checkpoint) and its study resumes.
+CHECKPOINTING_STAGES = frozenset({"train", "search"})
 CHECKPOINTED_EXIT = RetryLater.exit_code  # TrainingStopped is a RetryLater
 
 

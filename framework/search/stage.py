@@ -11,8 +11,12 @@ A study has worker jobs and one select job (framework.sweep.plan.study_jobs):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +28,13 @@ from framework.benchmarks import BenchmarkError
 from framework.benchmarks.loading import load_benchmark, problem_overlap
 from framework.engines import release_engines
 from framework.locations import resolve_path
-from framework.redaction import redact_text
 from framework.search.study import (
     SearchError,
     best_record,
     open_storage,
     open_study,
     run_worker,
+    shown_storage,
     storage_url,
     study_name,
     trial_rows,
@@ -63,9 +67,10 @@ def _search(ctx: StageContext) -> SearchSpec:
 
 
 def _storage(ctx: StageContext, name: str) -> tuple[str, optuna.storages.RDBStorage]:
+    """The storage, and how it may be shown (never a password, nor a ${VAR}'s value)."""
     search = _search(ctx)
     url = storage_url(search.storage, results_base(ctx.store) / ctx.spec.name)
-    return url, open_storage(url, search, _mutex(ctx, name))
+    return shown_storage(url, search.storage), open_storage(url, search, _mutex(ctx, name), search.storage)
 
 
 def _mutex(ctx: StageContext, name: str) -> Any:
@@ -76,7 +81,7 @@ def _mutex(ctx: StageContext, name: str) -> Any:
 def worker(ctx: StageContext) -> None:
     search = _search(ctx)
     config = ctx.job.config
-    name = study_name(config["study"])
+    name = study_name(config["study"], ctx.job.deps)
     _, storage = _storage(ctx, name)
     study = open_study(storage, name, search, _mutex(ctx, name), worker=int(config["worker"]))
     problem_ids = validation_problems(ctx)
@@ -84,13 +89,15 @@ def worker(ctx: StageContext) -> None:
     deps = [d for d in ctx.job.deps if not d.startswith("search/")]
     jobs = TrialJobs(config["study"], deps, list(ctx.job.cells), parts)
     t0 = time.monotonic()
-    ran = run_worker(
-        study,
-        search,
-        lambda trial, params: objective(ctx, jobs, trial, params),
-        _mutex(ctx, name),
-        poll_s=min(5.0, search.heartbeat_s),
-    )
+    with time_limit_warning() as warned:
+        ran = run_worker(
+            study,
+            search,
+            lambda trial, params: objective(ctx, jobs, trial, params),
+            _mutex(ctx, name),
+            poll_s=min(5.0, search.heartbeat_s),
+            stopping=warned.is_set,
+        )
     write_json_atomic(ctx.out / "trials.json", {"study": name, "worker": config["worker"], "trials": ran})
     states = [t["state"] for t in ran]
     ctx.build.manifest["search"] = {
@@ -99,6 +106,23 @@ def worker(ctx: StageContext) -> None:
         **{s.lower(): states.count(s) for s in sorted(set(states))},
         "duration_s": round(time.monotonic() - t0, 3),
     }
+
+
+@contextlib.contextmanager
+def time_limit_warning() -> Iterator[threading.Event]:
+    """While the worker runs, USR1 (Slurm's warning that the job's time limit is near) is noted instead of killing
+    it: the worker stops before its next trial and exits 75 to be requeued. During a trial's training the train
+    stage takes the signal itself (a checkpoint, then a stop that fails the trial and queues it again to resume)."""
+    warned = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGUSR1, lambda signum, frame: warned.set())
+    except ValueError:  # not the main thread: leave signals alone
+        yield warned
+        return
+    try:
+        yield warned
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def validation_problems(ctx: StageContext) -> list[str]:
@@ -168,17 +192,18 @@ def _metrics(ctx: StageContext, job: Job) -> dict[str, float]:
 def select(ctx: StageContext) -> None:
     """best.json, trials.csv and the two plots of the finished study; refused when nothing completed."""
     search = _search(ctx)
-    name = study_name(ctx.job.config["study"])
-    url, storage = _storage(ctx, name)
+    name = study_name(ctx.job.config["study"], ctx.job.deps)
+    shown, storage = _storage(ctx, name)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise SearchError(
-            f"search/{ctx.job.key}: {redact_text(url)} holds no study {name}: its worker jobs have not run there"
+            f"search/{ctx.job.key}: {shown} holds no study {name}: its worker jobs have not run there (was "
+            "search.storage changed after they ran? run them again with `ablate exec search KEY --force`)"
         ) from None
     best = {
         **best_record(study, search),
-        "storage": redact_text(url),
+        "storage": shown,
         "arm": ctx.job.config["study"]["arm"],
     }
     rows = trial_rows(study, search)

@@ -9,6 +9,7 @@ share one study -- trials counted under a store-wide mutex, heartbeats, a dead w
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.engine import make_url
 
 from framework.errors import RetryLater, UserError
 from framework.hashing import content_key
@@ -47,10 +49,24 @@ class SearchError(UserError):
     report, a study with nothing completed."""
 
 
-def study_name(study: dict[str, Any]) -> str:
-    """The study's name in the storage: its config's content key, so a changed arm, recipe or validation is a new
-    study and a rerun finds the old one."""
-    return "ablate-" + content_key(study)[:20]
+def study_name(study: dict[str, Any], deps: list[str]) -> str:
+    """The study's name in the storage: the content key of its config and of the jobs its trials train on (the
+    arm's data, a tiny model), so a changed arm, recipe, validation or training set is a new study -- never an
+    old one's trials, and the parameters they chose, under a new sweep's name -- and a rerun finds the old one.
+    `deps`: the worker's or select job's inputs (the workers a select job waits for are left out)."""
+    keyed = sorted(d for d in deps if not d.startswith("search/"))
+    return "ablate-" + content_key({"study": study, "inputs": keyed})[:20]
+
+
+def shown_storage(url: str, configured: str | None) -> str:
+    """The storage as the store, logs, MLflow and the report may show it: the spec's own text where it reads
+    ${VAR}s (never their values), else the URL with its password hidden; a URL that does not parse is not shown."""
+    if configured is not None and _VAR.search(configured):
+        return redact_text(configured)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # SQLAlchemy's parse error repeats the whole string, password and all
+        return "<search.storage, which is not a valid SQLAlchemy URL>"
 
 
 def storage_url(configured: str | None, results_root: Path) -> str:
@@ -71,7 +87,7 @@ def grace_period(search: SearchSpec) -> int:
     return max(1, math.ceil(search.grace_s if search.grace_s is not None else 4 * search.heartbeat_s))
 
 
-def open_storage(url: str, search: SearchSpec, mutex: Mutex | None = None) -> RDBStorage:
+def open_storage(url: str, search: SearchSpec, mutex: Mutex | None = None, configured: str | None = None) -> RDBStorage:
     """The storage with heartbeats on: a trial silent for the grace period is failed by whichever worker looks
     next, and its parameters queued again up to max_retries times. Concurrent sqlite writers wait for each other
     (busy timeout) instead of failing; the workers' `mutex` keeps two from creating a new database's tables at
@@ -89,7 +105,24 @@ def open_storage(url: str, search: SearchSpec, mutex: Mutex | None = None) -> RD
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries),
             )
     except Exception as e:  # SQLAlchemy raises many types; the message may carry the URL, password and all
-        raise SearchError(f"search.storage: cannot open {redact_text(url)}: {redact_text(str(e))}") from None
+        raise SearchError(
+            f"search.storage: cannot open {shown_storage(url, configured)}: {_scrub(str(e), url)}"
+        ) from None
+
+
+def _scrub(text: str, url: str) -> str:
+    """An error message with every part of the URL that could be a secret taken out: the whole URL, its password
+    (as written and as parsed), then the usual patterns."""
+    secrets = [url]
+    with contextlib.suppress(Exception):
+        password = make_url(url).password
+        if password:
+            secrets.append(str(password))
+    if "@" in url:  # user:password@host, parsed or not
+        secrets.append(url.split("://", 1)[-1].rsplit("@", 1)[0])
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return redact_text(text)
 
 
 def make_sampler(search: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -236,6 +269,42 @@ def run_trial(study: optuna.Study, trial: Trial, search: SearchSpec, objective: 
     return {"number": trial.number, "state": final.state.name, "value": final.value, "params": params}
 
 
+CLOCK_SLACK_S = 60.0  # how far another host's clock may be off, for a trial's start time written there
+
+
+def fail_unbeaten(study: optuna.Study, search: SearchSpec) -> list[int]:
+    """Fail (and queue again) every running trial that never beat, started more than a grace period ago. A worker
+    asks for a trial and records its first beat inside the mutex, so a trial seen beatless from inside it lost
+    its worker in between (a kill, a storage error): Optuna never judges such a trial stale, and the workers
+    would wait for it forever. The grace period (plus a minute for clocks of other hosts) keeps a trial asked by
+    anything else than a worker safe. Called under the mutex; returns the trial numbers failed."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, RDBStorage):
+        return []
+    from optuna.storages._rdb import models  # the heartbeat table: no public call tells a trial that never beat
+
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=grace_period(search) + CLOCK_SLACK_S)
+    session = backend.scoped_session()
+    try:
+        running = (
+            session.query(models.TrialModel)
+            .filter(models.TrialModel.state == TrialState.RUNNING, models.TrialModel.study_id == study._study_id)
+            .all()
+        )
+        beatless = [
+            (t.trial_id, t.number)
+            for t in running
+            if not t.heartbeats and t.datetime_start is not None and t.datetime_start < cutoff
+        ]
+    finally:
+        session.close()
+    for trial_id, number in beatless:
+        study._storage.set_trial_user_attr(trial_id, "error", "its worker stopped before the trial's first heartbeat")
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        _retry(study, trial_id, search.max_retries)
+    return [number for _, number in beatless]
+
+
 def run_worker(
     study: optuna.Study,
     search: SearchSpec,
@@ -243,20 +312,25 @@ def run_worker(
     mutex: Mutex,
     *,
     poll_s: float = 5.0,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> list[dict[str, Any]]:
     """Pull trials until the study has `search.n_trials` COMPLETE or PRUNED ones. Under the mutex: fail the trials
     whose heartbeat stopped (their retries are queued), count, and ask for a trial -- a queued one first (grid
     points, retries) -- only while the complete, pruned and running ones fall short of the target; else wait for
     the running ones. A worker whose last max_retries + 1 trials all failed stops with the last error: something
-    is wrong with it, not with the parameters. Returns the trials it ran."""
+    is wrong with it, not with the parameters. `stopping`: asked before each trial; once true the worker stops
+    with RetryLater (exit 75, requeued). Returns the trials it ran."""
     n = search.n_trials
     ran: list[dict[str, Any]] = []
     in_a_row = 0
     while True:
+        if stopping():  # the job's time is nearly up: stop between trials, to be requeued and resume
+            raise RetryLater("the worker was asked to stop (a time limit near): its study resumes when it runs again")
         with mutex():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
+            fail_unbeaten(study, search)
             tally = counts(study)
             done = tally[TrialState.COMPLETE] + tally[TrialState.PRUNED]
             if done >= n:

@@ -117,7 +117,7 @@ def check_grid(source: Source) -> list[SpecError]:
 
 
 def check_names(source: Source) -> list[SpecError]:
-    """Benchmark, grader and pool-preset names must resolve."""
+    """Benchmark (a search's validation one too), grader and pool-preset names must resolve."""
     errors: list[SpecError] = []
     ev = source.data.get("eval")
     if isinstance(ev, dict):
@@ -140,6 +140,13 @@ def check_names(source: Source) -> list[SpecError]:
             and (problem := GRADERS.problem(grading["grader"]))
         ):
             errors.append(_err(source, ("eval", "grading", "grader"), problem))
+    search = source.data.get("search")
+    objective = search.get("objective") if isinstance(search, dict) else None
+    bench = objective.get("benchmark") if isinstance(objective, dict) else None
+    name = bench if isinstance(bench, str) else (bench.get("name") if isinstance(bench, dict) else None)
+    if isinstance(name, str) and (problem := BENCHMARKS.problem(name)):
+        loc = ("search", "objective", "benchmark") + (("name",) if isinstance(bench, dict) else ())
+        errors.append(_err(source, loc, problem))
     pool = source.data.get("pool")
     if isinstance(pool, list):
         for i, p in enumerate(pool):

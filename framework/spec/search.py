@@ -197,7 +197,11 @@ class SearchSpec(SpecModel):
             elif name in NOT_SEARCHABLE or is_run_only(fields[name]):
                 problems.append(f"{name!r} says how a training runs, not what it learns: it cannot be searched")
             else:
-                for value in param.bounds():
+                values = param.bounds()
+                if param.type == "float":  # a value between the bounds, which an int field refuses
+                    assert param.low is not None and param.high is not None
+                    values.append(param.low + 0.37 * (param.high - param.low))
+                for value in values:
                     try:
                         TrainSpec.model_validate({name: value})
                     except ValidationError as e:
@@ -206,6 +210,15 @@ class SearchSpec(SpecModel):
         if problems:
             raise ValueError("; ".join(problems))
         return v
+
+    @model_validator(mode="after")
+    def _grace(self) -> SearchSpec:
+        if self.grace_s is not None and self.grace_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                f"grace_s {self.grace_s:g} is under two heartbeats ({self.heartbeat_s:g} s each): a live trial "
+                "would be judged dead and run again"
+            )
+        return self
 
     @model_validator(mode="after")
     def _grid(self) -> SearchSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,20 @@ def _param_range(p: Any) -> str:
     return f"{p.low:g}..{p.high:g}{scale}"
 
 
+def objective_problems(spec: AblationSpec) -> list[str]:
+    """A pass@k objective the validation's samples cannot give (found now, not after the first trial trained)."""
+    assert spec.search is not None
+    objective = spec.search.objective
+    samples = objective.samples or first_round(spec.eval.samples)
+    k = re.fullmatch(r"pass@(\d+)", objective.metric)
+    if k and int(k[1]) > samples:
+        return [
+            f"search.objective.metric: {objective.metric} needs at least {k[1]} samples per validation problem, "
+            f"which gets {samples} (set search.objective.samples)"
+        ]
+    return []
+
+
 def validation_overlap(spec: AblationSpec, spec_dir: Path | None) -> list[str]:
     """A search's validation problems that are also problems of a test benchmark, by text (case and whitespace
     aside): tuning on them would leak the test set into the recipe. Checked here for benchmarks that load without
@@ -618,6 +633,12 @@ def job_key(stage: str, config: dict[str, Any], deps: list[str]) -> str:
     return content_key({"stage": stage, "version": STAGES[stage].version, "config": config, "deps": deps})
 
 
+def unsearched(train: dict[str, Any], search: SearchSpec) -> dict[str, Any]:
+    """A train slice without the fields a search sets: what the spec says of them never reaches a trial or a final
+    cell trained with a recipe, so editing it must not retrain them."""
+    return {k: v for k, v in train.items() if k not in search.params}
+
+
 def study_config(
     spec: AblationSpec, arm: Arm, shared: SharedSlices, validation: dict[str, Any]
 ) -> dict[str, Any]:  # fmt: skip
@@ -626,16 +647,20 @@ def study_config(
     is, are how it runs: not keyed)."""
     search = spec.search
     assert search is not None
-    settings = search.model_dump(mode="json", exclude={**run_only_fields(SearchSpec), "objective": {"benchmark"}})
+    # mode says which arms are searched, not what a study of one finds
+    unkeyed = {**run_only_fields(SearchSpec), "objective": {"benchmark"}, "mode": True}
+    settings = search.model_dump(mode="json", exclude=unkeyed)
     settings["trials"] = search.n_trials
     samples = search.objective.samples or first_round(spec.eval.samples)
     return {
         "arm": arm_definition(spec, arm),
+        # the trials train and validate with these stages' code: a new version is a new study
+        "versions": {s: STAGES[s].version for s in ("train", "eval")},
         "train": {
             "model": shared.base_model,
             "dtype": spec.model.dtype,
             "prompt": shared.prompt,
-            "train": shared.train,
+            "train": unsearched(shared.train, search),
             "seed": spec.trial_seed,
         },
         "validation": {
@@ -779,6 +804,8 @@ class _Planner:
             stages["search"] = self.study_jobs(
                 reference_arm(self.spec) if cell.recipe == "shared" else cell.levels, cell
             )
+            assert self.spec.search is not None
+            train_cfg["train"] = unsearched(shared.train, self.spec.search)
             train_cfg["recipe"] = self.jobs[stages["search"][-1]].key
             deps = deps + stages["search"][-1:]
         stages["train"] = [self.add("train", train_cfg, deps, cell.id)]
@@ -799,6 +826,7 @@ class _Planner:
             bench = search.objective.benchmark
             self.validation = benchmark_identity(bench, self.spec_dir, self.problems, "search.objective.benchmark")
             self.problems += validation_overlap(spec, self.spec_dir)
+            self.problems += objective_problems(spec)
         study = study_config(spec, arm, shared, self.validation)
         workers = [
             self.add("search", {"role": "worker", "study": study, "worker": i}, deps, cell.id)

@@ -145,7 +145,7 @@ def test_the_worker_refuses_validation_problems_the_sweep_scores(tmp_path: Path)
 def test_select_writes_best_trials_and_plots_of_the_finished_study(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, role="select")
     search = ctx.spec.search
-    name = study_name(ctx.job.config["study"])
+    name = study_name(ctx.job.config["study"], ctx.job.deps)
     url = storage_url(None, results_base(ctx.store) / ctx.spec.name)
     study = open_study(open_storage(url, search), name, search, lambda: ctx.store.mutex("t"))
     for value in (0.2, 0.6, None):

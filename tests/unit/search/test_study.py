@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from framework.errors import RetryLater
 from framework.search.study import (
     SearchError,
     best_record,
     open_storage,
     open_study,
     run_worker,
+    shown_storage,
     storage_url,
     suggest,
     trial_rows,
@@ -179,3 +182,70 @@ def test_select_refuses_a_study_without_a_completed_trial(tmp_path: Path) -> Non
     study.tell(trial, state=TrialState.PRUNED)
     with pytest.raises(SearchError, match=r"no completed trial.*1 pruned"):
         best_record(study, search)
+
+
+# ------------------------------------------------------------------------------ what the review found
+def test_a_trial_whose_worker_died_before_its_first_beat_is_failed_and_retried(tmp_path, monkeypatch):
+    """Asked, then the worker gone before its first heartbeat: Optuna never judges such a trial stale, and without
+    this every worker would wait for it forever."""
+    from framework.search import study as study_module
+
+    monkeypatch.setattr(study_module, "CLOCK_SLACK_S", 0.0)
+    search = SearchSpec.model_validate(
+        {
+            "params": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+            "objective": {"benchmark": "toy-dev"},
+            "sampler": {"kind": "random"},
+            "trials": 1,
+            "heartbeat_s": 1.0,
+            "grace_s": 2.0,
+        }
+    )
+    mutex = contextlib.nullcontext
+    storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}", search)
+    study = open_study(storage, "s", search, mutex)
+    orphan = study.ask()
+    orphan.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+    time.sleep(2.5)
+    ran = run_worker(study, search, lambda trial, params: 0.5, mutex, poll_s=0.1)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params and [r["number"] for r in ran] == [1]
+
+
+def test_a_worker_warned_of_its_time_limit_stops_between_trials(tmp_path):
+    search = SearchSpec.model_validate(
+        {
+            "params": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}},
+            "objective": {"benchmark": "toy-dev"},
+            "trials": 3,
+        }
+    )
+    study = open_study(open_storage(f"sqlite:///{tmp_path / 'o.db'}", search), "s", search, contextlib.nullcontext)
+    calls = []
+    with pytest.raises(RetryLater):
+        run_worker(
+            study, search, lambda t, p: calls.append(1) or 0.1, contextlib.nullcontext, stopping=lambda: len(calls) >= 1
+        )
+    assert len(calls) == 1 and len(study.get_trials()) == 1
+
+
+@pytest.mark.parametrize(
+    ("configured", "env", "secret"),
+    [
+        ("postgresql//u:s3cr3t@h/db", {}, "s3cr3t"),  # no colon: no URL to parse
+        ("postgresql://u:s3cr3t@h:port/db", {}, "s3cr3t"),  # a bad port
+        ("postgresql://u:${PGPW}@127.0.0.1:1/db", {"PGPW": "pa ssXYZ"}, "pa ssXYZ"),  # a value with a space
+    ],
+)
+def test_a_storage_that_cannot_be_opened_never_shows_its_password(tmp_path, monkeypatch, configured, env, secret):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    search = SearchSpec.model_validate(
+        {"params": {"epochs": {"type": "int", "low": 1, "high": 2}}, "objective": {"benchmark": "toy-dev"}}
+    )
+    url = storage_url(configured, tmp_path)
+    with pytest.raises(SearchError) as e:
+        open_storage(url, search, configured=configured)
+    assert secret not in str(e.value) and "search.storage" in str(e.value)
+    assert secret not in shown_storage(url, configured)

@@ -177,3 +177,58 @@ def test_the_cli_refuses_an_overlap_with_exit_2(tmp_path):
         capture_output=True, text=True, cwd=Path(__file__).parents[3],
     )  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr and "validation problem" in out.stderr
+
+
+def _study_names(plan) -> set[str]:
+    from framework.search.study import study_name
+
+    return {study_name(j.config["study"], j.deps) for j in plan.by_stage("search")}
+
+
+def test_a_study_is_named_by_its_trials_data_so_new_data_is_a_new_study():
+    """The Optuna storage outlives a sweep's keys: a study named by its config alone would hand trials tuned on
+    other data (another pool, n_examples, data seed) to a new sweep, or to another sweep sharing the storage."""
+    base = build_plan(spec_from_dict(with_search()))
+    names = _study_names(base)
+    assert len(names) == len(studies(base))  # a study's workers and select job agree on its name
+    other = with_search()
+    other["n_examples"] = 10
+    assert _study_names(build_plan(spec_from_dict(other))).isdisjoint(names)
+
+
+def test_editing_a_searched_field_or_the_mode_keeps_what_a_study_found():
+    base = build_plan(spec_from_dict(with_search()))
+    edited = with_search()
+    edited["train"] = {"learning_rate": 3.0e-5}  # searched: every trial and final cell sets its own
+    plan = build_plan(spec_from_dict(edited))
+    assert set(studies(plan)) == set(studies(base)) and _study_names(plan) == _study_names(base)
+    assert {j.id for j in plan.by_stage("train")} == {j.id for j in base.by_stage("train")}
+    shared = build_plan(spec_from_dict(with_search(mode="shared")))
+    assert set(studies(shared)) < set(studies(base))  # the reference arm's study is the same one
+    unsearched = with_search()
+    unsearched["train"] = {"warmup_ratio": 0.2}  # not searched: every trial trains with it
+    assert set(studies(build_plan(spec_from_dict(unsearched)))).isdisjoint(studies(base))
+
+
+def test_a_mistyped_validation_benchmark_is_a_spec_error(tmp_path):
+    import yaml
+
+    from framework.spec import SpecErrors, load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(with_search(objective={"benchmark": {"name": "math-50"}})))
+    with pytest.raises(SpecErrors, match=r"search.objective.benchmark.name: unknown benchmark 'math-50'"):
+        load_spec(path)
+
+
+def test_searched_values_the_train_field_refuses_and_a_short_grace_are_spec_errors():
+    with pytest.raises(Exception, match="global_batch_size"):
+        spec_from_dict(with_search(params={"global_batch_size": {"type": "float", "low": 4, "high": 8}}))
+    with pytest.raises(Exception, match="under two heartbeats"):
+        spec_from_dict(with_search(heartbeat_s=30, grace_s=5))
+
+
+def test_a_pass_at_k_objective_needs_k_validation_samples():
+    with pytest.raises(PlanError, match=r"pass@8 needs at least 8 samples per validation problem, which gets 4"):
+        build_plan(spec_from_dict(with_search(objective={"benchmark": "math-500", "metric": "pass@8"})))
+    build_plan(spec_from_dict(with_search(objective={"benchmark": "math-500", "metric": "pass@8", "samples": 8})))
