@@ -432,7 +432,7 @@ class BenchmarkSpec(SpecModel):
 
     name: str = Field(
         ...,
-        description="Registry name (comp-math-24-25, aime24, aime25, hmmt-24-25, math-500, gpqa-diamond, toy) "
+        description="Registry name (comp-math-24-25, aime24, aime25, hmmt-24-25, math-500, gpqa-diamond, toy, toy-dev) "
         "or 'package.module:attr'.",
     )
     path: str | None = Field(None, description="Local JSONL/Parquet of the same schema instead of the hub copy.")
