@@ -52,12 +52,13 @@ if TYPE_CHECKING:
 
 def run(ctx: StageContext) -> None:
     role = ctx.job.config["role"]
-    if role == "worker":
-        worker(ctx)
-    elif role == "select":
-        select(ctx)
-    else:
+    if role not in ("worker", "select"):
         raise ValueError(f"search job {ctx.job.key}: unknown role {role!r}")
+    with time_limit_warning() as warned:  # from the start: Slurm may warn a job at any moment of its run
+        if role == "worker":
+            worker(ctx, warned)
+        else:
+            select(ctx)  # seconds: it finishes well before the limit it was warned of
 
 
 def _search(ctx: StageContext) -> SearchSpec:
@@ -78,7 +79,7 @@ def _mutex(ctx: StageContext, name: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ worker
-def worker(ctx: StageContext) -> None:
+def worker(ctx: StageContext, warned: threading.Event) -> None:
     search = _search(ctx)
     config = ctx.job.config
     name = study_name(config["study"], ctx.job.deps)
@@ -89,15 +90,14 @@ def worker(ctx: StageContext) -> None:
     deps = [d for d in ctx.job.deps if not d.startswith("search/")]
     jobs = TrialJobs(config["study"], deps, list(ctx.job.cells), parts)
     t0 = time.monotonic()
-    with time_limit_warning() as warned:
-        ran = run_worker(
-            study,
-            search,
-            lambda trial, params: objective(ctx, jobs, trial, params),
-            _mutex(ctx, name),
-            poll_s=min(5.0, search.heartbeat_s),
-            stopping=warned.is_set,
-        )
+    ran = run_worker(
+        study,
+        search,
+        lambda trial, params: objective(ctx, jobs, trial, params),
+        _mutex(ctx, name),
+        poll_s=min(5.0, search.heartbeat_s),
+        stopping=warned.is_set,
+    )
     write_json_atomic(ctx.out / "trials.json", {"study": name, "worker": config["worker"], "trials": ran})
     states = [t["state"] for t in ran]
     ctx.build.manifest["search"] = {
@@ -110,9 +110,11 @@ def worker(ctx: StageContext) -> None:
 
 @contextlib.contextmanager
 def time_limit_warning() -> Iterator[threading.Event]:
-    """While the worker runs, USR1 (Slurm's warning that the job's time limit is near) is noted instead of killing
-    it: the worker stops before its next trial and exits 75 to be requeued. During a trial's training the train
-    stage takes the signal itself (a checkpoint, then a stop that fails the trial and queues it again to resume)."""
+    """While a search job runs, USR1 (Slurm's warning that the job's time limit is near) is noted instead of
+    killing it: a worker stops before its next trial and exits 75 to be requeued. During a trial's training the
+    train stage takes the signal itself (a checkpoint, then a stop that fails the trial and queues it again to
+    resume); during a trial's evaluation it is noted, and the trial ends first (its results kept if the limit
+    cuts it short: the retry reuses them)."""
     warned = threading.Event()
     try:
         previous = signal.signal(signal.SIGUSR1, lambda signum, frame: warned.set())

@@ -61,8 +61,8 @@ def study_name(study: dict[str, Any], deps: list[str]) -> str:
 def shown_storage(url: str, configured: str | None) -> str:
     """The storage as the store, logs, MLflow and the report may show it: the spec's own text where it reads
     ${VAR}s (never their values), else the URL with its password hidden; a URL that does not parse is not shown."""
-    if configured is not None and _VAR.search(configured):
-        return redact_text(configured)
+    if configured is not None and _VAR.search(configured):  # user:password@ hidden, whatever the host's ${VAR}
+        return redact_text(re.sub(r"(://)[^/]*@", r"\1***@", configured))
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # SQLAlchemy's parse error repeats the whole string, password and all
@@ -246,6 +246,8 @@ def run_trial(study: optuna.Study, trial: Trial, search: SearchSpec, objective: 
     storage = study._storage
     assert isinstance(storage, BaseHeartbeat)
     params = suggest(trial, search.params)
+    if trial.user_attrs.get("error"):  # a retry inherits its failed trial's attributes: not its error
+        trial.set_user_attr("error", None)
     value: float | None = None
     with _Heartbeat(storage, trial._trial_id, search.heartbeat_s):
         try:
@@ -262,6 +264,8 @@ def run_trial(study: optuna.Study, trial: Trial, search: SearchSpec, objective: 
             log.warning("trial %d failed: %s", trial.number, redact_text(f"{type(e).__name__}: {e}"), exc_info=True)
             _fail(study, trial, mutex, e, search.max_retries)
         else:
+            if math.isnan(value):
+                trial.set_user_attr("error", f"the objective {search.objective.metric} was not a number")
             with warnings.catch_warnings():  # a NaN is told as FAIL, with Optuna's warning
                 warnings.simplefilter("ignore", UserWarning)
                 study.tell(trial, value, skip_if_finished=True)

@@ -200,7 +200,8 @@ class SearchSpec(SpecModel):
                 values = param.bounds()
                 if param.type == "float":  # a value between the bounds, which an int field refuses
                     assert param.low is not None and param.high is not None
-                    values.append(param.low + 0.37 * (param.high - param.low))
+                    between = param.low + 0.37 * (param.high - param.low)
+                    values.append(param.low + param.step if param.step else between)
                 for value in values:
                     try:
                         TrainSpec.model_validate({name: value})

@@ -358,12 +358,14 @@ def objective_problems(spec: AblationSpec) -> list[str]:
     assert spec.search is not None
     objective = spec.search.objective
     samples = objective.samples or first_round(spec.eval.samples)
-    k = re.fullmatch(r"pass@(\d+)", objective.metric)
+    k = re.fullmatch(r"(?:.+/)?pass@(\d+)", objective.metric)
     if k and int(k[1]) > samples:
         return [
             f"search.objective.metric: {objective.metric} needs at least {k[1]} samples per validation problem, "
             f"which gets {samples} (set search.objective.samples)"
         ]
+    if k and int(k[1]) > 1 and int(k[1]) not in spec.eval.pass_k:  # the evaluation reports only those
+        return [f"search.objective.metric: {objective.metric} is not computed: add {k[1]} to eval.pass_k"]
     return []
 
 
@@ -654,8 +656,8 @@ def study_config(
     samples = search.objective.samples or first_round(spec.eval.samples)
     return {
         "arm": arm_definition(spec, arm),
-        # the trials train and validate with these stages' code: a new version is a new study
-        "versions": {s: STAGES[s].version for s in ("train", "eval")},
+        # the trials run, train and validate with these stages' code: a new version is a new study
+        "versions": {s: STAGES[s].version for s in ("search", "train", "eval")},
         "train": {
             "model": shared.base_model,
             "dtype": spec.model.dtype,

@@ -121,6 +121,7 @@ def test_a_failing_trial_is_failed_retried_with_its_parameters_and_never_counted
     assert trials[0].state == TrialState.FAIL and "CUDA out of memory" in trials[0].user_attrs["error"]
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params  # retried first
     assert calls[1] == calls[0]
+    assert trials[1].user_attrs.get("error") is None  # the retry does not carry its failed trial's error
 
 
 def test_a_worker_whose_trials_all_fail_stops_with_the_error(tmp_path: Path) -> None:
@@ -236,6 +237,7 @@ def test_a_worker_warned_of_its_time_limit_stops_between_trials(tmp_path):
         ("postgresql//u:s3cr3t@h/db", {}, "s3cr3t"),  # no colon: no URL to parse
         ("postgresql://u:s3cr3t@h:port/db", {}, "s3cr3t"),  # a bad port
         ("postgresql://u:${PGPW}@127.0.0.1:1/db", {"PGPW": "pa ssXYZ"}, "pa ssXYZ"),  # a value with a space
+        ("postgresql://u:literalpw@${PGHOST}/db", {"PGHOST": "127.0.0.1:1"}, "literalpw"),  # the host a variable
     ],
 )
 def test_a_storage_that_cannot_be_opened_never_shows_its_password(tmp_path, monkeypatch, configured, env, secret):

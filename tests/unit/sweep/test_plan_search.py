@@ -224,6 +224,8 @@ def test_a_mistyped_validation_benchmark_is_a_spec_error(tmp_path):
 def test_searched_values_the_train_field_refuses_and_a_short_grace_are_spec_errors():
     with pytest.raises(Exception, match="global_batch_size"):
         spec_from_dict(with_search(params={"global_batch_size": {"type": "float", "low": 4, "high": 8}}))
+    stepped = {"global_batch_size": {"type": "float", "low": 8, "high": 64, "step": 8}}  # every value whole
+    assert spec_from_dict(with_search(params=stepped)).search is not None
     with pytest.raises(Exception, match="under two heartbeats"):
         spec_from_dict(with_search(heartbeat_s=30, grace_s=5))
 
@@ -231,4 +233,8 @@ def test_searched_values_the_train_field_refuses_and_a_short_grace_are_spec_erro
 def test_a_pass_at_k_objective_needs_k_validation_samples():
     with pytest.raises(PlanError, match=r"pass@8 needs at least 8 samples per validation problem, which gets 4"):
         build_plan(spec_from_dict(with_search(objective={"benchmark": "math-500", "metric": "pass@8"})))
-    build_plan(spec_from_dict(with_search(objective={"benchmark": "math-500", "metric": "pass@8", "samples": 8})))
+    with pytest.raises(PlanError, match=r"pass@8 is not computed: add 8 to eval.pass_k"):
+        build_plan(spec_from_dict(with_search(objective={"benchmark": "math-500", "metric": "pass@8", "samples": 8})))
+    fine = with_search(objective={"benchmark": "math-500", "metric": "pass@8", "samples": 8})
+    fine["eval"].update(pass_k=[1, 8], samples=8)
+    build_plan(spec_from_dict(fine))
