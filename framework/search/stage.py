@@ -12,6 +12,7 @@ A study has worker jobs and one select job (framework.sweep.plan.study_jobs):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import signal
 import threading
@@ -71,7 +72,9 @@ def _storage(ctx: StageContext, name: str) -> tuple[str, optuna.storages.RDBStor
     """The storage, and how it may be shown (never a password, nor a ${VAR}'s value)."""
     search = _search(ctx)
     url = storage_url(search.storage, results_base(ctx.store) / ctx.spec.name)
-    return shown_storage(url, search.storage), open_storage(url, search, _mutex(ctx, name), search.storage)
+    # one lock per storage, not per study: workers of every study create a new database's tables in one place
+    lock = "search-storage-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+    return shown_storage(url, search.storage), open_storage(url, search, lambda: ctx.store.mutex(lock), search.storage)
 
 
 def _mutex(ctx: StageContext, name: str) -> Any:

@@ -93,21 +93,26 @@ def open_storage(url: str, search: SearchSpec, mutex: Mutex | None = None, confi
     (busy timeout) instead of failing; the workers' `mutex` keeps two from creating a new database's tables at
     once."""
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        with mutex() if mutex is not None else contextlib.nullcontext(), warnings.catch_warnings():
-            # heartbeats and the retry callback are marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=kwargs,
-                heartbeat_interval=max(1, math.ceil(search.heartbeat_s)),
-                grace_period=grace_period(search),
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries),
-            )
-    except Exception as e:  # SQLAlchemy raises many types; the message may carry the URL, password and all
-        raise SearchError(
-            f"search.storage: cannot open {shown_storage(url, configured)}: {_scrub(str(e), url)}"
-        ) from None
+    for attempt in range(4):
+        try:
+            with mutex() if mutex is not None else contextlib.nullcontext(), warnings.catch_warnings():
+                # heartbeats and the retry callback are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=max(1, math.ceil(search.heartbeat_s)),
+                    grace_period=grace_period(search),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries),
+                )
+        except Exception as e:  # SQLAlchemy raises many types; the message may carry the URL, password and all
+            if attempt < 3:  # another store's worker making a new database's tables just now ("already exists",
+                time.sleep(1.0)  # a duplicate schema version): the next attempt finds them made
+                continue
+            raise SearchError(
+                f"search.storage: cannot open {shown_storage(url, configured)}: {_scrub(str(e), url)}"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def _scrub(text: str, url: str) -> str:

@@ -251,3 +251,24 @@ def test_a_storage_that_cannot_be_opened_never_shows_its_password(tmp_path, monk
         open_storage(url, search, configured=configured)
     assert secret not in str(e.value) and "search.storage" in str(e.value)
     assert secret not in shown_storage(url, configured)
+
+
+def test_workers_of_different_studies_opening_a_new_storage_at_once_all_succeed(tmp_path):
+    """Four processes create one fresh sqlite storage's tables at the same moment, each under a lock of its own
+    (workers of other stores): one creates them, the others find them made and open the storage."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from framework.search.study import open_storage; from framework.spec.search import SearchSpec;"
+        "s = SearchSpec.model_validate({'params': {'epochs': {'type': 'int', 'low': 1, 'high': 2}},"
+        " 'objective': {'benchmark': 'toy-dev'}}); open_storage(sys.argv[1], s); print('ok')"
+    )
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    root = Path(__file__).resolve().parents[3]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], cwd=root, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4 and all("ok" in o for o in outs)
