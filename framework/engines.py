@@ -22,8 +22,11 @@ _ENGINES: dict[tuple[str, ...], Any] = {}  # (backend, model dir, dtype) -> load
 
 
 def cached_tokenizer(source: Any) -> Any:
-    """The model's tokenizer (a `ModelSource`), loaded once per process like its engine."""
-    key = ("tok", str(source.location), source.chat_template)
+    """The model's tokenizer (a `ModelSource`), loaded once per process like its engine, and shared by checkpoints
+    whose files (`checkpoint_signature`) are the same: a sweep's trained cells all carry their base's tokenizer."""
+    where = Path(str(source.location))
+    signature = checkpoint_signature(where) if where.is_dir() else None
+    key = ("tok", signature or str(source.location), source.chat_template)
     _ENGINES[key] = _ENGINES.get(key) or model_source.load_tokenizer(source)
     return _ENGINES[key]
 
@@ -31,6 +34,7 @@ def cached_tokenizer(source: Any) -> Any:
 def _drop_engine(key: tuple[str, ...]) -> None:
     """Free an engine before loading its replacement: two copies of a 32B model do not fit one GPU."""
     del _ENGINES[key]
+    _SIGNATURES.pop(key, None)
     gc.collect()
     if has_cuda():
         import torch
@@ -49,6 +53,170 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+# What a checkpoint directory holds besides its weights that the engine reads at build time. Two checkpoints equal
+# in all of these (up to the fields below that only record where or by what version a file was written) can share
+# one engine: the next one's weights are loaded into it.
+_ENGINE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+)
+_PROVENANCE_FIELDS = ("_name_or_path", "name_or_path", "transformers_version", "is_local", "local_files_only")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def checkpoint_signature(model_dir: Path) -> str | None:
+    """A digest of everything in a checkpoint directory but its weights and provenance fields; None where reuse is
+    unsafe to judge (not a local directory, or weights in a format other than safetensors)."""
+    import hashlib
+    import json
+
+    if not (model_dir / "config.json").is_file():
+        return None
+    formats = sorted({f.suffix for f in model_dir.iterdir() if f.suffix in _WEIGHT_SUFFIXES})
+    if formats != [".safetensors"]:
+        return None
+    digest = hashlib.sha256(json.dumps(formats).encode())
+    for name in _ENGINE_FILES:
+        path = model_dir / name
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if name.endswith(".json"):
+            try:
+                parsed = json.loads(data)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                kept = {k: v for k, v in parsed.items() if k not in _PROVENANCE_FIELDS}
+                data = json.dumps(kept, sort_keys=True).encode()
+        digest.update(f"\0{name}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+class WeightReload:
+    """Mixed into vLLM's worker (`worker_extension_cls`), in whichever process the worker runs: loads another
+    checkpoint's weights into the live engine, with the same check a fresh load makes (vLLM's in-place reload only
+    logs the parameters a checkpoint lacked, which would leave the previous model's weights in place)."""
+
+    def load_checkpoint(self, path: str) -> None:
+        # lazy: vLLM's layers, in the worker's process, which has imported vLLM already
+        from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+
+        runner: Any = self.model_runner  # type: ignore[attr-defined]
+        model = runner.get_model()
+        expected = {name for name, _ in model.named_parameters()}
+        loaded: set[str] = set()
+        original = model.load_weights
+
+        def recording(weights: Any) -> Any:
+            got = original(weights)
+            loaded.update(got or ())
+            return got
+
+        model.load_weights = recording
+        try:
+            self.reload_weights(weights_path=path)  # type: ignore[attr-defined]
+        finally:
+            del model.load_weights
+        if expected - loaded:
+            missing = sorted(expected - loaded)
+            raise RuntimeError(f"{path} lacks {len(missing)} of the engine's weights: {', '.join(missing[:5])}")
+        # The CPU build prepacks each linear layer's GEMM when it loads; a tied lm_head is not in the checkpoint, so
+        # the reload never repacks it and it would keep the previous model's embedding. Repack it from the (shared,
+        # already reloaded) weight; on GPUs this is a no-op.
+        for module in model.modules():
+            if isinstance(module, ParallelLMHead):
+                module.quant_method.process_weights_after_loading(module)
+
+    def reseed(self, seed: int) -> None:
+        """Put the worker's random state where a new engine built with `seed` starts (vLLM seeds it again after its
+        warm-up), so a reused engine samples as a fresh one would."""
+        # lazy: vLLM's own seeding, in the worker's process
+        from vllm.utils.torch_utils import set_random_seed
+
+        set_random_seed(seed)
+
+
+_SIGNATURES: dict[tuple[str, ...], str | None] = {}  # engine key -> checkpoint_signature of what it was built from
+
+
+def vllm_engine(model_dir: Path, ev: Any, dtype: str, max_len: int) -> Any:
+    """This process's vLLM engine for the checkpoint: the one already loaded; else, when `ev.reuse_engine` and a
+    live engine was built from a checkpoint of the same files, long enough context and the same parallelism, that
+    engine with these weights loaded into it (milliseconds instead of seconds, minutes for a large model); else a new
+    one, built after every other engine is freed (two large models do not fit one GPU)."""
+    key = ("vllm", str(model_dir), dtype)
+    if key in _ENGINES and _ENGINES[key].llm_engine.model_config.max_model_len < max_len:
+        _drop_engine(key)  # loaded for a benchmark with shorter prompts or answers: too short for this one
+    if key in _ENGINES:
+        return _ENGINES[key]
+    signature = checkpoint_signature(model_dir)
+    live = [k for k in _ENGINES if k[0] == "vllm"]
+    for other in live:
+        if getattr(ev, "reuse_engine", True) and _reusable(other, signature, ev, dtype, max_len):
+            llm = _ENGINES[other]
+            try:
+                llm.collective_rpc("load_checkpoint", args=(str(model_dir),))
+            except Exception as e:  # half-loaded weights are no model: build a fresh engine instead
+                print(f"eval: could not load {model_dir} into the running engine ({e}); building a new one")
+                break
+            llm.reset_prefix_cache()  # cached KV blocks were computed by the previous weights
+            _ENGINES[key] = _ENGINES.pop(other)
+            _SIGNATURES[key] = _SIGNATURES.pop(other)
+            print(f"eval: loaded {model_dir} into the engine built for {other[1]}", flush=True)
+            return _ENGINES[key]
+    for other in live:
+        _drop_engine(other)
+    _ENGINES[key] = _build_vllm(model_dir, ev, dtype, max_len)
+    _SIGNATURES[key] = signature
+    return _ENGINES[key]
+
+
+def _reusable(key: tuple[str, ...], signature: str | None, ev: Any, dtype: str, max_len: int) -> bool:
+    """Whether the engine under `key` can take a checkpoint with this signature: same files, dtype and tensor
+    parallelism, and a context at least as long."""
+    config = _ENGINES[key].llm_engine.vllm_config
+    return (
+        signature is not None
+        and _SIGNATURES.get(key) == signature
+        and key[2] == dtype
+        and config.model_config.max_model_len >= max_len
+        and config.parallel_config.tensor_parallel_size == ev.tensor_parallel_size
+    )
+
+
+def _build_vllm(model_dir: Path, ev: Any, dtype: str, max_len: int) -> Any:
+    from vllm import LLM
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    extra: dict[str, Any] = {}
+    if not has_cuda() and ev.tensor_parallel_size == 1:
+        # On CPU the engine core and its worker each start in a process of their own, re-importing torch and
+        # vLLM: about 30 of the 50 seconds an evaluation of a tiny model takes. In this process they cost none.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        extra["distributed_executor_backend"] = "uni"
+    return LLM(
+        model=str(model_dir),
+        dtype=dtype,
+        max_model_len=max_len,
+        seed=ev.sampling.seed,
+        tensor_parallel_size=ev.tensor_parallel_size,
+        enforce_eager=not has_cuda(),
+        worker_extension_cls=f"{__name__}.{WeightReload.__qualname__}",
+        **extra,
+    )
 
 
 @dataclass(frozen=True)
@@ -76,35 +244,17 @@ def vllm_generate(
     prompts' places in the whole benchmark (they seed the requests), when this process generates one data-parallel
     shard of it (framework.eval.parallel). `seeds`: each request's own seed instead (a generation's requests are
     content-addressed and seeded by their id); `max_tokens`: each request's own limit (what fits its context)."""
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    key = ("vllm", str(model_dir), dtype)
-    if key in _ENGINES and _ENGINES[key].llm_engine.model_config.max_model_len < max_len:
-        _drop_engine(key)  # loaded for a benchmark with shorter prompts or answers: too short for this one
-    if key not in _ENGINES:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        extra: dict[str, Any] = {}
-        if not has_cuda() and ev.tensor_parallel_size == 1:
-            # On CPU the engine core and its worker each start in a process of their own, re-importing torch and
-            # vLLM: about 30 of the 50 seconds an evaluation of a tiny model takes. In this process they cost none.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            extra["distributed_executor_backend"] = "uni"
-        _ENGINES[key] = LLM(
-            model=str(model_dir),
-            dtype=dtype,
-            max_model_len=max_len,
-            seed=ev.sampling.seed,
-            tensor_parallel_size=ev.tensor_parallel_size,
-            enforce_eager=not has_cuda(),
-            **extra,
-        )
-    llm = _ENGINES[key]
+    llm = vllm_engine(model_dir, ev, dtype, max_len)
     s = ev.sampling
     # Per-request seeds make each problem's samples independent of batching, but vLLM's CPU build cannot
     # rewind a CPU generator after a chunked prefill ("CPU Generator does not use offset"): on CPU the engine
     # seed fixed at load makes the run reproducible instead.
     per_request = has_cuda()
+    if not per_request:  # the engine's own random state: where a fresh engine seeded for this call would start
+        llm.collective_rpc("reseed", args=(seeds[0] if seeds else s.seed,))
     where = indices if indices is not None else list(range(len(prompts)))
     params = [
         SamplingParams(
