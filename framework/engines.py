@@ -200,6 +200,8 @@ def _reusable(key: tuple[str, ...], signature: str | None, ev: Any, dtype: str, 
 def _build_vllm(model_dir: Path, ev: Any, dtype: str, max_len: int) -> Any:
     from vllm import LLM
 
+    if not isinstance(ev.tensor_parallel_size, int):  # "auto" needs the GPUs and the checkpoint: the caller's job
+        raise ValueError("a vLLM engine takes a resolved tensor_parallel_size (framework.eval.layout), not 'auto'")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     extra: dict[str, Any] = {}
     if not has_cuda() and ev.tensor_parallel_size == 1:
@@ -225,7 +227,7 @@ class Decoding:
 
     sampling: Any  # temperature, top_p, top_k, max_tokens, seed
     samples: int
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = 1  # an EvalSpec's may say "auto": the eval stage resolves it before an engine loads
 
 
 def vllm_generate(

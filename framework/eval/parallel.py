@@ -1,4 +1,5 @@
-"""vLLM data parallelism for the eval stage: `eval.data_parallel_size` engines side by side over the prompts.
+"""vLLM data parallelism for the eval stage: `eval.data_parallel_size` engines side by side over the prompts (with
+"auto", as many as the visible GPUs hold: framework.eval.layout).
 
 Each rank is a process of its own with its own engine on its own devices: on GPUs, `tensor_parallel_size` of them
 (CUDA_VISIBLE_DEVICES is set before the rank imports torch); on CPU, its share of the cores (vLLM's OpenMP
@@ -25,6 +26,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from framework.eval.layout import resolve_layout
 from framework.spec.models import EvalSpec
 
 
@@ -127,6 +129,8 @@ def generate_data_parallel(
     on a shard whose benchmark is already lost. `rank_main` replaces the rank's body (tests)."""
     import torch
 
+    if not (isinstance(ev.tensor_parallel_size, int) and isinstance(ev.data_parallel_size, int)):
+        ev = resolve_layout(ev, model_dir, dtype)[0]
     dp = min(ev.data_parallel_size, len(prompts))
     tp = ev.tensor_parallel_size
     if torch.cuda.is_available():

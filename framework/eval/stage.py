@@ -26,6 +26,7 @@ from framework.artifacts import TRAIN_FILE, read_training_set
 from framework.benchmarks.loading import load_benchmark
 from framework.engines import cached_tokenizer, generate_hf, generation_stop_ids, has_cuda, vllm_generate
 from framework.eval.budget import Z95, checkpoint_allocation, round2_seeds, variance_target
+from framework.eval.layout import resolve_layout
 from framework.eval.parallel import generate_data_parallel
 from framework.formatting import prompt_ids
 from framework.grading import grade_many
@@ -73,8 +74,11 @@ def generate_vllm(
     max_len: int,
     stop_ids: list[int],
 ) -> list[list[dict]]:
-    """Samples per prompt with vLLM: this process's engine, or `eval.data_parallel_size` engines side by side."""
-    if ev.data_parallel_size > 1 and len(prompts) > 1:
+    """Samples per prompt with vLLM: this process's engine, or data-parallel engines side by side, as the layout
+    on the GPUs visible here says (framework.eval.layout)."""
+    ev, chosen = resolve_layout(ev, model_dir, dtype)
+    print(f"eval: {chosen.tp} x {chosen.dp} (tensor x data parallel): {chosen.why}", flush=True)
+    if chosen.dp > 1 and len(prompts) > 1:
         return generate_data_parallel(model_dir, prompts, ev, dtype, max_len, stop_ids)
     return vllm_generate(model_dir, prompts, ev, dtype, max_len, stop_ids)
 
@@ -360,6 +364,7 @@ def _generate_counts(s: _Setup, ev: EvalSpec, counts: np.ndarray, seeds: list[in
             one = ev.model_copy(update={"samples": int(counts[i]), "sampling": sampling})
             out[i] = generate_hf(s.model_dir, s.tokenizer, [s.prompts[i]], one, s.dtype, s.stop_ids)[0]
         return out
+    ev = resolve_layout(ev, s.model_dir, s.dtype)[0]  # one engine of the layout's tensor-parallel size
     for n in sorted(set(counts[counts > 0].tolist())):
         idx = [int(i) for i in np.flatnonzero(counts == n)]
         part = ev.model_copy(update={"samples": int(n)})

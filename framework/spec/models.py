@@ -491,11 +491,19 @@ class EvalSpec(SpecModel):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Decoding settings.")
     grading: GradingSpec = Field(default_factory=GradingSpec, description="Answer extraction and comparison.")
     backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine; hf = transformers generate.")
-    tensor_parallel_size: int = Field(
-        1, ge=1, description="vLLM tensor parallelism (GPUs per engine).", json_schema_extra=RUN_ONLY
+    tensor_parallel_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="vLLM tensor parallelism (GPUs per engine). auto: the fewest GPUs (1, 2, 4, 8, ...) whose "
+        "memory holds the weights with room for the KV cache and that split the attention heads; with "
+        "data_parallel_size fixed, the job's GPUs / data_parallel_size; 1 on CPU.",
+        json_schema_extra=RUN_ONLY,
     )
-    data_parallel_size: int = Field(
-        1, ge=1, description="vLLM engines run side by side over the prompts.", json_schema_extra=RUN_ONLY
+    data_parallel_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="vLLM engines run side by side over the prompts. auto: the job's GPUs / tensor_parallel_size "
+        "(1 on CPU); the local launcher then gives each evaluation one engine's GPUs, so several checkpoints are "
+        "evaluated at once instead.",
+        json_schema_extra=RUN_ONLY,
     )
     max_model_len: int | None = Field(
         None, ge=16, description="Context length for the engine; default: prompt + max_tokens."
@@ -518,6 +526,21 @@ class EvalSpec(SpecModel):
     pass_k: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [1],
         description="k values for unbiased pass@k (each at most the samples per problem).",
+        json_schema_extra=RUN_ONLY,
+    )
+    bundle: int = Field(
+        1,
+        ge=1,
+        description="Slurm only: evaluate up to this many checkpoints of one model (same base and dtype) in one "
+        "job, to pay the imports and engine start once; each evaluation keeps its own result and failure. A "
+        "bundle starts when all its trainings are done, so it pays only when they finish close together. The eval "
+        "time limit stays per checkpoint: a job of k checkpoints asks for k times it. 1: one job per checkpoint.",
+        json_schema_extra=RUN_ONLY,
+    )
+    reuse_engine: bool = Field(
+        True,
+        description="Keep one vLLM engine per process across checkpoints of one architecture, loading each "
+        "checkpoint's weights into it; false: one engine per checkpoint.",
         json_schema_extra=RUN_ONLY,
     )
 

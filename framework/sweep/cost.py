@@ -23,9 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framework.errors import UserError
 from framework.locations import resolve_path, toy_model_path
 from framework.spec.models import TOY_MODELS, AblationSpec, BenchmarkSpec, ModelSpec, SampleBudget
 from framework.store import Store
+from framework.sweep.eval_layout import EvalLayout, ModelShape, local_gpu_count, local_gpu_memory_gib, pick_layout
+from framework.sweep.eval_layout import eval_gpus as local_eval_gpus
 from framework.sweep.plan import Job, Plan
 from framework.sweep.resources import stage_resources
 
@@ -40,6 +43,7 @@ class GpuKind:
     train_mfu_no_checkpointing: float
     generate_tflops: float  # effective 2·N FLOP/s of batched vLLM decoding
     source: str
+    memory_gib: float  # per GPU: how many hold an evaluated model's weights (framework.sweep.eval_layout)
 
     def train_flops(self, gradient_checkpointing: bool) -> float:
         mfu = self.train_mfu if gradient_checkpointing else self.train_mfu_no_checkpointing
@@ -54,16 +58,16 @@ GPU_TABLE: dict[str, GpuKind] = {
     "h100": GpuKind(
         "h100", 989.0, 0.241, 0.359, _GEN_H100,
         "H100 default: training MFU measured by benchmarks/train_gpu.py (1.5B, 16k tokens, one GPU: 24.1% with "
-        "gradient checkpointing, 35.9% without); generation assumed",
+        "gradient checkpointing, 35.9% without); generation assumed", 80,
     ),
     "h200": GpuKind(
         "h200", 989.0, 0.266, 0.325, _GEN_H100 * 4.8 / 3.35,
         "H200 default: training MFU measured by benchmarks/train_gpu.py (1.5B, 16k tokens, one GPU: 26.6% with "
-        "gradient checkpointing, 32.5% without); generation assumed",
+        "gradient checkpointing, 32.5% without); generation assumed", 141,
     ),
     "a100": GpuKind(
         "a100", 312.0, 0.241, 0.359, _GEN_H100 * 2.0 / 3.35,
-        "A100 default: assumed, the H100's measured MFU at the A100's 312 TFLOP/s peak; generation assumed",
+        "A100 default: assumed, the H100's measured MFU at the A100's 312 TFLOP/s peak; generation assumed", 80,
     ),
 }  # fmt: skip
 DEFAULT_GPU = "h100"
@@ -88,6 +92,13 @@ KNOWN_MODELS: dict[str, tuple[float, int, int]] = {
     "Qwen/QwQ-32B-Preview": (32.8e9, 64, 5120),
     "Qwen/QwQ-32B": (32.8e9, 64, 5120),
 }
+# Their attention heads and KV heads (num_attention_heads, num_key_value_heads of config.json).
+KNOWN_HEADS: dict[str, tuple[int, int]] = {
+    "Qwen/Qwen2.5-0.5B": (14, 2), "Qwen/Qwen2.5-1.5B": (12, 2), "Qwen/Qwen2.5-7B": (28, 4),
+    "Qwen/Qwen2.5-14B": (40, 8), "Qwen/Qwen2.5-32B": (40, 8), "Qwen/Qwen2.5-72B": (64, 8),
+    "Qwen/Qwen2.5-Math-7B": (28, 4), "Qwen/Qwen2.5-Math-72B": (64, 8), "Qwen/QwQ-32B-Preview": (40, 8),
+    "Qwen/QwQ-32B": (40, 8),
+}  # fmt: skip
 for _name in list(KNOWN_MODELS):  # the instruct checkpoints share their base's shape
     if "QwQ" not in _name:
         KNOWN_MODELS[_name + "-Instruct"] = KNOWN_MODELS[_name]
@@ -105,6 +116,8 @@ class ModelSize:
     layers: int | None
     attn_width: int | None
     source: str  # where the numbers come from
+    heads: int | None = None  # attention heads and KV heads: the tensor-parallel sizes that split them
+    kv_heads: int | None = None
 
 
 @dataclass
@@ -131,6 +144,7 @@ class StageCost:
 class CostEstimate:
     gpu: str
     stages: list[StageCost]
+    eval_layout: list[dict[str, Any]] = field(default_factory=list)  # per evaluated model: `eval_layouts`
 
     @property
     def total_gpu_hours(self) -> float:
@@ -138,7 +152,9 @@ class CostEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         stages = [{**asdict(s), "wall_hours_per_job": s.wall_hours_per_job} for s in self.stages]
-        return {"gpu": self.gpu, "stages": stages, "total_gpu_hours": self.total_gpu_hours}
+        return {
+            "gpu": self.gpu, "stages": stages, "total_gpu_hours": self.total_gpu_hours, "eval_layout": self.eval_layout
+        }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- sizes
@@ -161,7 +177,7 @@ def size_from_config(config: dict[str, Any], source: str) -> ModelSize | None:
     attn = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h
     per_layer = attn + 3 * h * inter + 2 * h
     embeddings = vocab * h * (1 if cfg.get("tie_word_embeddings", False) else 2)
-    return ModelSize(float(layers * per_layer + embeddings + h), layers, heads * head_dim, source)
+    return ModelSize(float(layers * per_layer + embeddings + h), layers, heads * head_dim, source, heads, kv)
 
 
 def model_size(model: ModelSpec, spec_dir: Path | None) -> ModelSize:
@@ -191,7 +207,8 @@ def model_size(model: ModelSpec, spec_dir: Path | None) -> ModelSize:
             return size
     if name in KNOWN_MODELS:
         params, layers, width = KNOWN_MODELS[name]
-        return ModelSize(params, layers, width, f"{name}: known size")
+        heads, kv = KNOWN_HEADS.get(name.removesuffix("-Instruct"), (None, None))
+        return ModelSize(params, layers, width, f"{name}: known size", heads, kv)
     return ModelSize(DEFAULT_PARAMS, None, None, f"{name or 'model'}: size unknown, assumed {DEFAULT_PARAMS / 1e9:g}B")
 
 
@@ -242,10 +259,9 @@ def measured_train_rate(plan: Plan, store: Store, done: set[str], size: ModelSiz
     return Rate(flops / device_s, f"measured: {jobs} finished training(s) in this store ({', '.join(sorted(devices))})")
 
 
-def measured_eval(plan: Plan, store: Store, done: set[str], sizes: dict[str, ModelSize]) -> tuple[Rate | None, float | None]:  # fmt: skip
+def measured_eval(plan: Plan, store: Store, done: set[str], sizes: dict[str, ModelSize], gpus: int = 1) -> tuple[Rate | None, float | None]:  # fmt: skip
     """Model FLOP/s per GPU of the sweep's finished evaluations and their mean tokens per sample (read from
-    samples.parquet), or None where none has finished."""
-    gpus = max(1, plan.spec.eval.tensor_parallel_size * plan.spec.eval.data_parallel_size)
+    samples.parquet), or None where none has finished. `gpus`: what an eval job of this sweep uses."""
     flops = gpu_s = tokens_all = samples_all = 0.0
     jobs = 0
     for job in plan.by_stage("eval"):
@@ -295,20 +311,21 @@ def estimate_cost(
     (`framework.generate.estimate`, as dicts), which the CLI computes; the core does not import that stage."""
     kind = GPU_TABLE[gpu]
     done = {s: store.done_keys(s) for s in ("generate", "pool", "data", "search", "train", "eval")}
+    layouts = eval_layouts(plan.spec, spec_dir, kind) if plan.by_stage("eval") else []
     stages = [
         s
         for s in (
             generation_cost(plan, spec_dir, kind, done["generate"], generation or []),
             search_cost(plan, store, spec_dir, kind, done),
             train_cost(plan, store, spec_dir, kind, done),
-            eval_cost(plan, store, spec_dir, kind, done["eval"]),
+            eval_cost(plan, store, spec_dir, kind, done["eval"], layouts),
         )
         if s is not None
     ]
     if plan.spec.launcher.kind == "slurm":
         for stage in stages:
             stage.notes += time_limit_notes(plan.spec, stage)
-    return CostEstimate(gpu, stages)
+    return CostEstimate(gpu, stages, layouts)
 
 
 def slurm_hours(limit: str | None) -> float | None:
@@ -484,13 +501,17 @@ def _train_gpus(spec: AblationSpec) -> int | None:
     return spec.train.nodes * per_node if per_node else None
 
 
-def eval_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, done: set[str]) -> StageCost | None:
+def eval_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, done: set[str], layouts: list[dict[str, Any]] | None = None) -> StageCost | None:  # fmt: skip
+    """`layouts`: `eval_layouts`; the GPUs an eval job uses are their tp x dp (one GPU on CPU, or where models
+    differ in it: then None, as the table's '?')."""
     jobs = plan.by_stage("eval")
     if not jobs:
         return None
     spec = plan.spec
     sizes = {j.id: _eval_model_size(plan, j, spec_dir) for j in jobs}
-    measured, mean_tokens = measured_eval(plan, store, done, sizes)
+    used = {max(1, entry["gpus"]) for entry in layouts or []} or {1}
+    gpus = next(iter(used)) if len(used) == 1 else None
+    measured, mean_tokens = measured_eval(plan, store, done, sizes, max(used))  # mixed: the most, a lower rate
     rate = measured or Rate(kind.generate_tflops * 1e12, kind.source)
     benches = {b.name: b for b in spec.eval.benchmarks}
     counted = _benchmark_problems(plan, store, spec_dir, done)
@@ -516,7 +537,6 @@ def eval_cost(plan: Plan, store: Store, spec_dir: Path | None, kind: GpuKind, do
     notes |= {f"parameters: {s.params / 1e9:.3g}B ({s.source})" for j, s in sizes.items() if plan.jobs[j] in todo}
     if unknown:
         notes.add(f"{unknown} job(s) left out: their benchmark's problem count is unknown here")
-    gpus = max(1, spec.eval.tensor_parallel_size * spec.eval.data_parallel_size)
     hours = flops / rate.flops_per_gpu_s / 3600
     return StageCost("eval", len(jobs), len(todo), hours, gpus, rate.source, sorted(notes), unknown)
 
@@ -545,6 +565,53 @@ def _eval_model_size(plan: Plan, job: Job, spec_dir: Path | None) -> ModelSize:
     cell = next((c for c in plan.cells if c.id == job.cells[0]), None)
     baseline = next((b for b in spec.baselines if cell is not None and b.name == cell.baseline), None)
     return model_size(baseline.model if baseline is not None and baseline.model else spec.model, spec_dir)
+
+
+def evaluated_shapes(spec: AblationSpec, spec_dir: Path | None = None) -> list[tuple[str, ModelShape, str]]:
+    """(name, shape, dtype on a GPU) of each distinct model the sweep evaluates: the base model (its fine-tuned
+    checkpoints have its shape) and each baseline's own."""
+    models = [spec.model] if spec.trains else []
+    models += [b.model or spec.model for b in spec.baselines]
+    out: dict[str, tuple[str, ModelShape, str]] = {}
+    for m in models:
+        name = m.name_or_path or "the tiny model"
+        if name not in out:
+            size = model_size(m, spec_dir)
+            shape = ModelShape(size.params, size.heads, size.kv_heads, size.source)
+            out[name] = (name, shape, "bfloat16" if m.dtype == "auto" else m.dtype)
+    return list(out.values())
+
+
+def eval_layouts(spec: AblationSpec, spec_dir: Path | None, kind: GpuKind) -> list[dict[str, Any]]:
+    """The layout of an eval job per evaluated model, with a line for `plan`: on Slurm from the eval job's GPUs per
+    node and the GPU kind's memory; locally from the GPUs the local launcher gives an eval job here."""
+    tp, dp = spec.eval.tensor_parallel_size, spec.eval.data_parallel_size
+    memory: float | None = kind.memory_gib
+    mem_note = f"{kind.name.upper()}, {kind.memory_gib:g} GiB"
+    if spec.launcher.kind == "slurm":
+        try:
+            gpus = stage_resources(spec, "eval").gpus_per_node
+        except UserError:  # reported by the plan's launch problems
+            return []
+        where = f"per Slurm eval job of {gpus} GPU(s) ({mem_note})"
+    else:
+        local = spec.launcher.local.gpus
+        visible = len(local) if isinstance(local, list) else local_gpu_count()
+        found = local_gpu_memory_gib() if visible else None
+        memory = found or memory
+        mem_note = f"{found:.0f} GiB" if found else f"{mem_note} assumed"
+        gpus = local_eval_gpus(spec, visible, memory, spec_dir)
+        where = f"per local eval job of {gpus} of the {visible} GPU(s) here ({mem_note})"
+    out = []
+    for name, shape, dtype in evaluated_shapes(spec, spec_dir):
+        chosen: EvalLayout = pick_layout(shape, gpus=gpus, gpu_memory_gib=memory, dtype=dtype, tp=tp, dp=dp)
+        line = (
+            f"{name}: {chosen.tp} x {chosen.dp} on CPU"
+            if not gpus
+            else f"{name}: {chosen.tp} x {chosen.dp} (tensor x data parallel) {where}: {chosen.why}"
+        )
+        out.append({"model": name, **chosen.to_dict(), "line": line})
+    return out
 
 
 def _benchmark_problems(plan: Plan, store: Store, spec_dir: Path | None, done: set[str]) -> dict[str, int | None]:
@@ -638,6 +705,13 @@ def render(cost: dict[str, Any]) -> list[str]:
             for line in textwrap.wrap(n, 78, initial_indent="    - ", subsequent_indent="      ")
         ]
     lines.append(f"  {'total':<9} {'':>8} {'':>8} {_hours(cost['total_gpu_hours']):>10}")
+    if cost.get("eval_layout"):
+        lines.append("evaluation layout (eval.tensor_parallel_size x data_parallel_size):")
+        lines += [
+            line
+            for entry in cost["eval_layout"]
+            for line in textwrap.wrap(entry["line"], 110, initial_indent="  ", subsequent_indent="    ")
+        ]
     return lines
 
 

@@ -38,6 +38,7 @@ from framework.spec.models import (
 )
 from framework.spec.pool import GenerateSpec
 from framework.spec.search import SearchSpec
+from framework.sweep.eval_layout import fixed_gpus
 from framework.sweep.grid import Arm, Cell, arm_definition, expand, reference_arm
 from framework.sweep.resources import TrainConfigError, layout, stage_resources
 from framework.sweep.stages import STAGES
@@ -259,10 +260,10 @@ def launch_problems(spec: AblationSpec) -> list[str]:
             ev = stage_resources(spec, "eval")
         except UserError as e:
             return [str(e)]
-        need = spec.eval.tensor_parallel_size * spec.eval.data_parallel_size
+        need = fixed_gpus(spec.eval.tensor_parallel_size, spec.eval.data_parallel_size)  # an auto size counts 1
         if spec.eval.benchmarks and 0 < ev.nodes * ev.gpus_per_node < need:
             # vLLM would fail for want of GPUs the job does not have, after every training of the sweep (a job
-            # with none evaluates on CPU).
+            # with none evaluates on CPU). Whether auto's model fits the job's GPUs, `plan`'s layout lines say.
             problems.append(
                 f"eval: tensor_parallel_size x data_parallel_size = {need} GPUs, but the Slurm eval job gets "
                 f"{ev.nodes * ev.gpus_per_node} (set launcher.slurm.stages.eval.gpus_per_node)"

@@ -74,6 +74,7 @@ def test_vllm_greedy_matches_hf_resumes_and_runs_data_parallel(tmp_path: Path):
     assert dp_key == eval_key  # how many engines run is not part of what is computed
     out = ablate("exec", "eval", dp_key, "--spec", "dp.yaml", "--force", cwd=tmp_path)
     assert "2 vLLM engines side by side, prompts [3, 3]" in out.stdout
+    assert "eval: 1 x 2 (tensor x data parallel): on CPU, as the spec fixes" in out.stdout  # the layout it ran
     d = pd.read_parquet(store / dp_key / "samples.parquet")
     assert list(d["problem_id"]) == list(pd.read_parquet(store / hf_key / "samples.parquet")["problem_id"])
     d = d.sort_values("problem_id")

@@ -155,10 +155,11 @@ def test_the_run_only_fields_are_marked_in_the_schema_and_keyed_nowhere():
     }  # fmt: skip
     assert run_only_fields(EvalSpec) == {
         "tensor_parallel_size": True, "data_parallel_size": True, "truncation_warning": True, "pass_k": True,
-        "grading": {"workers": True},
+        "grading": {"workers": True}, "bundle": True, "reuse_engine": True,
     }  # fmt: skip
     for path, value in [("train.offload_params", True), ("train.nodes", 2), ("train.keep_checkpoint", False),
-                        ("eval.data_parallel_size", 2), ("eval.truncation_warning", 0.5)]:  # fmt: skip
+                        ("eval.data_parallel_size", 2), ("eval.truncation_warning", 0.5), ("eval.bundle", 3),
+                        ("eval.reuse_engine", False), ("eval.tensor_parallel_size", 2)]:  # fmt: skip
         after = copy.deepcopy(MINIMAL)
         _set(after, path, value)
         assert changed_stages(MINIMAL, after) == set(), path
