@@ -34,7 +34,7 @@ from framework.sweep.live_runs import live_runs, other_host_runs
 from framework.sweep.plan import Plan, PlanError, build_plan, configured_tracking_uri, tracking_uri
 from framework.sweep.pruning import is_pruned
 from framework.sweep.stages import STAGE_ORDER, STAGES
-from launchers.base import LAUNCHERS, launch, launcher_class, pending_tasks
+from launchers.base import LAUNCHERS, launch, launcher_class
 from launchers.base import summary as run_summary
 
 USER_ERRORS = (SpecErrors, SpecFileError, UserError)
@@ -420,9 +420,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """validate -> plan -> launch every job not done (in dependency order) -> report."""
     sweep = _open(args, check_tracking=True)
     loaded, plan, store = sweep.loaded, sweep.plan, sweep.store
-    tasks = pending_tasks(plan, store)
-    code = 0
     kind = args.launcher or loaded.spec.launcher.kind
+    tasks = launcher_class(kind).pending(plan, store)  # Slurm bundles evaluations (eval.bundle)
+    code = 0
     print(
         f"{loaded.spec.name}: {len(plan.cells)} cells, {len(plan.jobs)} stage jobs, {len(tasks)} tasks to run ({kind})"
     )

@@ -63,17 +63,51 @@ def eval_group(job: Job) -> tuple[str, ...]:
     return (*job.deps, json.dumps([model, job.config.get("dtype")], sort_keys=True, default=str))
 
 
-def pending_tasks(plan: Plan, store: Store, *, group_evals: bool = True) -> list[Task]:
+def engine_family(plan: Plan, job: Job) -> str:
+    """What evaluations of different checkpoints may share one process: the base model the checkpoint comes from
+    (a training's or a tiny model job's `model`, else the evaluation's own hub or local model), the dtype and the
+    GPUs, so a process never holds engines of two architectures, nor asks for another job's resources."""
+    source = plan.jobs.get(next(iter(job.config.get("checkpoint") or []), ""))
+    model = source.config.get("model") if source is not None else job.config.get("model")
+    return json.dumps([model, job.config.get("dtype"), job.gpus], sort_keys=True, default=str)
+
+
+def eval_bundles(plan: Plan, size: int) -> dict[str, int]:
+    """Eval job id -> its bundle: the checkpoints' evaluation groups (eval_group) of one engine family, in plan
+    order, cut into runs of `size`. Taken over the whole plan, done jobs included, so a re-run after part of the
+    sweep finished bundles what is left as before (a queued bundle's job is reused) instead of shifting every
+    bundle. A group that waits for other evaluations (a budget's second round) is bundled only with groups at the
+    same depth of such waits: two bundles then never wait for each other."""
+    depth: dict[str, int] = {}
+    families: dict[tuple[str, int], dict[tuple[str, ...], list[str]]] = {}
+    for job in plan.jobs.values():  # insertion order is topological: a dependency's depth is known first
+        if job.stage != "eval":
+            continue
+        depth[job.id] = max((depth[d] + 1 for d in job.deps if d in depth), default=0)
+        groups = families.setdefault((engine_family(plan, job), depth[job.id]), {})
+        groups.setdefault(eval_group(job), []).append(job.id)
+    out: dict[str, int] = {}
+    first = 0  # the number of the family's first bundle
+    for groups in families.values():
+        for i, ids in enumerate(groups.values()):
+            out.update(dict.fromkeys(ids, first + i // size))
+        first += -(-len(groups) // size)
+    return out
+
+
+def pending_tasks(plan: Plan, store: Store, *, group_evals: bool = True, bundle: int = 1) -> list[Task]:
     """Tasks for the jobs not done yet, in a valid order. Evaluations of one checkpoint become one task, so the
-    engine loads the model once for all benchmarks."""
+    engine loads the model once for all benchmarks; with `bundle` > 1 (eval.bundle, on Slurm) those of up to
+    `bundle` checkpoints of one base model (eval_bundles) become one task, which waits for all their trainings."""
     todo = [j for j in plan.jobs.values() if not store.is_done(j.stage, j.key)]
     todo = needed_again(plan, store, todo) + todo  # checkpoints deleted after evaluation that a new one reads
+    bundles = eval_bundles(plan, bundle) if group_evals and bundle > 1 else {}
     tasks: list[Task] = []
     by_job: dict[str, Task] = {}
-    eval_groups: dict[tuple[str, ...], Task] = {}
+    eval_groups: dict[Any, Task] = {}
     for job in todo:
         if group_evals and job.stage == "eval":
-            group = eval_group(job)
+            group = ("bundle", bundles[job.id]) if job.id in bundles else eval_group(job)
             if group in eval_groups:
                 eval_groups[group].jobs.append(job)
                 by_job[job.id] = eval_groups[group]
@@ -86,7 +120,31 @@ def pending_tasks(plan: Plan, store: Store, *, group_evals: bool = True) -> list
     for task in tasks:
         deps = {by_job[d].id for j in task.jobs for d in j.deps if d in by_job}
         task.deps = sorted(deps)
-    return tasks
+    # A bundle sits where its first checkpoint's evaluations were, before the trainings of the others.
+    return topological(tasks) if bundles else tasks
+
+
+def topological(tasks: list[Task]) -> list[Task]:
+    """The tasks with each one after the tasks it depends on (stable: an order that is valid already is kept), so
+    that every dependency has its job id when a dependent is submitted."""
+    by_id = {t.id: t for t in tasks}
+    out: list[Task] = []
+    seen: set[str] = set()
+
+    def visit(task: Task, path: tuple[str, ...]) -> None:
+        if task.id in seen:
+            return
+        if task.id in path:
+            raise ValueError(f"dependency cycle through {task.id}")
+        for dep in task.deps:
+            if dep in by_id:
+                visit(by_id[dep], (*path, task.id))
+        seen.add(task.id)
+        out.append(task)
+
+    for task in tasks:
+        visit(task, ())
+    return out
 
 
 def unfinished_on_their_own(tasks: list[Task], states: dict[str, str]) -> list[str]:
@@ -166,6 +224,11 @@ class Launcher:
     def options(cls, spec: AblationSpec) -> dict[str, Any]:
         """Constructor arguments that the spec's own section for this launcher sets."""
         return {}
+
+    @classmethod
+    def pending(cls, plan: Plan, store: Store) -> list[Task]:
+        """For `ablate run`: the tasks this launcher would submit for the jobs not done yet."""
+        return pending_tasks(plan, store)
 
     @classmethod
     def start(

@@ -41,7 +41,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,7 +55,17 @@ from framework.sweep.plan import Plan
 from framework.sweep.pruning import PRUNED
 from framework.sweep.resources import StageResources, stage_resources
 from framework.sweep.stages import job_device
-from launchers.base import FINAL, Launcher, Task, exec_command, log_tail, shell_join
+from launchers.base import (
+    FINAL,
+    Launcher,
+    Task,
+    eval_group,
+    exec_command,
+    log_tail,
+    pending_tasks,
+    shell_join,
+    topological,
+)
 from launchers.slurm_done import outputs_done, task_done
 from launchers.slurm_reuse import (
     ALIVE,
@@ -66,7 +76,6 @@ from launchers.slurm_reuse import (
     job_name,
     running_superseded,
     settle_earlier_jobs,
-    topological,
 )
 from launchers.slurm_script import (
     CHECKPOINTED_EXIT,
@@ -74,6 +83,7 @@ from launchers.slurm_script import (
     redact_log_command,
     render,
     sbatch_directives,
+    scaled_time,
     write_private,
 )
 
@@ -266,7 +276,10 @@ class SlurmLauncher(Launcher):
 
     # ---- scripts
     def resources(self, task: Task) -> StageResources:
-        return stage_resources(self.spec, task.stage, job_device(task.stage, task.jobs[0].config))
+        """The stage's resources; a bundle of evaluations (eval.bundle) gets the time limit of each checkpoint."""
+        res = stage_resources(self.spec, task.stage, job_device(task.stage, task.jobs[0].config))
+        checkpoints = len({eval_group(j) for j in task.jobs}) if task.stage == "eval" else 1
+        return replace(res, time=scaled_time(res.time, checkpoints))
 
     def job_name(self, task: Task) -> str:
         return job_name(self.spec.name, task.stage, task.keys[0])
@@ -289,7 +302,7 @@ class SlurmLauncher(Launcher):
         command = shell_join(self.task_command(task))
         if slurm.container:
             command = f"{slurm.container} {command}"
-        cells = task.jobs[0].cells
+        cells = list(dict.fromkeys(c for j in task.jobs for c in j.cells))
         checkpoints = task.stage in CHECKPOINTING_STAGES
         directives = sbatch_directives(
             self.resources(task),
@@ -399,10 +412,28 @@ class SlurmLauncher(Launcher):
         }
         for k in task.keys:
             write_json_atomic(record_path(self.store, task.stage, k), record)
+        self._link_logs(task, job_id)
         waits = [f"{len(deps)} job(s)"] if deps else []
         waits += [f"the end of job(s) {', '.join(map(str, sorted(after)))}"] if after else []
         self.echo(f"submit  {task.id}  job {job_id}" + (f" after {' and '.join(waits)}" if waits else ""))
         return job_id
+
+    def _link_logs(self, task: Task, job_id: int) -> None:
+        """Every key's log leads to the job's, which is the first key's (Slurm writes one): the others become links
+        to it, so that `ablate status` shows each evaluation of a bundle a log with its output; one that holds an
+        earlier job's output is kept, and told where this job writes."""
+        log = self._abs(self.store.log_path(task.stage, task.keys[0]))
+        if log.is_symlink():  # it led to another job's log: this job writes its own
+            log.unlink()
+        for key in task.keys[1:]:
+            path = self._abs(self.store.log_path(task.stage, key))
+            if path.is_symlink() or not path.exists():
+                path.unlink(missing_ok=True)
+                path.symlink_to(log.name)
+            else:
+                stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+                with path.open("a", encoding="utf-8") as f:
+                    f.write(f"=== {stamp} job {job_id} [{task.id}] runs this {task.stage} job; its output: {log}\n")
 
     def _reusable_jobs(self, tasks: list[Task]) -> ReusePlan:
         """Which jobs of an earlier run the tasks keep; the superseded ones not started yet are cancelled here, before
@@ -441,7 +472,7 @@ class SlurmLauncher(Launcher):
                 bad = [d for d in task.deps if self.states.get(d) in ("failed", "cancelled", "deferred")]
                 detail = f"dependency {bad[0]} did not finish" if bad else detail
             if state in ("failed", "deferred"):
-                detail = f"{detail}; log: {self.store.log_path(task.stage, task.keys[0])}"
+                detail = f"{detail}{_unfinished_keys(self.store, task)}; log: {self.store.log_path(task.stage, task.keys[0])}"
             if (state, detail) != (self.states.get(task.id), self.reasons.get(task.id)):
                 if state != self.states.get(task.id):
                     changes.append((task.id, state, detail))
@@ -503,17 +534,36 @@ class SlurmLauncher(Launcher):
         return {"signal_s": spec.launcher.slurm.signal_seconds, "max_requeues": spec.launcher.slurm.max_requeues}
 
     @classmethod
+    def pending(cls, plan: Plan, store: Store) -> list[Task]:
+        """Evaluations of up to `eval.bundle` checkpoints per job: each job pays the imports and the engine start
+        once (a local run keeps warm evaluation workers instead)."""
+        return pending_tasks(plan, store, bundle=plan.spec.eval.bundle)
+
+    @classmethod
     def live_jobs(cls, plan: Plan, store: Store) -> dict[tuple[str, str], dict[str, Any]]:
         """The recorded jobs' states (slurm_states), by each of their keys; none where Slurm's commands are not
         on PATH (a laptop reading a store)."""
         if not shutil.which("squeue"):
             return {}
-        return {(info["stage"], key): info for info in slurm_states(plan, store).values() for key in info["keys"]}
+        return {
+            (info["stage"], key): key_state(store, info, key)
+            for info in slurm_states(plan, store).values()
+            for key in info["keys"]
+        }
 
     @classmethod
     def stop_sweep(cls, plan: Plan, store: Store) -> str:
         ids = cancel_sweep(plan, store)
         return f"cancelled {len(ids)} Slurm job(s): {' '.join(map(str, ids))}" if ids else ""
+
+
+def _unfinished_keys(store: Store, task: Task) -> str:
+    """Which jobs of a task of several ended without their outputs: the others are done, whatever the job's end."""
+    if len(task.keys) == 1:
+        return ""
+    left = [k for k in task.keys if not store.is_done(task.stage, k)]
+    done = len(task.keys) - len(left)
+    return f" ({done} of {len(task.keys)} done; not done: {', '.join(f'{task.stage}/{k}' for k in left)})"
 
 
 def _captured_env() -> dict[str, str]:
@@ -563,6 +613,23 @@ def slurm_states(plan: Plan, store: Store) -> dict[int, dict[str, Any]]:
             "submitted": rec.get("submitted"),
         }
     return out
+
+
+def key_state(store: Store, info: dict[str, Any], key: str) -> dict[str, Any]:
+    """One job's share of a job that runs several (a bundle of evaluations): while the job runs, one not begun
+    waits its turn; once the job has failed, one that failed in it says why in its own words (the store's record)."""
+    if len(info["keys"]) == 1 or store.is_done(info["stage"], key):
+        return info
+    own = store.status(info["stage"], key)
+    if info["state"] == "running" and own.state == "pending":
+        return {**info, "state": "queued", "detail": "runs after the others before it in this job"}
+    if info["state"] in ("failed", "deferred") and own.state in ("failed", "deferred") and own.path is not None:
+        submitted = datetime.fromisoformat(info["submitted"]) if info.get("submitted") else None
+        with contextlib.suppress(OSError):
+            recorded = datetime.fromtimestamp(own.path.stat().st_mtime, UTC)
+            if submitted is None or recorded >= submitted:  # not a record left by an earlier job
+                return {**info, "state": own.state, "detail": f"{info['detail']}; this one: {own.detail}"}
+    return info
 
 
 def cancel_sweep(plan: Plan, store: Store) -> list[int]:

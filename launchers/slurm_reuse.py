@@ -196,26 +196,3 @@ def settle_earlier_jobs(
             "their replacements start once they end"
         )
     return plan
-
-
-def topological(tasks: list[Task]) -> list[Task]:
-    """The tasks with each one after the tasks it depends on (stable: an order that is valid already is kept), so
-    that every dependency has its job id when a dependent is submitted."""
-    by_id = {t.id: t for t in tasks}
-    out: list[Task] = []
-    seen: set[str] = set()
-
-    def visit(task: Task, path: tuple[str, ...]) -> None:
-        if task.id in seen:
-            return
-        if task.id in path:
-            raise ValueError(f"dependency cycle through {task.id}")
-        for dep in task.deps:
-            if dep in by_id:
-                visit(by_id[dep], (*path, task.id))
-        seen.add(task.id)
-        out.append(task)
-
-    for task in tasks:
-        visit(task, ())
-    return out

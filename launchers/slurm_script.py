@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from framework.errors import RetryLater
+from framework.sweep.cost import slurm_hours
 from framework.sweep.resources import StageResources
 
 # Stages that stop at a checkpoint on USR1/TERM and exit 75 (train.TrainingStopped) to be resumed. Only their jobs
@@ -57,6 +58,18 @@ def sbatch_directives(
     lines = [f"#SBATCH {o}" for o in opts]
     lines += [x if x.lstrip().startswith("#SBATCH") else f"#SBATCH {x.strip()}" for x in res.extra_sbatch]
     return lines
+
+
+def scaled_time(limit: str | None, factor: int) -> str | None:
+    """A Slurm time limit `factor` times as long, as D-HH:MM:SS (none and UNLIMITED stay as they are): a bundle of
+    evaluations gets each checkpoint's limit, since an evaluation cannot checkpoint and one cut at the limit starts
+    over."""
+    hours = slurm_hours(limit)
+    if factor == 1 or hours is None:
+        return limit
+    total = round(hours * 3600) * factor
+    days, rest = divmod(total, 86400)
+    return f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
 
 
 def render(template: str, values: Mapping[str, str]) -> str:

@@ -432,3 +432,73 @@ def test_real_training_preempted_by_slurm_checkpoints_requeues_and_resumes(slurm
     metrics = json.loads((store.path("train", key) / "metrics.json").read_text())
     assert 0 < metrics["resumed_from_step"] < STEPS
     assert [e["step"] for e in metrics["loss_curve"]] == list(range(1, STEPS + 1))
+
+
+def test_a_bundle_evaluates_two_checkpoints_in_one_job_and_a_broken_one_leaves_the_other_done(
+    slurm, tmp_path, monkeypatch, capsys
+):
+    """eval.bundle: 2 with the real `ablate exec eval` (transformers backend, so no engine start): two trained
+    checkpoints' evaluations run in one Slurm job with twice the eval time; the first checkpoint's weights are
+    broken, its evaluation fails, the second's still runs and is done, and `ablate status` shows each."""
+    import json
+    import shutil
+
+    import yaml
+
+    from framework.cli import main
+    from framework.model.stage import build, toy_corpus
+    from framework.spec.models import TinyModelSpec
+    from tests.helpers import TINY_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = {
+        "name": "bundle-it",
+        "model": TINY_MODEL,
+        "pool": [{"preset": "toy"}],
+        "seeds": [0, 1],
+        "prompt": {"user_template": "{problem}"},
+        "eval": {
+            "benchmarks": [{"name": "toy", "limit": 2}],
+            "samples": 1,
+            "sampling": {"temperature": 0.0, "max_tokens": 8},
+            "backend": "hf",
+            "bundle": 2,
+        },
+        "launcher": {"kind": "slurm", "slurm": {"time": "00:05:00", "cpus_per_task": 2}},
+    }
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    loaded = load_spec(spec_path)
+    plan = build_plan(loaded.spec, spec_path)
+    store = Store(tmp_path / "results" / loaded.spec.name / "store")
+    (bundle,) = [t for t in SlurmLauncher.pending(plan, store) if t.stage == "eval"]
+    assert len(bundle.keys) == 2 and len(bundle.deps) == 2  # both checkpoints' evaluations, after both trainings
+    # The two trainings' checkpoints, published as the train stage would; the first one's weights are broken.
+    build(TinyModelSpec.model_validate(TINY_MODEL["tiny"]), tmp_path / "tiny", toy_corpus())
+    broken, good = (plan.jobs[f"eval/{k}"].deps[0].split("/")[1] for k in bundle.keys)
+    for key in (broken, good):
+        with store.build("train", key) as b:
+            assert b is not None
+            shutil.copytree(tmp_path / "tiny", b.dir / "model")
+    weights = store.path("train", broken) / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    (bundle,) = [t for t in SlurmLauncher.pending(plan, store) if t.stage == "eval"]
+    assert not bundle.deps  # the trainings are done
+    launcher = SlurmLauncher.start(loaded.spec, spec_path, store, [bundle], str(tmp_path / "results"), poll_s=1)
+    assert launcher.status() == {bundle.id: "failed"}
+    first, second = bundle.keys
+    assert not store.is_done("eval", first) and store.is_done("eval", second)
+    assert "1 of 2 done" in launcher.reasons[bundle.id] and f"eval/{first}" in launcher.reasons[bundle.id]
+    job = launcher.jobs[bundle.id]
+    assert {read_record(store, "eval", k)["job_id"] for k in bundle.keys} == {job}  # one Slurm job for both
+    assert scontrol_job(job)["TimeLimit"] == "00:10:00"  # each checkpoint its 5 minutes
+    log = store.log_path("eval", first).read_text()
+    assert f"eval/{first}: not done: SafetensorError" in log and f"eval/{second}: done" in log
+    assert store.log_path("eval", second).resolve() == store.log_path("eval", first).resolve()
+    capsys.readouterr()
+    assert main(["status", str(spec_path), "--json", "--results-dir", str(tmp_path / "results")]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)["stages"] if r["stage"] == "eval"}
+    assert rows[second]["state"] == "done"
+    assert rows[first]["state"] == "failed" and rows[first]["slurm_job"] == job

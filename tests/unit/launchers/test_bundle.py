@@ -1,0 +1,187 @@
+"""eval.bundle: evaluations of several checkpoints of one base model in one Slurm job (launchers/base.py
+eval_bundles, pending_tasks), and what the Slurm launcher makes of such a task: its time limit, its keys' logs,
+and each evaluation's own state when the job fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from framework.spec import spec_from_dict
+from framework.store import Store
+from framework.sweep.plan import Plan, build_plan
+from launchers.base import Task, eval_group, pending_tasks
+from launchers.local import LocalLauncher
+from launchers.slurm import SlurmLauncher, key_state, slurm_states
+from launchers.slurm_script import scaled_time
+
+
+def plan_of(minimal, *, benchmarks=("aime24", "aime25"), kind="local", **eval_extra) -> Plan:
+    minimal["model"] = {"tiny": {}}
+    minimal["eval"] = {**minimal["eval"], "benchmarks": list(benchmarks), **eval_extra}
+    minimal["launcher"] = {"kind": kind}
+    return build_plan(spec_from_dict(minimal))
+
+
+def checkpoints(task: Task) -> set[tuple[str, ...]]:
+    return {eval_group(j) for j in task.jobs}
+
+
+def evals(tasks: list[Task]) -> list[Task]:
+    return [t for t in tasks if t.stage == "eval"]
+
+
+def assert_valid_order(tasks: list[Task]) -> None:
+    seen: set[str] = set()
+    for t in tasks:
+        assert set(t.deps) <= seen, f"{t.id} comes before {set(t.deps) - seen}"
+        seen.add(t.id)
+
+
+def publish(store: Store, stage: str, key: str) -> None:
+    with store.build(stage, key) as b:
+        assert b is not None
+
+
+def test_bundles_hold_up_to_n_checkpoints_and_wait_for_all_their_trainings(minimal, tmp_path):
+    plan = plan_of(minimal)
+    store = Store(tmp_path / "store")
+    alone = evals(pending_tasks(plan, store))
+    assert len(alone) == 9 and all(len(checkpoints(t)) == 1 for t in alone)  # 8 trained cells + the base
+    assert evals(pending_tasks(plan, store, bundle=1)) == alone
+    tasks = pending_tasks(plan, store, bundle=4)
+    bundled = evals(tasks)
+    assert [len(checkpoints(t)) for t in bundled] == [4, 4, 1]
+    assert sorted(k for t in bundled for k in t.keys) == sorted(k for t in alone for k in t.keys)  # each once
+    by_job = {j.id: t.id for t in tasks for j in t.jobs}
+    for t in bundled:
+        assert len(t.keys) == 2 * len(checkpoints(t))  # every benchmark of each checkpoint
+        assert set(t.deps) == {by_job[d] for j in t.jobs for d in j.deps if d in by_job}  # the union
+        assert len([d for d in t.deps if d.startswith("train/")]) == len(checkpoints(t)) - ("model/" in str(t.deps))
+    assert_valid_order(tasks)
+    log = next(t for t in tasks if t.stage == "log")
+    assert any(d in {b.id for b in bundled} for d in log.deps)  # a cell's log waits for its bundle
+
+
+def test_a_baseline_of_another_model_or_dtype_is_never_bundled_with_the_trained_checkpoints(minimal, tmp_path):
+    minimal["baselines"] = [
+        "base",
+        {"name": "other", "model": {"tiny": {"hidden_size": 256, "num_heads": 4}}},
+        {"name": "half", "model": {"tiny": {}, "dtype": "bfloat16"}},
+    ]
+    plan = plan_of(minimal, benchmarks=("aime24",))
+    tasks = evals(pending_tasks(plan, Store(tmp_path / "store"), bundle=20))
+    cells = [{c for j in t.jobs for c in j.cells} for t in tasks]
+    assert {"baseline=other"} in cells and {"baseline=half"} in cells  # each alone
+    assert len(tasks) == 3 and "baseline=base" in max(cells, key=len)  # the base model's evaluations: one bundle
+
+
+def test_a_rerun_after_part_of_the_sweep_bundles_only_what_is_left_as_before(minimal, tmp_path):
+    plan = plan_of(minimal)
+    store = Store(tmp_path / "store")
+    first = evals(pending_tasks(plan, store, bundle=4))
+    a, b, c = first
+    # The first checkpoint of the first bundle and the whole last one are done; one benchmark of the second's
+    # second checkpoint is done too.
+    for job in [*a.jobs[:2], *c.jobs, b.jobs[2]]:
+        publish(store, "eval", job.key)
+    again = evals(pending_tasks(plan, store, bundle=4))
+    assert [t.keys for t in again] == [a.keys[2:], [k for k in b.keys if k != b.keys[2]]]
+    assert again[1].keys[0] == b.keys[0]  # the same Slurm job name: a job of b still queued is reused for it
+
+
+def test_second_rounds_are_bundled_apart_from_the_first_rounds_they_wait_for(minimal, tmp_path):
+    plan = plan_of(minimal, benchmarks=("aime24",), samples={"budget": 16, "first_round": 4, "max": 64})
+    tasks = pending_tasks(plan, Store(tmp_path / "store"), bundle=3)
+    assert_valid_order(tasks)  # no bundle waits for a bundle that waits for it
+    for t in evals(tasks):
+        rounds = {j.config.get("round", 1) for j in t.jobs}
+        assert len(rounds) == 1 and len(checkpoints(t)) <= 3
+
+
+def test_only_the_slurm_launcher_bundles_for_ablate_run(minimal, tmp_path):
+    plan = plan_of(minimal, bundle=3)
+    store = Store(tmp_path / "store")
+    assert max(len(checkpoints(t)) for t in evals(SlurmLauncher.pending(plan, store))) == 3
+    assert max(len(checkpoints(t)) for t in evals(LocalLauncher.pending(plan, store))) == 1
+
+
+def test_bundle_is_validated_and_leaves_every_key_unchanged(minimal):
+    assert plan_of(dict(minimal), bundle=5).jobs.keys() == plan_of(dict(minimal)).jobs.keys()
+    with pytest.raises(Exception, match="bundle"):
+        plan_of(dict(minimal), bundle=0)
+
+
+@pytest.mark.parametrize(
+    ("limit", "factor", "expected"),
+    [
+        ("00:10:00", 1, "00:10:00"),
+        ("00:10:00", 2, "0-00:20:00"),
+        ("90", 3, "0-04:30:00"),  # minutes
+        ("30:00", 2, "0-01:00:00"),  # MM:SS
+        ("1-12", 2, "3-00:00:00"),  # D-HH
+        ("UNLIMITED", 4, "UNLIMITED"),
+        (None, 4, None),
+    ],
+)
+def test_scaled_time(limit, factor, expected):
+    assert scaled_time(limit, factor) == expected
+
+
+def slurm_sweep(minimal, tmp_path, bundle=2):
+    minimal["seeds"] = [0]
+    plan = plan_of(minimal, kind="slurm", bundle=bundle)
+    plan.spec.launcher.slurm.stages = {}
+    plan.spec.launcher.slurm.time = "00:10:00"
+    store = Store(tmp_path / "results" / plan.spec.name / "store")
+    launcher = SlurmLauncher(plan.spec, tmp_path / "spec.yaml", store, echo=lambda *a: None)
+    return plan, store, launcher
+
+
+def test_a_bundles_job_gets_each_checkpoints_time_and_every_keys_log_leads_to_its_own(minimal, tmp_path, fake_slurm):
+    plan, store, launcher = slurm_sweep(minimal, tmp_path)
+    tasks = SlurmLauncher.pending(plan, store)
+    bundle = next(t for t in tasks if t.stage == "eval" and len(checkpoints(t)) == 2)
+    train = next(t for t in tasks if t.stage == "train")
+    old = store.log_path("eval", bundle.keys[3])  # an earlier job's output for one key: kept, and told where to look
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text("earlier output\n")
+    launcher.submit(tasks)
+    script = store.log_path("eval", bundle.keys[0]).with_suffix(".sbatch").read_text()
+    assert "#SBATCH --time=0-00:20:00" in script  # two checkpoints, each its 10 minutes
+    assert " ".join(bundle.keys) in script  # one `ablate exec eval K1 K2 K3 K4`
+    assert "#SBATCH --time=00:10:00" in store.log_path("train", train.keys[0]).with_suffix(".sbatch").read_text()
+    log = store.log_path("eval", bundle.keys[0])
+    for key in bundle.keys[1:3]:
+        link = store.log_path("eval", key)
+        assert link.is_symlink() and link.resolve() == log.resolve()
+    text = old.read_text()
+    assert text.startswith("earlier output\n") and f"[{bundle.id}]" in text and str(log.absolute()) in text
+
+
+def test_a_failed_bundle_says_which_evaluations_are_done_and_status_shows_each(minimal, tmp_path, fake_slurm):
+    plan, store, launcher = slurm_sweep(minimal, tmp_path)
+    tasks = SlurmLauncher.pending(plan, store)
+    launcher.submit(tasks)
+    bundle = next(t for t in tasks if t.stage == "eval" and len(checkpoints(t)) == 2)
+    done, failed, running = bundle.keys[:2], bundle.keys[2], bundle.keys[3]
+    for key in done:
+        publish(store, "eval", key)
+    fake_slurm.set(launcher.jobs[bundle.id], "RUNNING")
+    infos = slurm_states(plan, store)
+    info = infos[launcher.jobs[bundle.id]]
+    assert info["state"] == "running"
+    assert key_state(store, info, running)["state"] == "queued"  # not begun: waits its turn in the job
+    assert key_state(store, info, done[0]) is info
+
+    with pytest.raises(RuntimeError), store.build("eval", failed) as b:
+        assert b is not None
+        raise RuntimeError("the benchmark file is broken")
+    fake_slurm.set(launcher.jobs[bundle.id], "FAILED")
+    changes = {tid: (state, detail) for tid, state, detail in launcher.refresh()}
+    state, detail = changes[bundle.id]
+    said = detail.split("; log: ")[0]
+    assert state == "failed" and "2 of 4 done" in said and f"eval/{failed}" in said and done[0] not in said
+    info = slurm_states(plan, store)[launcher.jobs[bundle.id]]
+    own = key_state(store, info, failed)
+    assert own["state"] == "failed" and "the benchmark file is broken" in own["detail"]
+    assert key_state(store, info, running)["state"] == "failed"  # never ran: the job's own failure
