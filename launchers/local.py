@@ -30,6 +30,7 @@ from framework.redaction import redact_log
 from framework.spec.models import AblationSpec
 from framework.store import Store, write_json_atomic
 from framework.store.locks import HOST
+from framework.sweep.eval_layout import eval_gpus
 from framework.sweep.live_runs import RUNS_DIR, live_runs
 from framework.sweep.live_runs import process_alive as _alive
 from framework.sweep.plan import Plan
@@ -87,7 +88,7 @@ def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
         return min(available, spec.train.processes or available)
     if task.stage == "generate":  # its own teacher's tensor parallelism
         return min(available, max(j.gpus or 1 for j in task.jobs))
-    return min(available, spec.eval.tensor_parallel_size * spec.eval.data_parallel_size)
+    return eval_gpus(spec, available)
 
 
 def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
@@ -96,6 +97,51 @@ def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
     fits on its own."""
     need = processes_per_node(spec.train, gpus=0) if trains(task.stage, task.jobs[0].config) else 1
     return min(need, spec.launcher.local.cpu_slots)
+
+
+def local_cores(option: list[int] | str) -> list[int]:
+    """The cores to allot: the spec's list, else those this process may run on."""
+    if isinstance(option, list):
+        return sorted(set(option))
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def slot_cores(cores: list[int], slots: int) -> list[list[int]]:
+    """The cores of each CPU slot: contiguous, disjoint and as even as can be. More slots than cores (asked for)
+    share cores round-robin, one each."""
+    if slots > len(cores):
+        return [[cores[i % len(cores)]] for i in range(slots)]
+    per, extra = divmod(len(cores), slots)
+    out, start = [], 0
+    for i in range(slots):
+        n = per + (i < extra)
+        out.append(cores[start : start + n])
+        start += n
+    return out
+
+
+# Sets the affinity, then becomes the command: every thread the command and its children start inherits the cores,
+# with no window in which one started elsewhere (the launcher has threads of its own, so no preexec_fn).
+_PIN = "import os, sys; os.sched_setaffinity(0, map(int, sys.argv[1].split(','))); os.execvp(sys.argv[2], sys.argv[2:])"
+
+
+def pinned(cmd: list[str], cores: list[int]) -> list[str]:
+    """`cmd` started on `cores` alone (unchanged where the platform cannot pin)."""
+    if not cores or not hasattr(os, "sched_setaffinity"):
+        return cmd
+    return [sys.executable, "-I", "-S", "-c", _PIN, ",".join(map(str, cores)), *cmd]
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_env(env: dict[str, str], task: Task, cores: list[int]) -> dict[str, str]:
+    """Threads as many as the task's cores: a training splits them between its processes itself
+    (framework.train.launch.worker_env counts the cores it may run on), so it gets none set here."""
+    out = {k: v for k, v in env.items() if k not in THREAD_VARS}
+    if not trains(task.stage, task.jobs[0].config):
+        out.update(dict.fromkeys(THREAD_VARS, str(len(cores))))
+    return out
 
 
 STOP_GRACE_S = 15.0
@@ -115,13 +161,37 @@ class Terminated(KeyboardInterrupt):
 
 
 @dataclass
+class EvalWorker:
+    """A warm evaluation process (framework/exec_worker.py) and the GPUs or CPU slots it holds while it lives."""
+
+    proc: subprocess.Popen
+    replies: int  # read end of the pipe its replies come on (non-blocking)
+    gpus: list[GpuId]
+    slots: list[int]
+    task: str | None = None  # the task it runs now; None: idle
+    buffer: bytes = b""
+    retiring: bool = False  # told to exit (stdin closed) to free what it holds for another task
+
+    def reply(self) -> int | None:
+        """The exit status of the job it was running, once it has sent it."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(self.replies, 4096):
+                self.buffer += chunk
+        if b"\n" not in self.buffer:
+            return None
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return int(json.loads(line)["rc"])
+
+
+@dataclass
 class Running:
     task: Task
     proc: subprocess.Popen
     gpus: list[GpuId]
     log: Path
     started: float
-    cpu_slots: int = 0
+    slots: list[int] = field(default_factory=list)
+    worker: EvalWorker | None = None  # the warm evaluation process running it, which outlives it
 
 
 @dataclass
@@ -138,7 +208,9 @@ class LocalLauncher(Launcher):
     _running: dict[str, Running] = field(default_factory=dict)
     _gpus_free: list[GpuId] = field(default_factory=list)  # the slots not taken, set when a wait begins
     _n_gpus: int = 0
-    _cpu_free: int | None = None  # None outside a wait: the slots are counted when following() begins
+    _slots_free: list[int] | None = None  # CPU slots not taken; None outside a wait (following() counts them)
+    _slot_cores: list[list[int]] = field(default_factory=list)  # the cores of each CPU slot
+    _workers: list[EvalWorker] = field(default_factory=list)  # warm evaluation processes, busy or idle
     _quiet: bool = False  # the reader of our output is gone: keep scheduling, stop printing
     _reaper: subprocess.Popen | None = None  # stops the stage jobs if this process dies (launchers/local_reaper.py)
     _reaper_fd: int | None = None  # the only write end of the reaper's pipe
@@ -156,8 +228,8 @@ class LocalLauncher(Launcher):
         again. Those signals are only noted meanwhile: a second one must not cut the stopping short and leave
         children running in their own sessions."""
         with _signals_held() as again:
-            for r in self._running.values():
-                _signal_group(r.proc, signal.SIGTERM)
+            for proc in self._procs():
+                _signal_group(proc, signal.SIGTERM)
             try:
                 training = any(trains(r.task.stage, r.task.jobs[0].config) for r in self._running.values())
                 grace = TRAIN_STOP_GRACE_S if training else STOP_GRACE_S
@@ -165,18 +237,20 @@ class LocalLauncher(Launcher):
                     self._say(f"waiting up to {grace:.0f} s for training to checkpoint (Ctrl-C again to kill it now)")
                 deadline = time.monotonic() + grace
                 while not again and time.monotonic() < deadline:  # a signal again: kill now
-                    if all(r.proc.poll() is not None for r in self._running.values()):
+                    if all(proc.poll() is not None for proc in self._procs()):
                         break
                     time.sleep(0.2)
             finally:
-                for r in self._running.values():  # every KILL first, then the waits
-                    _signal_group(r.proc, signal.SIGKILL)
+                for proc in self._procs():  # every KILL first, then the waits
+                    _signal_group(proc, signal.SIGKILL)
+                for proc in self._procs():
+                    proc.wait()
+                    self._tell({"end": proc.pid})
                 for tid, r in self._running.items():
-                    r.proc.wait()
                     redact_log(r.log)
-                    self._tell({"end": r.proc.pid})
                     self.states[tid] = "cancelled"
                 self._running.clear()
+                self._close_workers()
                 for tid, state in self.states.items():
                     if state == "pending":
                         self.states[tid] = "cancelled"
@@ -191,7 +265,15 @@ class LocalLauncher(Launcher):
                 self._guard()
                 self._gpus_free = visible_gpus(self.spec.launcher.local.gpus)
                 self._n_gpus = len(self._gpus_free)
-                self._cpu_free = self.spec.launcher.local.cpu_slots
+                cores = local_cores(self.spec.launcher.local.cores)
+                slots = self.spec.launcher.local.cpu_slots
+                self._slot_cores = slot_cores(cores, slots)
+                self._slots_free = list(range(slots))
+                if slots > len(cores):
+                    self._say(
+                        f"note: launcher.local.cpu_slots {slots} > {len(cores)} cores: slots share cores, "
+                        "and jobs running at once slow each other down"
+                    )
                 yield
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):
@@ -204,32 +286,78 @@ class LocalLauncher(Launcher):
                     self.cancel()
                 raise
             finally:
+                self._close_workers()
                 self._unguard()
 
     def poll(self) -> None:
         """Reap the tasks that ended, skip those whose dependencies failed, start those whose dependencies are done
         as long as their slots are free."""
-        if self._cpu_free is None:
+        if self._slots_free is None:
             raise RuntimeError("LocalLauncher.poll() runs inside wait(), which counts the free slots first")
         for tid in list(self._running):
             r = self._running[tid]
-            if r.proc.poll() is not None:
+            rc = r.worker.reply() if r.worker is not None else None
+            if rc is None:
+                rc = r.proc.poll()  # a worker that died mid-job, or a process of its own that ended
+            if rc is None:
+                continue
+            self._finish(r, rc)
+            del self._running[tid]
+            if r.worker is not None:
+                r.worker.task = None
+                self._release([], r.slots)  # an idle CPU worker holds no cores; its GPUs it keeps
+            else:
                 self._tell({"end": r.proc.pid})
-                self._finish(r)
-                del self._running[tid]
-                self._gpus_free.extend(r.gpus)
-                self._cpu_free += r.cpu_slots
+                self._release(r.gpus, r.slots)
+        self._reap_workers()
         self._skip_blocked()
         for task in self._tasks:
             if self.states[task.id] != "pending" or not all(self.states[d] == "done" for d in task.deps):
                 continue
             need = gpus_needed(task, self.spec, self._n_gpus)
-            if need and len(self._gpus_free) >= need:
+            slots = 0 if need else cpu_slots_needed(task, self.spec)
+            if self._warm(task) and (idle := self._idle_worker(need, slots)):
+                self._slots_free = [i for i in self._slots_free if i not in idle.slots]
+                self._start_on(idle, task)
+            elif need and len(self._gpus_free) >= need:
                 take, self._gpus_free = self._gpus_free[:need], self._gpus_free[need:]
-                self._start(task, take)
-            elif not need and self._cpu_free >= (slots := cpu_slots_needed(task, self.spec)):
-                self._cpu_free -= slots
-                self._start(task, [], slots)
+                self._launch(task, take, [])
+            elif not need and len(self._slots_free) >= slots:
+                take, self._slots_free = self._slots_free[:slots], self._slots_free[slots:]
+                self._launch(task, [], take)
+            elif need:
+                self._retire_idle_worker(gpus=True)  # it holds GPUs this task waits for: the task goes first
+
+    def _warm(self, task: Task) -> bool:
+        """Whether the task runs in a warm evaluation process: every evaluation, unless eval.reuse_engine is off or
+        the tasks run a command of their own."""
+        return task.stage == "eval" and self.spec.eval.reuse_engine and self.command is None
+
+    def _launch(self, task: Task, gpus: list[GpuId], slots: list[int]) -> None:
+        if not self._warm(task):
+            self._start(task, gpus, slots)
+            return
+        cpu_workers = [w for w in self._workers if not w.gpus and not w.retiring]
+        if not gpus and len(cpu_workers) >= len(self._slot_cores):  # no more of them than slots: they hold memory
+            self._retire_idle_worker(gpus=False)
+        try:
+            worker = self._start_worker(gpus, slots)
+        except OSError as e:
+            self._say(f"could not start an evaluation process ({e}): running {task.id} in one of its own")
+            self._start(task, gpus, slots)
+            return
+        self._start_on(worker, task)
+
+    def _release(self, gpus: list[GpuId], slots: list[int]) -> None:
+        assert self._slots_free is not None
+        self._gpus_free.extend(gpus)
+        self._slots_free = sorted(self._slots_free + slots)
+
+    def _procs(self) -> list[subprocess.Popen]:
+        """Every process this launcher started that may still run: tasks' own, and warm workers, busy or idle."""
+        procs = {id(r.proc): r.proc for r in self._running.values()}
+        procs.update({id(w.proc): w.proc for w in self._workers})
+        return list(procs.values())
 
     @classmethod
     def running_detail(cls, store: Store, stage: str, key: str, detail: str) -> str:
@@ -296,14 +424,28 @@ class LocalLauncher(Launcher):
             if self.echo is print:
                 _detach_stdout()
 
-    def _start(self, task: Task, gpus: list[GpuId], cpu_slots: int = 0) -> None:
-        cmd = self.command(task) if self.command else exec_command(task, self.spec_path, self.results_dir)
+    def _env(self, task: Task | None, gpus: list[GpuId], slots: list[int], *, cpu_only: bool) -> dict[str, str]:
+        """A child's environment: the GPUs it was given (none for a CPU slot), threads as many as its cores."""
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-        elif job_device(task.stage, task.jobs[0].config) != "gpu" and not uses_gpu_off_slot(task):
+        elif cpu_only:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU slot: no GPU another task was given, nor any other
         # (A GPU-stage task without GPUs: none was found, so it sees what this process sees, as it always did.)
+        if slots and task is not None:
+            env = thread_env(env, task, self._cores(slots))
+        elif slots:  # a warm evaluation process: whatever it evaluates uses its cores
+            env = {**env, **dict.fromkeys(THREAD_VARS, str(len(self._cores(slots))))}
+        return env
+
+    def _cores(self, slots: list[int]) -> list[int]:
+        return sorted({c for i in slots for c in self._slot_cores[i]})
+
+    def _start(self, task: Task, gpus: list[GpuId], slots: list[int] | None = None) -> None:
+        slots = slots or []
+        cmd = self.command(task) if self.command else exec_command(task, self.spec_path, self.results_dir)
+        cpu_only = job_device(task.stage, task.jobs[0].config) != "gpu" and not uses_gpu_off_slot(task)
+        env = self._env(task, gpus, slots, cpu_only=cpu_only)
         log = self.logs[task.id]
         log.parent.mkdir(parents=True, exist_ok=True)
         held = [(key, h) for key in task.keys if (h := self._builder_of(task.stage, key))]
@@ -312,23 +454,138 @@ class LocalLauncher(Launcher):
         got: list[int] = []
         try:
             with _signals_held() as got, log.open("a") as f:
-                f.write(f"$ {shell_join(cmd)}\n")
+                f.write(f"$ {shell_join(cmd)}{self._on(slots)}\n")
                 f.flush()
                 proc = subprocess.Popen(
-                    cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-                )
-                self._running[task.id] = Running(task, proc, gpus, log, time.monotonic(), cpu_slots)
+                    pinned(cmd, self._cores(slots)), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, start_new_session=True,
+                )  # fmt: skip
+                self._running[task.id] = Running(task, proc, gpus, log, time.monotonic(), slots)
                 self.states[task.id] = "running"
                 grace = TRAIN_STOP_GRACE_S if trains(task.stage, task.jobs[0].config) else STOP_GRACE_S
                 self._tell({"start": proc.pid, "ticks": process_start(proc.pid), "grace": grace, "log": str(log)})
         finally:
             if got:
                 signal.raise_signal(got[0])
+        self._said_start(task, held)
+
+    def _on(self, slots: list[int]) -> str:
+        cores = self._cores(slots)
+        return f"  (cores {','.join(map(str, cores))})" if cores else ""
+
+    def _said_start(self, task: Task, held: list[tuple[str, str]], worker: EvalWorker | None = None) -> None:
+        where = f"; in evaluation process {worker.proc.pid}" if worker is not None else ""
         self._say(
-            f"start  {task.id}  ({', '.join(task.jobs[0].cells[:2])}{' ...' if len(task.jobs[0].cells) > 2 else ''})"
+            f"start  {task.id}  ({', '.join(task.jobs[0].cells[:2])}{' ...' if len(task.jobs[0].cells) > 2 else ''}"
+            f"{where})"
         )
         for key, h in held:  # it waits for that build to end: never silently
             self._say(f"waiting on {task.stage}/{key} ({h})")
+
+    # ---- warm evaluation processes (framework/exec_worker.py)
+    def _start_worker(self, gpus: list[GpuId], slots: list[int]) -> EvalWorker:
+        """A new evaluation process holding `gpus` or CPU `slots` for as long as it lives."""
+        read, write = os.pipe()
+        try:
+            cmd = [sys.executable, "-m", "framework.exec_worker", str(write)]
+            got: list[int] = []
+            try:
+                with _signals_held() as got:
+                    proc = subprocess.Popen(
+                        pinned(cmd, self._cores(slots)), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, env=self._env(None, gpus, slots, cpu_only=not gpus),
+                        start_new_session=True, pass_fds=(write,),
+                    )  # fmt: skip
+                    worker = EvalWorker(proc, read, gpus, slots)
+                    self._workers.append(worker)
+                    self._tell({"start": proc.pid, "ticks": process_start(proc.pid), "grace": STOP_GRACE_S})
+            finally:
+                if got:
+                    signal.raise_signal(got[0])
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        os.set_blocking(read, False)
+        return worker
+
+    def _idle_worker(self, gpus: int, slots: int) -> EvalWorker | None:
+        """An idle evaluation process that can run a task now: holding as many GPUs, or pinned to as many CPU slots,
+        all free. (An idle CPU worker holds no slot: it sleeps, and another job may use its cores meanwhile.)"""
+        assert self._slots_free is not None
+        for w in self._workers:
+            if w.task is not None or w.retiring or w.proc.poll() is not None:
+                continue
+            if gpus and len(w.gpus) == gpus:
+                return w
+            if not gpus and not w.gpus and len(w.slots) == slots and set(w.slots) <= set(self._slots_free):
+                return w
+        return None
+
+    def _start_on(self, worker: EvalWorker, task: Task) -> None:
+        """Hand a task to a warm evaluation process; one that cannot take it (it died) is reaped at the next poll,
+        and the task stays pending for another."""
+        cmd = exec_command(task, self.spec_path, self.results_dir)
+        log = self.logs[task.id]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        held = [(key, h) for key in task.keys if (h := self._builder_of(task.stage, key))]
+        with log.open("a") as f:
+            f.write(f"$ {shell_join(cmd)}{self._on(worker.slots)}  (in evaluation process {worker.proc.pid})\n")
+        try:
+            assert worker.proc.stdin is not None
+            worker.proc.stdin.write((json.dumps({"argv": cmd[3:], "log": str(log)}) + "\n").encode())
+            worker.proc.stdin.flush()
+        except OSError:
+            worker.retiring = True
+            return
+        worker.task = task.id
+        self._running[task.id] = Running(task, worker.proc, worker.gpus, log, time.monotonic(), worker.slots, worker)
+        self.states[task.id] = "running"
+        self._tell({"start": worker.proc.pid, "ticks": process_start(worker.proc.pid), "grace": STOP_GRACE_S,
+                    "log": str(log)})  # fmt: skip
+        self._said_start(task, held, worker)
+
+    def _reap_workers(self) -> None:
+        """Forget the evaluation processes that ended (retired, or died: their task was finished by poll), and free
+        what they held."""
+        for w in [w for w in self._workers if w.proc.poll() is not None and w.task is None]:
+            self._workers.remove(w)
+            os.close(w.replies)
+            self._tell({"end": w.proc.pid})
+            self._release(w.gpus, [])  # its slots were freed when its last task ended
+
+    def _retire_idle_worker(self, *, gpus: bool) -> None:
+        """Tell one idle evaluation process holding GPUs (or CPU slots) to exit, so that they go to a task that waits
+        for them; one at a time, so that a few blocked tasks do not empty the pool."""
+        if gpus and any(w.retiring and w.gpus for w in self._workers):
+            return  # the GPUs it frees come back when it has exited
+        for w in self._workers:
+            if w.task is None and not w.retiring and bool(w.gpus) == gpus:
+                w.retiring = True
+                with contextlib.suppress(OSError):
+                    assert w.proc.stdin is not None
+                    w.proc.stdin.close()
+                return
+
+    def _close_workers(self) -> None:
+        """At the end of a wait: every evaluation process is told to exit (end of its input) and waited for; one that
+        does not exit in time is killed."""
+        for w in self._workers:
+            with contextlib.suppress(OSError):
+                assert w.proc.stdin is not None
+                w.proc.stdin.close()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for w in self._workers:
+            try:
+                w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(w.proc, signal.SIGKILL)
+                w.proc.wait()
+            with contextlib.suppress(OSError):
+                os.close(w.replies)
+            self._tell({"end": w.proc.pid})
+        self._workers.clear()
 
     def _builder_of(self, stage: str, key: str) -> str:
         """Who builds (stage, key) now, if anyone: a job of this host's (and of which run), or one elsewhere."""
@@ -337,22 +594,22 @@ class LocalLauncher(Launcher):
         status = self.store.status(stage, key)
         return status.detail if status.state == "running" else ""
 
-    def _finish(self, r: Running) -> None:
+    def _finish(self, r: Running, rc: int) -> None:
         redact_log(r.log)  # before its tail is shown: an error may quote a URL with its password
         done = all(self.store.is_done(r.task.stage, k) for k in r.task.keys)
         took = time.monotonic() - r.started
         if done:
             self.states[r.task.id] = "done"
-            note = f" (exit {r.proc.returncode} after its outputs were complete)" if r.proc.returncode else ""
+            note = f" (exit {rc} after its outputs were complete)" if rc else ""
             self._say(f"done   {r.task.id}  {took:.0f}s{note}")
-        elif r.proc.returncode == RetryLater.exit_code:
+        elif rc == RetryLater.exit_code:
             self.states[r.task.id] = "deferred"
             self.reasons[r.task.id] = f"retry later; log: {r.log}"
             self._say(f"defer  {r.task.id}  (retry later; log: {r.log})")
         else:
             self.states[r.task.id] = "failed"
-            self.reasons[r.task.id] = f"exit {r.proc.returncode}; log: {r.log}"
-            self._say(f"FAILED {r.task.id}  exit {r.proc.returncode}  log: {r.log}")
+            self.reasons[r.task.id] = f"exit {rc}; log: {r.log}"
+            self._say(f"FAILED {r.task.id}  exit {rc}  log: {r.log}")
             for line in log_tail(r.log, 5):
                 self._say(f"       | {line}")
 

@@ -79,8 +79,12 @@ class LocalLauncherSpec(SpecModel):
     cpu_slots: int = Field(
         1,
         ge=1,
-        description="CPU slots on a machine without GPUs: a training takes one per process (train.processes, at "
-        "most all of them), any other stage job one.",
+        description="CPU slots: how many CPU jobs run at once. The cores are split between the slots, and each job "
+        "runs on its slots' cores alone, with as many threads: a training takes one slot per process "
+        "(train.processes, at most all of them), any other stage job one. More slots than cores share cores.",
+    )
+    cores: list[Annotated[int, Field(ge=0)]] | Literal["auto"] = Field(
+        "auto", description="CPU cores to split between the slots; auto = every core this process may run on."
     )
     gpus: list[Annotated[int, Field(ge=0)]] | Literal["auto"] = Field(
         "auto", description="GPU ids to schedule on; auto = all visible."
