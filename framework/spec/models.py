@@ -557,6 +557,8 @@ class EvalSpec(SpecModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate benchmark(s): {dupes}")
+        if problem := self.greedy_problem():
+            raise ValueError(problem)
         fewest = min([first_round(self.samples_for(b)) for b in self.benchmarks], default=first_round(self.samples))
         over = [k for k in self.pass_k if k > fewest]
         if over:
@@ -565,6 +567,20 @@ class EvalSpec(SpecModel):
                 "takes k <= samples"
             )
         return self
+
+    def greedy_problem(self, where: str = "") -> str | None:
+        """Greedy decoding (temperature 0) gives one answer per prompt, so more samples would only repeat it; vLLM
+        and transformers both refuse it, which would surface only once every training had run."""
+        most = max(
+            [s if isinstance(s, int) else s.max for s in (self.samples_for(b) for b in self.benchmarks)],
+            default=1,
+        )
+        if self.sampling.temperature == 0 and most > 1:
+            return (
+                f"{where}sampling.temperature 0 (greedy decoding) gives one answer per problem, but {most} samples "
+                "per problem are asked for: set samples: 1, or a temperature above 0"
+            )
+        return None
 
     def samples_for(self, bench: BenchmarkSpec) -> int | SampleBudget:
         """A benchmark's own samples setting, else eval.samples."""
@@ -671,6 +687,18 @@ class AblationSpec(SpecModel):
             update["sampling"] = ev.sampling.model_copy(update=fields)
         update |= {k: getattr(b, k) for k in ("max_model_len", "clip_to_context") if getattr(b, k) is not None}
         return prompt, ev.model_copy(update=update)
+
+    @model_validator(mode="after")
+    def _greedy_baselines(self) -> AblationSpec:
+        """A baseline's own temperature 0 with the spec's samples (eval's own is checked by EvalSpec)."""
+        problems = [
+            p
+            for i, b in enumerate(self.baselines)
+            if b.sampling is not None and (p := self.evaluation_for(b.name)[1].greedy_problem(f"baselines[{i}] ({b.name}): "))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def trains(self) -> bool:

@@ -182,6 +182,21 @@ def test_seeds_pass_k_and_toy_pool_options_are_checked(minimal):
     assert spec_from_dict(minimal).eval.pass_k == [1, 4]
 
 
+def test_greedy_decoding_with_several_samples_is_refused_before_any_training(minimal):
+    """vLLM and transformers refuse n > 1 at temperature 0: found by the spec, not by the first evaluation."""
+    minimal["eval"] = {"samples": 4, "benchmarks": ["toy"], "sampling": {"temperature": 0}}
+    assert "greedy decoding" in errors_for(minimal)["eval"]
+    minimal["eval"] = {"samples": {"budget": 4, "first_round": 1, "max": 8}, "benchmarks": ["toy"]}
+    minimal["eval"]["sampling"] = {"temperature": 0}
+    assert "8 samples" in errors_for(minimal)["eval"]
+    minimal["eval"] = {"samples": 4, "benchmarks": ["toy"]}
+    minimal["baselines"] = ["base", {"name": "cold", "model": {"name_or_path": "toy:base"},
+                                     "sampling": {"temperature": 0}}]  # fmt: skip
+    assert "baselines[1] (cold): sampling.temperature 0" in " ".join(errors_for(minimal).values())
+    minimal["eval"]["samples"] = 1
+    assert spec_from_dict(minimal).baselines[1].sampling.temperature == 0
+
+
 def test_baselines_slurm_time_and_gpu_ids_are_checked(minimal):
     minimal["baselines"] = [
         "base",
