@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from framework import engines
-from framework.engines import Decoding, vllm_engine, vllm_generate
+from framework.engines import Decoding, start_job, vllm_engine, vllm_generate
 from framework.locations import toy_base_path
 from framework.spec.models import SamplingSpec
 
@@ -71,6 +71,7 @@ ev = Decoding(SamplingSpec(temperature=0.6, top_p=0.95, max_tokens=48, seed=0), 
 def ready_and_generate(d, fresh):
     if fresh:
         engines.release_engines()
+    start_job()  # each checkpoint's evaluation is a job of its own
     t = time.perf_counter()
     vllm_engine(d, ev, "float32", 256)
     ready = time.perf_counter() - t
@@ -115,7 +116,7 @@ def run_sweep(repo: Path, python: Path, spec: dict, results: Path) -> dict[str, 
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
     spec_path = results / "quickstart.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))  # factors apply in their order
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{results / 'mlflow.db'}"
     t = time.perf_counter()

@@ -55,45 +55,32 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-# What a checkpoint directory holds besides its weights that the engine reads at build time. Two checkpoints equal
-# in all of these (up to the fields below that only record where or by what version a file was written) can share
-# one engine: the next one's weights are loaded into it.
-_ENGINE_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "chat_template.json",
-    "preprocessor_config.json",
-)
+# Fields of a checkpoint's JSON files that only record where, or by what version, a file was written.
 _PROVENANCE_FIELDS = ("_name_or_path", "name_or_path", "transformers_version", "is_local", "local_files_only")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def checkpoint_signature(model_dir: Path) -> str | None:
-    """A digest of everything in a checkpoint directory but its weights and provenance fields; None where reuse is
-    unsafe to judge (not a local directory, or weights in a format other than safetensors)."""
+    """A digest of every file of a checkpoint directory but its weights (config, tokenizer, generation config,
+    templates, custom code: whatever an engine reads when it is built), JSON files without their provenance
+    fields. Two checkpoints with one signature can share an engine: the next one's weights are loaded into it. None
+    where that cannot be judged: not a local model directory, or weights in a format other than safetensors."""
     import hashlib
     import json
 
     if not (model_dir / "config.json").is_file():
         return None
-    formats = sorted({f.suffix for f in model_dir.iterdir() if f.suffix in _WEIGHT_SUFFIXES})
-    if formats != [".safetensors"]:
+    files = sorted(
+        f
+        for f in model_dir.rglob("*")
+        if f.is_file() and not any(p.startswith(".") for p in f.relative_to(model_dir).parts)
+    )
+    if sorted({f.suffix for f in files if f.suffix in _WEIGHT_SUFFIXES}) != [".safetensors"]:
         return None
-    digest = hashlib.sha256(json.dumps(formats).encode())
-    for name in _ENGINE_FILES:
-        path = model_dir / name
-        if not path.is_file():
-            continue
+    digest = hashlib.sha256()
+    for path in (f for f in files if f.suffix != ".safetensors"):
         data = path.read_bytes()
-        if name.endswith(".json"):
+        if path.suffix == ".json":
             try:
                 parsed = json.loads(data)
             except ValueError:
@@ -101,6 +88,7 @@ def checkpoint_signature(model_dir: Path) -> str | None:
             if isinstance(parsed, dict):
                 kept = {k: v for k, v in parsed.items() if k not in _PROVENANCE_FIELDS}
                 data = json.dumps(kept, sort_keys=True).encode()
+        name = path.relative_to(model_dir).as_posix()
         digest.update(f"\0{name}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()
 
@@ -150,6 +138,14 @@ class WeightReload:
 
 
 _SIGNATURES: dict[tuple[str, ...], str | None] = {}  # engine key -> checkpoint_signature of what it was built from
+_NEW_JOB = [True]  # the next generation starts a job: its random state is a fresh engine's (start_job)
+
+
+def start_job() -> None:
+    """Mark the start of an evaluation job. On CPU, where vLLM seeds the engine rather than each request, the job's
+    first generation then starts from the random state a new engine seeded for it would have, so a job samples the
+    same whether its process built the engine or reused one, whatever ran in the process before it."""
+    _NEW_JOB[0] = True
 
 
 def vllm_engine(model_dir: Path, ev: Any, dtype: str, max_len: int) -> Any:
@@ -172,9 +168,12 @@ def vllm_engine(model_dir: Path, ev: Any, dtype: str, max_len: int) -> Any:
             except Exception as e:  # half-loaded weights are no model: build a fresh engine instead
                 print(f"eval: could not load {model_dir} into the running engine ({e}); building a new one")
                 break
-            llm.reset_prefix_cache()  # cached KV blocks were computed by the previous weights
+            if not llm.reset_prefix_cache():  # cached KV blocks were computed by the previous weights
+                print(f"eval: the engine's prefix cache could not be reset; building a new one for {model_dir}")
+                break
             _ENGINES[key] = _ENGINES.pop(other)
             _SIGNATURES[key] = _SIGNATURES.pop(other)
+            _NEW_JOB[0] = True  # its next generation starts where a new engine's would
             print(f"eval: loaded {model_dir} into the engine built for {other[1]}", flush=True)
             return _ENGINES[key]
     for other in live:
@@ -255,8 +254,9 @@ def vllm_generate(
     # rewind a CPU generator after a chunked prefill ("CPU Generator does not use offset"): on CPU the engine
     # seed fixed at load makes the run reproducible instead.
     per_request = has_cuda()
-    if not per_request:  # the engine's own random state: where a fresh engine seeded for this call would start
-        llm.collective_rpc("reseed", args=(seeds[0] if seeds else s.seed,))
+    if not per_request and _NEW_JOB[0]:  # the engine's own random state: where a fresh engine's would start
+        llm.collective_rpc("reseed", args=(s.seed,))
+    _NEW_JOB[0] = False
     where = indices if indices is not None else list(range(len(prompts)))
     params = [
         SamplingParams(
@@ -264,7 +264,8 @@ def vllm_generate(
             temperature=s.temperature,
             top_p=s.top_p,
             top_k=s.top_k,
-            max_tokens=max_tokens[k] if max_tokens is not None else s.max_tokens,
+            # At most what the context asked for leaves: an engine reused from a longer one would go on past it.
+            max_tokens=min(max_tokens[k] if max_tokens is not None else s.max_tokens, max_len - len(prompts[k])),
             seed=(seeds[k] if seeds is not None else sample_seed(s.seed, i, 0, ev.samples)) if per_request else None,
             stop_token_ids=stop_ids,
         )
@@ -327,6 +328,8 @@ def generate_hf(
 
     key = ("hf", str(model_dir), dtype)
     if key not in _ENGINES:
+        for other in [k for k in _ENGINES if k[0] == "hf"]:  # one model at a time: a process may evaluate many
+            _drop_engine(other)
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
         _ENGINES[key] = model.to("cuda" if has_cuda() else "cpu").eval()
     model = _ENGINES[key]

@@ -9,7 +9,8 @@ is still an idempotent store job with its own key, marker and failure; a crash o
 was running, whose outputs are never marked done, and the launcher starts a new worker for the next.
 
 Protocol, one JSON object a line: requests on stdin, {"argv": [...], "log": path}; one reply a request on the file
-descriptor given as the first argument, {"rc": exit status}. End of file on stdin: the worker exits.
+descriptor given as the first argument, {"rc": exit status}. End of file on stdin: the worker exits; so it does after
+a job that failed, whose engine may be left broken or holding requests (the launcher starts a new worker).
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ def run_logged(argv: list[str], log: Path) -> int:
             os.dup2(f.fileno(), 2)
         try:
             return main(argv)
-        except SystemExit as e:
-            return e.code if isinstance(e.code, int) else 1
+        except SystemExit as e:  # as the interpreter would end on it: None is 0, a message is printed and is 1
+            if e.code is None or isinstance(e.code, int):
+                return e.code or 0
+            print(e.code, file=sys.stderr)
+            return 1
         except Exception:  # main() turns every error into an exit status; this is a bug of ours, in the job's log
             traceback.print_exc()
             return 1
@@ -63,6 +67,8 @@ def serve(results_fd: int) -> None:
         request = json.loads(line)
         rc = run_logged(list(request["argv"]), Path(request["log"]))
         os.write(results_fd, (json.dumps({"rc": rc}) + "\n").encode())
+        if rc:  # a failed job may leave a broken engine or requests in it behind: the next job gets a new process
+            return
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ import contextlib
 import errno
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from framework.errors import RetryLater
+from framework.errors import RetryLater, UserError
 from framework.redaction import redact_log
 from framework.spec.models import AblationSpec
 from framework.store import Store, write_json_atomic
 from framework.store.locks import HOST
-from framework.sweep.eval_layout import eval_gpus
+from framework.sweep.eval_layout import GpuId, eval_gpus, visible_gpu_ids
 from framework.sweep.live_runs import RUNS_DIR, live_runs
 from framework.sweep.live_runs import process_alive as _alive
 from framework.sweep.plan import Plan
@@ -39,32 +37,10 @@ from framework.sweep.stages import job_device, trains
 from launchers.base import Launcher, Task, exec_command, log_tail, shell_join
 from launchers.local_reaper import group_alive, process_start
 
-GpuId = int | str  # an index, or an opaque CUDA_VISIBLE_DEVICES entry such as GPU-<uuid> or MIG-<uuid>
-_NVIDIA_SMI_GPU = re.compile(r"^GPU (\d+):")
-_CUDA_DEVICE = re.compile(r"^(\d+|GPU-\S+|MIG-\S+)$")  # what CUDA accepts in CUDA_VISIBLE_DEVICES
-
 
 def visible_gpus(option: list[int] | str) -> list[GpuId]:
-    """GPU ids to schedule on: the spec's list, else CUDA_VISIBLE_DEVICES, else what nvidia-smi lists.
-
-    CUDA_VISIBLE_DEVICES entries are kept as given (GPU-/MIG- UUIDs too: they are passed on verbatim) up to the
-    first one CUDA would not take (negative, or a word such as NoDevFiles, none or all, which mean no GPU), where
-    CUDA stops enumerating. nvidia-smi's own index is read from each `GPU n:` line, since MIG devices are listed on
-    indented lines between them."""
-    if isinstance(option, list):
-        return list(option)
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        ids: list[GpuId] = []
-        for entry in (x.strip() for x in env.split(",")):
-            if not _CUDA_DEVICE.match(entry):
-                break
-            ids.append(int(entry) if entry.isdigit() else entry)
-        return ids
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
-        return [int(m.group(1)) for line in out.stdout.splitlines() if (m := _NVIDIA_SMI_GPU.match(line))]
-    return []
+    """GPU ids to schedule on: the spec's list, else those visible here (framework.sweep.eval_layout says how)."""
+    return list(option) if isinstance(option, list) else visible_gpu_ids()
 
 
 def uses_gpu_off_slot(task: Task) -> bool:
@@ -81,14 +57,15 @@ def uses_gpu_off_slot(task: Task) -> bool:
     return False
 
 
-def gpus_needed(task: Task, spec: AblationSpec, available: int) -> int:
+def gpus_needed(task: Task, spec: AblationSpec, available: int, per_eval: int | None = None) -> int:
+    """`per_eval`: an evaluation's GPUs when already worked out (eval_gpus reads model files and asks nvidia-smi)."""
     if job_device(task.stage, task.jobs[0].config) != "gpu" or available == 0:
         return 0
     if trains(task.stage, task.jobs[0].config):
         return min(available, spec.train.processes or available)
     if task.stage == "generate":  # its own teacher's tensor parallelism
         return min(available, max(j.gpus or 1 for j in task.jobs))
-    return eval_gpus(spec, available)
+    return per_eval if per_eval is not None else eval_gpus(spec, available)
 
 
 def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
@@ -100,10 +77,18 @@ def cpu_slots_needed(task: Task, spec: AblationSpec) -> int:
 
 
 def local_cores(option: list[int] | str) -> list[int]:
-    """The cores to allot: the spec's list, else those this process may run on."""
-    if isinstance(option, list):
-        return sorted(set(option))
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    """The cores to allot: the spec's list, else those this process may run on. A listed core this process may not
+    run on is a user error: every job pinned to it would fail."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if not isinstance(option, list):
+        return allowed
+    outside = sorted(set(option) - set(allowed))
+    if outside:
+        raise UserError(
+            f"launcher.local.cores {outside} are not among the cores this process may run on ({allowed}): "
+            "list cores from those, or leave cores: auto"
+        )
+    return sorted(set(option))
 
 
 def slot_cores(cores: list[int], slots: int) -> list[list[int]]:
@@ -148,7 +133,8 @@ STOP_GRACE_S = 15.0
 TRAIN_STOP_GRACE_S = 600.0  # a ZeRO checkpoint of a large model takes minutes to write
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `kill`, a job scheduler's stop, a closed terminal or ssh session
 HELD_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
-_READER_GONE = (errno.EPIPE, errno.EIO)  # a pipe without reader; a terminal hung up (ssh session closed)
+_READER_GONE = (errno.EPIPE, errno.EIO)
+WORKER_LOGS = ".workers"  # under the store: the warm evaluation processes' own logs  # a pipe without reader; a terminal hung up (ssh session closed)
 
 
 class Terminated(KeyboardInterrupt):
@@ -168,9 +154,11 @@ class EvalWorker:
     replies: int  # read end of the pipe its replies come on (non-blocking)
     gpus: list[GpuId]
     slots: list[int]
+    log: Path  # its own output between jobs (a crash at start-up, say)
     task: str | None = None  # the task it runs now; None: idle
     buffer: bytes = b""
-    retiring: bool = False  # told to exit (stdin closed) to free what it holds for another task
+    retiring: float | None = None  # when it was told to exit (stdin closed), to free what it holds
+    logs: list[Path] = field(default_factory=list)  # the job logs it wrote: redacted again when it ends
 
     def reply(self) -> int | None:
         """The exit status of the job it was running, once it has sent it."""
@@ -204,6 +192,8 @@ class LocalLauncher(Launcher):
     always_waits: ClassVar[bool] = True  # its tasks are this process's children: a local run always waits
     live_view: ClassVar[bool] = True
     logs: dict[str, Path] = field(default_factory=dict)
+    # argv of a warm evaluation process, the reply pipe's descriptor appended (tests substitute a stand-in)
+    worker_command: list[str] | None = None
     _tasks: list[Task] = field(default_factory=list)
     _running: dict[str, Running] = field(default_factory=dict)
     _gpus_free: list[GpuId] = field(default_factory=list)  # the slots not taken, set when a wait begins
@@ -211,6 +201,7 @@ class LocalLauncher(Launcher):
     _slots_free: list[int] | None = None  # CPU slots not taken; None outside a wait (following() counts them)
     _slot_cores: list[list[int]] = field(default_factory=list)  # the cores of each CPU slot
     _workers: list[EvalWorker] = field(default_factory=list)  # warm evaluation processes, busy or idle
+    _per_eval: int | None = None  # an evaluation's GPUs, worked out once a wait begins
     _quiet: bool = False  # the reader of our output is gone: keep scheduling, stop printing
     _reaper: subprocess.Popen | None = None  # stops the stage jobs if this process dies (launchers/local_reaper.py)
     _reaper_fd: int | None = None  # the only write end of the reaper's pipe
@@ -265,6 +256,8 @@ class LocalLauncher(Launcher):
                 self._guard()
                 self._gpus_free = visible_gpus(self.spec.launcher.local.gpus)
                 self._n_gpus = len(self._gpus_free)
+                spec_dir = Path(self.spec_path).resolve().parent
+                self._per_eval = eval_gpus(self.spec, self._n_gpus, spec_dir=spec_dir) if self._n_gpus else 0
                 cores = local_cores(self.spec.launcher.local.cores)
                 slots = self.spec.launcher.local.cpu_slots
                 self._slot_cores = slot_cores(cores, slots)
@@ -304,8 +297,7 @@ class LocalLauncher(Launcher):
             self._finish(r, rc)
             del self._running[tid]
             if r.worker is not None:
-                r.worker.task = None
-                self._release([], r.slots)  # an idle CPU worker holds no cores; its GPUs it keeps
+                self._idle(r.worker)
             else:
                 self._tell({"end": r.proc.pid})
                 self._release(r.gpus, r.slots)
@@ -314,7 +306,7 @@ class LocalLauncher(Launcher):
         for task in self._tasks:
             if self.states[task.id] != "pending" or not all(self.states[d] == "done" for d in task.deps):
                 continue
-            need = gpus_needed(task, self.spec, self._n_gpus)
+            need = gpus_needed(task, self.spec, self._n_gpus, self._per_eval)
             slots = 0 if need else cpu_slots_needed(task, self.spec)
             if self._warm(task) and (idle := self._idle_worker(need, slots)):
                 self._slots_free = [i for i in self._slots_free if i not in idle.slots]
@@ -326,20 +318,22 @@ class LocalLauncher(Launcher):
                 take, self._slots_free = self._slots_free[:slots], self._slots_free[slots:]
                 self._launch(task, [], take)
             elif need:
-                self._retire_idle_worker(gpus=True)  # it holds GPUs this task waits for: the task goes first
+                self._retire_idle_worker(need)  # it holds GPUs this task waits for: the task goes first
 
     def _warm(self, task: Task) -> bool:
         """Whether the task runs in a warm evaluation process: every evaluation, unless eval.reuse_engine is off or
         the tasks run a command of their own."""
-        return task.stage == "eval" and self.spec.eval.reuse_engine and self.command is None
+        own = self.command is None or self.worker_command is not None
+        return task.stage == "eval" and self.spec.eval.reuse_engine and own
 
     def _launch(self, task: Task, gpus: list[GpuId], slots: list[int]) -> None:
         if not self._warm(task):
             self._start(task, gpus, slots)
             return
-        cpu_workers = [w for w in self._workers if not w.gpus and not w.retiring]
-        if not gpus and len(cpu_workers) >= len(self._slot_cores):  # no more of them than slots: they hold memory
-            self._retire_idle_worker(gpus=False)
+        cpu_workers = [w for w in self._workers if not w.gpus and w.retiring is None]
+        idle = [w for w in cpu_workers if w.task is None]
+        if not gpus and idle and len(cpu_workers) >= len(self._slot_cores):  # no more than slots: each holds memory
+            self._retire(idle[0])
         try:
             worker = self._start_worker(gpus, slots)
         except OSError as e:
@@ -485,18 +479,22 @@ class LocalLauncher(Launcher):
     # ---- warm evaluation processes (framework/exec_worker.py)
     def _start_worker(self, gpus: list[GpuId], slots: list[int]) -> EvalWorker:
         """A new evaluation process holding `gpus` or CPU `slots` for as long as it lives."""
+        log = self.store.root / WORKER_LOGS / f"{HOST}.{os.getpid()}.{time.time_ns()}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
         read, write = os.pipe()
         try:
-            cmd = [sys.executable, "-m", "framework.exec_worker", str(write)]
+            cmd = [*(self.worker_command or [sys.executable, "-m", "framework.exec_worker"]), str(write)]
             got: list[int] = []
             try:
-                with _signals_held() as got:
+                with _signals_held() as got, log.open("a") as out:
+                    out.write(f"$ {shell_join(cmd)}{self._on(slots)}{f'  (GPUs {gpus})' if gpus else ''}\n")
+                    out.flush()
                     proc = subprocess.Popen(
-                        pinned(cmd, self._cores(slots)), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL, env=self._env(None, gpus, slots, cpu_only=not gpus),
-                        start_new_session=True, pass_fds=(write,),
+                        pinned(cmd, self._cores(slots)), stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                        env=self._env(None, gpus, slots, cpu_only=not gpus), start_new_session=True,
+                        pass_fds=(write,),
                     )  # fmt: skip
-                    worker = EvalWorker(proc, read, gpus, slots)
+                    worker = EvalWorker(proc, read, gpus, slots, log)
                     self._workers.append(worker)
                     self._tell({"start": proc.pid, "ticks": process_start(proc.pid), "grace": STOP_GRACE_S})
             finally:
@@ -515,7 +513,7 @@ class LocalLauncher(Launcher):
         all free. (An idle CPU worker holds no slot: it sleeps, and another job may use its cores meanwhile.)"""
         assert self._slots_free is not None
         for w in self._workers:
-            if w.task is not None or w.retiring or w.proc.poll() is not None:
+            if w.task is not None or w.retiring is not None or w.proc.poll() is not None:
                 continue
             if gpus and len(w.gpus) == gpus:
                 return w
@@ -536,45 +534,70 @@ class LocalLauncher(Launcher):
             assert worker.proc.stdin is not None
             worker.proc.stdin.write((json.dumps({"argv": cmd[3:], "log": str(log)}) + "\n").encode())
             worker.proc.stdin.flush()
-        except OSError:
-            worker.retiring = True
+        except OSError:  # it has died: reaped at the next poll, its GPUs with it; the slots it was given come back
+            worker.retiring = time.monotonic()
+            if not worker.gpus:
+                self._release([], worker.slots)
             return
         worker.task = task.id
+        worker.logs.append(log)
         self._running[task.id] = Running(task, worker.proc, worker.gpus, log, time.monotonic(), worker.slots, worker)
         self.states[task.id] = "running"
+        # the reaper notes in this job's log why it stopped it, should this process die meanwhile
         self._tell({"start": worker.proc.pid, "ticks": process_start(worker.proc.pid), "grace": STOP_GRACE_S,
                     "log": str(log)})  # fmt: skip
         self._said_start(task, held, worker)
 
+    def _idle(self, worker: EvalWorker) -> None:
+        """Its job has ended: the CPU slots it ran on go back (its GPUs it keeps), and a stop of the launcher from
+        now on concerns no job's log."""
+        worker.task = None
+        self._release([], worker.slots)
+        if worker.proc.poll() is None:
+            self._tell({"start": worker.proc.pid, "ticks": process_start(worker.proc.pid), "grace": STOP_GRACE_S})
+
     def _reap_workers(self) -> None:
         """Forget the evaluation processes that ended (retired, or died: their task was finished by poll), and free
-        what they held."""
+        what they held; kill one told to exit that has not done so within its grace."""
+        for w in self._workers:
+            if w.retiring is not None and w.proc.poll() is None and time.monotonic() - w.retiring > STOP_GRACE_S:
+                _signal_group(w.proc, signal.SIGKILL)
         for w in [w for w in self._workers if w.proc.poll() is not None and w.task is None]:
             self._workers.remove(w)
-            os.close(w.replies)
-            self._tell({"end": w.proc.pid})
+            self._ended(w)
             self._release(w.gpus, [])  # its slots were freed when its last task ended
 
-    def _retire_idle_worker(self, *, gpus: bool) -> None:
-        """Tell one idle evaluation process holding GPUs (or CPU slots) to exit, so that they go to a task that waits
-        for them; one at a time, so that a few blocked tasks do not empty the pool."""
-        if gpus and any(w.retiring and w.gpus for w in self._workers):
+    def _ended(self, worker: EvalWorker) -> None:
+        """What is left of an evaluation process that exited: the rest of its process group (an engine's own
+        processes) stopped, its pipe closed, the reaper told, and the logs it wrote redacted again (an engine process
+        started during one job may have written into that job's log after it ended)."""
+        _signal_group(worker.proc, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.close(worker.replies)
+        self._tell({"end": worker.proc.pid})
+        for log in {*worker.logs, worker.log}:
+            redact_log(log)
+
+    def _retire_idle_worker(self, need: int) -> None:
+        """Tell an idle evaluation process holding GPUs to exit, when what it holds and what is free together give
+        a waiting task the `need` GPUs it waits for; one at a time, so that a few blocked tasks do not empty the pool."""
+        if any(w.retiring is not None and w.gpus for w in self._workers):
             return  # the GPUs it frees come back when it has exited
-        for w in self._workers:
-            if w.task is None and not w.retiring and bool(w.gpus) == gpus:
-                w.retiring = True
-                with contextlib.suppress(OSError):
-                    assert w.proc.stdin is not None
-                    w.proc.stdin.close()
-                return
+        idle = [w for w in self._workers if w.task is None and w.retiring is None and w.gpus]
+        if idle and len(self._gpus_free) + sum(len(w.gpus) for w in idle) >= need:
+            self._retire(idle[0])
+
+    def _retire(self, worker: EvalWorker) -> None:
+        worker.retiring = time.monotonic()
+        with contextlib.suppress(OSError):
+            assert worker.proc.stdin is not None
+            worker.proc.stdin.close()
 
     def _close_workers(self) -> None:
         """At the end of a wait: every evaluation process is told to exit (end of its input) and waited for; one that
         does not exit in time is killed."""
         for w in self._workers:
-            with contextlib.suppress(OSError):
-                assert w.proc.stdin is not None
-                w.proc.stdin.close()
+            self._retire(w)
         deadline = time.monotonic() + STOP_GRACE_S
         for w in self._workers:
             try:
@@ -582,9 +605,8 @@ class LocalLauncher(Launcher):
             except subprocess.TimeoutExpired:
                 _signal_group(w.proc, signal.SIGKILL)
                 w.proc.wait()
-            with contextlib.suppress(OSError):
-                os.close(w.replies)
-            self._tell({"end": w.proc.pid})
+            self._ended(w)
+            self._gpus_free.extend(w.gpus)
         self._workers.clear()
 
     def _builder_of(self, stage: str, key: str) -> str:

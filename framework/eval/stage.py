@@ -24,7 +24,15 @@ from framework import model_source as models
 from framework.annotations import count_keywords, normalize_problem
 from framework.artifacts import TRAIN_FILE, read_training_set
 from framework.benchmarks.loading import load_benchmark
-from framework.engines import cached_tokenizer, generate_hf, generation_stop_ids, has_cuda, vllm_generate
+from framework.engines import (
+    cached_tokenizer,
+    generate_hf,
+    generation_stop_ids,
+    has_cuda,
+    release_engines,
+    start_job,
+    vllm_generate,
+)
 from framework.eval.budget import Z95, checkpoint_allocation, round2_seeds, variance_target
 from framework.eval.layout import resolve_layout
 from framework.eval.parallel import generate_data_parallel
@@ -79,6 +87,7 @@ def generate_vllm(
     ev, chosen = resolve_layout(ev, model_dir, dtype)
     print(f"eval: {chosen.tp} x {chosen.dp} (tensor x data parallel): {chosen.why}", flush=True)
     if chosen.dp > 1 and len(prompts) > 1:
+        release_engines()  # the ranks take the devices: an engine this process kept from an earlier job holds them
         return generate_data_parallel(model_dir, prompts, ev, dtype, max_len, stop_ids)
     return vllm_generate(model_dir, prompts, ev, dtype, max_len, stop_ids)
 
@@ -276,6 +285,7 @@ def _generate(s: _Setup, prompts: list[list[int]], ev: EvalSpec) -> list[list[di
 
 
 def run(ctx: StageContext) -> None:
+    start_job()  # samples as in a process of its own, whatever this process evaluated before
     if ctx.job.config.get("round") == 2:
         return run_second_round(ctx)
     s = _setup(ctx)

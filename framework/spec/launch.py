@@ -83,7 +83,7 @@ class LocalLauncherSpec(SpecModel):
         "runs on its slots' cores alone, with as many threads: a training takes one slot per process "
         "(train.processes, at most all of them), any other stage job one. More slots than cores share cores.",
     )
-    cores: list[Annotated[int, Field(ge=0)]] | Literal["auto"] = Field(
+    cores: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | Literal["auto"] = Field(
         "auto", description="CPU cores to split between the slots; auto = every core this process may run on."
     )
     gpus: list[Annotated[int, Field(ge=0)]] | Literal["auto"] = Field(

@@ -533,7 +533,8 @@ class EvalSpec(SpecModel):
         ge=1,
         description="Slurm only: evaluate up to this many checkpoints of one model (same base and dtype) in one "
         "job, to pay the imports and engine start once; each evaluation keeps its own result and failure. A "
-        "bundle starts when all its trainings are done, so it pays only when they finish close together. The eval "
+        "bundle starts when all its trainings are done, so it pays only when they finish close together; a training "
+        "that fails cancels its bundle (the next `ablate run` evaluates the others). The eval "
         "time limit stays per checkpoint: a job of k checkpoints asks for k times it. 1: one job per checkpoint.",
         json_schema_extra=RUN_ONLY,
     )
@@ -694,7 +695,8 @@ class AblationSpec(SpecModel):
         problems = [
             p
             for i, b in enumerate(self.baselines)
-            if b.sampling is not None and (p := self.evaluation_for(b.name)[1].greedy_problem(f"baselines[{i}] ({b.name}): "))
+            if b.sampling is not None
+            and (p := self.evaluation_for(b.name)[1].greedy_problem(f"baselines[{i}] ({b.name}): "))
         ]
         if problems:
             raise ValueError("; ".join(problems))

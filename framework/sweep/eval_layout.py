@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -228,23 +229,37 @@ def local_gpu_memory_gib() -> float | None:
     return min(values) / 1024 if values else None  # MiB
 
 
-def local_gpu_count() -> int:
-    """GPUs visible here: CUDA_VISIBLE_DEVICES (up to the first entry CUDA would not take), else nvidia-smi."""
+GpuId = int | str  # an index, or an opaque CUDA_VISIBLE_DEVICES entry such as GPU-<uuid> or MIG-<uuid>
+_NVIDIA_SMI_GPU = re.compile(r"^GPU (\d+):")
+_CUDA_DEVICE = re.compile(r"^(\d+|GPU-\S+|MIG-\S+)$")  # what CUDA accepts in CUDA_VISIBLE_DEVICES
+
+
+def visible_gpu_ids() -> list[GpuId]:
+    """The GPUs visible here: CUDA_VISIBLE_DEVICES, else what nvidia-smi lists (without importing torch).
+
+    CUDA_VISIBLE_DEVICES entries are kept as given (GPU-/MIG- UUIDs too: they are passed on verbatim) up to the
+    first one CUDA would not take (negative, or a word such as NoDevFiles, none or all, which mean no GPU), where
+    CUDA stops enumerating. nvidia-smi's own index is read from each `GPU n:` line, since MIG devices are listed on
+    indented lines between them."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        count = 0
+        ids: list[GpuId] = []
         for entry in (x.strip() for x in env.split(",")):
-            if not (entry.isdigit() or entry.startswith(("GPU-", "MIG-"))):
+            if not _CUDA_DEVICE.match(entry):
                 break
-            count += 1
-        return count
+            ids.append(int(entry) if entry.isdigit() else entry)
+        return ids
     if shutil.which("nvidia-smi") is None:
-        return 0
+        return []
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+        return []
+    return [int(m.group(1)) for line in out.splitlines() if (m := _NVIDIA_SMI_GPU.match(line))]
+
+
+def local_gpu_count() -> int:
+    return len(visible_gpu_ids())
 
 
 def eval_gpus(spec: AblationSpec, available: int, memory_gib: float | None = None, spec_dir: Path | None = None) -> int:

@@ -15,23 +15,27 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from framework import engines
-from framework.engines import Decoding, checkpoint_signature, release_engines, vllm_generate
+from framework.engines import Decoding, checkpoint_signature, release_engines, start_job, vllm_generate
 from framework.locations import toy_base_path
 from framework.spec.models import SamplingSpec
 
 tmp = Path(sys.argv[1])
 base = toy_base_path()
-other, partial = tmp / "other", tmp / "partial"
-model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-g = torch.Generator().manual_seed(1)
-with torch.no_grad():
-    for p in model.parameters():
-        p.add_(torch.randn(p.shape, generator=g) * 0.05 * p.std().clamp_min(1e-3))
-model.save_pretrained(other)
-for f in base.iterdir():
-    if f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "generation_config.json"):
-        shutil.copy(f, other)
+first_dir, other, partial = tmp / "first", tmp / "other", tmp / "partial"
+for seed, out in ((1, first_dir), (2, other)):  # two fine-tunes of one base: only their weights differ
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05 * p.std().clamp_min(1e-3))
+    model.save_pretrained(out)
+    for f in base.iterdir():
+        if f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "generation_config.json"):
+            shutil.copy(f, out)
 shutil.copytree(other, partial)
+custom = tmp / "custom"
+shutil.copytree(other, custom)
+(custom / "modeling_custom.py").write_text("# code of its own: an engine built for the others is not this model's")
 weights = load_file(partial / "model.safetensors")
 weights.pop("model.norm.weight")
 save_file(weights, partial / "model.safetensors", metadata={"format": "pt"})
@@ -39,15 +43,20 @@ save_file(weights, partial / "model.safetensors", metadata={"format": "pt"})
 tok = AutoTokenizer.from_pretrained(base)
 prompts = [tok(t)["input_ids"] for t in ["What is 3 + 4?", "Name the capital of Vel.", "Count to five:"]]
 ev = Decoding(SamplingSpec(temperature=0.8, top_p=0.95, max_tokens=24, seed=3), samples=2)
-run = lambda d: [[s["text"] for s in row] for row in vllm_generate(d, prompts, ev, "float32", 128, [tok.eos_token_id])]
 
-result = {"same_signature": checkpoint_signature(base) == checkpoint_signature(other)}
-first = run(base)
+def run(d):  # one evaluation job
+    start_job()
+    return [[s["text"] for s in row] for row in vllm_generate(d, prompts, ev, "float32", 128, [tok.eos_token_id])]
+
+
+sig = checkpoint_signature
+result = {"same_signature": sig(first_dir) == sig(other), "custom_differs": sig(custom) != sig(other)}
+first = run(first_dir)
 engine = next(iter(engines._ENGINES.values()))
 reused = run(other)
 result["one_engine"] = [id(e) for e in engines._ENGINES.values()] == [id(engine)]
-result["again"] = run(other) == reused  # the same checkpoint asked again samples the same (reseeded) draws
-back = run(base)
+result["again"] = run(other) == reused  # the same checkpoint in a new job samples the same draws
+back = run(first_dir)
 try:
     engine.collective_rpc("load_checkpoint", args=(str(partial),))
     result["partial"] = "loaded"
@@ -67,7 +76,7 @@ def test_a_reused_engine_samples_what_a_fresh_engine_of_the_checkpoint_samples(t
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    assert result["same_signature"]
+    assert result["same_signature"] and result["custom_differs"]
     assert result["one_engine"]
     assert result["again"]
     assert result["differs"]  # the checkpoints sample differently: equality below is not trivially true

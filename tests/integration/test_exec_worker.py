@@ -1,5 +1,5 @@
 """`ablate run` on the local launcher evaluates in warm processes (framework/exec_worker.py): with one CPU slot,
-two models of one architecture are evaluated by one process, the second by loading its weights into the engine the
+two fine-tunes of one base are evaluated by one process, the second by loading its weights into the engine the
 first built; each evaluation keeps its own log and result, and the samples are those of one process per
 evaluation (`eval.reuse_engine: false`)."""
 
@@ -19,8 +19,8 @@ import yaml
 pytestmark = pytest.mark.integration
 
 
-def perturbed_copy(out: Path) -> None:
-    """A second checkpoint of the toy base's architecture, with other weights."""
+def perturbed_copy(out: Path, seed: int) -> None:
+    """A fine-tune of the toy base, as far as an engine can tell: its files, other weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -28,7 +28,7 @@ def perturbed_copy(out: Path) -> None:
 
     base = toy_base_path()
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05 * p.std().clamp_min(1e-3))
@@ -38,13 +38,16 @@ def perturbed_copy(out: Path) -> None:
             shutil.copy(f, out)
 
 
-def spec(other: Path, reuse: bool) -> dict:
+def spec(one: Path, two: Path, reuse: bool) -> dict:
     return {
         "name": "warm",
         "model": {"name_or_path": "toy:base"},
         "pool": [{"preset": "toy"}],
         "n_examples": 4,
-        "baselines": ["base", {"name": "other", "model": {"name_or_path": str(other)}}],
+        "baselines": [
+            {"name": "one", "model": {"name_or_path": str(one)}},
+            {"name": "two", "model": {"name_or_path": str(two)}},
+        ],
         "prompt": {"user_template": "{problem}"},
         "eval": {
             "benchmarks": [{"name": "toy", "limit": 6}],
@@ -73,12 +76,13 @@ def samples(cwd: Path) -> dict[str, list[str]]:
 
 
 def test_one_warm_process_evaluates_both_models_and_samples_what_one_process_each_would(tmp_path: Path):
-    other = tmp_path / "other"
-    perturbed_copy(other)
+    one, two = tmp_path / "one", tmp_path / "two"
+    perturbed_copy(one, 1)
+    perturbed_copy(two, 2)
     warm, cold = tmp_path / "warm", tmp_path / "cold"
     for cwd, reuse in ((warm, True), (cold, False)):
         cwd.mkdir()
-        (cwd / "spec.yaml").write_text(yaml.safe_dump(spec(other, reuse)))
+        (cwd / "spec.yaml").write_text(yaml.safe_dump(spec(one, two, reuse)))
 
     said = run(warm)
     pids = re.findall(r"start  eval/\S+  \(baseline=\w+; in evaluation process (\d+)\)", said)

@@ -109,12 +109,12 @@ def run_eval(tmp: Path, data: dict[str, Any], monkeypatch: pytest.MonkeyPatch, p
 
 def test_a_baseline_is_evaluated_with_its_own_prompt_and_sampling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = overriding_spec(
-        tmp_path, prompt={"system": "Please reason step by step."}, sampling={"temperature": 0.0, "max_tokens": 200}
+        tmp_path, prompt={"system": "Please reason step by step."}, sampling={"temperature": 0.2, "max_tokens": 200}
     )
     out = run_eval(tmp_path, data, monkeypatch, prompt_len=100)
     assert out["prompt"].system == "Please reason step by step."
     assert out["prompt"].user_template == spec_from_dict(data).prompt.user_template  # left out: the spec's
-    assert (out["ev"].sampling.temperature, out["ev"].sampling.max_tokens) == (0.0, 200)
+    assert (out["ev"].sampling.temperature, out["ev"].sampling.max_tokens) == (0.2, 200)
     assert out["ev"].sampling.top_p == 0.95  # left out: eval.sampling's
     assert out["metrics"]["max_tokens"] == 200 and out["metrics"]["warnings"] == []
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from framework.errors import UserError
 from framework.sweep.plan import Job
 from launchers.base import Task
-from launchers.local import THREAD_VARS, pinned, slot_cores, thread_env
+from launchers.local import THREAD_VARS, local_cores, pinned, slot_cores, thread_env
 
 
 def test_slots_get_disjoint_contiguous_cores_and_share_only_when_asked_for_more_than_there_are():
@@ -21,6 +22,15 @@ def test_slots_get_disjoint_contiguous_cores_and_share_only_when_asked_for_more_
     assert slot_cores([0, 1], 2) == [[0], [1]]
     assert slot_cores([4, 5, 6, 7], 1) == [[4, 5, 6, 7]]
     assert slot_cores([0, 1], 3) == [[0], [1], [0]]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+def test_the_cores_are_this_process_s_unless_listed_and_a_listed_core_it_may_not_use_is_a_user_error():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert local_cores("auto") == allowed
+    assert local_cores([allowed[0], allowed[0]]) == [allowed[0]]
+    with pytest.raises(UserError, match=r"launcher.local.cores \[4096\] are not among"):
+        local_cores([allowed[0], 4096])
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
