@@ -39,31 +39,18 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 ENGINE = r"""
-import gc, json, shutil, sys, time
+import json, sys, time
 from pathlib import Path
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 from framework import engines
 from framework.engines import Decoding, start_job, vllm_engine, vllm_generate
 from framework.locations import toy_base_path
 from framework.spec.models import SamplingSpec
+from tests.helpers import perturbed_toy_copy
 
 out, n = Path(sys.argv[1]), int(sys.argv[2])
 base = toy_base_path()
-dirs = []
-for i in range(n):
-    d = out / f"ckpt{i}"
-    if not d.exists():
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        g = torch.Generator().manual_seed(i)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.05 * p.std().clamp_min(1e-3))
-        model.save_pretrained(d)
-        for f in base.iterdir():
-            if f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "generation_config.json"):
-                shutil.copy(f, d)
-    dirs.append(d)
+dirs = [d if (d := out / f"ckpt{i}").exists() else perturbed_toy_copy(d, i) for i in range(n)]
 tok = AutoTokenizer.from_pretrained(base)
 prompts = [tok(f"What is {i} + {2 * i}?")["input_ids"] for i in range(16)]
 ev = Decoding(SamplingSpec(temperature=0.6, top_p=0.95, max_tokens=48, seed=0), samples=4)

@@ -32,7 +32,7 @@ from framework.sweep.eval_layout import GpuId, eval_gpus, visible_gpu_ids
 from framework.sweep.live_runs import RUNS_DIR, live_runs
 from framework.sweep.live_runs import process_alive as _alive
 from framework.sweep.plan import Plan
-from framework.sweep.resources import processes_per_node
+from framework.sweep.resources import processes_per_node, split_evenly
 from framework.sweep.stages import job_device, trains
 from launchers.base import Launcher, Task, exec_command, log_tail, shell_join
 from launchers.local_reaper import group_alive, process_start
@@ -96,13 +96,7 @@ def slot_cores(cores: list[int], slots: int) -> list[list[int]]:
     share cores round-robin, one each."""
     if slots > len(cores):
         return [[cores[i % len(cores)]] for i in range(slots)]
-    per, extra = divmod(len(cores), slots)
-    out, start = [], 0
-    for i in range(slots):
-        n = per + (i < extra)
-        out.append(cores[start : start + n])
-        start += n
-    return out
+    return split_evenly(cores, slots)
 
 
 # Sets the affinity, then becomes the command: every thread the command and its children start inherits the cores,

@@ -81,3 +81,27 @@ def run_sweep(cwd: Path, spec: dict[str, Any], timeout_s: float = 1500) -> Path:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return cwd / "results" / spec["name"]
+
+
+def perturbed_toy_copy(out: Path, seed: int) -> Path:
+    """A fine-tune of the toy base as far as an engine can tell: the base's files, its weights moved by seeded noise
+    (5% of each tensor's spread). Built in a second; what warm-engine tests and benchmarks load checkpoint after
+    checkpoint."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from framework.locations import toy_base_path
+
+    base = toy_base_path()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05 * p.std().clamp_min(1e-3))
+    model.save_pretrained(out)
+    for f in base.iterdir():
+        if f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "generation_config.json"):
+            shutil.copy(f, out)
+    return out

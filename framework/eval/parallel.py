@@ -28,6 +28,7 @@ from typing import Any
 
 from framework.eval.layout import resolve_layout
 from framework.spec.models import EvalSpec
+from framework.sweep.resources import split_evenly
 
 
 def rank_devices(dp: int, tp: int, visible: str | None, count: int) -> list[str]:
@@ -41,16 +42,6 @@ def rank_devices(dp: int, tp: int, visible: str | None, count: int) -> list[str]
     return [",".join(ids[r * tp : (r + 1) * tp]) for r in range(dp)]
 
 
-def _split(items: list[int], parts: int) -> list[list[int]]:
-    per, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for r in range(parts):
-        n = per + (r < extra)
-        out.append(items[start : start + n])
-        start += n
-    return out
-
-
 def rank_cores(dp: int, cores: list[int], tp: int = 1) -> list[str]:
     """vLLM CPU thread binding of each rank: contiguous, disjoint shares of the cores, each split again into
     one "|"-separated group per tensor-parallel worker."""
@@ -59,7 +50,7 @@ def rank_cores(dp: int, cores: list[int], tp: int = 1) -> list[str]:
             f"eval.data_parallel_size {dp} x tensor_parallel_size {tp} needs a core per engine worker; "
             f"{len(cores)} are available here"
         )
-    return ["|".join(",".join(map(str, g)) for g in _split(share, tp)) for share in _split(cores, dp)]
+    return ["|".join(",".join(map(str, g)) for g in split_evenly(share, tp)) for share in split_evenly(cores, dp)]
 
 
 def parse_cpu_list(text: str) -> list[int]:

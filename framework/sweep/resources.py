@@ -42,6 +42,18 @@ class Layout:
         return {**asdict(self), "world_size": self.world_size, "global_batch_size": self.global_batch_size}
 
 
+def split_evenly(items: list[int], parts: int) -> list[list[int]]:
+    """Contiguous, disjoint runs of `items` whose lengths differ by at most one (the first ones longer): cores
+    between CPU slots, between data-parallel ranks, between tensor-parallel workers."""
+    per, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for i in range(parts):
+        n = per + (i < extra)
+        out.append(items[start : start + n])
+        start += n
+    return out
+
+
 def processes_per_node(train: TrainSpec, *, gpus: int) -> int:
     """train.processes, else the visible GPUs (2 on a CPU-only machine)."""
     return train.processes or (gpus if gpus > 0 else 2)

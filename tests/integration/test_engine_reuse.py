@@ -11,27 +11,19 @@ from pathlib import Path
 PROBE = r"""
 import json, shutil, sys
 from pathlib import Path
-import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 from framework import engines
 from framework.engines import Decoding, checkpoint_signature, release_engines, start_job, vllm_generate
 from framework.locations import toy_base_path
 from framework.spec.models import SamplingSpec
+from tests.helpers import perturbed_toy_copy
 
 tmp = Path(sys.argv[1])
 base = toy_base_path()
 first_dir, other, partial = tmp / "first", tmp / "other", tmp / "partial"
-for seed, out in ((1, first_dir), (2, other)):  # two fine-tunes of one base: only their weights differ
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05 * p.std().clamp_min(1e-3))
-    model.save_pretrained(out)
-    for f in base.iterdir():
-        if f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "generation_config.json"):
-            shutil.copy(f, out)
+perturbed_toy_copy(first_dir, 1)  # two fine-tunes of one base: only their weights differ
+perturbed_toy_copy(other, 2)
 shutil.copytree(other, partial)
 custom = tmp / "custom"
 shutil.copytree(other, custom)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,26 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.helpers import perturbed_toy_copy
+
 pytestmark = pytest.mark.integration
-
-
-def perturbed_copy(out: Path, seed: int) -> None:
-    """A fine-tune of the toy base, as far as an engine can tell: its files, other weights."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from framework.locations import toy_base_path
-
-    base = toy_base_path()
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05 * p.std().clamp_min(1e-3))
-    model.save_pretrained(out)
-    for f in base.iterdir():
-        if f.name.startswith("tokenizer") or f.name in ("chat_template.jinja", "generation_config.json"):
-            shutil.copy(f, out)
 
 
 def spec(one: Path, two: Path, reuse: bool) -> dict:
@@ -77,8 +59,8 @@ def samples(cwd: Path) -> dict[str, list[str]]:
 
 def test_one_warm_process_evaluates_both_models_and_samples_what_one_process_each_would(tmp_path: Path):
     one, two = tmp_path / "one", tmp_path / "two"
-    perturbed_copy(one, 1)
-    perturbed_copy(two, 2)
+    perturbed_toy_copy(one, 1)
+    perturbed_toy_copy(two, 2)
     warm, cold = tmp_path / "warm", tmp_path / "cold"
     for cwd, reuse in ((warm, True), (cold, False)):
         cwd.mkdir()
