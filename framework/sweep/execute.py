@@ -13,7 +13,7 @@ from framework.errors import DataError, UserError
 from framework.spec import LoadedSpec
 from framework.store import Build, Store
 from framework.sweep.plan import Job, Plan
-from framework.sweep.pruning import PRUNED, prune_if_evaluated
+from framework.sweep.pruning import PRUNED, prune_if_evaluated, still_read
 from framework.sweep.stages import STAGES
 
 
@@ -108,7 +108,7 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
     }
     # A training whose checkpoint was deleted after its evaluations is built again (a new one needs it); judged
     # under the store lock, so two launchers never both retrain it, and resumed like any training.
-    redo = (lambda final: (final / PRUNED).is_file()) if stage == "train" else None
+    redo = (lambda final: (final / PRUNED).is_file() and still_read(plan, store, job)) if stage == "train" else None
     with store.build(stage, key, manifest, resume=stage == "train", replace=force, wait=not force, redo=redo) as build:
         if build is not None:
             fn(StageContext(loaded, plan, job, store, build))

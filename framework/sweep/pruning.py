@@ -58,6 +58,13 @@ def prune_if_evaluated(plan: Plan, store: Store, eval_job: Job, *, keep: bool) -
     return pruned
 
 
+def still_read(plan: Plan, store: Store, train_job: Job) -> bool:
+    """Whether an evaluation of the checkpoint is still to run: a pruned training is rebuilt only then. (Two runs
+    of one sweep both schedule a training; the one that gets it after the other has trained, evaluated and pruned
+    it must not train it again for nothing.)"""
+    return any(not store.is_done(j.stage, j.key) for j in _consumers(plan, train_job.id))
+
+
 def needed_again(plan: Plan, store: Store, todo: list[Job]) -> list[Job]:
     """Pruned trainings that an evaluation still to run reads: they must be trained again first. (Other stages,
     the log, read only a training's metrics, which stay.)"""

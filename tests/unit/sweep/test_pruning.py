@@ -82,6 +82,18 @@ def test_an_evaluation_added_later_trains_the_pruned_checkpoint_again_first(tmp_
     assert not execute(sw.loaded, sw.plan, sw.store, "train", keys[0])  # and now simply done
 
 
+def test_a_pruned_checkpoint_every_evaluation_has_read_is_not_trained_again(tmp_path, monkeypatch) -> None:
+    """Two runs of one sweep both schedule a training; the one that gets it after the other has trained,
+    evaluated and pruned it finds it done: nothing reads the checkpoint any more."""
+    sw = synthetic_sweep(tmp_path, seeds=(0,))
+    key = _with_models(sw)[0]
+    prune_if_evaluated(sw.plan, sw.store, _evals_of(sw, key)[0], keep=False)
+    trained: list[str] = []
+    monkeypatch.setattr(execute_module, "stage_function", lambda stage: lambda ctx: trained.append(ctx.job.key))
+    assert not execute(sw.loaded, sw.plan, sw.store, "train", key)
+    assert trained == [] and is_pruned(sw.store, key)
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_execute_prunes_after_an_evaluation_as_the_spec_says(tmp_path, monkeypatch, keep: bool) -> None:
     sw = synthetic_sweep(tmp_path, seeds=(0,), train={"keep_checkpoint": keep})
