@@ -1,6 +1,7 @@
 """The eval stage's layout on the GPUs it sees: `eval.tensor_parallel_size` x `data_parallel_size`, with "auto"
-resolved from the visible GPUs (count and memory) and the checkpoint's own files. The choice itself is
-`framework.sweep.eval_layout.pick_layout`, which `ablate plan` and the local launcher use too.
+resolved from the visible GPUs (count and memory) and the checkpoint's own files (its size:
+`framework.sweep.model_size.size_from_dir`). The choice itself is `framework.sweep.eval_layout.pick_layout`, which
+`ablate plan` and the local launcher use too.
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from framework.spec.models import EvalSpec
-from framework.sweep.eval_layout import GIB, EvalLayout, pick_layout, shape_from_dir
+from framework.sweep.eval_layout import GIB, EvalLayout, pick_layout
+from framework.sweep.model_size import size_from_dir
 
 
 def visible_gpus() -> tuple[int, float | None]:
@@ -29,6 +31,6 @@ def resolve_layout(
     visible here."""
     count, memory = gpus if gpus is not None else visible_gpus()
     tp, dp = ev.tensor_parallel_size, ev.data_parallel_size
-    shape = None if isinstance(tp, int) else shape_from_dir(Path(model_dir))
-    chosen = pick_layout(shape, gpus=count, gpu_memory_gib=memory, dtype=dtype, tp=tp, dp=dp)
+    size = None if isinstance(tp, int) else size_from_dir(Path(model_dir))
+    chosen = pick_layout(size, gpus=count, gpu_memory_gib=memory, dtype=dtype, tp=tp, dp=dp)
     return ev.model_copy(update={"tensor_parallel_size": chosen.tp, "data_parallel_size": chosen.dp}), chosen

@@ -10,7 +10,8 @@ job spreads over (only its wall time does):
 The rate comes from `GPU_TABLE` (a kind chosen by `ablate plan --gpu`) until a job of that kind has finished in
 this sweep's store: then what the store measured on this cluster (model FLOP/s per GPU of the finished jobs)
 replaces it, and the output says which source each estimate used. Measured rates are kept as FLOP/s, not
-tokens/s, so a rate measured on one model carries over to another (a baseline of another size).
+tokens/s, so a rate measured on one model carries over to another (a baseline of another size). A model's size
+(N, L, d) comes from framework.sweep.model_size, an eval job's GPUs from framework.sweep.eval_layout.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from framework.errors import UserError
-from framework.locations import resolve_path, toy_model_path
-from framework.spec.models import TOY_MODELS, AblationSpec, BenchmarkSpec, ModelSpec, SampleBudget
+from framework.locations import resolve_path
+from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, SampleBudget
 from framework.store import Store
-from framework.sweep.eval_layout import EvalLayout, ModelShape, local_gpu_count, local_gpu_memory_gib, pick_layout
+from framework.sweep.eval_layout import EvalLayout, evaluated_sizes, local_gpu_count, local_gpu_memory_gib, pick_layout
 from framework.sweep.eval_layout import eval_gpus as local_eval_gpus
+from framework.sweep.model_size import ModelSize, model_size
 from framework.sweep.plan import Job, Plan
 from framework.sweep.resources import stage_resources
 
@@ -77,47 +79,11 @@ DEFAULT_EXAMPLE_TOKENS = 4096
 # An optimizer step in CPU memory (train.offload_optimizer): DeepSpeed's CPU Adam and the transfers, assumed to
 # update 3e9 parameters a second on a GPU node's CPUs while the GPUs wait (not measured here).
 OFFLOAD_PARAMS_PER_S = 3e9
-DEFAULT_PARAMS = 7.6e9  # a model whose size nothing here tells: stated in the output
-
-# Known hub models: parameters, layers, attention width (heads × head_dim), from their config.json.
-KNOWN_MODELS: dict[str, tuple[float, int, int]] = {
-    "Qwen/Qwen2.5-0.5B": (0.494e9, 24, 896),
-    "Qwen/Qwen2.5-1.5B": (1.54e9, 28, 1536),
-    "Qwen/Qwen2.5-7B": (7.62e9, 28, 3584),
-    "Qwen/Qwen2.5-14B": (14.8e9, 48, 5120),
-    "Qwen/Qwen2.5-32B": (32.8e9, 64, 5120),
-    "Qwen/Qwen2.5-72B": (72.7e9, 80, 8192),
-    "Qwen/Qwen2.5-Math-7B": (7.62e9, 28, 3584),
-    "Qwen/Qwen2.5-Math-72B": (72.7e9, 80, 8192),
-    "Qwen/QwQ-32B-Preview": (32.8e9, 64, 5120),
-    "Qwen/QwQ-32B": (32.8e9, 64, 5120),
-}
-# Their attention heads and KV heads (num_attention_heads, num_key_value_heads of config.json).
-KNOWN_HEADS: dict[str, tuple[int, int]] = {
-    "Qwen/Qwen2.5-0.5B": (14, 2), "Qwen/Qwen2.5-1.5B": (12, 2), "Qwen/Qwen2.5-7B": (28, 4),
-    "Qwen/Qwen2.5-14B": (40, 8), "Qwen/Qwen2.5-32B": (40, 8), "Qwen/Qwen2.5-72B": (64, 8),
-    "Qwen/Qwen2.5-Math-7B": (28, 4), "Qwen/Qwen2.5-Math-72B": (64, 8), "Qwen/QwQ-32B-Preview": (40, 8),
-    "Qwen/QwQ-32B": (40, 8),
-}  # fmt: skip
-for _name in list(KNOWN_MODELS):  # the instruct checkpoints share their base's shape
-    if "QwQ" not in _name:
-        KNOWN_MODELS[_name + "-Instruct"] = KNOWN_MODELS[_name]
-
 # Problems of the built-in benchmarks (before `limit` / `problem_ids`), when no file or finished eval says.
 KNOWN_BENCHMARK_SIZES = {
     "comp-math-24-25": 256, "aime24": 30, "aime25": 30, "hmmt-feb-2025": 30, "hmmt-24-25": 60, "math-500": 500,
     "gpqa-diamond": 198,
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    params: float
-    layers: int | None
-    attn_width: int | None
-    source: str  # where the numbers come from
-    heads: int | None = None  # attention heads and KV heads: the tensor-parallel sizes that split them
-    kv_heads: int | None = None
 
 
 @dataclass
@@ -157,68 +123,11 @@ class CostEstimate:
         }  # fmt: skip
 
 
-# ----------------------------------------------------------------------------------------------- sizes
+# ----------------------------------------------------------------------------------------------- FLOPs
 def train_flops_per_token(size: ModelSize, seq_len: float) -> float:
     """6·N plus causal attention over an average context of seq_len/2, when the shape is known."""
     attention = 6 * size.layers * seq_len * size.attn_width if size.layers and size.attn_width else 0.0
     return 6 * size.params + attention
-
-
-def size_from_config(config: dict[str, Any], source: str) -> ModelSize | None:
-    """A decoder's parameters from its config.json (Qwen2/Llama layout: attention with GQA, gated MLP)."""
-    cfg = config.get("text_config") or config
-    try:
-        h, layers, inter, vocab = (int(cfg[k]) for k in ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size"))  # fmt: skip
-        heads = int(cfg["num_attention_heads"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    head_dim = int(cfg.get("head_dim") or h // heads)
-    kv = int(cfg.get("num_key_value_heads") or heads)
-    attn = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h
-    per_layer = attn + 3 * h * inter + 2 * h
-    embeddings = vocab * h * (1 if cfg.get("tie_word_embeddings", False) else 2)
-    return ModelSize(float(layers * per_layer + embeddings + h), layers, heads * head_dim, source, heads, kv)
-
-
-def model_size(model: ModelSpec, spec_dir: Path | None) -> ModelSize:
-    """From the model's own config (tiny spec, local or shipped directory, the hub cache), else `KNOWN_MODELS`,
-    else `DEFAULT_PARAMS`. Never downloads: plan runs offline."""
-    name = model.name_or_path or ""
-    if model.tiny is not None:
-        t = model.tiny
-        cfg = {
-            "hidden_size": t.hidden_size, "num_hidden_layers": t.num_layers, "intermediate_size": t.intermediate_size,
-            "vocab_size": t.vocab_size, "num_attention_heads": t.num_heads, "num_key_value_heads": t.num_kv_heads,
-            "tie_word_embeddings": t.tie_word_embeddings,
-        }  # fmt: skip
-        size = size_from_config(cfg, "the tiny model's spec")
-        assert size is not None
-        return size
-    directory = toy_model_path(name) if name in TOY_MODELS else resolve_path(name, spec_dir) if name else None
-    config_file = directory / "config.json" if directory is not None and directory.is_dir() else None
-    if config_file is None and name.count("/") == 1:
-        config_file = _cached_hub_config(name, model.revision)
-    if config_file is not None and config_file.is_file():
-        try:
-            size = size_from_config(json.loads(config_file.read_text(encoding="utf-8")), f"{name}'s config.json")
-        except (OSError, ValueError):
-            size = None
-        if size is not None:
-            return size
-    if name in KNOWN_MODELS:
-        params, layers, width = KNOWN_MODELS[name]
-        heads, kv = KNOWN_HEADS.get(name.removesuffix("-Instruct"), (None, None))
-        return ModelSize(params, layers, width, f"{name}: known size", heads, kv)
-    return ModelSize(DEFAULT_PARAMS, None, None, f"{name or 'model'}: size unknown, assumed {DEFAULT_PARAMS / 1e9:g}B")
-
-
-def _cached_hub_config(repo: str, revision: str | None) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - a dependency of transformers
-        return None
-    found = try_to_load_from_cache(repo, "config.json", revision=revision)
-    return Path(found) if isinstance(found, str) else None
 
 
 # --------------------------------------------------------------------------------------- measurements
@@ -567,21 +476,6 @@ def _eval_model_size(plan: Plan, job: Job, spec_dir: Path | None) -> ModelSize:
     return model_size(baseline.model if baseline is not None and baseline.model else spec.model, spec_dir)
 
 
-def evaluated_shapes(spec: AblationSpec, spec_dir: Path | None = None) -> list[tuple[str, ModelShape, str]]:
-    """(name, shape, dtype on a GPU) of each distinct model the sweep evaluates: the base model (its fine-tuned
-    checkpoints have its shape) and each baseline's own."""
-    models = [spec.model] if spec.trains else []
-    models += [b.model or spec.model for b in spec.baselines]
-    out: dict[str, tuple[str, ModelShape, str]] = {}
-    for m in models:
-        name = m.name_or_path or "the tiny model"
-        if name not in out:
-            size = model_size(m, spec_dir)
-            shape = ModelShape(size.params, size.heads, size.kv_heads, size.source)
-            out[name] = (name, shape, "bfloat16" if m.dtype == "auto" else m.dtype)
-    return list(out.values())
-
-
 def eval_layouts(spec: AblationSpec, spec_dir: Path | None, kind: GpuKind) -> list[dict[str, Any]]:
     """The layout of an eval job per evaluated model, with a line for `plan`: on Slurm from the eval job's GPUs per
     node and the GPU kind's memory; locally from the GPUs the local launcher gives an eval job here."""
@@ -603,8 +497,8 @@ def eval_layouts(spec: AblationSpec, spec_dir: Path | None, kind: GpuKind) -> li
         gpus = local_eval_gpus(spec, visible, memory, spec_dir)
         where = f"per local eval job of {gpus} of the {visible} GPU(s) here ({mem_note})"
     out = []
-    for name, shape, dtype in evaluated_shapes(spec, spec_dir):
-        chosen: EvalLayout = pick_layout(shape, gpus=gpus, gpu_memory_gib=memory, dtype=dtype, tp=tp, dp=dp)
+    for name, size, dtype in evaluated_sizes(spec, spec_dir):
+        chosen: EvalLayout = pick_layout(size, gpus=gpus, gpu_memory_gib=memory, dtype=dtype, tp=tp, dp=dp)
         line = (
             f"{name}: {chosen.tp} x {chosen.dp} on CPU"
             if not gpus

@@ -7,23 +7,23 @@ that holds it give more tokens per second. So `eval.tensor_parallel_size: auto` 
 weights with room left for the KV cache (and that split the attention heads), and `data_parallel_size: auto`
 fills the job's GPUs with replicas of it. A size fixed in the spec wins and the other is derived from it.
 
-Pure functions of a model's shape and the GPUs: the eval stage feeds them the visible GPUs and the checkpoint's
-files (framework.eval.layout), `ablate plan` the launcher's GPUs and GPU kind (framework.sweep.cost), and the
-local launcher asks `eval_gpus` how many GPUs to give an evaluation.
+Pure functions of a model's size (framework.sweep.model_size) and the GPUs: the eval stage feeds them the visible
+GPUs and the checkpoint's files (framework.eval.layout), `ablate plan` the launcher's GPUs and GPU kind
+(framework.sweep.cost), and the local launcher asks `eval_gpus` how many GPUs to give an evaluation.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import shutil
-import struct
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from framework.sweep.model_size import ModelSize, model_size
 
 if TYPE_CHECKING:
     from framework.spec.models import AblationSpec
@@ -38,21 +38,6 @@ VLLM_MEMORY_UTILIZATION = 0.9
 WEIGHT_SHARE = 0.6
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 GIB = 2**30
-
-_SAFETENSORS_ELEMENT_BITS = {
-    "F64": 64, "I64": 64, "U64": 64, "F32": 32, "I32": 32, "U32": 32, "F16": 16, "BF16": 16, "I16": 16, "U16": 16,
-    "F8_E4M3": 8, "F8_E5M2": 8, "I8": 8, "U8": 8, "BOOL": 8,
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the layout needs of a model: its parameters and attention heads (None where nothing says)."""
-
-    params: float
-    heads: int | None
-    kv_heads: int | None
-    source: str  # where the numbers come from
 
 
 @dataclass(frozen=True)
@@ -83,8 +68,8 @@ def tp_choices(gpus: int, heads: int | None, kv_heads: int | None) -> list[int]:
     return [t for t in sizes if valid_tp(t, heads, kv_heads)]
 
 
-def weight_gib(shape: ModelShape, dtype: str) -> float:
-    return shape.params * DTYPE_BYTES.get(dtype, 2) / GIB
+def weight_gib(size: ModelSize, dtype: str) -> float:
+    return size.params * DTYPE_BYTES.get(dtype, 2) / GIB
 
 
 def weight_budget_gib(gpu_memory_gib: float) -> float:
@@ -93,7 +78,7 @@ def weight_budget_gib(gpu_memory_gib: float) -> float:
 
 
 def pick_layout(
-    shape: ModelShape | None,
+    size: ModelSize | None,
     *,
     gpus: int,
     gpu_memory_gib: float | None,
@@ -113,23 +98,23 @@ def pick_layout(
     if fixed_tp:
         d = max(1, gpus // fixed_tp)
         return EvalLayout(fixed_tp, d, fixed_tp * d, f"tensor_parallel_size {tp} fixed: {d} engine(s) on {gpus} GPU(s)")
-    heads, kv = (shape.heads, shape.kv_heads) if shape is not None else (None, None)
+    heads, kv = (size.heads, size.kv_heads) if size is not None else (None, None)
     per_engine = max(1, gpus // fixed_dp) if fixed_dp else gpus
     choices = tp_choices(per_engine, heads, kv)
     if fixed_dp:  # the engines share the job's GPUs: each takes its share
         t = choices[-1]
         why = f"data_parallel_size {dp} fixed: {per_engine} GPU(s) per engine of {gpus}, TP {t} splits the heads"
-        return EvalLayout(t, fixed_dp, t * fixed_dp, why + _fit_note(shape, t, gpu_memory_gib, dtype))
-    if shape is None or gpu_memory_gib is None:
+        return EvalLayout(t, fixed_dp, t * fixed_dp, why + _fit_note(size, t, gpu_memory_gib, dtype))
+    if size is None or gpu_memory_gib is None:
         t = choices[0]
-        unknown = "model size" if shape is None else "GPU memory"
+        unknown = "model size" if size is None else "GPU memory"
         return EvalLayout(t, gpus // t, t * (gpus // t), f"{unknown} unknown: TP {t}, {gpus // t} engine(s)")
-    need, budget = weight_gib(shape, dtype), weight_budget_gib(gpu_memory_gib)
+    need, budget = weight_gib(size, dtype), weight_budget_gib(gpu_memory_gib)
     fits = [t for t in choices if need / t <= budget]
     t = fits[0] if fits else choices[-1]
     d = gpus // t
     heads_note = f", {heads} heads / {kv} KV heads" if heads is not None else ""
-    weights = f"{need:.1f} GiB of {dtype} weights ({shape.source}{heads_note})"
+    weights = f"{need:.1f} GiB of {dtype} weights ({size.source}{heads_note})"
     if fits:
         why = (
             f"{weights} fit {t} x {gpu_memory_gib:.0f} GiB GPU(s) at {need / t:.1f} GiB each, under "
@@ -144,10 +129,10 @@ def pick_layout(
     return EvalLayout(t, d, t * d, why)
 
 
-def _fit_note(shape: ModelShape | None, tp: int, gpu_memory_gib: float | None, dtype: str) -> str:
-    if shape is None or gpu_memory_gib is None:
+def _fit_note(size: ModelSize | None, tp: int, gpu_memory_gib: float | None, dtype: str) -> str:
+    if size is None or gpu_memory_gib is None:
         return ""
-    each, budget = weight_gib(shape, dtype) / tp, weight_budget_gib(gpu_memory_gib)
+    each, budget = weight_gib(size, dtype) / tp, weight_budget_gib(gpu_memory_gib)
     return (
         "" if each <= budget else f" ({each:.1f} GiB of weights per GPU, over the {budget:.1f} GiB that leave KV room)"
     )
@@ -158,59 +143,18 @@ def fixed_gpus(tp: int | str, dp: int | str) -> int:
     return (tp if isinstance(tp, int) else 1) * (dp if isinstance(dp, int) else 1)
 
 
-# ------------------------------------------------------------------------------------------ model files
-def heads_from_config(config: dict[str, Any]) -> tuple[int | None, int | None]:
-    """(attention heads, KV heads) of a config.json; KV heads default to the heads (no GQA)."""
-    cfg = config.get("text_config") or config
-    try:
-        heads = int(cfg["num_attention_heads"])
-    except (KeyError, TypeError, ValueError):
-        return None, None
-    try:
-        kv = int(cfg.get("num_key_value_heads") or heads)
-    except (TypeError, ValueError):
-        kv = heads
-    return heads, kv
-
-
-def safetensors_params(directory: Path) -> float | None:
-    """Parameters stored in a directory's *.safetensors files, from their headers alone (no tensor is read)."""
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for path in files:
-        try:
-            with path.open("rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                if size > 100 * 2**20:  # not a safetensors header: the format caps it at 100 MB
-                    return None
-                header = json.loads(f.read(size))
-        except (OSError, ValueError, struct.error):
-            return None
-        for name, entry in header.items():
-            if name != "__metadata__":
-                total += math.prod(entry.get("shape") or [1])
-    return float(total)
-
-
-def shape_from_dir(directory: Path) -> ModelShape | None:
-    """A local checkpoint's shape: parameters from its safetensors headers (else from its config.json), heads from
-    its config.json."""
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    heads, kv = heads_from_config(config)
-    params = safetensors_params(directory)
-    source = f"{directory.name}'s safetensors"
-    if params is None and config:
-        # lazy: cost imports this module; the parameter count of a config lives there
-        from framework.sweep.cost import size_from_config
-
-        size = size_from_config(config, f"{directory.name}'s config.json")
-        params, source = (size.params, size.source) if size is not None else (None, source)
-    return ModelShape(params, heads, kv, source) if params is not None else None
+# ------------------------------------------------------------------------------------------ the sweep's models
+def evaluated_sizes(spec: AblationSpec, spec_dir: Path | None = None) -> list[tuple[str, ModelSize, str]]:
+    """(name, size, dtype on a GPU) of each distinct model the sweep evaluates: the base model (its fine-tuned
+    checkpoints have its size) and each baseline's own."""
+    models = [spec.model] if spec.trains else []
+    models += [b.model or spec.model for b in spec.baselines]
+    out: dict[str, tuple[str, ModelSize, str]] = {}
+    for m in models:
+        name = m.name_or_path or "the tiny model"
+        if name not in out:
+            out[name] = (name, model_size(m, spec_dir), "bfloat16" if m.dtype == "auto" else m.dtype)
+    return list(out.values())
 
 
 # ------------------------------------------------------------------------------------------ local machine
@@ -272,15 +216,12 @@ def eval_gpus(spec: AblationSpec, available: int, memory_gib: float | None = Non
     tp, dp = spec.eval.tensor_parallel_size, spec.eval.data_parallel_size
     if isinstance(tp, int):
         return min(available, tp * (dp if isinstance(dp, int) else 1))
-    # lazy: cost imports this module; the sizes of the evaluated models are read there
-    from framework.sweep.cost import evaluated_shapes
-
     memory = memory_gib if memory_gib is not None else local_gpu_memory_gib()
     per_engine = max(1, available // dp) if isinstance(dp, int) else available
     widest = max(
         (
             pick_layout(s, gpus=per_engine, gpu_memory_gib=memory, dtype=d).tp
-            for _, s, d in evaluated_shapes(spec, spec_dir)
+            for _, s, d in evaluated_sizes(spec, spec_dir)
         ),
         default=1,
     )

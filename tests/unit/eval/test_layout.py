@@ -12,22 +12,15 @@ import pytest
 from framework.eval.layout import resolve_layout
 from framework.spec import spec_from_dict
 from framework.spec.models import EvalSpec
-from framework.sweep.eval_layout import (
-    ModelShape,
-    eval_gpus,
-    pick_layout,
-    safetensors_params,
-    shape_from_dir,
-    tp_choices,
-    valid_tp,
-)
+from framework.sweep.eval_layout import eval_gpus, pick_layout, tp_choices, valid_tp
+from framework.sweep.model_size import ModelSize, safetensors_params, size_from_dir
 
 # Parameters and (heads, KV heads) of Qwen2.5 models, from their config.json.
 QWEN = {
-    "0.5B": ModelShape(0.494e9, 14, 2, "0.5B"),
-    "7B": ModelShape(7.62e9, 28, 4, "7B"),
-    "32B": ModelShape(32.8e9, 40, 8, "32B"),
-    "72B": ModelShape(72.7e9, 64, 8, "72B"),
+    "0.5B": ModelSize(0.494e9, None, None, "0.5B", heads=14, kv_heads=2),
+    "7B": ModelSize(7.62e9, None, None, "7B", heads=28, kv_heads=4),
+    "32B": ModelSize(32.8e9, None, None, "32B", heads=40, kv_heads=8),
+    "72B": ModelSize(72.7e9, None, None, "72B", heads=64, kv_heads=8),
 }
 
 # (model, GiB per GPU) -> (TP, DP) on 1, 2, 4 and 8 GPUs. bf16 weights may take 60% of the 90% vLLM claims:
@@ -69,7 +62,7 @@ def test_tensor_parallel_sizes_must_split_the_heads():
     assert tp_choices(8, 14, 2) == [1, 2]  # 0.5B: 14 heads
     assert tp_choices(6, None, None) == [1, 2, 4]  # powers of two up to the GPUs
     # a 7B-headed model too big for 4 GPUs cannot take 8: the widest split of its heads, and the why says so
-    big = ModelShape(100e9, 28, 4, "28 heads")  # 186 GiB: 46.6 GiB on each of 4
+    big = ModelSize(100e9, None, None, "28 heads", heads=28, kv_heads=4)  # 186 GiB: 46.6 GiB on each of 4
     chosen = pick_layout(big, gpus=8, gpu_memory_gib=80)
     assert (chosen.tp, chosen.dp) == (4, 2) and "do not fit" in chosen.why
 
@@ -114,8 +107,8 @@ def test_the_checkpoint_s_files_give_its_parameters_and_heads(tmp_path: Path):
     write_safetensors(tmp_path / "model-00001-of-00002.safetensors", {"a": [10, 4], "b": [4]})
     write_safetensors(tmp_path / "model-00002-of-00002.safetensors", {"c": [3, 3, 3]})
     assert safetensors_params(tmp_path) == 44 + 27
-    shape = shape_from_dir(tmp_path)
-    assert shape is not None and (shape.params, shape.heads, shape.kv_heads) == (71, 2, 2)
+    size = size_from_dir(tmp_path)
+    assert size is not None and (size.params, size.heads, size.kv_heads) == (71, 2, 2)
     # no GPU memory holds it "with room" at 1e-9 GiB: the widest split of 2 heads on 4 GPUs, 2 replicas
     ev, chosen = resolve_layout(EvalSpec(), tmp_path, "bfloat16", gpus=(4, 1e-9))
     assert (ev.tensor_parallel_size, ev.data_parallel_size) == (chosen.tp, chosen.dp) == (2, 2)
@@ -129,8 +122,8 @@ def test_a_checkpoint_without_safetensors_is_counted_from_its_config(tmp_path: P
     config = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
               "intermediate_size": 128, "vocab_size": 1000, "tie_word_embeddings": True}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(config))
-    shape = shape_from_dir(tmp_path)
-    assert shape is not None and shape.params == 138_048 and (shape.heads, shape.kv_heads) == (2, 1)
+    size = size_from_dir(tmp_path)
+    assert size is not None and size.params == 138_048 and (size.heads, size.kv_heads) == (2, 1)
 
 
 def test_the_spec_takes_auto_or_a_size():
@@ -169,5 +162,5 @@ def test_the_shipped_toy_base_is_counted_as_the_safetensors_library_reads_it():
     for path in base.glob("*.safetensors"):
         with safetensors.safe_open(str(path), "np") as f:
             expected += sum(f.get_tensor(k).size for k in f.keys())  # noqa: SIM118 - safe_open has no iterator
-    shape = shape_from_dir(base)
-    assert shape is not None and shape.params == expected > 0 and (shape.heads, shape.kv_heads) == (2, 2)
+    size = size_from_dir(base)
+    assert size is not None and size.params == expected > 0 and (size.heads, size.kv_heads) == (2, 2)

@@ -13,7 +13,8 @@ import pytest
 from framework.cli import main
 from framework.spec import spec_from_dict
 from framework.store import MARKER, Store
-from framework.sweep.cost import GPU_TABLE, ModelSize, estimate_cost, render, size_from_config, train_flops_per_token
+from framework.sweep.cost import GPU_TABLE, estimate_cost, render, train_flops_per_token
+from framework.sweep.model_size import ModelSize, size_from_config
 from framework.sweep.plan import build_plan
 from tests.helpers import MINIMAL
 

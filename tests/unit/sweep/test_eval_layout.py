@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -90,3 +92,13 @@ def test_the_gpus_visible_here_stop_where_cuda_stops_enumerating(monkeypatch):
     assert local_gpu_count() == 3
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert local_gpu_count() == 0
+
+
+def test_the_layout_and_a_model_s_size_import_neither_the_plan_nor_its_cost():
+    """cost and plan import eval_layout and model_size: an import back, even inside a function, is a cycle."""
+    code = (
+        "import sys, framework.sweep.eval_layout, framework.sweep.model_size; "
+        "print([m for m in ('framework.sweep.cost', 'framework.sweep.plan') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
