@@ -25,8 +25,12 @@ unbiased in every term:
   near 0 and truncated, made 2-seed differences cover 75% whenever it was (no seed part, no widening). Only an
   arm's V as a whole is kept at or above 0.
 * var_p(c): the sample variance of the per-problem contrast over problems, less the seed-level noise it holds
-  (each arm's two-way ANOVA residual over its S), truncated at 0 -- a term on P-1 degrees of freedom, so the
-  truncation costs little.
+  (each arm's two-way ANOVA residual over its S), truncated at 0. It enters the degrees of freedom as a term of
+  its own size on P-1. Counting instead the two mean squares it is the difference of made the degrees of freedom
+  collapse whenever they nearly cancel -- a small arm x problem interaction, as between arms that do not differ --
+  and with the truncation's upward bias that made the test conservative: with no seed variance and 60 problems
+  it rejected 2.1-3.8% of true nulls, 3.6-4.6% now (2,000-4,000 simulated sweeps per design), and difference
+  intervals no longer cover above 96%.
 
 The interval is estimate +- t(nu) * SE, nu by Welch-Satterthwaite over the terms, and the headline test is the
 same t: p < alpha exactly when the 1-alpha interval excludes 0, and it generalizes over problems and training runs
@@ -241,10 +245,8 @@ class CrossedDesign:
         if self.problems_vary:
             spread = float((self.rates.T @ w).var(ddof=1)) / p
             held = ((w**2) * self.residual / (s * p))[seeded]  # seed-level noise the per-problem spread also holds
-            problem_part = spread - float(held.sum())
-            if problem_part > 0:
-                terms += [(spread, p - 1)] + [(h, d) for h, d in zip(held, self.residual_df[seeded]) if d > 0]
-            problem_part = max(problem_part, 0.0)
+            problem_part = max(spread - float(held.sum()), 0.0)
+            terms.append((problem_part, p - 1))  # its own size on P-1 degrees of freedom (see the module docstring)
             fixed_noise = 0.0  # the problem level carries the sampling noise of the fixed models
         else:
             problem_part = 0.0
