@@ -110,6 +110,12 @@ class ArmCounts:
         """Per-problem pass rate averaged over seeds: the unit of the paired comparisons."""
         return self.rates.mean(axis=0)
 
+    def slope(self) -> float:
+        """mean_p p(1-p) over the per-problem rates: how far a shift of the logits moves pass@1 (a seed's effect on
+        the logit scale times this is its effect on pass@1)."""
+        r = self.problem_rates()
+        return float((r * (1 - r)).mean())
+
     def sampling_variance(self) -> float:
         """Mean over cells of the variance of a cell's rate from sampling alone: p(1-p)/n, estimated without bias
         by r(1-r)/(n-1). A cell of one sample has no spread of its own: it takes its problem's rates over the
@@ -306,7 +312,7 @@ def crossed_design(
     pool_res = sum(v * d for (v, d), m in zip(residuals, several) if m) / pool_df if pool_df else 0.0
     residual = np.array([v if d else pool_res for v, d in residuals])
     residual_df = np.array([d if d else pool_df for _, d in residuals])
-    slopes = np.array([float((r * (1 - r)).mean()) for r in (a.problem_rates() for a in arms)])
+    slopes = np.array([a.slope() for a in arms])
     scale, seed_df = _logit_seed_variance(arms, several, slopes, residual, n_problems)
     # the design decides whether the seeds are pooled (not the estimates: a refusal that moved with the data would
     # bias what is printed); the t then takes the pool's effective degrees of freedom
@@ -416,7 +422,7 @@ def measured_components(arms: Sequence[ArmCounts], trained: Sequence[bool], sour
     several = np.array([a.n_seeds > 1 for a in cells])
     seed = ASSUMED.seed
     if several.any():  # pooled on the logit scale as the report pools it, then at the arms' mean squared slope
-        slopes = np.array([float((r * (1 - r)).mean()) for r in (a.problem_rates() for a in cells)])
+        slopes = np.array([a.slope() for a in cells])
         res = np.array([v if d else (float(np.mean(resid)) if resid else 0.0) for v, d in residuals])
         scale, _ = _logit_seed_variance(cells, several, slopes, res, n_problems)
         seed = max(scale, 0.0) * float((slopes**2).mean())

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from framework.grading.metrics import pass_at_k_from_samples
 from framework.log.mlflow_client import TrackingUnavailable
@@ -40,8 +39,8 @@ from framework.report.stats import (
     align,
     compare_arms,
     factor_columns,
-    problem_counts,
 )
+from framework.sweep.evaluations import finished_evaluations
 from framework.sweep.execute import results_base
 from framework.sweep.plan import configured_tracking_uri, tracking_uri
 from framework.sweep.pruning import stale_evaluations
@@ -234,23 +233,13 @@ def benchmark_arms(plan: Plan, store: Store, benchmark: str) -> tuple[list[Arm],
     Under a sample budget a cell's evaluation is its second-round job, whose samples.parquet holds both rounds:
     the counts are every sample the checkpoint drew (per problem a different number, fixed before its own
     samples were seen, so each problem's mean is unbiased: framework.eval.budget), and a note states the design."""
-    counts: dict[str, pd.DataFrame] = {}
+    finished = finished_evaluations(plan, store, benchmark)
+    counts = {f.cell.id: f.counts for f in finished}
     commits: dict[str, list[str]] = {}  # hub commit read -> cells
-    designs: list[dict[str, Any]] = []
-    for cell in plan.cells:
-        for job in plan.cell_jobs[cell.id]["eval"]:
-            stage, key = job.split("/")
-            if plan.jobs[job].config["benchmark"]["name"] == benchmark and store.is_done(stage, key):
-                path = store.path(stage, key) / "samples.parquet"
-                names = pq.read_schema(path).names  # read the verdicts, not GBs of generated text
-                samples = pd.read_parquet(path, columns=[c for c in ("problem_id", "subset", "correct") if c in names])
-                counts[cell.id] = problem_counts(samples)
-                result = _read_json(path.parent / "metrics.json")
-                hub = result.get("hub_data") or {}
-                if hub.get("commit"):  # local and toy benchmarks have none
-                    commits.setdefault(hub["commit"], []).append(cell.id)
-                if result.get("design"):
-                    designs.append(result["design"])
+    for f in finished:
+        if (f.result.get("hub_data") or {}).get("commit"):  # local and toy benchmarks have none
+            commits.setdefault(f.result["hub_data"]["commit"], []).append(f.cell.id)
+    designs = [f.result["design"] for f in finished if f.result.get("design")]
     notes: list[str] = [_budget_note(benchmark, designs, len(counts))] if designs else []
     if not counts:
         return [], notes

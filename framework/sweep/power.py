@@ -11,28 +11,20 @@ they share problems, exact in a one-at-a-time design (one pair).
 
 from __future__ import annotations
 
-import contextlib
 import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from framework.sweep.cost import _benchmark_problems
-from framework.variance import (
-    ASSUMED,
-    MIN_SEED_DF,
-    ArmCounts,
-    Components,
-    align,
-    measured_components,
-    problem_counts,
-)
+from framework.sweep.evaluations import finished_evaluations
+from framework.variance import ASSUMED, MIN_SEED_DF, ArmCounts, Components, align, measured_components
 
 if TYPE_CHECKING:
     from framework.store import Store
+    from framework.sweep.grid import Cell
     from framework.sweep.plan import Plan
 
 __all__ = ["Detectable", "estimate_power", "render"]
@@ -129,32 +121,24 @@ def _scaled(contrast: Any, pairs: int) -> Any:
 
 
 def _measured(plan: Plan, store: Store, benchmark: str) -> Components | None:
-    """The components of this store's finished evaluations of `benchmark` in this plan (None before any)."""
-    tables: dict[str, pd.DataFrame] = {}
-    arm_of: dict[str, tuple[str, bool]] = {}
-    for cell in plan.cells:
-        for job in plan.cell_jobs[cell.id]["eval"]:
-            stage, key = job.split("/")
-            if plan.jobs[job].config["benchmark"]["name"] != benchmark or not store.is_done(stage, key):
-                continue
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                path = store.path(stage, key) / "samples.parquet"
-                tables[cell.id] = problem_counts(pd.read_parquet(path, columns=["problem_id", "subset", "correct"]))
-                arm_of[cell.id] = (cell.arm_id, cell.baseline is None)
-    if not tables:
+    """The components of this store's finished evaluations of `benchmark` in this plan (None before any, or when one
+    cannot be read: plan then assumes them and says so; the report is where an unreadable evaluation is an error)."""
+    try:
+        finished = finished_evaluations(plan, store, benchmark)
+    except (OSError, ValueError, KeyError):
         return None
-    keys, aligned = align(tables)
+    keys, aligned = align({f.cell.id: f.counts for f in finished})
     if not keys:
         return None
-    by_arm: dict[str, list[str]] = {}
-    for cell_id, (arm, _) in arm_of.items():
-        by_arm.setdefault(arm, []).append(cell_id)
+    by_arm: dict[str, list[Cell]] = {}
+    for f in finished:
+        by_arm.setdefault(f.cell.arm_id, []).append(f.cell)
     arms = [
-        ArmCounts(np.stack([aligned[c][0] for c in cells]), np.stack([aligned[c][1] for c in cells]))
+        ArmCounts(np.stack([aligned[c.id][0] for c in cells]), np.stack([aligned[c.id][1] for c in cells]))
         for cells in by_arm.values()
     ]
-    trained = [arm_of[cells[0]][1] for cells in by_arm.values()]
-    return measured_components(arms, trained, f"measured on {len(tables)} finished evaluation(s) in this store")
+    trained = [cells[0].baseline is None for cells in by_arm.values()]
+    return measured_components(arms, trained, f"measured on {len(finished)} finished evaluation(s) in this store")
 
 
 def render(rows: list[dict[str, Any]], width: int = 80) -> list[str]:

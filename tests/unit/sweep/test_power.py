@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from framework.cli import main
 from framework.spec import spec_from_dict
@@ -45,7 +46,10 @@ def test_one_seed_says_the_tests_speak_for_these_fine_tunes(tmp_path):
     assert "fewer than 4 degrees of freedom" in " ".join(" ".join(render(rows)).split())
 
 
-def test_finished_evaluations_replace_the_assumed_components(tmp_path):
+@pytest.mark.parametrize("subset", [True, False], ids=["subsets", "no-subset-column"])
+def test_finished_evaluations_replace_the_assumed_components(tmp_path, subset):
+    """Read as the report reads them: a samples table without a `subset` column (a benchmark with none) counts too;
+    the plan once skipped such evaluations silently and assumed the components."""
     spec = spec_from_dict(copy.deepcopy(MINIMAL))
     store = Store(tmp_path / "store")
     plan = build_plan(spec, results_base=tmp_path / "results")
@@ -58,9 +62,8 @@ def test_finished_evaluations_replace_the_assumed_components(tmp_path):
         out.mkdir(parents=True)
         ids = np.repeat(problems, 4)
         p = np.repeat(np.linspace(0.05, 0.95, 30), 4)  # every arm alike: no interaction, only sampling
-        pd.DataFrame({"problem_id": ids.astype(str), "subset": "", "correct": rng.random(ids.size) < p}).to_parquet(
-            out / "samples.parquet"
-        )
+        table = pd.DataFrame({"problem_id": ids.astype(str), "subset": "", "correct": rng.random(ids.size) < p})
+        (table if subset else table.drop(columns="subset")).to_parquet(out / "samples.parquet")
         (out / MARKER).write_text("{}")
     rows = estimate_power(plan, store, None)
     assert all(r.source == "measured on 9 finished evaluation(s) in this store" for r in rows)
