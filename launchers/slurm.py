@@ -616,20 +616,35 @@ def slurm_states(plan: Plan, store: Store) -> dict[int, dict[str, Any]]:
 
 
 def key_state(store: Store, info: dict[str, Any], key: str) -> dict[str, Any]:
-    """One job's share of a job that runs several (a bundle of evaluations): while the job runs, one not begun
-    waits its turn; once the job has failed, one that failed in it says why in its own words (the store's record)."""
+    """One job's share of a job that runs several (a bundle of evaluations). One that failed in this job says so in
+    its own words (the store's record) at once, even while the job goes on with the others; while the job runs, one
+    not begun in it waits its turn (a failure record left by an earlier job is no news)."""
     if len(info["keys"]) == 1 or store.is_done(info["stage"], key):
         return info
     own = store.status(info["stage"], key)
-    if info["state"] == "running" and own.state == "pending":
-        return {**info, "state": "queued", "detail": "runs after the others before it in this job"}
-    if info["state"] in ("failed", "deferred") and own.state in ("failed", "deferred") and own.path is not None:
-        submitted = datetime.fromisoformat(info["submitted"]) if info.get("submitted") else None
-        with contextlib.suppress(OSError):
-            recorded = datetime.fromtimestamp(own.path.stat().st_mtime, UTC)
-            if submitted is None or recorded >= submitted:  # not a record left by an earlier job
-                return {**info, "state": own.state, "detail": f"{info['detail']}; this one: {own.detail}"}
+    if info["state"] == "running":
+        if own.state in ("failed", "deferred") and _recorded_in_job(info, own.path, record_only=True):
+            detail = f"{own.detail} (its job goes on with the others on {info['detail'] or 'its node'})"
+            return {**info, "state": own.state, "detail": detail}
+        if own.state != "running":
+            return {**info, "state": "queued", "detail": "runs after the others before it in this job"}
+    ended_badly = info["state"] in ("failed", "deferred") and own.state in ("failed", "deferred")
+    if ended_badly and _recorded_in_job(info, own.path):
+        return {**info, "state": own.state, "detail": f"{info['detail']}; this one: {own.detail}"}
     return info
+
+
+def _recorded_in_job(info: Mapping[str, Any], path: Path | None, *, record_only: bool = False) -> bool:
+    """Whether the store wrote `path` (a failure record, or the log of a build killed without one) during this job,
+    not before it was submitted. record_only: a failure record only; a killed build's log is the job's own log
+    (every key's log of a bundle leads to it), written to while the job runs, so it says nothing then."""
+    if path is None or (record_only and not path.name.endswith(".failed.json")):
+        return False
+    try:
+        recorded = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        return False
+    return not info.get("submitted") or recorded >= datetime.fromisoformat(info["submitted"])
 
 
 def cancel_sweep(plan: Plan, store: Store) -> list[int]:

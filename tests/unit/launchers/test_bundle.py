@@ -4,6 +4,9 @@ and each evaluation's own state when the job fails."""
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
+
 import pytest
 
 from framework.spec import spec_from_dict
@@ -11,7 +14,7 @@ from framework.store import Store
 from framework.sweep.plan import Plan, build_plan
 from launchers.base import Task, eval_group, pending_tasks
 from launchers.local import LocalLauncher
-from launchers.slurm import SlurmLauncher, key_state, slurm_states
+from launchers.slurm import SlurmLauncher, key_state, read_record, slurm_states
 from launchers.slurm_script import scaled_time
 
 
@@ -185,3 +188,25 @@ def test_a_failed_bundle_says_which_evaluations_are_done_and_status_shows_each(m
     own = key_state(store, info, failed)
     assert own["state"] == "failed" and "the benchmark file is broken" in own["detail"]
     assert key_state(store, info, running)["state"] == "failed"  # never ran: the job's own failure
+
+
+def test_an_evaluation_that_failed_in_a_bundle_still_running_shows_as_failed(minimal, tmp_path, fake_slurm):
+    plan, store, launcher = slurm_sweep(minimal, tmp_path)
+    tasks = SlurmLauncher.pending(plan, store)
+    launcher.submit(tasks)
+    bundle = next(t for t in tasks if t.stage == "eval" and len(checkpoints(t)) == 2)
+    failed, earlier, later = bundle.keys[0], bundle.keys[1], bundle.keys[3]
+    for key in (failed, earlier):
+        with pytest.raises(RuntimeError), store.build("eval", key) as b:
+            assert b is not None
+            raise RuntimeError(f"broken weights of {key}")
+    record = store.status("eval", earlier).path
+    submitted = datetime.fromisoformat(read_record(store, "eval", earlier)["submitted"]).timestamp()
+    os.utime(record, (submitted - 3600, submitted - 3600))  # left by a job before this one
+    fake_slurm.set(launcher.jobs[bundle.id], "RUNNING")
+    info = slurm_states(plan, store)[launcher.jobs[bundle.id]]
+    assert info["state"] == "running"
+    own = key_state(store, info, failed)
+    assert own["state"] == "failed" and f"broken weights of {failed}" in own["detail"]
+    assert key_state(store, info, earlier)["state"] == "queued"  # an old failure: not yet retried by this job
+    assert key_state(store, info, later)["state"] == "queued"
