@@ -183,10 +183,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     summary = plan_summary(sweep)
     summary["data"] = data_stats(plan, store)
     summary["topic_clusters"] = topic_clusters(plan, store)
-    summary["notes"] = plan.notes
+    summary["notes"] = list(plan.notes)
     summary["generation"] = generation_estimates(sweep)
     spec_dir = loaded.path.resolve().parent if loaded.path else None
     summary["cost"] = estimate_cost(plan, store, spec_dir, gpu=args.gpu, generation=summary["generation"]).to_dict()
+    # What the launcher will ask its backend for (a Slurm bundle's time limit): beside the stage's cost, in the table.
+    for stage, lines in launcher_class(loaded.spec.launcher.kind).plan_notes(plan, store).items():
+        cost_row = next((c for c in summary["cost"]["stages"] if c["stage"] == stage), None)
+        (cost_row["notes"] if cost_row is not None else summary["notes"]).extend(lines)
     from framework.sweep import power  # lazy: pandas and scipy cost every other command's start
 
     summary["power"] = [row.to_dict() for row in power.estimate_power(plan, store, spec_dir)]
@@ -230,7 +234,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if summary["data"]:
         rows = len(summary["data"]) if args.wide else sweep_view.MAX_ROWS
         console.print(*sweep_view.data_table(plan, summary["data"], max_rows=rows))
-    for n in plan.notes:
+    for n in summary["notes"]:
         print(f"note: {n}", file=sys.stderr)
     return 0
 
@@ -426,7 +430,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"{loaded.spec.name}: {len(plan.cells)} cells, {len(plan.jobs)} stage jobs, {len(tasks)} tasks to run ({kind})"
     )
-    for n in plan.notes:
+    for n in [*plan.notes, *(n for lines in launcher_class(kind).plan_notes(plan, store).values() for n in lines)]:
         print(f"note: {n}", file=sys.stderr)
     if tasks:
         launcher = launch(kind, loaded.spec, args.spec, store, tasks, args.results_dir, wait=not args.no_wait)

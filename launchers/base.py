@@ -254,6 +254,12 @@ class Launcher:
         return {}
 
     @classmethod
+    def plan_notes(cls, plan: Plan, store: Store) -> dict[str, list[str]]:
+        """For `ablate plan` and `ablate run`: stage -> what this launcher will ask of its backend for the jobs not
+        done yet that a researcher should see before submitting (a Slurm bundle's scaled time limit, say)."""
+        return {}
+
+    @classmethod
     def running_detail(cls, store: Store, stage: str, key: str, detail: str) -> str:
         """For `ablate status`: the store's detail of a build in progress, with what this launcher adds to it."""
         return detail

@@ -27,13 +27,15 @@ Choices, and why:
 * A pruned training (`train.keep_checkpoint: false`) submitted again for a new evaluation is not done until rebuilt
   (launchers/slurm_done.py), in its job script as here.
 
-Only squeue, scontrol and scancel are read (sacct when accounting is available): nothing here needs slurmdbd.
+Only squeue, scontrol and scancel are read (sacct when accounting is available; sinfo, for a partition's MaxTime,
+by `ablate plan` with a short timeout): nothing here needs slurmdbd.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -41,7 +43,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,16 +52,15 @@ from framework.errors import RetryLater, UserError
 from framework.redaction import redact_log
 from framework.spec.models import AblationSpec
 from framework.store import MARKER, Store, write_json_atomic
+from framework.sweep.cost import slurm_hours
 from framework.sweep.execute import results_base
 from framework.sweep.plan import Plan
 from framework.sweep.pruning import PRUNED
-from framework.sweep.resources import StageResources, stage_resources
-from framework.sweep.stages import job_device
+from framework.sweep.resources import StageResources
 from launchers.base import (
     FINAL,
     Launcher,
     Task,
-    eval_group,
     exec_command,
     log_tail,
     pending_tasks,
@@ -80,10 +81,12 @@ from launchers.slurm_reuse import (
 from launchers.slurm_script import (
     CHECKPOINTED_EXIT,
     CHECKPOINTING_STAGES,
+    bundle_time_notes,
+    largest_bundle,
     redact_log_command,
     render,
     sbatch_directives,
-    scaled_time,
+    task_resources,
     write_private,
 )
 
@@ -105,6 +108,7 @@ MAX_FAILED_POLLS = 10  # consecutive failed squeue/scontrol calls before `wait` 
 # Slurm job states, by what they mean for a task whose outputs are not (yet) complete.
 _QUEUED, _RUNNING, _ALIVE = QUEUED, RUNNING, ALIVE
 _SQUEUE_FORMAT = "%i|%T|%r|%N|%j"
+SINFO_TIMEOUT_S = 5.0  # `ablate plan` asks sinfo for a partition's MaxTime; no answer by then: unknown
 
 
 # ----------------------------------------------------------------------------------------- slurm calls
@@ -146,6 +150,35 @@ def squeue(job_ids: Iterable[int]) -> dict[int, dict[str, str]]:
             if len(parts) == 5 and parts[0].isdigit():
                 found[int(parts[0])] = {"state": parts[1], "reason": parts[2], "node": parts[3], "name": parts[4]}
     return found
+
+
+def partition_max_time(partition: str | None) -> tuple[str, str] | None:
+    """(partition, MaxTime as sinfo prints it, `infinite` for none) of the partition a job goes to: the default
+    one when none is named, the most generous of a list. None when Slurm cannot say within SINFO_TIMEOUT_S: no
+    client commands (a laptop), no controller, no such partition. It never raises: `ablate plan` runs anywhere."""
+    if shutil.which("sinfo") is None:
+        return None
+    cmd = ["sinfo", "-h", "-o", "%P|%l", *(["-p", partition] if partition else [])]
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=SINFO_TIMEOUT_S
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found: list[tuple[float, str, str]] = []
+    for line in out.stdout.splitlines() if out.returncode == 0 else []:
+        name, _, limit = line.strip().partition("|")
+        if partition is None and not name.endswith("*"):  # sinfo marks the default partition with a star
+            continue
+        try:
+            hours = slurm_hours(limit.upper())
+        except ValueError:  # n/a, or a form this does not read: unknown, as if sinfo had not answered
+            return None
+        found.append((math.inf if hours is None else hours, name.rstrip("*"), limit))
+    if not found:
+        return None
+    _, name, limit = max(found)
+    return name, limit
 
 
 def scontrol_job(job_id: int) -> dict[str, str] | None:
@@ -276,10 +309,7 @@ class SlurmLauncher(Launcher):
 
     # ---- scripts
     def resources(self, task: Task) -> StageResources:
-        """The stage's resources; a bundle of evaluations (eval.bundle) gets the time limit of each checkpoint."""
-        res = stage_resources(self.spec, task.stage, job_device(task.stage, task.jobs[0].config))
-        checkpoints = len({eval_group(j) for j in task.jobs}) if task.stage == "eval" else 1
-        return replace(res, time=scaled_time(res.time, checkpoints))
+        return task_resources(self.spec, task)
 
     def job_name(self, task: Task) -> str:
         return job_name(self.spec.name, task.stage, task.keys[0])
@@ -550,6 +580,18 @@ class SlurmLauncher(Launcher):
             for info in slurm_states(plan, store).values()
             for key in info["keys"]
         }
+
+    @classmethod
+    def plan_notes(cls, plan: Plan, store: Store) -> dict[str, list[str]]:
+        """The time limit a bundle of evaluations asks for, against its partition's MaxTime when sinfo says it."""
+        if plan.spec.eval.bundle <= 1:
+            return {}
+        tasks = cls.pending(plan, store)
+        n, task = largest_bundle(tasks)
+        if task is None or n <= 1:  # nothing bundled is left to run: no need to ask Slurm
+            return {}
+        max_time = partition_max_time(task_resources(plan.spec, task).partition)
+        return {"eval": bundle_time_notes(plan.spec, tasks, max_time)}
 
     @classmethod
     def stop_sweep(cls, plan: Plan, store: Store) -> str:

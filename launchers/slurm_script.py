@@ -6,15 +6,20 @@ Kept apart from the launcher so the resource rules (launcher defaults, per-stage
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from framework.errors import RetryLater
+from framework.spec.models import AblationSpec
 from framework.sweep.cost import slurm_hours
-from framework.sweep.resources import StageResources
+from framework.sweep.resources import StageResources, stage_resources
+from framework.sweep.stages import job_device
+from launchers.base import Task, eval_group
 
 # Stages that stop at a checkpoint on USR1/TERM and exit 75 (train.TrainingStopped) to be resumed. Only their jobs
 # get the time-limit warning and are requeued after it: any other stage would just die of the signal and restart
@@ -70,6 +75,67 @@ def scaled_time(limit: str | None, factor: int) -> str | None:
     total = round(hours * 3600) * factor
     days, rest = divmod(total, 86400)
     return f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
+def checkpoints_of(task: Task) -> int:
+    """How many checkpoints a task evaluates: more than one in a bundle (eval.bundle), one for any other task."""
+    return len({eval_group(j) for j in task.jobs}) if task.stage == "eval" else 1
+
+
+def task_resources(spec: AblationSpec, task: Task) -> StageResources:
+    """The stage's resources; a bundle of evaluations (eval.bundle) gets the time limit of each checkpoint."""
+    res = stage_resources(spec, task.stage, job_device(task.stage, task.jobs[0].config))
+    return replace(res, time=scaled_time(res.time, checkpoints_of(task)))
+
+
+def clock(hours: float) -> str:
+    """Hours as Slurm prints a time limit: H:MM:SS, or D-HH:MM:SS from a day on."""
+    days, rest = divmod(round(hours * 3600), 86400)
+    hms = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{hms}" if days else hms
+
+
+def largest_bundle(tasks: Iterable[Task]) -> tuple[int, Task | None]:
+    """The evaluation task of the most checkpoints, and how many: its job asks for the longest time limit."""
+    return max(((checkpoints_of(t), t) for t in tasks if t.stage == "eval"), key=lambda b: b[0], default=(0, None))
+
+
+def bundle_time_notes(spec: AblationSpec, tasks: Iterable[Task], max_time: tuple[str, str] | None = None) -> list[str]:
+    """What `ablate plan` says of the time limit a bundle of evaluations asks for: each checkpoint's limit times the
+    largest bundle's checkpoints, against `max_time`, the (partition, MaxTime) its jobs go to when Slurm could say.
+    A job over its partition's MaxTime is refused by sbatch or pends for ever (PartitionTimeLimit), depending on
+    the site's EnforcePartLimits: better said before anything is submitted."""
+    n, task = largest_bundle(tasks)
+    if spec.eval.bundle <= 1 or task is None or n <= 1:
+        return []
+    override = spec.launcher.slurm.stages.get("eval")
+    own = override is not None and "time" in override.model_fields_set
+    where = f"launcher.slurm.{'stages.eval.' if own else ''}time"
+    limit = stage_resources(spec, "eval", job_device("eval", task.jobs[0].config)).time
+    head = f"eval.bundle {spec.eval.bundle}"
+    if limit is None:
+        return [
+            f"{head}: no evaluation time limit is set ({where}), so a job of {n} checkpoints gets the partition's "
+            f"default limit, not {n} times one checkpoint's"
+        ]
+    hours = slurm_hours(limit)
+    if hours is None:  # unlimited
+        return []
+    said = f"{head}: an evaluation job of {n} checkpoints asks for {n} x {limit} = {clock(n * hours)} ({where})"
+    if max_time is None:
+        return [f"{said}; the partition's MaxTime is unknown here (`sinfo -o '%P %l'` on the cluster says it)"]
+    partition, max_text = max_time
+    most = slurm_hours(max_text.upper())
+    if most is None:
+        return [f"{said}; partition {partition} has no MaxTime"]
+    if n * hours <= most:
+        return [f"{said}, within partition {partition}'s MaxTime {max_text}"]
+    fits = math.floor(most / hours + 1e-9)
+    advice = f"set eval.bundle to at most {fits} or lower {where}" if fits else f"lower {where}"
+    return [
+        f"{said}, over partition {partition}'s MaxTime {max_text}: Slurm refuses such a job or leaves it pending "
+        f"for ever (PartitionTimeLimit); {advice}"
+    ]
 
 
 def render(template: str, values: Mapping[str, str]) -> str:

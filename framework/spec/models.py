@@ -535,7 +535,8 @@ class EvalSpec(SpecModel):
         "job, to pay the imports and engine start once; each evaluation keeps its own result and failure. A "
         "bundle starts when all its trainings are done, so it pays only when they finish close together; a training "
         "that fails cancels its bundle (the next `ablate run` evaluates the others). The eval "
-        "time limit stays per checkpoint: a job of k checkpoints asks for k times it. 1: one job per checkpoint.",
+        "time limit stays per checkpoint: a job of k checkpoints asks for k times it (`ablate plan` says how long, "
+        "and warns when the partition's MaxTime is shorter). 1: one job per checkpoint.",
         json_schema_extra=RUN_ONLY,
     )
     reuse_engine: bool = Field(

@@ -4,18 +4,21 @@ and each evaluation's own state when the job fails."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from datetime import datetime
 
 import pytest
 
+from framework.cli import main
 from framework.spec import spec_from_dict
 from framework.store import Store
 from framework.sweep.plan import Plan, build_plan
 from launchers.base import Task, eval_group, pending_tasks
 from launchers.local import LocalLauncher
-from launchers.slurm import SlurmLauncher, key_state, read_record, slurm_states
-from launchers.slurm_script import scaled_time
+from launchers.slurm import SlurmLauncher, key_state, partition_max_time, read_record, slurm_states
+from launchers.slurm_script import bundle_time_notes, scaled_time
 
 
 def plan_of(minimal, *, benchmarks=("aime24", "aime25"), kind="local", **eval_extra) -> Plan:
@@ -210,3 +213,75 @@ def test_an_evaluation_that_failed_in_a_bundle_still_running_shows_as_failed(min
     assert own["state"] == "failed" and f"broken weights of {failed}" in own["detail"]
     assert key_state(store, info, earlier)["state"] == "queued"  # an old failure: not yet retried by this job
     assert key_state(store, info, later)["state"] == "queued"
+
+
+# ---- the time limit a bundle asks for, said by `ablate plan` (against the partition's MaxTime when sinfo says it)
+def fake_sinfo(tmp_path, monkeypatch, script: str) -> None:
+    """A `sinfo` first on PATH: `script` is its shell body (what a real one prints for `-h -o '%P|%l' [-p P]`)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "sinfo").write_text(f"#!/bin/sh\n{script}\n")
+    (bin_dir / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+SINFO = """case "$*" in
+  *"-p short,long"*) printf 'short|2:00:00\\nlong|7-00:00:00\\n' ;;
+  *"-p gpu"*) echo 'gpu|1:00:00' ;;
+  *"-p"*) exit 1 ;;
+  *) printf 'debug*|00:15:00\\ngpu|1:00:00\\nbig|infinite\\n' ;;
+esac"""
+
+
+def test_the_partition_max_time_comes_from_sinfo_or_is_unknown_without_failing(tmp_path, monkeypatch):
+    fake_sinfo(tmp_path, monkeypatch, SINFO)
+    assert partition_max_time(None) == ("debug", "00:15:00")  # the default partition, starred
+    assert partition_max_time("gpu") == ("gpu", "1:00:00")
+    assert partition_max_time("short,long") == ("long", "7-00:00:00")  # a list: the job may go to either
+    assert partition_max_time("nope") is None
+    fake_sinfo(tmp_path, monkeypatch, "echo 'debug*|n/a'")
+    assert partition_max_time(None) is None
+    fake_sinfo(tmp_path, monkeypatch, "exec sleep 30")  # no controller answers: unknown, and soon
+    monkeypatch.setattr("launchers.slurm.SINFO_TIMEOUT_S", 0.3)
+    started = time.monotonic()
+    assert partition_max_time(None) is None and time.monotonic() - started < 10
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # a laptop without Slurm's commands
+    assert partition_max_time(None) is None
+
+
+def bundle_notes(minimal, tmp_path, max_time, **slurm):
+    plan, store, _ = slurm_sweep(minimal, tmp_path)
+    plan.spec.launcher.slurm = plan.spec.launcher.slurm.model_copy(update=slurm)
+    return " ".join(bundle_time_notes(plan.spec, SlurmLauncher.pending(plan, store), max_time))
+
+
+def test_plan_says_the_time_limit_of_a_bundle_and_warns_when_it_is_over_the_partitions(minimal, tmp_path):
+    said = "eval.bundle 2: an evaluation job of 2 checkpoints asks for 2 x 00:10:00 = 00:20:00 (launcher.slurm.time)"
+    assert bundle_notes(dict(minimal), tmp_path / "a", None).startswith(f"{said}; the partition's MaxTime is unknown")
+    assert (
+        bundle_notes(dict(minimal), tmp_path / "b", ("gpu", "1:00:00"))
+        == f"{said}, within partition gpu's MaxTime 1:00:00"
+    )
+    assert bundle_notes(dict(minimal), tmp_path / "c", ("big", "infinite")) == f"{said}; partition big has no MaxTime"
+    over = bundle_notes(dict(minimal), tmp_path / "d", ("debug", "00:15:00"))
+    assert over.startswith(f"{said}, over partition debug's MaxTime 00:15:00") and "at most 1" in over
+    assert "lower launcher.slurm.time" in bundle_notes(dict(minimal), tmp_path / "e", ("debug", "00:05:00"))
+    assert "not 2 times one checkpoint's" in bundle_notes(dict(minimal), tmp_path / "f", None, time=None)
+    assert bundle_notes(dict(minimal), tmp_path / "g", None, time="UNLIMITED") == ""
+
+
+def test_plan_shows_a_bundles_time_limit_beside_the_evaluations_cost(write_spec, minimal, in_tmp, monkeypatch, capsys):
+    fake_sinfo(in_tmp, monkeypatch, SINFO)
+    minimal["model"] = {"tiny": {}}
+    minimal["eval"] = {**minimal["eval"], "bundle": 4}
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"time": "00:10:00"}}
+    assert main(["plan", str(write_spec(minimal)), "--json", "--no-build"]) == 0
+    (evals,) = [s for s in json.loads(capsys.readouterr().out)["cost"]["stages"] if s["stage"] == "eval"]
+    assert any(
+        "4 x 00:10:00 = 00:40:00" in n and "over partition debug's MaxTime 00:15:00" in n for n in evals["notes"]
+    )
+    minimal["eval"]["bundle"] = 1
+    assert main(["plan", str(write_spec(minimal)), "--json", "--no-build"]) == 0
+    assert not any(
+        "eval.bundle" in n for s in json.loads(capsys.readouterr().out)["cost"]["stages"] for n in s["notes"]
+    )
