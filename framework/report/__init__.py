@@ -13,6 +13,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ from framework.sweep.plan import configured_tracking_uri, tracking_uri
 from framework.sweep.pruning import stale_evaluations
 
 if TYPE_CHECKING:
-    from framework.spec import LoadedSpec
+    from framework.spec import AblationSpec, LoadedSpec
     from framework.store import Store
     from framework.sweep.plan import Plan
 
@@ -542,83 +543,176 @@ STATS_NOTE = (
 )
 
 
+_RESULT_TABLES = ("arms", "levels", "effects", "comparisons", "baselines", "survive")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a report's files go: report.md at the root, the CSV tables and the PNG plots in folders of their own."""
+
+    root: Path
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+
+@dataclass
+class _Findings:
+    """What the benchmarks add to the report, gathered one benchmark after the other: report.md's warnings and
+    sections in the order it shows them, the result tables' parts (name -> one frame per comparison) and, where
+    both recipes were compared, the survive sections."""
+
+    warnings: list[str]
+    sections: list[str] = field(default_factory=list)
+    results: dict[str, list[pd.DataFrame]] = field(default_factory=lambda: {k: [] for k in _RESULT_TABLES})
+    survival: list[str] = field(default_factory=list)
+
+
 def write_report(loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *, track: bool = True) -> Path:
     """Write out_dir/report.md with its CSV tables and PNG plots; attach them to the sweep's MLflow parent run
     when tracking is reachable. Returns the path of report.md."""
     spec = loaded.spec
-    out_dir = Path(out_dir)
-    tables, plots_dir = out_dir / "tables", out_dir / "plots"
-    tables.mkdir(parents=True, exist_ok=True)
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    layout = _Layout(Path(out_dir))
+    layout.tables.mkdir(parents=True, exist_ok=True)
+    layout.plots.mkdir(parents=True, exist_ok=True)
     frame = report_frame(plan, store)
-    write_csv(frame, tables / "cells.csv")
+    write_csv(frame, layout.tables / "cells.csv")
+    found = _Findings(warnings=[*stale_evaluations(plan, store), *_cut_training_warnings(spec, frame)])
+    for bench in [b.name for b in spec.eval.benchmarks]:
+        _add_benchmark(found, spec, plan, store, frame[frame["benchmark"] == bench], bench, layout)
+    sections = [*_generation_sections(plan, store, layout.tables), *found.sections]
+    if spec.search is not None:
+        sections += _search_sections(plan, store, layout.root, layout.plots, layout.tables, found.survival)
+    _write_results(found.results, layout.tables)
+    files = sorted(p for p in [*layout.tables.glob("*.csv"), *layout.plots.glob("*.png")])
+    if track:
+        tracking_line = _track(loaded, plan, store, frame, files, layout.root)
+    else:
+        tracking_line = "MLflow: not attempted (tracking disabled for this report)."
+    path = layout.root / "report.md"
+    write_text(path, _markdown(loaded, plan, frame, found.warnings, sections, files, layout.root, tracking_line))
+    if track and tracking_line.startswith("MLflow: attached"):
+        _attach(loaded, plan, store, [path], layout.root)
+    return path
+
+
+def _cut_training_warnings(spec: AblationSpec, frame: pd.DataFrame) -> list[str]:
+    """A warning for each fine-tune that trained on examples cut at train.max_seq_len (once, not per benchmark)."""
+    cut = frame.drop_duplicates("train_key")
+    return [
+        f"{r['cell']}: {r['train_truncated']} of {r['train_examples']} training examples were cut at "
+        f"train.max_seq_len {spec.train.max_seq_len}: the model trained on no answer and no end of turn for "
+        "them (train.overlong: drop leaves them out)"
+        for _, r in cut[cut["train_truncated"].fillna(0) > 0].iterrows()
+    ]
+
+
+def _add_benchmark(
+    found: _Findings, spec: AblationSpec, plan: Plan, store: Store, cells: pd.DataFrame, bench: str, layout: _Layout
+) -> None:
+    """A benchmark's part of the report: its cells' warnings, its comparisons within each recipe, its section with
+    their tables and plots and, where both recipes were compared, whether each effect survives per-arm tuning."""
+    found.warnings += [f"{bench}, {r['cell']}: {r['warnings']}" for _, r in cells.iterrows() if _text(r["warnings"])]
+    arms, notes = benchmark_arms(plan, store, bench)
+    found.warnings += notes
+    if not arms:
+        why = "its cells share no problem (see Warnings)" if cells["evaluated"].any() else "no cell evaluated yet"
+        found.sections.append(f"## {bench}\n\nNo comparison on {bench}: {why}.\n")
+        return
+    cmps = _compare_recipes(found, spec, plan, arms, bench)
     columns = report_factor_columns(spec.factors)
     factors = [columns[f] for f in spec.factors]
+    plots = _benchmark_plots(cmps, cells, bench, layout)
+    found.sections.append(_benchmark_section(bench, cmps, cells, factors, plots))
+    if {"shared", "own"} <= set(cmps):
+        survive = survive_frame(cmps["shared"].effects, cmps["own"].effects)
+        found.results["survive"].append(survive.assign(benchmark=bench))
+        found.survival.append(_survive_section(bench, survive))
+
+
+def _compare_recipes(
+    found: _Findings, spec: AblationSpec, plan: Plan, arms: list[Arm], bench: str
+) -> dict[str | None, Comparison]:
+    """Compare a benchmark's arms within each recipe (one comparison, keyed None, without a search); each
+    comparison's notes join the warnings and its tables the results, tagged with the benchmark and recipe."""
+    columns = report_factor_columns(spec.factors)
     levels = {f: [lv.name for lv in fs.levels] for f, fs in spec.factors.items()}
     refs = {f: fs.reference_level for f, fs in spec.factors.items()}
+    cmps: dict[str | None, Comparison] = {}
+    for recipe, members in _by_recipe(plan, arms).items():
+        cmp = cmps[recipe] = compare_arms(members, levels, refs, columns=columns)
+        where = bench if recipe is None else f"{bench} ({recipe} recipe)"
+        found.warnings += [f"{where}: {n}" for n in cmp.notes]
+        tag = {"benchmark": bench} | ({} if recipe is None else {"recipe": recipe})
+        for name, table in (
+            ("arms", cmp.arms), ("levels", cmp.levels), ("effects", cmp.effects),
+            ("comparisons", cmp.pairs), ("baselines", cmp.baselines),
+        ):  # fmt: skip
+            found.results[name].append(table.assign(**tag))
+    return cmps
 
-    tables_of = ("arms", "levels", "effects", "comparisons", "baselines", "survive")
-    sections, warnings, results = [], [], {k: [] for k in tables_of}
-    survival: list[str] = []
-    warnings += stale_evaluations(plan, store)
-    cut = frame.drop_duplicates("train_key")
-    for _, r in cut[cut["train_truncated"].fillna(0) > 0].iterrows():
-        warnings.append(
-            f"{r['cell']}: {r['train_truncated']} of {r['train_examples']} training examples were cut at "
-            f"train.max_seq_len {spec.train.max_seq_len}: the model trained on no answer and no end of turn for "
-            "them (train.overlong: drop leaves them out)"
-        )
-    for bench in [b.name for b in spec.eval.benchmarks]:
-        cells = frame[frame["benchmark"] == bench]
-        warnings += [f"{bench}, {r['cell']}: {r['warnings']}" for _, r in cells.iterrows() if _text(r["warnings"])]
-        arms, notes = benchmark_arms(plan, store, bench)
-        warnings += notes
-        if not arms:
-            why = "its cells share no problem (see Warnings)" if cells["evaluated"].any() else "no cell evaluated yet"
-            sections.append(f"## {bench}\n\nNo comparison on {bench}: {why}.\n")
-            continue
-        slug = metric_key(bench).replace("/", "_")
-        cmps, made = {}, []
-        for recipe, members in _by_recipe(plan, arms).items():
-            cmp = cmps[recipe] = compare_arms(members, levels, refs, columns=columns)
-            where = bench if recipe is None else f"{bench} ({recipe} recipe)"
-            warnings += [f"{where}: {n}" for n in cmp.notes]
-            tag = {"benchmark": bench} | ({} if recipe is None else {"recipe": recipe})
-            for name, table in (
-                ("arms", cmp.arms), ("levels", cmp.levels), ("effects", cmp.effects),
-                ("comparisons", cmp.pairs), ("baselines", cmp.baselines),
-            ):  # fmt: skip
-                results[name].append(table.assign(**tag))
-            name = f"{slug}-levels.png" if recipe is None else f"{slug}-{recipe}-levels.png"
-            made.append(accuracy_by_level(cmp.levels, cmp.arms, bench, plots_dir / name))
-        made.append(length_vs_accuracy(cells, bench, plots_dir / f"{slug}-length.png"))
-        sections.append(
-            _benchmark_section(bench, cmps, cells, factors, [str(p.relative_to(out_dir)) for p in made if p])
-        )
-        if {"shared", "own"} <= set(cmps):
-            survive = survive_frame(cmps["shared"].effects, cmps["own"].effects)
-            results["survive"].append(survive.assign(benchmark=bench))
-            survival.append(_survive_section(bench, survive))
-    if spec.search is not None:
-        sections += _search_sections(plan, store, out_dir, plots_dir, tables, survival)
+
+def _benchmark_plots(
+    cmps: Mapping[str | None, Comparison], cells: pd.DataFrame, bench: str, layout: _Layout
+) -> list[str]:
+    """A benchmark's plots: accuracy by level under each recipe, then response length against accuracy; their
+    paths relative to report.md, leaving out a plot with nothing to draw."""
+    slug = metric_key(bench).replace("/", "_")
+    made = []
+    for recipe, cmp in cmps.items():
+        name = f"{slug}-levels.png" if recipe is None else f"{slug}-{recipe}-levels.png"
+        made.append(accuracy_by_level(cmp.levels, cmp.arms, bench, layout.plots / name))
+    made.append(length_vs_accuracy(cells, bench, layout.plots / f"{slug}-length.png"))
+    return [str(p.relative_to(layout.root)) for p in made if p]
+
+
+def _generation_sections(plan: Plan, store: Store, tables: Path) -> list[str]:
+    """The "Generated traces" section with its table, for a sweep that generates pool sources (none otherwise)."""
     generation = generation_frame(plan, store)
-    if not generation.empty:
-        write_csv(generation, tables / "generation.csv")
-        sections.insert(0, _generation_section(generation))
+    if generation.empty:
+        return []
+    write_csv(generation, tables / "generation.csv")
+    return [_generation_section(generation)]
+
+
+def _write_results(results: Mapping[str, list[pd.DataFrame]], tables: Path) -> None:
+    """One CSV per result table holding every benchmark's (and recipe's) rows, led by the columns that tell them
+    apart; a table with no rows anywhere is not written."""
     for name, parts in results.items():
         if parts:
             df = pd.concat(parts, ignore_index=True)
             lead = [c for c in ("benchmark", "recipe") if c in df.columns]
             write_csv(df[[*lead, *[c for c in df.columns if c not in lead]]], tables / f"{name}.csv")
 
-    files = sorted(p for p in [*tables.glob("*.csv"), *plots_dir.glob("*.png")])
-    tracking_line = "MLflow: not attempted (tracking disabled for this report)."
-    if track:
-        keys = {c.id: c.key for c in plan.cells}  # each cell's current run: the one its log stage wrote to
-        current = {keys[c]: r for c, r in zip(frame["cell"], frame["mlflow_run_id"]) if isinstance(r, str) and r}
-        tracking_line = _attach(loaded, plan, store, files, out_dir, current)
-        if not tracking_line.startswith("MLflow: attached"):
-            print(f"warning: {tracking_line}", file=sys.stderr)  # not only inside report.md
+
+def _track(loaded: LoadedSpec, plan: Plan, store: Store, frame: pd.DataFrame, files: list[Path], out_dir: Path) -> str:
+    """Attach the report's files to the sweep's parent run, making the runs the cells' log stages wrote to their
+    current ones; the line report.md ends with, said on the console too when the files were not attached."""
+    keys = {c.id: c.key for c in plan.cells}  # each cell's current run: the one its log stage wrote to
+    current = {keys[c]: r for c, r in zip(frame["cell"], frame["mlflow_run_id"]) if isinstance(r, str) and r}
+    tracking_line = _attach(loaded, plan, store, files, out_dir, current)
+    if not tracking_line.startswith("MLflow: attached"):
+        print(f"warning: {tracking_line}", file=sys.stderr)  # not only inside report.md
+    return tracking_line
+
+
+def _markdown(
+    loaded: LoadedSpec,
+    plan: Plan,
+    frame: pd.DataFrame,
+    warnings: list[str],
+    sections: list[str],
+    files: list[Path],
+    out_dir: Path,
+    tracking_line: str,
+) -> str:
+    """report.md: the question and the design, the warnings, the sections, the files and where they went."""
+    spec = loaded.spec
     body = [
         f"# {spec.name}: ablation report",
         "",
@@ -636,11 +730,7 @@ def write_report(loaded: LoadedSpec, plan: Plan, store: Store, out_dir: Path, *,
     body += sections
     body += ["## Files", "", *[f"- [{p.relative_to(out_dir)}]({p.relative_to(out_dir)})" for p in files], ""]
     body += [tracking_line, ""]
-    path = out_dir / "report.md"
-    write_text(path, "\n".join(body))
-    if track and tracking_line.startswith("MLflow: attached"):
-        _attach(loaded, plan, store, [path], out_dir)
-    return path
+    return "\n".join(body)
 
 
 def _by_recipe(plan: Plan, arms: list[Arm]) -> dict[str | None, list[Arm]]:
