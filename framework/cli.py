@@ -17,6 +17,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -592,73 +593,64 @@ def _human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ablate", description="Data-ablation experiments on LLM reasoning.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(fn=fn)
-        return p
-
-    p = command("validate", cmd_validate, "check spec files (schema, names, files) without running anything")
+# ------------------------------------------------------------------------------------------------- parser
+def _validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    for name, fn, text in (
-        ("plan", cmd_plan, "expand a spec into cells and stage jobs, build the data variants, show the grid"),
-        ("status", cmd_status, "per cell and stage: done, running, failed (with reason) or pending"),
-    ):
-        p = command(name, fn, text)
-        p.add_argument("spec", metavar="SPEC")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.add_argument("--results-dir", help="override the results root (default: the spec's results_dir)")
-        p.add_argument("--wide", action="store_true", help="every cell (and job) in full, however many")
-        if name == "plan":
-            p.add_argument(
-                "--no-build",
-                dest="build",
-                action="store_false",
-                help="do not build the cheap CPU stages (tiny model, pool, data)",
-            )
-            p.add_argument(
-                "--gpu",
-                choices=sorted(GPU_TABLE),
-                default=DEFAULT_GPU,
-                help="the GPU kind whose default rates price the cost table until this store has measured its own",
-            )
-    p = command("run", cmd_run, "run a sweep: every stage job not done yet, in dependency order, then the report")
-    p.epilog = RUN_EXIT_CODES
+
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    """A spec to look at, as `status` and `plan` both take it."""
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--results-dir", help="override the results root (default: the spec's results_dir)")
+    p.add_argument("--wide", action="store_true", help="every cell (and job) in full, however many")
+
+
+def _plan_arguments(p: argparse.ArgumentParser) -> None:
+    _status_arguments(p)
+    p.add_argument(
+        "--no-build",
+        dest="build",
+        action="store_false",
+        help="do not build the cheap CPU stages (tiny model, pool, data)",
+    )
+    p.add_argument(
+        "--gpu",
+        choices=sorted(GPU_TABLE),
+        default=DEFAULT_GPU,
+        help="the GPU kind whose default rates price the cost table until this store has measured its own",
+    )
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--launcher", choices=["local", "slurm"], help="override the spec's launcher.kind")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--no-wait", action="store_true", help="slurm: return after submitting")
     p.add_argument("--results-dir")
-    p = command("report", cmd_report, "write the comparison report (markdown, CSV, plots) from the store")
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """A sweep, by its spec and the results root it ran with: all `report` and `cancel` take."""
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--results-dir")
-    p = command("ui", cmd_ui, "serve the MLflow UI for the spec's tracking store on 127.0.0.1")
+
+
+def _ui_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=5000)
     p.add_argument("--results-dir", help="the results root the sweep ran with (default: the spec's results_dir)")
-    p = command(
-        "toy",
-        cmd_toy,
-        "toy world tools: `ablate toy pretrain` builds the toy base model, `ablate toy teacher` the toy teacher "
-        "(the base fine-tuned on long chain-of-thought traces)",
-    )
+
+
+def _toy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["pretrain", "teacher"])
     p.add_argument("--world-seed", type=int, default=0, help="pretrain only (the teacher uses the base's world)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="where to write it (default: the shipped toy:base or toy:teacher, in the package)")
-    p = command(
-        "cancel",
-        cmd_cancel,
-        "stop a sweep: its local runs and stage jobs on this host (waited for), its queued and running Slurm jobs",
-    )
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--results-dir")
-    p = command("clean", cmd_clean, "list (or with --yes delete) what failed builds of keys no longer planned left")
+
+
+def _clean_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--yes", action="store_true", help="delete them (default: only list them and their size)")
     p.add_argument(
@@ -668,27 +660,82 @@ def build_parser() -> argparse.ArgumentParser:
         "runs recorded by other hosts (never while a run on this host goes, nor under a live lock)",
     )
     p.add_argument("--results-dir")
-    p = command("data", cmd_data, "print or export a cell's training set (builds it if needed)")
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("cell", metavar="CELL", help="a cell id as `ablate plan` shows it")
     p.add_argument("--export", metavar="FILE", help="write the traces to FILE (.jsonl, .csv or .parquet)")
     p.add_argument("--show", type=_count, default=3, help="how many traces to print in full")
     p.add_argument("--results-dir")
-    p = command("exec", cmd_exec, "run stage jobs idempotently (what launchers call)")
+
+
+def _exec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stage", choices=list(STAGES))
     p.add_argument("keys", nargs="+", metavar="KEY")
     p.add_argument("--spec", required=True)
     p.add_argument("--force", action="store_true", help="rebuild even if done")
     p.add_argument("--results-dir")
-    p = command("schema", cmd_schema, "print the spec format: every field with its type, default and meaning")
+
+
+def _schema_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("section", nargs="?", help="a section such as train, eval.sampling, factors.keywords")
-    p = command(
-        "fetch",
-        cmd_fetch,
-        "download benchmarks and pools into the local files specs read (on a machine with network), each with a "
-        "record of its source, commit and sha256; no NAME lists them",
-    )
-    add_fetch_arguments(p)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: what runs it, its arguments, and its one line of help (also the head of its own --help)."""
+
+    name: str
+    fn: Callable[[argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None]
+    help: str
+    epilog: str | None = None
+
+
+# In the order `ablate --help` lists them.
+COMMANDS = (
+    Command("validate", cmd_validate, _validate_arguments,
+            "check spec files (schema, names, files) without running anything"),
+    Command("plan", cmd_plan, _plan_arguments,
+            "expand a spec into cells and stage jobs, build the data variants, show the grid"),
+    Command("status", cmd_status, _status_arguments,
+            "per cell and stage: done, running, failed (with reason) or pending"),
+    Command("run", cmd_run, _run_arguments,
+            "run a sweep: every stage job not done yet, in dependency order, then the report", RUN_EXIT_CODES),
+    Command("report", cmd_report, _sweep_arguments,
+            "write the comparison report (markdown, CSV, plots) from the store"),
+    Command("ui", cmd_ui, _ui_arguments,
+            "serve the MLflow UI for the spec's tracking store on 127.0.0.1"),
+    Command("toy", cmd_toy, _toy_arguments,
+            "toy world tools: `ablate toy pretrain` builds the toy base model, `ablate toy teacher` the toy teacher "
+            "(the base fine-tuned on long chain-of-thought traces)"),
+    Command("cancel", cmd_cancel, _sweep_arguments,
+            "stop a sweep: its local runs and stage jobs on this host (waited for), its queued and running Slurm "
+            "jobs"),
+    Command("clean", cmd_clean, _clean_arguments,
+            "list (or with --yes delete) what failed builds of keys no longer planned left"),
+    Command("data", cmd_data, _data_arguments,
+            "print or export a cell's training set (builds it if needed)"),
+    Command("exec", cmd_exec, _exec_arguments,
+            "run stage jobs idempotently (what launchers call)"),
+    Command("schema", cmd_schema, _schema_arguments,
+            "print the spec format: every field with its type, default and meaning"),
+    Command("fetch", cmd_fetch, add_fetch_arguments,
+            "download benchmarks and pools into the local files specs read (on a machine with network), each with "
+            "a record of its source, commit and sha256; no NAME lists them"),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `ablate` parser: a subcommand per entry of COMMANDS, each parsed into args.fn and its arguments."""
+    parser = argparse.ArgumentParser(prog="ablate", description="Data-ablation experiments on LLM reasoning.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help, epilog=command.epilog)
+        p.set_defaults(fn=command.fn)
+        command.arguments(p)
     return parser
 
 
