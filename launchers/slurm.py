@@ -15,7 +15,9 @@ Choices, and why:
   below the submission limits of the clusters this targets.
 * The store decides success: a job script exits 0 iff its stage's SUCCESS markers exist (an abort at exit after
   publishing is done; an exit 0 without outputs is not), so `afterok` follows the truth, and dependents of a failed
-  task are cancelled by Slurm itself (`--kill-on-invalid-dep=yes`) instead of pending for ever.
+  task are cancelled by Slurm itself (`--kill-on-invalid-dep=yes`) instead of pending for ever. A bundle of
+  evaluations (eval.bundle) waits with `afterany` instead: a failed training does not cancel the evaluations of the
+  others, and `ablate exec` skips the checkpoints whose training is not done (the job then exits non-zero).
 * A job is never submitted twice: `<store>/<stage>/<key>.slurm.json` records the job of every submitted key; a later
   `ablate run` reuses a recorded job that is still queued or running, under its name, for all the task's keys,
   after the same jobs as now; otherwise it cancels that job before submitting anew, or, if it has started, lets it
@@ -82,6 +84,7 @@ from launchers.slurm_script import (
     CHECKPOINTED_EXIT,
     CHECKPOINTING_STAGES,
     bundle_time_notes,
+    checkpoints_of,
     largest_bundle,
     redact_log_command,
     render,
@@ -399,14 +402,19 @@ class SlurmLauncher(Launcher):
             self.states[task.id] = "queued"
 
     def _sbatch(self, task: Task, deps: list[int], after: Mapping[int, str]) -> int:
-        """Submit a task after `deps` succeed and the superseded jobs `after` (id -> name) end, whatever way."""
+        """Submit a task after `deps` succeed (a bundle of evaluations: end, whatever way) and the superseded jobs
+        `after` (id -> name) end, whatever way."""
         key = task.keys[0]
         path = self._abs(script_path(self.store, task.stage, key))
         path.parent.mkdir(parents=True, exist_ok=True)  # Slurm does not create the log's directory
         write_private(path, self.script(task))
         cmd = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
-        dependency = [f"afterok:{':'.join(map(str, deps))}"] if deps else []
-        dependency += [f"afterany:{':'.join(map(str, sorted(after)))}"] if after else []
+        # A bundle of evaluations starts once its trainings have ended, however: it evaluates the checkpoints that
+        # are done, and `ablate exec` skips the others, their inputs missing (cancelling it would waste them all).
+        bundle = checkpoints_of(task) > 1
+        ok, anyhow = ([], [*deps, *sorted(after)]) if bundle else (deps, sorted(after))
+        dependency = [f"afterok:{':'.join(map(str, ok))}"] if ok else []
+        dependency += [f"afterany:{':'.join(map(str, anyhow))}"] if anyhow else []
         if dependency:
             cmd.append("--dependency=" + ",".join(dependency))
         cmd.append(str(path))
@@ -498,11 +506,16 @@ class SlurmLauncher(Launcher):
             state, detail = task_state(
                 infos.get(self.jobs[task.id]), done[task.id], requeue=self.spec.launcher.slurm.requeue
             )
+            bad = [d for d in task.deps if self.states.get(d) in ("failed", "cancelled", "deferred")]
             if state == "cancelled" and detail == "a dependency failed":
-                bad = [d for d in task.deps if self.states.get(d) in ("failed", "cancelled", "deferred")]
                 detail = f"dependency {bad[0]} did not finish" if bad else detail
             if state in ("failed", "deferred"):
-                detail = f"{detail}{_unfinished_keys(self.store, task)}; log: {self.store.log_path(task.stage, task.keys[0])}"
+                detail += _unfinished_keys(self.store, task)
+                if bad:  # a bundle ran without the checkpoints whose training did not finish
+                    detail += (
+                        f"; dependency {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} did not finish"
+                    )
+                detail += f"; log: {self.store.log_path(task.stage, task.keys[0])}"
             if (state, detail) != (self.states.get(task.id), self.reasons.get(task.id)):
                 if state != self.states.get(task.id):
                     changes.append((task.id, state, detail))
@@ -576,7 +589,7 @@ class SlurmLauncher(Launcher):
         if not shutil.which("squeue"):
             return {}
         return {
-            (info["stage"], key): key_state(store, info, key)
+            (info["stage"], key): key_state(store, info, key, _inputs_not_done(plan, store, info, key))
             for info in slurm_states(plan, store).values()
             for key in info["keys"]
         }
@@ -657,12 +670,24 @@ def slurm_states(plan: Plan, store: Store) -> dict[int, dict[str, Any]]:
     return out
 
 
-def key_state(store: Store, info: dict[str, Any], key: str) -> dict[str, Any]:
-    """One job's share of a job that runs several (a bundle of evaluations). One that failed in this job says so in
-    its own words (the store's record) at once, even while the job goes on with the others; while the job runs, one
-    not begun in it waits its turn (a failure record left by an earlier job is no news)."""
+def _inputs_not_done(plan: Plan, store: Store, info: Mapping[str, Any], key: str) -> list[str]:
+    """The inputs of one job of a job that runs several that are not done, once that job has started (so they have
+    ended): a bundle of evaluations skips a checkpoint whose training failed."""
+    job = plan.jobs.get(f"{info['stage']}/{key}")
+    if len(info["keys"]) == 1 or job is None or info["state"] not in ("running", "failed", "deferred"):
+        return []
+    return [d for d in job.deps if not store.is_done(*d.split("/"))]
+
+
+def key_state(store: Store, info: dict[str, Any], key: str, inputs_not_done: Iterable[str] = ()) -> dict[str, Any]:
+    """One job's share of a job that runs several (a bundle of evaluations). One whose input did not finish (its
+    training failed) is skipped by the job: cancelled, as it would be on its own. One that failed in this job says
+    so in its own words (the store's record) at once, even while the job goes on with the others; while the job
+    runs, one not begun in it waits its turn (a failure record left by an earlier job is no news)."""
     if len(info["keys"]) == 1 or store.is_done(info["stage"], key):
         return info
+    if missing := list(inputs_not_done):
+        return {**info, "state": "cancelled", "detail": f"its input {missing[0]} did not finish: skipped by this job"}
     own = store.status(info["stage"], key)
     if info["state"] == "running":
         if own.state in ("failed", "deferred") and _recorded_in_job(info, own.path, record_only=True):

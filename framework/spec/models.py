@@ -533,8 +533,9 @@ class EvalSpec(SpecModel):
         ge=1,
         description="Slurm only: evaluate up to this many checkpoints of one model (same base and dtype) in one "
         "job, to pay the imports and engine start once; each evaluation keeps its own result and failure. A "
-        "bundle starts when all its trainings are done, so it pays only when they finish close together; a training "
-        "that fails cancels its bundle (the next `ablate run` evaluates the others). The eval "
+        "bundle starts when all its trainings have ended, so it pays only when they finish close together; it "
+        "evaluates the checkpoints whose training succeeded and skips the others (the next `ablate run` trains and "
+        "evaluates them). The eval "
         "time limit stays per checkpoint: a job of k checkpoints asks for k times it (`ablate plan` says how long, "
         "and warns when the partition's MaxTime is shorter). 1: one job per checkpoint.",
         json_schema_extra=RUN_ONLY,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import json
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ from launchers.slurm import (
     SlurmLauncher,
     _recorded,
     cancel_sweep,
+    partition_max_time,
     read_record,
     scontrol_job,
     slurm_states,
@@ -360,6 +362,64 @@ LOG_EVENT = re.compile(r"^=== (\S+ \S+) job \d+ \[([^\]+]+)[^\]]*\] (start|done)
 
 # The whole quickstart with the real stages (8 trainings, 9 vLLM evaluations, one job at a time on two cores):
 # about 12 minutes here.
+# A bundle's stand-in evaluation: publishes each key whose inputs are done and skips the others, as `ablate exec`
+# does with several keys, then exits non-zero if it skipped any (its outputs are then incomplete).
+BUNDLE = r"""
+import json, os, sys, time
+from framework.store import Store
+root, keys, needs, events = sys.argv[1], sys.argv[2].split(","), json.loads(sys.argv[3]), sys.argv[4]
+store = Store(root)
+with open(events, "a") as f:
+    f.write(f"start eval/{keys[0]} {time.time():.6f} {os.environ.get('SLURM_JOB_ID')}\n")
+skipped = [k for k in keys if not all(store.is_done(*d.split("/")) for d in needs[k])]
+for k in keys:
+    if k not in skipped:
+        with store.build("eval", k) as b:
+            pass
+sys.exit(2 if skipped else 0)
+"""
+
+
+def test_a_bundle_waits_for_every_training_to_end_even_requeued_and_evaluates_those_that_did_not_fail(
+    slurm, minimal, tmp_path
+):
+    """eval.bundle's dependency is afterany: a failed training no longer cancels its bundle, a training requeued
+    after a preemption is still waited for, and the bundle evaluates the checkpoint that is done. The partition's
+    MaxTime reads as `ablate plan` asks sinfo for it."""
+    assert partition_max_time(None) == ("debug", "infinite")
+    minimal["eval"] = {**minimal["eval"], "benchmarks": ["aime24"], "bundle": 2}
+    plan, store, events, _ = make(minimal, tmp_path)
+    tasks = SlurmLauncher.pending(plan, store)
+    bundle = next(t for t in tasks if t.stage == "eval" and len(t.keys) == 2)
+    failed, requeued = (next(t for t in tasks if t.id == d) for d in bundle.deps)
+    stand_in = stage_command(store, events, fail=[failed.id], slow=[requeued.id])
+
+    def command(task: Task) -> list[str]:
+        if task.stage != "eval":
+            return stand_in(task)
+        needs = json.dumps({k: plan.jobs[f"eval/{k}"].deps for k in task.keys})
+        return [sys.executable, "-c", BUNDLE, str(store.root), ",".join(task.keys), needs, str(events)]
+
+    run = SlurmLauncher(plan.spec, tmp_path / "spec.yaml", store, echo=print, workdir=tmp_path, command=command)
+    run.submit([Task("train", failed.jobs), Task("train", requeued.jobs), Task("eval", bundle.jobs, bundle.deps)])
+    wait_for(lambda: events.exists() and "waiting" in events.read_text(), what="the second training to start")
+    settled(run.jobs[failed.id])
+    assert squeue([run.jobs[bundle.id]])[run.jobs[bundle.id]]["state"] == "PENDING"  # not cancelled: it waits
+    subprocess.run(["scancel", "--batch", "--signal=TERM", str(run.jobs[requeued.id])], check=True)  # preempted
+    states = run.wait(poll_s=0.5)
+    assert states == {failed.id: "failed", requeued.id: "done", bundle.id: "failed"}, run.reasons
+    assert (
+        "1 of 2 done" in run.reasons[bundle.id] and f"dependency {failed.id} did not finish" in run.reasons[bundle.id]
+    )
+    ev = read_events(events)
+    starts = [t for what, tid, t, _ in ev if what == "start" and tid.startswith("eval/")]
+    (trained,) = [t for what, tid, t, _ in ev if what == "end" and tid == requeued.id]  # after its restart
+    assert len(starts) == 1 and starts[0] >= trained  # once, after the requeued training had finished
+    skipped = next(j.key for j in bundle.jobs if failed.id in j.deps)
+    assert [store.is_done("eval", k) for k in bundle.keys] == [k != skipped for k in bundle.keys]
+    assert SlurmLauncher.live_jobs(plan, store)[("eval", skipped)]["state"] == "cancelled"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_quickstart_end_to_end_through_slurm(slurm, tmp_path, monkeypatch):

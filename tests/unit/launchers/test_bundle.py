@@ -285,3 +285,61 @@ def test_plan_shows_a_bundles_time_limit_beside_the_evaluations_cost(write_spec,
     assert not any(
         "eval.bundle" in n for s in json.loads(capsys.readouterr().out)["cost"]["stages"] for n in s["notes"]
     )
+
+
+# ---- a failed training does not cancel its bundle: the bundle waits for its trainings to end, whatever way
+def test_a_bundle_waits_for_its_trainings_to_end_and_skips_the_checkpoint_whose_training_failed(
+    minimal, tmp_path, fake_slurm, monkeypatch
+):
+    plan, store, launcher = slurm_sweep(minimal, tmp_path)
+    tasks = SlurmLauncher.pending(plan, store)
+    launcher.submit(tasks)
+    by_id = {t.id: t for t in tasks}
+    bundle = next(t for t in tasks if t.stage == "eval" and len(checkpoints(t)) == 2)
+    job = launcher.jobs[bundle.id]
+    trainings = {launcher.jobs[d] for d in bundle.deps}
+    assert len(trainings) == 2 and fake_slurm.after_any[job] == trainings and not fake_slurm.after[job]
+    alone = [t for t in tasks if t.stage == "eval" and len(checkpoints(t)) == 1]
+    assert alone and all(
+        fake_slurm.after[launcher.jobs[t.id]] and not fake_slurm.after_any[launcher.jobs[t.id]] for t in alone
+    )
+    assert all(fake_slurm.after[launcher.jobs[t.id]] for t in tasks if t.stage == "log" and bundle.id in t.deps)
+
+    failed, good = bundle.deps  # one training fails; the bundle then evaluates the other's checkpoint only
+    fake_slurm.set(launcher.jobs[failed], "FAILED")
+    publish(store, "train", by_id[good].keys[0])
+    fake_slurm.set(launcher.jobs[good], "COMPLETED")
+    skipped = [j.key for j in bundle.jobs if f"train/{by_id[failed].keys[0]}" in j.deps]
+    for j in bundle.jobs:
+        if j.key not in skipped:
+            publish(store, "eval", j.key)
+    fake_slurm.set(job, "FAILED")  # it exits non-zero: not every evaluation is done
+    launcher.refresh()
+    assert launcher.states[bundle.id] == "failed"
+    said = launcher.reasons[bundle.id]
+    assert "2 of 4 done" in said and f"dependency {failed} did not finish" in said
+    assert launcher.states[failed] == "failed" and launcher.states[good] == "done"
+    monkeypatch.setattr("launchers.slurm.shutil.which", lambda name: f"/usr/bin/{name}")  # squeue "on PATH"
+    rows = SlurmLauncher.live_jobs(plan, store)  # each key as `ablate status` shows it
+    for key in skipped:
+        assert rows[("eval", key)]["state"] == "cancelled"
+        assert f"its input train/{by_id[failed].keys[0]} did not finish" in rows[("eval", key)]["detail"]
+
+
+def test_exec_of_a_bundle_skips_a_checkpoint_whose_training_is_not_done_and_evaluates_the_others(
+    write_spec, minimal, in_tmp, capsys, monkeypatch
+):
+    """What a bundle's job relies on once it runs after a failed training (`afterany`): `ablate exec eval K...`
+    evaluates the keys whose inputs are done, says which it skipped, and exits non-zero (a user error, 2)."""
+    ran: list[str] = []
+    monkeypatch.setattr("framework.sweep.execute.stage_function", lambda stage: lambda ctx: ran.append(ctx.job.key))
+    minimal["model"] = {"tiny": {}}
+    path = write_spec(minimal)
+    plan = build_plan(spec_from_dict(minimal))
+    trained = next(j for j in plan.by_stage("eval") if any(d.startswith("train/") for d in j.deps))
+    base = next(j for j in plan.by_stage("eval") if all(d.startswith("model/") for d in j.deps))
+    store = Store(in_tmp / "results" / plan.spec.name / "store")
+    publish(store, *base.deps[0].split("/"))  # the tiny base model is built; the training failed
+    assert main(["exec", "eval", trained.key, base.key, "--spec", str(path)]) == 2
+    assert f"eval/{trained.key}: not done: ExecError: {trained.id} needs {trained.deps[0]}" in capsys.readouterr().err
+    assert ran == [base.key] and store.is_done("eval", base.key) and not store.is_done("eval", trained.key)
