@@ -10,17 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy.special import expit
 
-from framework.grading.metrics import benchmark_metrics
-from framework.spec import LoadedSpec, spec_from_dict
-from framework.spec.yamlsrc import Source
-from framework.store import Store, write_json_atomic
-from framework.sweep.plan import Plan, build_plan
-from tests.synthetic import FAKE_SECRET, synthetic_spec
+from framework.store import write_json_atomic
+from framework.sweep.grid import Cell
+from framework.sweep.plan import Job
+from tests.synthetic import FAKE_SECRET, Outcomes, Sweep, synthetic_sweep
 
 SEARCH = {
     "params": {
@@ -40,33 +36,18 @@ STORAGE = f"postgresql://optuna:{FAKE_SECRET}@db.example:5432/studies"  # a pass
 
 
 @dataclass
-class SearchSweep:
-    loaded: LoadedSpec
-    plan: Plan
-    store: Store
+class SearchSweep(Sweep):
     best: dict[str, dict[str, Any]]  # select key -> its best.json
 
 
-def _logit(levels: dict[str, str], recipe: str | None, baseline: str | None) -> float:
-    if baseline is not None:
+def _recipe_logit(cell: Cell) -> float:
+    """A cell's logit under its recipe (a baseline has none), before its seed's effect."""
+    if cell.baseline is not None:
         return -1.5
-    return 0.6 + sum(EFFECT.get((f, lv), {}).get(recipe or "shared", 0.0) for f, lv in levels.items())
+    return 0.6 + sum(EFFECT.get((f, lv), {}).get(cell.recipe or "shared", 0.0) for f, lv in cell.level_map.items())
 
 
-def _samples(rng: np.random.Generator, difficulty: np.ndarray, p_logit: float, k: int) -> pd.DataFrame:
-    rows = []
-    for i, d in enumerate(difficulty):
-        for s in range(k):
-            correct = bool(rng.random() < expit(p_logit + d))
-            rows.append(
-                {
-                    "problem_id": f"p{i:02d}", "sample_index": s, "subset": "aime24",
-                    "text": f"Wait, the answer is {i if correct else -1}.", "n_tokens": 200 + 10 * i,
-                    "finish_reason": "stop", "seed": s, "answer": str(i if correct else -1), "correct": correct,
-                    "reflection_count": 1,
-                }
-            )  # fmt: skip
-    return pd.DataFrame(rows)
+OUTCOMES = Outcomes(logit=_recipe_logit, seed_effect=0.08, rng_seed=5, spread=1.0)
 
 
 def _png(path: Path, title: str) -> None:
@@ -110,43 +91,23 @@ def _study_outputs(out: Path, n: int, search: dict[str, Any]) -> dict[str, Any]:
     return best
 
 
-def search_sweep(
-    tmp: Path, *, mode: str = "per_arm", n_problems: int = 40, seeds: tuple[int, ...] = (0, 1), **spec_kw: Any
-) -> SearchSweep:
-    """Plan the synthetic spec with a search block and publish every job but the log stage's."""
-    data = synthetic_spec(tmp, seeds=seeds, search={**SEARCH, "mode": mode}, **spec_kw)
-    spec = spec_from_dict(data)
-    loaded = LoadedSpec(spec=spec, path=None, source=Source(data=data))
-    plan = build_plan(spec)
-    store = Store(Path(spec.results_dir) / spec.name / "store")
-    rng = np.random.default_rng(5)
-    difficulty = rng.normal(0.0, 1.0, n_problems)
-    cells = {c.id: c for c in plan.cells}
+def search_sweep(tmp: Path, *, mode: str = "per_arm", n_problems: int = 40, **spec_kw: Any) -> SearchSweep:
+    """The synthetic sweep of a spec with a search block: every job but the log stage's published, each study's
+    select job with what a study writes."""
     best: dict[str, dict[str, Any]] = {}
-    for job in plan.jobs.values():
-        if job.stage == "log":
-            continue
-        cell = cells[job.cells[0]]  # a job shared by recipes (the reference arm's) is the same under both
-        with store.build(job.stage, job.key, {"stage": job.stage, "cells": job.cells}) as b:
-            assert b is not None
-            if job.stage == "search" and job.config["role"] == "select":
-                best[job.key] = _study_outputs(b.dir, len(best), job.config["study"])
-            elif job.stage == "train":
-                curve = [{"step": s, "loss": 2.0 * 0.9**s} for s in range(1, 6)]
-                write_json_atomic(b.dir / "metrics.json", {"loss_curve": curve, "train_tokens": 400, "examples": 4})
-            elif job.stage == "eval":
-                seed_shift = 0.0 if cell.seed is None else 0.08 * (cell.seed - 0.5)
-                logit = _logit(cell.level_map, cell.recipe, cell.baseline) + seed_shift
-                samples = _samples(rng, difficulty, logit, spec.eval.samples)
-                samples.to_parquet(b.dir / "samples.parquet", index=False)
-                result = {
-                    "benchmark": job.config["benchmark"]["name"],
-                    "n_problems": n_problems,
-                    "n_samples": spec.eval.samples,
-                    "metrics": benchmark_metrics(samples),
-                    "warnings": [],
-                }
-                write_json_atomic(b.dir / "metrics.json", result)
-            else:
-                (b.dir / "out.txt").write_text("synthetic")
-    return SearchSweep(loaded, plan, store, best)
+
+    def write_search(job: Job, out: Path) -> None:
+        if job.config["role"] == "select":
+            best[job.key] = _study_outputs(out, len(best), job.config["study"])
+        else:
+            (out / "out.txt").write_text("synthetic")
+
+    sweep = synthetic_sweep(
+        tmp,
+        n_problems=n_problems,
+        outcomes=OUTCOMES,
+        writers={"search": write_search},
+        search={**SEARCH, "mode": mode},
+        **spec_kw,
+    )
+    return SearchSweep(sweep.loaded, sweep.plan, sweep.store, sweep.accuracy, best)
