@@ -48,7 +48,8 @@ def main() -> None:
     from framework.grading import grade_many
     from framework.grading.extraction import extract_answer
     from framework.model.stage import build, toy_corpus
-    from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS, TinyModelSpec
+    from framework.spec.models import TinyModelSpec
+    from framework.spec.pool import DEFAULT_REFLECTION_KEYWORDS
 
     rows = toy_pool(args.traces)
     texts = [r["trace"] for r in rows]
@@ -94,7 +95,7 @@ def main() -> None:
     import pandas as pd
 
     from framework.pool.topics import cluster_topics, tfidf
-    from framework.spec.models import TopicClusterSpec
+    from framework.spec.pool import TopicClusterSpec
 
     frame = pd.DataFrame(rows)
     settings = TopicClusterSpec(n_topics=args.topics)

@@ -20,7 +20,7 @@ from framework.artifacts import GENERATED_FILE
 from framework.errors import UserError
 from framework.grading import answer_text
 from framework.registry import POOL_PRESETS
-from framework.spec.models import POOL_FIELDS, PoolSourceSpec
+from framework.spec.pool import POOL_FIELDS, PoolSourceSpec
 from framework.toy import make_world, pool_rows
 
 REQUIRED = ("problem", "trace")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from framework.errors import RetryLater
-from framework.spec.models import AblationSpec
+from framework.spec.ablation import AblationSpec
 from framework.store import Store
 from framework.sweep.plan import Job, Plan
 from framework.sweep.pruning import needed_again

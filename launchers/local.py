@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from framework.errors import RetryLater, UserError
 from framework.redaction import redact_log
-from framework.spec.models import AblationSpec
+from framework.spec.ablation import AblationSpec
 from framework.store import Store, write_json_atomic
 from framework.store.locks import HOST
 from framework.sweep.eval_layout import GpuId, eval_gpus, visible_gpu_ids

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 
 from framework.errors import RetryLater, UserError
 from framework.redaction import redact_log
-from framework.spec.models import AblationSpec
+from framework.spec.ablation import AblationSpec
 from framework.store import MARKER, Store, write_json_atomic
 from framework.sweep.cost import slurm_hours
 from framework.sweep.execute import results_base

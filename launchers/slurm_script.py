@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from framework.errors import RetryLater
-from framework.spec.models import AblationSpec
+from framework.spec.ablation import AblationSpec
 from framework.sweep.cost import slurm_hours
 from framework.sweep.resources import StageResources, stage_resources
 from framework.sweep.stages import job_device

@@ -22,7 +22,7 @@ from framework.registry import FACTORS
 from framework.store import write_json_atomic
 
 if TYPE_CHECKING:
-    from framework.spec.models import AblationSpec
+    from framework.spec.ablation import AblationSpec
     from framework.sweep.execute import StageContext
 
 TRAIN_COLUMNS = (

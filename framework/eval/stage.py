@@ -42,7 +42,8 @@ from framework.grading.extraction import extract_answer, extract_choice
 from framework.grading.metrics import benchmark_metrics, problem_table
 from framework.locations import resolve_path
 from framework.registry import BENCHMARKS
-from framework.spec.models import AblationSpec, BenchmarkSpec, EvalSpec, SampleBudget, first_round
+from framework.spec.ablation import AblationSpec
+from framework.spec.models import BenchmarkSpec, EvalSpec, SampleBudget, first_round
 from framework.store import write_json_atomic
 from framework.sweep.plan import SEED_SLOT
 from framework.variance import problem_counts

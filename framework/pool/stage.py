@@ -38,7 +38,7 @@ from framework.sources import (
 from framework.store import write_json_atomic
 
 if TYPE_CHECKING:
-    from framework.spec.models import AblationSpec
+    from framework.spec.ablation import AblationSpec
     from framework.sweep.execute import StageContext
 
 

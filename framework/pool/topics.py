@@ -32,7 +32,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
-    from framework.spec.models import TopicClusterSpec
+    from framework.spec.pool import TopicClusterSpec
 
 _WORD = re.compile(r"[^\W\d_]\w*")  # words, not numbers: the numbers in a problem say nothing of its subject
 MAX_TERMS = 50_000  # TF-IDF vocabulary cap (most frequent terms by document frequency)

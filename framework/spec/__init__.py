@@ -9,10 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from framework.hashing import content_key
+from framework.spec.ablation import AblationSpec
 from framework.spec.checks import check_factors, check_grid, check_names
 from framework.spec.errors import SpecError, SpecErrors, from_validation_error
 from framework.spec.fields import drop_default_nulls, null_rules
-from framework.spec.models import AblationSpec
 from framework.spec.yamlsrc import Source, SpecFileError, load_source
 
 __all__ = ["AblationSpec", "LoadedSpec", "SpecError", "SpecErrors", "SpecFileError", "load_spec", "validate"]

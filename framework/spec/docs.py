@@ -14,9 +14,9 @@ from pydantic_core import PydanticUndefined
 
 from framework.errors import UserError
 from framework.registry import FACTORS, ResolveError, suggest
+from framework.spec.ablation import AblationSpec
 from framework.spec.base import is_run_only
 from framework.spec.fields import _step, element_models
-from framework.spec.models import AblationSpec
 
 _BOUNDS = ((at.Ge, "ge", "≥"), (at.Gt, "gt", ">"), (at.Le, "le", "≤"), (at.Lt, "lt", "<"))
 

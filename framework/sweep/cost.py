@@ -26,7 +26,8 @@ from typing import Any
 
 from framework.errors import UserError
 from framework.locations import resolve_path
-from framework.spec.models import AblationSpec, BenchmarkSpec, ModelSpec, SampleBudget
+from framework.spec.ablation import AblationSpec
+from framework.spec.models import BenchmarkSpec, ModelSpec, SampleBudget
 from framework.store import Store
 from framework.sweep.eval_layout import EvalLayout, evaluated_sizes, local_gpu_count, local_gpu_memory_gib, pick_layout
 from framework.sweep.eval_layout import eval_gpus as local_eval_gpus

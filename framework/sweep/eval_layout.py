@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from framework.sweep.model_size import ModelSize, model_size
 
 if TYPE_CHECKING:
-    from framework.spec.models import AblationSpec
+    from framework.spec.ablation import AblationSpec
 
 # vLLM's default gpu_memory_utilization: the share of each GPU its engine claims, for weights, activations and the
 # KV cache together.

@@ -8,7 +8,7 @@ from functools import cached_property
 
 from framework.errors import UserError
 from framework.hashing import content_key
-from framework.spec.models import AblationSpec
+from framework.spec.ablation import AblationSpec
 
 Arm = tuple[tuple[str, str], ...]  # ((factor, level), ...) in the spec's factor order
 

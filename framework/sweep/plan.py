@@ -22,21 +22,12 @@ from framework.hashing import content_key, file_digest, tree_digest
 from framework.locations import resolve_path, searched, toy_model_path
 from framework.redaction import lines_with_secrets, redact_text
 from framework.registry import BENCHMARKS, FACTORS, POOL_PRESETS
+from framework.spec.ablation import AblationSpec
 from framework.spec.base import run_only_fields
 from framework.spec.generate import TeacherSpec
 from framework.spec.launch import tracking_uri_problem
-from framework.spec.models import (
-    TOY_MODELS,
-    AblationSpec,
-    BenchmarkSpec,
-    EvalSpec,
-    ModelSpec,
-    PoolSourceSpec,
-    SampleBudget,
-    TrainSpec,
-    first_round,
-)
-from framework.spec.pool import GenerateSpec
+from framework.spec.models import TOY_MODELS, BenchmarkSpec, EvalSpec, ModelSpec, SampleBudget, TrainSpec, first_round
+from framework.spec.pool import GenerateSpec, PoolSourceSpec
 from framework.spec.search import SearchSpec
 from framework.sweep.eval_layout import fixed_gpus
 from framework.sweep.grid import Arm, Cell, arm_definition, expand, reference_arm

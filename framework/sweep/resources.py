@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from framework.errors import UserError
+from framework.spec.ablation import AblationSpec
 from framework.spec.launch import SlurmLauncherSpec
-from framework.spec.models import AblationSpec, TrainSpec
+from framework.spec.models import TrainSpec
 from framework.sweep.stages import STAGES
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from framework.data.factors import correctness, diversity, keywords, length, source
 from framework.data.selection import Selection, TooFewTraces, select
-from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS
+from framework.spec.pool import DEFAULT_REFLECTION_KEYWORDS
 
 KW = list(DEFAULT_REFLECTION_KEYWORDS)
 TOPICS = ["algebra", "geometry", "number_theory"]

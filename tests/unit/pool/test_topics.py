@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from framework.pool.topics import cluster_topics, purity, spherical_kmeans, tfidf
-from framework.spec.models import TopicClusterSpec
+from framework.spec.pool import TopicClusterSpec
 
 SUBJECTS = {
     "geometry": [

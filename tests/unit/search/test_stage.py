@@ -20,7 +20,7 @@ from framework.search import stage
 from framework.search.study import SearchError, open_storage, open_study, storage_url, study_name
 from framework.search.trials import TrialJobs
 from framework.spec import LoadedSpec
-from framework.spec.models import AblationSpec
+from framework.spec.ablation import AblationSpec
 from framework.spec.yamlsrc import Source
 from framework.store import Store, write_json_atomic
 from framework.sweep.execute import results_base

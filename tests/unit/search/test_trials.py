@@ -10,7 +10,7 @@ import yaml
 
 from framework.search.study import SearchError
 from framework.search.trials import TrialJobs, combine, prune_trial_checkpoint, rungs
-from framework.spec.models import AblationSpec
+from framework.spec.ablation import AblationSpec
 from framework.store import Store
 from framework.sweep.plan import Plan, build_plan, job_key
 from framework.sweep.pruning import is_pruned

@@ -8,9 +8,9 @@ import pytest
 from pydantic import BaseModel
 
 from framework.registry import FACTORS
+from framework.spec.ablation import AblationSpec
 from framework.spec.docs import render_schema
 from framework.spec.fields import _unwrap
-from framework.spec.models import AblationSpec
 
 
 def all_models(root: type[BaseModel]) -> set[type[BaseModel]]:

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from framework.annotations import find_keywords
-from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS
+from framework.spec.pool import DEFAULT_REFLECTION_KEYWORDS
 from framework.toy import REFLECTION, STYLES, all_problems, make_world, render_trace
 from framework.toy.traces import REFLECTION_CHECKS, REFLECTION_OPENERS
 

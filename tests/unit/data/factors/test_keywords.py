@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from framework.annotations import count_keywords, find_keywords
 from framework.data.factors.base import FactorContext
 from framework.data.factors.keywords import Params, apply
-from framework.spec.models import DEFAULT_REFLECTION_KEYWORDS
+from framework.spec.pool import DEFAULT_REFLECTION_KEYWORDS
 
 KW = list(DEFAULT_REFLECTION_KEYWORDS)
 
