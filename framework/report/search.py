@@ -22,7 +22,7 @@ from framework.log.stage import study_result
 from framework.redaction import copy_redacted
 
 if TYPE_CHECKING:
-    from framework.spec.models import AblationSpec
+    from framework.spec.ablation import AblationSpec
     from framework.spec.search import SearchParam
     from framework.store import Store
     from framework.sweep.plan import Job, Plan

@@ -122,7 +122,7 @@ MUTATIONS = [
         st.lists(st.sampled_from(["wait", "hmm", "so"]), min_size=1, unique=True),
         {"pool", *ARMS},
     ),
-    ("eval.sampling.temperature", st.floats(0.0, 0.5), {"eval", "log"}),
+    ("eval.sampling.temperature", st.floats(0.01, 0.5), {"eval", "log"}),  # 0 is greedy: refused with samples > 1
     ("eval.samples", st.integers(1, 3), {"eval", "log"}),
     ("prompt.system", st.text(min_size=1, max_size=10), {"train", "eval", "log"}),
     ("tracking.experiment", st.text(alphabet="xyz", min_size=1, max_size=5), {"log"}),
