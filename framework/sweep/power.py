@@ -121,12 +121,10 @@ def _scaled(contrast: Any, pairs: int) -> Any:
 
 
 def _measured(plan: Plan, store: Store, benchmark: str) -> Components | None:
-    """The components of this store's finished evaluations of `benchmark` in this plan (None before any, or when one
-    cannot be read: plan then assumes them and says so; the report is where an unreadable evaluation is an error)."""
-    try:
-        finished = finished_evaluations(plan, store, benchmark)
-    except (OSError, ValueError, KeyError):
-        return None
+    """The components of this store's finished evaluations of `benchmark` in this plan (None before any). One whose
+    files cannot be read is left out, and the source says so (the report is where it is an error)."""
+    unreadable: list[str] = []
+    finished = finished_evaluations(plan, store, benchmark, unreadable=unreadable)
     keys, aligned = align({f.cell.id: f.counts for f in finished})
     if not keys:
         return None
@@ -138,7 +136,10 @@ def _measured(plan: Plan, store: Store, benchmark: str) -> Components | None:
         for cells in by_arm.values()
     ]
     trained = [cells[0].baseline is None for cells in by_arm.values()]
-    return measured_components(arms, trained, f"measured on {len(finished)} finished evaluation(s) in this store")
+    source = f"measured on {len(finished)} finished evaluation(s) in this store"
+    if unreadable:
+        source += f" ({len(unreadable)} more could not be read: {', '.join(unreadable)})"
+    return measured_components(arms, trained, source)
 
 
 def render(rows: list[dict[str, Any]], width: int = 80) -> list[str]:

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from framework.cli import main
+from framework.errors import UserError
 from framework.spec import spec_from_dict
 from framework.store import MARKER, Store
+from framework.sweep.evaluations import finished_evaluations
 from framework.sweep.plan import build_plan
 from framework.sweep.power import estimate_power, render
 from framework.variance import ASSUMED
@@ -69,3 +71,12 @@ def test_finished_evaluations_replace_the_assumed_components(tmp_path, subset):
     assert all(r.source == "measured on 9 finished evaluation(s) in this store" for r in rows)
     # arms that differ only by sampling noise: the measured interaction is about 0, far below the assumed 0.01
     assert all(r.detectable < ASSUMED.detectable(ASSUMED.pair(30, 4, 2, 4)) for r in rows)
+
+    # one file cut short: plan leaves that evaluation out and says so; the report refuses it, naming it
+    broken = store.path(*plan.cell_jobs[plan.cells[0].id]["eval"][0].split("/"))
+    (broken / "samples.parquet").write_bytes(b"PAR1 cut short")
+    rows = estimate_power(plan, store, None)
+    assert all(r.source.startswith("measured on 8 finished evaluation(s)") and str(broken) in r.source for r in rows)
+    bench = plan.jobs[plan.cell_jobs[plan.cells[0].id]["eval"][0]].config["benchmark"]["name"]
+    with pytest.raises(UserError, match=r"cannot be read.*delete that directory"):
+        finished_evaluations(plan, store, bench)
