@@ -431,6 +431,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(
         f"{loaded.spec.name}: {len(plan.cells)} cells, {len(plan.jobs)} stage jobs, {len(tasks)} tasks to run ({kind})"
     )
+    if refused := launcher_class(kind).refusals(plan, store):
+        raise UserError(refused)
     for n in [*plan.notes, *(n for lines in launcher_class(kind).plan_notes(plan, store).values() for n in lines)]:
         print(f"note: {n}", file=sys.stderr)
     if tasks:

@@ -260,6 +260,12 @@ class Launcher:
         return {}
 
     @classmethod
+    def refusals(cls, plan: Plan, store: Store) -> list[str]:
+        """For `ablate run`, before anything is submitted: why submitting the jobs not done yet would be wasted (a
+        job its backend refuses or leaves pending for ever); `ablate run` then exits 2 with these."""
+        return []
+
+    @classmethod
     def running_detail(cls, store: Store, stage: str, key: str, detail: str) -> str:
         """For `ablate status`: the store's detail of a build in progress, with what this launcher adds to it."""
         return detail

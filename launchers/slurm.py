@@ -57,7 +57,7 @@ from framework.store import MARKER, Store, write_json_atomic
 from framework.sweep.cost import slurm_hours
 from framework.sweep.execute import results_base
 from framework.sweep.plan import Plan
-from framework.sweep.pruning import PRUNED
+from framework.sweep.pruning import PRUNED, inputs_not_ready
 from framework.sweep.resources import StageResources
 from launchers.base import (
     FINAL,
@@ -83,7 +83,7 @@ from launchers.slurm_reuse import (
 from launchers.slurm_script import (
     CHECKPOINTED_EXIT,
     CHECKPOINTING_STAGES,
-    bundle_time_notes,
+    bundle_time,
     checkpoints_of,
     largest_bundle,
     redact_log_command,
@@ -597,14 +597,24 @@ class SlurmLauncher(Launcher):
     @classmethod
     def plan_notes(cls, plan: Plan, store: Store) -> dict[str, list[str]]:
         """The time limit a bundle of evaluations asks for, against its partition's MaxTime when sinfo says it."""
+        notes, _ = cls._bundle_time(plan, store)
+        return {"eval": notes} if notes else {}
+
+    @classmethod
+    def refusals(cls, plan: Plan, store: Store) -> list[str]:
+        notes, over = cls._bundle_time(plan, store)
+        return notes if over else []
+
+    @classmethod
+    def _bundle_time(cls, plan: Plan, store: Store) -> tuple[list[str], bool]:
         if plan.spec.eval.bundle <= 1:
-            return {}
+            return [], False
         tasks = cls.pending(plan, store)
         n, task = largest_bundle(tasks)
         if task is None or n <= 1:  # nothing bundled is left to run: no need to ask Slurm
-            return {}
+            return [], False
         max_time = partition_max_time(task_resources(plan.spec, task).partition)
-        return {"eval": bundle_time_notes(plan.spec, tasks, max_time)}
+        return bundle_time(plan.spec, tasks, max_time)
 
     @classmethod
     def stop_sweep(cls, plan: Plan, store: Store) -> str:
@@ -676,7 +686,7 @@ def _inputs_not_done(plan: Plan, store: Store, info: Mapping[str, Any], key: str
     job = plan.jobs.get(f"{info['stage']}/{key}")
     if len(info["keys"]) == 1 or job is None or info["state"] not in ("running", "failed", "deferred"):
         return []
-    return [d for d in job.deps if not store.is_done(*d.split("/"))]
+    return inputs_not_ready(store, job)
 
 
 def key_state(store: Store, info: dict[str, Any], key: str, inputs_not_done: Iterable[str] = ()) -> dict[str, Any]:

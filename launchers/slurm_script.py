@@ -100,14 +100,16 @@ def largest_bundle(tasks: Iterable[Task]) -> tuple[int, Task | None]:
     return max(((checkpoints_of(t), t) for t in tasks if t.stage == "eval"), key=lambda b: b[0], default=(0, None))
 
 
-def bundle_time_notes(spec: AblationSpec, tasks: Iterable[Task], max_time: tuple[str, str] | None = None) -> list[str]:
+def bundle_time(
+    spec: AblationSpec, tasks: Iterable[Task], max_time: tuple[str, str] | None = None
+) -> tuple[list[str], bool]:
     """What `ablate plan` says of the time limit a bundle of evaluations asks for: each checkpoint's limit times the
-    largest bundle's checkpoints, against `max_time`, the (partition, MaxTime) its jobs go to when Slurm could say.
-    A job over its partition's MaxTime is refused by sbatch or pends for ever (PartitionTimeLimit), depending on
-    the site's EnforcePartLimits: better said before anything is submitted."""
+    largest bundle's checkpoints, against `max_time`, the (partition, MaxTime) its jobs go to when Slurm could say;
+    and whether it is over that MaxTime. Such a job is refused by sbatch or pends for ever (PartitionTimeLimit),
+    depending on the site's EnforcePartLimits, so `ablate run` refuses it before anything is submitted."""
     n, task = largest_bundle(tasks)
     if spec.eval.bundle <= 1 or task is None or n <= 1:
-        return []
+        return [], False
     override = spec.launcher.slurm.stages.get("eval")
     own = override is not None and "time" in override.model_fields_set
     where = f"launcher.slurm.{'stages.eval.' if own else ''}time"
@@ -117,25 +119,25 @@ def bundle_time_notes(spec: AblationSpec, tasks: Iterable[Task], max_time: tuple
         return [
             f"{head}: no evaluation time limit is set ({where}), so a job of {n} checkpoints gets the partition's "
             f"default limit, not {n} times one checkpoint's"
-        ]
+        ], False
     hours = slurm_hours(limit)
     if hours is None:  # unlimited
-        return []
+        return [], False
     said = f"{head}: an evaluation job of {n} checkpoints asks for {n} x {limit} = {clock(n * hours)} ({where})"
     if max_time is None:
-        return [f"{said}; the partition's MaxTime is unknown here (`sinfo -o '%P %l'` on the cluster says it)"]
+        return [f"{said}; the partition's MaxTime is unknown here (`sinfo -o '%P %l'` on the cluster says it)"], False
     partition, max_text = max_time
     most = slurm_hours(max_text.upper())
     if most is None:
-        return [f"{said}; partition {partition} has no MaxTime"]
+        return [f"{said}; partition {partition} has no MaxTime"], False
     if n * hours <= most:
-        return [f"{said}, within partition {partition}'s MaxTime {max_text}"]
+        return [f"{said}, within partition {partition}'s MaxTime {max_text}"], False
     fits = math.floor(most / hours + 1e-9)
     advice = f"set eval.bundle to at most {fits} or lower {where}" if fits else f"lower {where}"
     return [
         f"{said}, over partition {partition}'s MaxTime {max_text}: Slurm refuses such a job or leaves it pending "
         f"for ever (PartitionTimeLimit); {advice}"
-    ]
+    ], True
 
 
 def render(template: str, values: Mapping[str, str]) -> str:

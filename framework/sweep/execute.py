@@ -13,7 +13,7 @@ from framework.errors import DataError, UserError
 from framework.spec import LoadedSpec
 from framework.store import Build, Store
 from framework.sweep.plan import Job, Plan
-from framework.sweep.pruning import PRUNED, prune_if_evaluated, still_read
+from framework.sweep.pruning import PRUNED, inputs_not_ready, prune_if_evaluated, still_read
 from framework.sweep.stages import STAGES
 
 
@@ -91,9 +91,15 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
             "from a launcher, the spec, a file it names or ablate itself changed after the sweep was submitted: "
             "run `ablate run` again to submit the jobs of the current plan"
         )
-    missing = [d for d in job.deps if not store.is_done(*d.split("/"))]
+    missing = inputs_not_ready(store, job)
     if missing:
-        raise ExecError(f"{job.id} needs {', '.join(missing)} to be done first")
+        gone = [d for d in missing if store.is_done(*d.split("/"))]  # done, but its checkpoint was pruned
+        why = (
+            f" ({', '.join(gone)}: checkpoint deleted after its evaluations; `ablate run` trains it again)"
+            if gone
+            else ""
+        )
+        raise ExecError(f"{job.id} needs {', '.join(missing)} to be done first{why}")
     fn = stage_function(stage)
     manifest = {
         "stage": stage,

@@ -24,6 +24,18 @@ def is_pruned(store: Store, key: str) -> bool:
     return (store.path("train", key) / PRUNED).is_file()
 
 
+def inputs_not_ready(store: Store, job: Job) -> list[str]:
+    """The inputs of `job` it cannot read yet: those not done, and for an evaluation a training whose checkpoint
+    was pruned (its result stays marked done for the report, but the weights are gone until it is trained again;
+    a bundle of evaluations that starts after such a rebuild failed must skip it, not evaluate a missing model)."""
+    return [
+        d
+        for d in job.deps
+        if not store.is_done(*d.split("/"))
+        or (job.stage == "eval" and d.startswith("train/") and is_pruned(store, d.split("/")[1]))
+    ]
+
+
 def _consumers(plan: Plan, train_id: str) -> list[Job]:
     return [j for j in plan.jobs.values() if j.stage == "eval" and train_id in j.deps]
 

@@ -18,7 +18,7 @@ from framework.sweep.plan import Plan, build_plan
 from launchers.base import Task, eval_group, pending_tasks
 from launchers.local import LocalLauncher
 from launchers.slurm import SlurmLauncher, key_state, partition_max_time, read_record, slurm_states
-from launchers.slurm_script import bundle_time_notes, scaled_time
+from launchers.slurm_script import bundle_time, scaled_time
 
 
 def plan_of(minimal, *, benchmarks=("aime24", "aime25"), kind="local", **eval_extra) -> Plan:
@@ -252,7 +252,9 @@ def test_the_partition_max_time_comes_from_sinfo_or_is_unknown_without_failing(t
 def bundle_notes(minimal, tmp_path, max_time, **slurm):
     plan, store, _ = slurm_sweep(minimal, tmp_path)
     plan.spec.launcher.slurm = plan.spec.launcher.slurm.model_copy(update=slurm)
-    return " ".join(bundle_time_notes(plan.spec, SlurmLauncher.pending(plan, store), max_time))
+    notes, over = bundle_time(plan.spec, SlurmLauncher.pending(plan, store), max_time)
+    assert over == ("over partition" in " ".join(notes))  # what `ablate run` refuses
+    return " ".join(notes)
 
 
 def test_plan_says_the_time_limit_of_a_bundle_and_warns_when_it_is_over_the_partitions(minimal, tmp_path):
@@ -285,6 +287,23 @@ def test_plan_shows_a_bundles_time_limit_beside_the_evaluations_cost(write_spec,
     assert not any(
         "eval.bundle" in n for s in json.loads(capsys.readouterr().out)["cost"]["stages"] for n in s["notes"]
     )
+
+
+def test_run_refuses_a_bundle_over_its_partitions_max_time_before_submitting_anything(
+    write_spec, minimal, in_tmp, monkeypatch, capsys
+):
+    """Slurm would refuse the bundle after the trainings were queued, or leave it pending for ever (and a waiting
+    `ablate run` with it): a user error, before any sbatch."""
+    fake_sinfo(in_tmp, monkeypatch, SINFO)
+    submitted = []
+    monkeypatch.setattr("launchers.slurm.SlurmLauncher.submit", lambda self, tasks: submitted.append(tasks))
+    minimal["model"] = {"tiny": {}}
+    minimal["eval"] = {**minimal["eval"], "bundle": 4}
+    minimal["launcher"] = {"kind": "slurm", "slurm": {"time": "00:10:00"}}
+    assert main(["run", str(write_spec(minimal)), "--no-wait"]) == 2
+    err = capsys.readouterr().err
+    assert "over partition debug's MaxTime 00:15:00" in err and "at most 1" in err and "Traceback" not in err
+    assert submitted == []
 
 
 # ---- a failed training does not cancel its bundle: the bundle waits for its trainings to end, whatever way

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from framework.sweep import execute as execute_module
-from framework.sweep.execute import execute
-from framework.sweep.pruning import PRUNED, is_pruned, needed_again, prune_if_evaluated
+from framework.sweep.execute import ExecError, execute
+from framework.sweep.pruning import PRUNED, inputs_not_ready, is_pruned, needed_again, prune_if_evaluated
 from launchers.base import pending_tasks
+from launchers.slurm import _inputs_not_done, key_state
 from tests.synthetic import synthetic_sweep
 
 
@@ -92,6 +93,28 @@ def test_a_pruned_checkpoint_every_evaluation_has_read_is_not_trained_again(tmp_
     monkeypatch.setattr(execute_module, "stage_function", lambda stage: lambda ctx: trained.append(ctx.job.key))
     assert not execute(sw.loaded, sw.plan, sw.store, "train", key)
     assert trained == [] and is_pruned(sw.store, key)
+
+
+def test_an_evaluation_of_a_pruned_checkpoint_not_trained_again_is_refused_not_run(tmp_path, monkeypatch) -> None:
+    """The training stays marked done after its checkpoint is deleted; an evaluation added later that starts
+    anyway (a Slurm bundle waits for its trainings with afterany, so it starts after a failed rebuild too) must
+    find its input not ready and skip it, not evaluate a missing model; a bundle's status says why."""
+    sw = synthetic_sweep(tmp_path, seeds=(0,), eval={"benchmarks": ["aime24", "math-500"], "samples": 2})
+    key = _with_models(sw)[0]
+    first, added = _evals_of(sw, key)
+    sw.store.invalidate("eval", added.key)
+    with sw.store.build("eval", added.key) as b:  # every evaluation done: the checkpoint is pruned
+        assert b is not None
+    assert prune_if_evaluated(sw.plan, sw.store, added, keep=False) == [key]
+    sw.store.invalidate("eval", added.key)  # then an evaluation to run again (a benchmark added), no rebuild yet
+    ran: list[str] = []
+    monkeypatch.setattr(execute_module, "stage_function", lambda stage: lambda ctx: ran.append(ctx.job.key))
+    with pytest.raises(ExecError, match=f"needs train/{key} to be done first"):
+        execute(sw.loaded, sw.plan, sw.store, "eval", added.key)
+    assert ran == [] and inputs_not_ready(sw.store, first) == [f"train/{key}"]
+    info = {"stage": "eval", "keys": [first.key, added.key], "state": "running", "detail": ""}
+    assert _inputs_not_done(sw.plan, sw.store, info, added.key) == [f"train/{key}"]
+    assert key_state(sw.store, info, added.key, [f"train/{key}"])["state"] == "cancelled"
 
 
 @pytest.mark.parametrize("keep", [True, False])
