@@ -231,7 +231,6 @@ class CrossedDesign:
     seed_var: np.ndarray  # (arms,) V: variance of one seed's pass@1 about its arm's mean (0 where seeds are fixed)
     seed_df: float  # the pooled seed variance's (effective) degrees of freedom
     residual: np.ndarray  # (arms,): each arm's seed x problem residual mean square (its own, else the pool's)
-    residual_df: np.ndarray
     sampling: np.ndarray  # (arms,): mean sampling variance of one cell's rate
     n_problems: int
     problems_vary: bool
@@ -311,7 +310,6 @@ def crossed_design(
     pool_df = sum(d for (_, d), m in zip(residuals, several) if m)
     pool_res = sum(v * d for (v, d), m in zip(residuals, several) if m) / pool_df if pool_df else 0.0
     residual = np.array([v if d else pool_res for v, d in residuals])
-    residual_df = np.array([d if d else pool_df for _, d in residuals])
     slopes = np.array([a.slope() for a in arms])
     scale, seed_df = _logit_seed_variance(arms, several, slopes, residual, n_problems)
     # the design decides whether the seeds are pooled (not the estimates: a refusal that moved with the data would
@@ -333,7 +331,6 @@ def crossed_design(
         seed_var=seed_vars,
         seed_df=seed_df,
         residual=residual,
-        residual_df=residual_df,
         sampling=np.array([a.sampling_variance() for a in arms]),
         n_problems=n_problems,
         problems_vary="problem" in generalize and n_problems > 1,

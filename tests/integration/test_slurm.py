@@ -360,8 +360,6 @@ def test_a_benchmark_added_lets_a_running_eval_job_end_and_submits_after_it(slur
 LOG_EVENT = re.compile(r"^=== (\S+ \S+) job \d+ \[([^\]+]+)[^\]]*\] (start|done)", re.MULTILINE)
 
 
-# The whole quickstart with the real stages (8 trainings, 9 vLLM evaluations, one job at a time on two cores):
-# about 12 minutes here.
 # A bundle's stand-in evaluation: publishes each key whose inputs are done and skips the others, as `ablate exec`
 # does with several keys, then exits non-zero if it skipped any (its outputs are then incomplete).
 BUNDLE = r"""
@@ -420,6 +418,8 @@ def test_a_bundle_waits_for_every_training_to_end_even_requeued_and_evaluates_th
     assert SlurmLauncher.live_jobs(plan, store)[("eval", skipped)]["state"] == "cancelled"
 
 
+# The whole quickstart with the real stages (8 trainings, 9 vLLM evaluations, one job at a time on two cores):
+# about 12 minutes here.
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_quickstart_end_to_end_through_slurm(slurm, tmp_path, monkeypatch):
