@@ -613,8 +613,13 @@ class SlurmLauncher(Launcher):
         n, task = largest_bundle(tasks)
         if task is None or n <= 1:  # nothing bundled is left to run: no need to ask Slurm
             return [], False
-        max_time = partition_max_time(task_resources(plan.spec, task).partition)
-        return bundle_time(plan.spec, tasks, max_time)
+        res = task_resources(plan.spec, task)
+        notes, over = bundle_time(plan.spec, tasks, partition_max_time(res.partition))
+        overridden = [a for a in res.extra_sbatch if a.split("=")[0] in ("--partition", "-p", "--time", "-t")]
+        if over and (res.qos or overridden):  # a QOS may lift the partition's limit (flag PartitionTimeLimit)
+            why = f"qos {res.qos}" if res.qos else " ".join(overridden)
+            return [f"{n} (not refused: {why} may change the limit that applies)" for n in notes], False
+        return notes, over
 
     @classmethod
     def stop_sweep(cls, plan: Plan, store: Store) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from framework.errors import UserError
 from framework.grading.metrics import pass_at_k_from_samples
 from framework.log.mlflow_client import TrackingUnavailable
 from framework.log.stage import eval_counts, log_report, metric_key, trained_recipe
@@ -101,6 +102,11 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
+    except ValueError as e:  # cut short or overwritten: name it, and how to get it back
+        raise UserError(
+            f"{path}: a finished job's record that cannot be read ({e}); delete {path.parent} and `ablate run` "
+            "builds it again"
+        ) from None
 
 
 def _train_summary(m: Mapping[str, Any]) -> dict[str, Any]:

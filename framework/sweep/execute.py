@@ -91,14 +91,18 @@ def execute(loaded: LoadedSpec, plan: Plan, store: Store, stage: str, key: str, 
             "from a launcher, the spec, a file it names or ablate itself changed after the sweep was submitted: "
             "run `ablate run` again to submit the jobs of the current plan"
         )
-    missing = inputs_not_ready(store, job)
+    # A done job is done even when its input has changed since: an evaluation of a checkpoint pruned after all its
+    # evaluations (a requeued bundle reruns its done keys; a second run reaches it late) is not waiting for it.
+    done = not force and store.is_done(stage, key)
+    missing = [d for d in job.deps if not store.is_done(*d.split("/"))] if done else inputs_not_ready(store, job)
     if missing:
         gone = [d for d in missing if store.is_done(*d.split("/"))]  # done, but its checkpoint was pruned
-        why = (
-            f" ({', '.join(gone)}: checkpoint deleted after its evaluations; `ablate run` trains it again)"
-            if gone
-            else ""
+        redo = (
+            f"remove {store.path(stage, key)} and `ablate run` trains it again, then evaluates"
+            if force
+            else "`ablate run` trains it again"
         )
+        why = f" ({', '.join(gone)}: checkpoint deleted after its evaluations; {redo})" if gone else ""
         raise ExecError(f"{job.id} needs {', '.join(missing)} to be done first{why}")
     fn = stage_function(stage)
     manifest = {

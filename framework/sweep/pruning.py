@@ -110,9 +110,14 @@ def stale_evaluations(plan: Plan, store: Store) -> list[str]:
             and built != current
         ]
         if stale:
+            redo = (  # its checkpoint deleted again: they can only be redone after another training
+                f"remove {', '.join(str(store.path('eval', k)) for k in stale)} and `ablate run` trains it again and "
+                "re-evaluates them"
+                if is_pruned(store, train.key)
+                else f"`ablate exec eval {' '.join(stale)} --force` re-evaluates them"
+            )
             out.append(
                 f"{', '.join(train.cells)}: {len(stale)} evaluation(s) of {train.id} were made on an earlier build of "
-                f"it (retrained since): they describe other weights; `ablate exec eval {' '.join(stale)} --force` "
-                "re-evaluates them"
+                f"it (retrained since): they describe other weights; {redo}"
             )
     return out

@@ -304,6 +304,12 @@ def test_run_refuses_a_bundle_over_its_partitions_max_time_before_submitting_any
     err = capsys.readouterr().err
     assert "over partition debug's MaxTime 00:15:00" in err and "at most 1" in err and "Traceback" not in err
     assert submitted == []
+    # a QOS may lift the partition's limit, and a partition given in extra_sbatch is not the one sinfo was asked of
+    for slurm in ({"qos": "long"}, {"extra_sbatch": ["--partition=big"]}):
+        minimal["launcher"]["slurm"] = {"time": "00:10:00", **slurm}
+        assert main(["run", str(write_spec(minimal)), "--no-wait"]) == 0
+        assert "not refused" in capsys.readouterr().err
+    assert len(submitted) == 2
 
 
 # ---- a failed training does not cancel its bundle: the bundle waits for its trainings to end, whatever way

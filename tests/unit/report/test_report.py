@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from framework.errors import UserError
 from framework.grading.metrics import benchmark_metrics
 from framework.report import COLUMNS, report_frame, write_report
 from tests.synthetic import Sweep, migrated_db, synthetic_sweep
@@ -79,6 +80,17 @@ def test_cells_that_share_no_problem_are_a_warning_not_a_crash(sweep, tmp_path):
     text = write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", track=False).read_text()
     assert "No comparison on aime24: its cells share no problem" in text
     assert "aime24: no problem is shared by every evaluated cell" in text
+
+
+@pytest.mark.parametrize("cut", ["metrics.json", "samples.parquet"])
+def test_a_finished_evaluation_cut_short_is_an_error_naming_it(sweep, tmp_path, cut):
+    """A user error (exit 2) that says which file and how to get it back, not a decoder's traceback."""
+    (job,) = sweep.plan.cell_jobs[TRUNCATED]["eval"]
+    path = sweep.store.path(*job.split("/")) / cut
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(UserError, match=r"cannot be read .*delete .* and `ablate run`") as raised:
+        write_report(sweep.loaded, sweep.plan, sweep.store, tmp_path / "out", track=False)
+    assert str(path.parent) in str(raised.value)
 
 
 def test_report_tables_and_markdown_carry_the_stores_numbers(sweep, tmp_path):

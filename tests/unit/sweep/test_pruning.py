@@ -112,6 +112,11 @@ def test_an_evaluation_of_a_pruned_checkpoint_not_trained_again_is_refused_not_r
     with pytest.raises(ExecError, match=f"needs train/{key} to be done first"):
         execute(sw.loaded, sw.plan, sw.store, "eval", added.key)
     assert ran == [] and inputs_not_ready(sw.store, first) == [f"train/{key}"]
+    # an evaluation done before the pruning is done, not waiting (a requeued bundle reruns its done keys)...
+    assert not execute(sw.loaded, sw.plan, sw.store, "eval", first.key)
+    # ...and forced, it says how to get the checkpoint back: `ablate run` alone would find nothing to do
+    with pytest.raises(ExecError, match=f"remove {sw.store.path('eval', first.key)} and `ablate run` trains it"):
+        execute(sw.loaded, sw.plan, sw.store, "eval", first.key, force=True)
     info = {"stage": "eval", "keys": [first.key, added.key], "state": "running", "detail": ""}
     assert _inputs_not_done(sw.plan, sw.store, info, added.key) == [f"train/{key}"]
     assert key_state(sw.store, info, added.key, [f"train/{key}"])["state"] == "cancelled"
@@ -195,3 +200,7 @@ def test_evaluations_of_an_earlier_build_of_a_retrained_checkpoint_are_named(tmp
     execute(sw.loaded, sw.plan, sw.store, "eval", second.key)
     (line,) = stale_evaluations(sw.plan, sw.store)
     assert f"1 evaluation(s) of train/{key} were made on an earlier build" in line and first.key in line
+    assert f"`ablate exec eval {first.key} --force` re-evaluates" in line
+    (sw.store.path("train", key) / PRUNED).write_text("{}")  # deleted again: --force alone has no model to read
+    (line,) = stale_evaluations(sw.plan, sw.store)
+    assert f"remove {sw.store.path('eval', first.key)} and `ablate run` trains it again" in line
